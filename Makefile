@@ -1,0 +1,42 @@
+# One entry point for people and CI. Every target creates the virtual environment if missing.
+#   make book         set up, then build the HTML book (the main job)
+#   make test         set up, then run the whole test suite (what .ci/run calls)
+#   make experiments  re-run the notebooks into the book (PROFILE=cpu|gpu|smoke)
+#   make bench        run the benchmark scripts
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PROFILE ?= cpu
+# pip prints one warning per package for this machine's local index mirrors; keep logs readable.
+PIP_QUIET := -q --disable-pip-version-check
+
+.PHONY: setup book book-strict test experiments bench lab clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install $(PIP_QUIET) --upgrade pip 2> >(grep -v '^WARNING: Location' >&2)
+	$(BIN)/python -m pip install $(PIP_QUIET) -e '.[dev]' 2> >(grep -v '^WARNING: Location' >&2)
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $@
+
+book: setup
+	$(BIN)/jupyter-book build book/ --warningiserror --keep-going
+	@echo "Book: $(CURDIR)/book/_build/html/index.html"
+
+test: setup
+	$(BIN)/python -m pytest tests
+
+experiments: setup
+	$(BIN)/python -m eurosat_lib experiments --profile $(PROFILE)
+
+bench: setup
+	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done
+
+lab: setup
+	$(BIN)/jupyter lab
+
+clean:
+	rm -rf book/_build .pytest_cache

@@ -1,0 +1,86 @@
+"""Shared fixtures: the real archive from ../shared/data, an isolated cache, small archives."""
+
+from __future__ import annotations
+
+import io
+import os
+import zipfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data"
+REAL_ARCHIVE = SHARED / "EuroSAT_RGB.zip"
+WEIGHTS_DIR = SHARED / "weights"
+
+# Keep test runs quiet and away from the user's cache. Set before anything imports the library
+# (and inherited by papermill kernels and subprocesses started by tests).
+os.environ.setdefault("EUROSAT_PROGRESS", "0")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory):
+    """One cache dir per test session: the real archive is decoded once per session."""
+    old = os.environ.get("EUROSAT_DATA_DIR")
+    os.environ["EUROSAT_DATA_DIR"] = str(tmp_path_factory.mktemp("eurosat_cache"))
+    yield
+    if old is None:
+        os.environ.pop("EUROSAT_DATA_DIR", None)
+    else:
+        os.environ["EUROSAT_DATA_DIR"] = old
+
+
+needs_real_data = pytest.mark.skipif(
+    not REAL_ARCHIVE.is_file(), reason=f"real EuroSAT archive not found at {REAL_ARCHIVE} (../shared/data)"
+)
+
+
+@pytest.fixture(scope="session")
+def real_data():
+    """The full real dataset, loaded once per session (decoded into the session cache)."""
+    if not REAL_ARCHIVE.is_file():
+        pytest.skip(f"real EuroSAT archive not found at {REAL_ARCHIVE}")
+    from eurosat_lib.data import load_eurosat
+
+    return load_eurosat(REAL_ARCHIVE)
+
+
+@pytest.fixture(scope="session")
+def real_members() -> dict[str, bytes]:
+    """A few real JPEGs per class ({'Forest/Forest_1.jpg': bytes}) for building small archives."""
+    if not REAL_ARCHIVE.is_file():
+        pytest.skip(f"real EuroSAT archive not found at {REAL_ARCHIVE}")
+    from eurosat_lib.data import CLASS_NAMES
+
+    out = {}
+    with zipfile.ZipFile(REAL_ARCHIVE) as zf:
+        for cls in CLASS_NAMES:
+            for i in range(1, 4):
+                out[f"{cls}/{cls}_{i}.jpg"] = zf.read(f"EuroSAT_RGB/{cls}/{cls}_{i}.jpg")
+    return out
+
+
+def write_zip(path: Path, files: dict[str, bytes]) -> Path:
+    """Write ``files`` ({member name: bytes}) into a zip at ``path``."""
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name, blob in files.items():
+            zf.writestr(name, blob)
+    return path
+
+
+def write_tree(root: Path, files: dict[str, bytes]) -> Path:
+    for name, blob in files.items():
+        p = root / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(blob)
+    return root
+
+
+def jpeg_bytes(size=(64, 64), color=(10, 120, 30)) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", size, color).save(buf, format="JPEG")
+    return buf.getvalue()
