@@ -1,0 +1,524 @@
+"""Training loops: phases, feature caching, callbacks, resume and accelerator switches.
+
+The recipe the book studies is two-phase transfer::
+
+    model = build_model("MobileNetV2", weights="imagenet", backbone_kwargs={"alpha": 0.35})
+    head = PhaseConfig("head", epochs=5, learning_rate=1e-3)                  # frozen base
+    tune = PhaseConfig("finetune", epochs=5, learning_rate=1e-4, unfreeze="block_13")
+    results = train_phases(model, train, val, [head, tune], run_dir="runs/demo")
+
+* A **phase** is one ``model.fit`` with its own optimizer, learning rate and trainable set;
+  changing what is trainable needs a re-compile, so each phase compiles afresh.
+* **Feature caching** (``PhaseConfig(..., use_feature_cache=True)``): with a frozen base every
+  epoch recomputes the same backbone features, so they are extracted once (and kept on disk,
+  keyed by the extractor's weights and the images) and the head alone is trained on them. The
+  head's layers are shared with the full model, so the full model is ready for evaluation or
+  fine-tuning afterwards.
+* **Resume**: each phase keeps a Keras ``BackupAndRestore`` checkpoint under
+  ``run_dir/checkpoints/<phase>``; a finished phase leaves ``phase_<name>.weights.h5`` and an
+  entry in ``state.json``. Re-running the same call after a crash skips finished phases and
+  continues the interrupted one from its last completed epoch. Batch order and dropout noise are
+  derived from ``(seed, epoch)``, so a resumed run ends with the same weights as an unbroken one.
+* Early stopping and "best" checkpoints watch the **validation** split, never the test split.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import keras
+import numpy as np
+
+from . import config
+from . import models as M
+from ._io import atomic_path, progress, write_json_atomic
+from .data import EuroSAT
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("constant", "cosine")
+
+
+# --------------------------------------------------------------------------------------------
+# Configuration
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PhaseConfig:
+    """One training phase. Invalid values raise ``ValueError`` naming the parameter.
+
+    Args:
+        name: phase name (``"head"``, ``"finetune"``, ``"scratch"``...), used for files.
+        epochs: maximum epochs.
+        learning_rate: peak learning rate (> 0).
+        batch_size: images per step.
+        optimizer: ``"adam"``, ``"adamw"`` or ``"sgd"`` (momentum 0.9).
+        weight_decay: decoupled weight decay (adamw/sgd).
+        schedule: ``"constant"`` or ``"cosine"`` decay to 0 over the phase.
+        early_stopping: patience in epochs on ``val_loss`` (restores the best weights), or None.
+        unfreeze: trainable policy applied before the phase (see ``models.set_trainable``):
+            ``"frozen"``, ``"all"``, an int (top N backbone layers) or a block name; None keeps
+            the model's current trainable state.
+        freeze_bn: keep BatchNorm layers frozen (inference mode) when unfreezing.
+        use_feature_cache: train only the head on cached backbone features (frozen base only).
+    """
+
+    name: str = "head"
+    epochs: int = 5
+    learning_rate: float = 1e-3
+    batch_size: int = 64
+    optimizer: str = "adam"
+    weight_decay: float = 0.0
+    schedule: str = "constant"
+    early_stopping: int | None = None
+    unfreeze: str | int | None = None
+    freeze_bn: bool = True
+    use_feature_cache: bool = False
+
+    def __post_init__(self) -> None:
+        where = f"in phase {self.name!r}"
+        if not isinstance(self.epochs, (int, np.integer)) or isinstance(self.epochs, bool) or self.epochs < 0:
+            raise ValueError(f"epochs must be a non-negative integer {where}, got {self.epochs!r}")
+        if not isinstance(self.learning_rate, (int, float)) or not math.isfinite(self.learning_rate) or self.learning_rate <= 0:
+            raise ValueError(f"learning_rate must be a positive number {where}, got {self.learning_rate!r}")
+        if not isinstance(self.batch_size, (int, np.integer)) or self.batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer {where}, got {self.batch_size!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS} {where}, got {self.optimizer!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES} {where}, got {self.schedule!r}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0 {where}, got {self.weight_decay!r}")
+        if self.early_stopping is not None and (not isinstance(self.early_stopping, int) or self.early_stopping < 1):
+            raise ValueError(f"early_stopping must be None or a positive integer {where}, got {self.early_stopping!r}")
+        if self.use_feature_cache and self.unfreeze not in (None, "frozen"):
+            raise ValueError(
+                f"use_feature_cache needs a frozen base {where} (unfreeze={self.unfreeze!r}); "
+                "cached features cannot change while the backbone trains"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class PhaseResult:
+    """What one phase did: its per-epoch history, timing and where it stopped."""
+
+    name: str
+    history: dict[str, list[float]]
+    seconds: float
+    epochs_run: int
+    trainable_params: int
+    feature_seconds: float = 0.0
+    seconds_per_epoch: float = 0.0
+    resumed: bool = False
+    skipped: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# --------------------------------------------------------------------------------------------
+# Accelerators: mixed precision, XLA, several GPUs — all off on CPU by default
+# --------------------------------------------------------------------------------------------
+
+
+def gpu_names() -> list[str]:
+    """Names of visible GPUs for the active Keras backend (empty on CPU)."""
+    backend = keras.backend.backend()
+    try:
+        if backend == "tensorflow":
+            import tensorflow as tf
+
+            return [d.name for d in tf.config.list_physical_devices("GPU")]
+        if backend == "jax":
+            import jax
+
+            return [str(d) for d in jax.devices() if d.platform == "gpu"]
+        if backend == "torch":
+            import torch
+
+            return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    except Exception:  # noqa: BLE001 - device discovery must never break training on CPU
+        return []
+    return []
+
+
+@dataclass(frozen=True)
+class Accelerator:
+    """Resolved accelerator switches. Build and compile models inside :meth:`scope`."""
+
+    mixed_precision: bool = False
+    jit_compile: bool = False
+    multi_gpu: bool = False
+    gpus: tuple[str, ...] = ()
+
+    @contextlib.contextmanager
+    def scope(self) -> Iterator[None]:
+        """Context for building/compiling: the distribution strategy when several GPUs are used."""
+        if self.multi_gpu and keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            with tf.distribute.MirroredStrategy().scope():
+                yield
+        else:
+            yield
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def configure_accelerator(
+    mixed_precision: bool | str = "auto", jit_compile: bool | str = "auto", multi_gpu: bool | str = "auto"
+) -> Accelerator:
+    """Turn on GPU speed-ups where they help; ``"auto"`` means on with a GPU, off on CPU.
+
+    Mixed precision sets Keras' global dtype policy (``mixed_float16``; model outputs stay
+    float32). Several GPUs use ``tf.distribute.MirroredStrategy`` on TensorFlow and
+    ``keras.distribution.DataParallel`` on JAX.
+    """
+    gpus = tuple(gpu_names())
+
+    def pick(v: bool | str, default: bool, name: str) -> bool:
+        if v == "auto":
+            return default
+        if isinstance(v, bool):
+            return v
+        raise ValueError(f"{name} must be True, False or 'auto', got {v!r}")
+
+    acc = Accelerator(
+        mixed_precision=pick(mixed_precision, bool(gpus), "mixed_precision"),
+        jit_compile=pick(jit_compile, bool(gpus), "jit_compile"),
+        multi_gpu=pick(multi_gpu, len(gpus) > 1, "multi_gpu"),
+        gpus=gpus,
+    )
+    keras.mixed_precision.set_global_policy("mixed_float16" if acc.mixed_precision else "float32")
+    if acc.multi_gpu and keras.backend.backend() == "jax":
+        keras.distribution.set_distribution(keras.distribution.DataParallel())
+    return acc
+
+
+def set_seed(seed: int, deterministic: bool = False) -> None:
+    """Seed Python, NumPy and the backend; optionally make TF ops deterministic (slower)."""
+    keras.utils.set_random_seed(int(seed))
+    if deterministic and keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+
+
+# --------------------------------------------------------------------------------------------
+# Data feeding
+# --------------------------------------------------------------------------------------------
+
+
+class ArraySequence(keras.utils.PyDataset):
+    """Batches of in-memory arrays; the shuffle order is a function of ``(seed, epoch)``.
+
+    Keras' own array shuffling depends on how many epochs this process has run, so a resumed
+    run would see different batches than an unbroken one. Here :class:`EpochSeeder` tells the
+    sequence which epoch it is, making the order reproducible across restarts.
+    """
+
+    def __init__(self, x: np.ndarray, y: np.ndarray | None, batch_size: int, shuffle: bool = False, seed: int = 0):
+        super().__init__(workers=1, use_multiprocessing=False)
+        if y is not None and len(x) != len(y):
+            raise ValueError(f"x and y lengths differ: {len(x)} vs {len(y)}")
+        self.x, self.y = x, y
+        self.batch_size = int(batch_size)
+        self.shuffle, self.seed = shuffle, int(seed)
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        n = len(self.x)
+        self.order = np.random.default_rng([self.seed, int(epoch)]).permutation(n) if self.shuffle else np.arange(n)
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.x) / self.batch_size)
+
+    def __getitem__(self, i: int):
+        idx = self.order[i * self.batch_size : (i + 1) * self.batch_size]
+        xb = np.asarray(self.x[idx])
+        return xb if self.y is None else (xb, np.asarray(self.y[idx]))
+
+
+class EpochSeeder(keras.callbacks.Callback):
+    """At each epoch start: set the batch order and reseed the model's random layers.
+
+    Dropout and augmentation draw from Keras ``SeedGenerator`` states; resetting them from
+    ``(seed, epoch)`` makes each epoch's noise independent of process history (resume-safe).
+    """
+
+    def __init__(self, sequence: ArraySequence, seed: int):
+        super().__init__()
+        self.sequence, self.seed = sequence, int(seed)
+
+    def on_epoch_begin(self, epoch: int, logs=None) -> None:
+        self.sequence.set_epoch(epoch)
+        for i, gen in enumerate(_seed_generators(self.model)):
+            state = np.random.default_rng([self.seed, epoch, i]).integers(0, 2**31 - 1, size=gen.state.shape)
+            gen.state.assign(state.astype(gen.state.dtype))
+
+
+def _seed_generators(model: keras.Model) -> list:
+    from keras.src.random.seed_generator import SeedGenerator
+
+    gens, seen = [], set()
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        for attr in vars(layer).values():
+            if isinstance(attr, SeedGenerator) and id(attr) not in seen:
+                seen.add(id(attr))
+                gens.append(attr)
+    return gens
+
+
+# --------------------------------------------------------------------------------------------
+# Feature caching
+# --------------------------------------------------------------------------------------------
+
+
+def _extractor_key(extractor: keras.Model, images: np.ndarray) -> str:
+    """Key a feature cache by everything that determines the features: config, weights, pixels."""
+    h = hashlib.sha256()
+    h.update(json.dumps(extractor.get_config(), sort_keys=True, default=str).encode())
+    for w in extractor.weights:
+        h.update(np.ascontiguousarray(keras.ops.convert_to_numpy(w)).tobytes())
+    h.update(str(images.shape).encode())
+    h.update(hashlib.sha256(np.ascontiguousarray(images)).digest())
+    return h.hexdigest()[:32]
+
+
+def extract_features(
+    extractor: keras.Model, images: np.ndarray, batch_size: int = 256, cache: bool = True, desc: str = "features"
+) -> np.ndarray:
+    """Run ``extractor`` over ``images`` once (progress bar), caching the result on disk.
+
+    The cache lives in ``$EUROSAT_DATA_DIR/features/<key>.npy`` and is keyed by the extractor's
+    config and weights and the image bytes, so a changed model or data never reuses stale
+    features. Written atomically.
+    """
+    path = None
+    if cache:
+        path = config.cache_dir() / "features" / f"{_extractor_key(extractor, images)}.npy"
+        if path.is_file():
+            try:
+                return np.load(path)
+            except (OSError, ValueError):
+                path.unlink(missing_ok=True)
+    outs = []
+    for start in progress(range(0, len(images), batch_size), desc=desc, unit="batch"):
+        batch = np.asarray(images[start : start + batch_size])
+        # predict_on_batch runs a compiled function: ~2.5x faster than an eager call on CPU.
+        outs.append(np.asarray(extractor.predict_on_batch(batch), dtype=np.float32))
+    feats = np.concatenate(outs) if outs else np.zeros((0, extractor.output.shape[-1]), np.float32)
+    if path is not None:
+        with atomic_path(path, suffix=".npy") as tmp:
+            with open(tmp, "wb") as f:
+                np.save(f, feats)
+    return feats
+
+
+# --------------------------------------------------------------------------------------------
+# Phases
+# --------------------------------------------------------------------------------------------
+
+
+def make_optimizer(phase: PhaseConfig, steps: int) -> keras.optimizers.Optimizer:
+    lr: Any = phase.learning_rate
+    if phase.schedule == "cosine" and steps > 0:
+        lr = keras.optimizers.schedules.CosineDecay(phase.learning_rate, decay_steps=steps)
+    if phase.optimizer == "adam":
+        return keras.optimizers.Adam(lr)
+    if phase.optimizer == "adamw":
+        return keras.optimizers.AdamW(lr, weight_decay=phase.weight_decay or 1e-4)
+    return keras.optimizers.SGD(lr, momentum=0.9, weight_decay=phase.weight_decay or None)
+
+
+def compile_for(model: keras.Model, phase: PhaseConfig, steps: int, jit_compile: bool = False) -> None:
+    """(Re-)compile ``model`` for a phase: needed whenever what is trainable changed."""
+    model.compile(
+        optimizer=make_optimizer(phase, steps),
+        loss=keras.losses.SparseCategoricalCrossentropy(),
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        jit_compile=jit_compile,
+    )
+
+
+def _read_csv_history(path: Path) -> dict[str, list[float]]:
+    if not path.is_file():
+        return {}
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    hist: dict[str, list[float]] = {}
+    for row in rows:
+        for k, v in row.items():
+            if k == "epoch" or v in (None, ""):
+                continue
+            hist.setdefault(k, []).append(float(v))
+    return hist
+
+
+class _State:
+    """``run_dir/state.json``: which phases finished (atomic rewrite on every change)."""
+
+    def __init__(self, run_dir: Path | None):
+        self.path = run_dir / "state.json" if run_dir else None
+        self.data: dict[str, Any] = {"completed": {}}
+        if self.path and self.path.is_file():
+            self.data = json.loads(self.path.read_text())
+
+    def done(self, name: str) -> dict | None:
+        return self.data["completed"].get(name)
+
+    def mark(self, name: str, result: PhaseResult) -> None:
+        self.data["completed"][name] = result.to_dict()
+        if self.path:
+            write_json_atomic(self.path, self.data)
+
+
+def fit_phase(
+    model: keras.Model,
+    train: EuroSAT,
+    val: EuroSAT | None,
+    phase: PhaseConfig,
+    *,
+    seed: int = 0,
+    run_dir: str | os.PathLike | None = None,
+    accelerator: Accelerator | None = None,
+    verbose: int = 0,
+    tensorboard: bool = True,
+    extra_callbacks: Sequence[keras.callbacks.Callback] = (),
+) -> PhaseResult:
+    """Train ``model`` for one phase; resumable when ``run_dir`` is given.
+
+    Returns the phase's history (all epochs, across restarts) and timings. See the module
+    docstring for the resume contract.
+    """
+    acc = accelerator or Accelerator()
+    run_dir = Path(run_dir) if run_dir is not None else None
+    state = _State(run_dir)
+    done = state.done(phase.name)
+    if done is not None and run_dir is not None:
+        if phase.unfreeze is not None:
+            M.set_trainable(model, phase.unfreeze, freeze_bn=phase.freeze_bn)
+        model.load_weights(run_dir / f"phase_{phase.name}.weights.h5")
+        return PhaseResult(**{**done, "skipped": True})
+
+    if phase.unfreeze is not None:
+        M.set_trainable(model, phase.unfreeze, freeze_bn=phase.freeze_bn)
+    trainable = M.count_params(model)["trainable"]
+    t_start = time.perf_counter()
+    feature_seconds = 0.0
+
+    if phase.use_feature_cache:
+        extractor, head = M.split_feature_extractor(model)
+        t0 = time.perf_counter()
+        x_train = extract_features(extractor, train.images, desc=f"{phase.name}: train features")
+        x_val = extract_features(extractor, val.images, desc=f"{phase.name}: val features") if val is not None else None
+        feature_seconds = time.perf_counter() - t0
+        fit_model = head
+    else:
+        x_train, x_val, fit_model = train.images, (val.images if val is not None else None), model
+
+    seq = ArraySequence(x_train, train.labels, phase.batch_size, shuffle=True, seed=seed)
+    vseq = ArraySequence(x_val, val.labels, max(phase.batch_size, 256)) if val is not None else None
+    with acc.scope():
+        compile_for(fit_model, phase, steps=len(seq) * phase.epochs, jit_compile=acc.jit_compile)
+
+    callbacks: list[keras.callbacks.Callback] = [EpochSeeder(seq, seed)]
+    resumed = False
+    if run_dir is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        backup = run_dir / "checkpoints" / phase.name
+        resumed = (backup / "training_metadata.json").is_file()
+        callbacks.append(keras.callbacks.BackupAndRestore(str(backup), double_checkpoint=True))
+        csv_path = run_dir / f"history_{phase.name}.csv"
+        if not resumed and csv_path.exists():
+            csv_path.unlink()  # a stale log from an earlier, abandoned attempt
+        callbacks.append(keras.callbacks.CSVLogger(str(csv_path), append=True))
+        if vseq is not None:
+            callbacks.append(
+                keras.callbacks.ModelCheckpoint(
+                    str(run_dir / "checkpoints" / f"best_{phase.name}.weights.h5"),
+                    monitor="val_loss",
+                    save_best_only=True,
+                    save_weights_only=True,
+                )
+            )
+        if tensorboard and _tensorboard_available():
+            callbacks.append(keras.callbacks.TensorBoard(str(run_dir / "tensorboard" / phase.name), write_graph=False))
+    if phase.early_stopping and vseq is not None:
+        callbacks.append(
+            keras.callbacks.EarlyStopping(monitor="val_loss", patience=phase.early_stopping, restore_best_weights=True)
+        )
+    callbacks += list(extra_callbacks)
+
+    # shuffle=False: the sequence shuffles itself from (seed, epoch). Keras' own PyDataset
+    # shuffling draws from Python's global RNG, which a resumed process cannot replay.
+    hist = fit_model.fit(seq, validation_data=vseq, epochs=phase.epochs, callbacks=callbacks, verbose=verbose, shuffle=False)
+    seconds = time.perf_counter() - t_start
+    history = _read_csv_history(run_dir / f"history_{phase.name}.csv") if run_dir else {}
+    if not history:
+        history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
+    epochs_run = len(next(iter(history.values()), []))
+    train_epochs_here = max(1, len(hist.history.get("loss", [])))
+    result = PhaseResult(
+        name=phase.name,
+        history=history,
+        seconds=round(seconds, 3),
+        epochs_run=epochs_run,
+        trainable_params=trainable,
+        feature_seconds=round(feature_seconds, 3),
+        seconds_per_epoch=round((seconds - feature_seconds) / train_epochs_here, 3),
+        resumed=resumed,
+    )
+    if run_dir is not None:
+        with atomic_path(run_dir / f"phase_{phase.name}.weights.h5", suffix=".weights.h5") as tmp:
+            model.save_weights(str(tmp))
+        state.mark(phase.name, result)
+    return result
+
+
+def _tensorboard_available() -> bool:
+    # Keras' TensorBoard callback writes through tf.summary + the tensorboard package; a
+    # JAX-only GPU machine has neither, and training must not fail for want of logs.
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) is not None for m in ("tensorflow", "tensorboard"))
+
+
+def train_phases(
+    model: keras.Model,
+    train: EuroSAT,
+    val: EuroSAT | None,
+    phases: Sequence[PhaseConfig],
+    **kwargs: Any,
+) -> list[PhaseResult]:
+    """Run phases in order (e.g. head on a frozen base, then fine-tuning). See :func:`fit_phase`."""
+    names = [p.name for p in phases]
+    if len(set(names)) != len(names):
+        raise ValueError(f"phase names must be unique, got {names}")
+    return [fit_phase(model, train, val, p, **kwargs) for p in phases]
+
+
+def merge_histories(results: Sequence[PhaseResult]) -> dict[str, Any]:
+    """Concatenate phase histories for plotting, with the epoch where each phase starts."""
+    merged: dict[str, list[float]] = {}
+    boundaries = []
+    n = 0
+    for r in results:
+        boundaries.append(n)
+        for k, v in r.history.items():
+            merged.setdefault(k, []).extend(v)
+        n += r.epochs_run
+    return {"history": merged, "phase_starts": boundaries, "phases": [r.name for r in results]}
