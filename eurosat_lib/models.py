@@ -407,7 +407,7 @@ def resolve_weights(backbone: str, weights: str | os.PathLike | None, **backbone
             f"and downloading it from {wf.url} failed ({type(e).__name__}: {e}).\n"
             f"Fetch that file on a machine with internet access and put it in $EUROSAT_WEIGHTS_DIR "
             f"(any directory; point the variable at it) or in ~/.keras/models, or pass weights=None "
-            f"to train from scratch."
+            f"(papermill: -p weights none) to train from scratch."
         ) from e
 
 

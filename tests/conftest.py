@@ -21,10 +21,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _isolated_cache(tmp_path_factory):
-    """One cache dir per test session: the real archive is decoded once per session."""
+def _isolated_cache(tmp_path_factory, worker_id):
+    """One cache dir per test run, shared by pytest-xdist workers: the real archive is decoded
+    once per run (the data layer's file lock makes concurrent first loads wait, not collide)."""
     old = os.environ.get("EUROSAT_DATA_DIR")
-    os.environ["EUROSAT_DATA_DIR"] = str(tmp_path_factory.mktemp("eurosat_cache"))
+    base = tmp_path_factory.getbasetemp()
+    shared = (base.parent if worker_id != "master" else base) / "eurosat_cache"
+    shared.mkdir(parents=True, exist_ok=True)
+    os.environ["EUROSAT_DATA_DIR"] = str(shared)
     yield
     if old is None:
         os.environ.pop("EUROSAT_DATA_DIR", None)
@@ -35,6 +39,12 @@ def _isolated_cache(tmp_path_factory):
 needs_real_data = pytest.mark.skipif(
     not REAL_ARCHIVE.is_file(), reason=f"real EuroSAT archive not found at {REAL_ARCHIVE} (../shared/data)"
 )
+
+
+@pytest.fixture(scope="session")
+def worker_id(request) -> str:
+    """The xdist worker id ("gw0", ...) or "master" without xdist."""
+    return getattr(request.config, "workerinput", {}).get("workerid", "master")
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,380 @@
+"""One experiment = one run folder: :class:`ExperimentSpec` in, ``record.json`` out.
+
+:func:`run_experiment` trains and evaluates a spec into ``out_dir/<name>`` (``params.json``,
+``record.json``, per-phase history CSVs, ``model.keras``). A finished run with the same spec is
+reused, an interrupted one resumes; the book only ever reads the records.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from .. import __version__, config
+from .. import data as D
+from .. import evaluation as E
+from .. import models as M
+from .. import training as T
+from .._io import atomic_path, write_json_atomic
+
+
+# --------------------------------------------------------------------------------------------
+# Data for a notebook
+# --------------------------------------------------------------------------------------------
+
+
+def load_data(source: str = "auto", profile: str = "cpu") -> D.EuroSAT:
+    """The dataset a notebook works on: real EuroSAT, or synthetic where allowed.
+
+    ``"auto"``: the real archive if one is already on disk (never downloads), else synthetic —
+    only the smoke profile allows that fallback.
+    """
+    if source == "synthetic":
+        return D.make_synthetic(n_per_class=40, seed=0)
+    if source == "real":
+        return D.load_eurosat()
+    if source == "auto":
+        try:
+            return D.load_eurosat(download=False)
+        except FileNotFoundError:
+            if profile != "smoke":
+                raise
+            return D.make_synthetic(n_per_class=40, seed=0)
+    return D.load_eurosat(source)
+
+
+def weights_available(backbone: str, weights: str | None, **kwargs: Any) -> bool:
+    """True if ``weights`` can be used without a download (a local file exists)."""
+    if weights is None:
+        return True
+    try:
+        path = M.find_local_weights(backbone, **kwargs) if weights == "imagenet" else Path(weights)
+    except (ValueError, KeyError):
+        return False
+    return path is not None and Path(path).is_file()
+
+
+# --------------------------------------------------------------------------------------------
+# One experiment = one run folder
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ExperimentSpec:
+    """Everything that defines one training run (hashable into :meth:`key`)."""
+
+    name: str
+    backbone: str = "MobileNetV2"
+    backbone_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    weights: str | None = "imagenet"
+    image_size: int | None = None
+    head: M.HeadConfig = field(default_factory=M.HeadConfig)
+    augment: str | None = None
+    truncate_at: str | float | None = None
+    preprocessing: str = "auto"
+    freeze_bn: bool | None = None
+    phases: tuple[T.PhaseConfig, ...] = ()
+    seed: int = 0
+    n_per_class: int | None = None
+    train_fraction: float | None = None
+    #: Splits scored after training. Never "train+val" for selection: that leaks.
+    eval_splits: tuple[str, ...] = ("val", "test")
+    #: Stratified subsets (fixed seed 0, identical for every run) of the validation and test
+    #: splits, for sweeps on a CPU budget; None = the whole split.
+    val_n_per_class: int | None = None
+    test_n_per_class: int | None = None
+    tags: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.phases:
+            raise ValueError(f"experiment {self.name!r} has no phases")
+        if self.n_per_class is not None and self.train_fraction is not None:
+            raise ValueError(f"experiment {self.name!r}: give n_per_class or train_fraction, not both")
+        M.get_backbone_spec(self.backbone)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["phases"] = [p.to_dict() for p in self.phases]
+        d["head"] = dataclasses.asdict(self.head)
+        d["backbone_kwargs"] = dict(self.backbone_kwargs)
+        d["tags"] = dict(self.tags)
+        return d
+
+    def key(self) -> str:
+        """Hash of the fields that differ from their defaults.
+
+        Leaving defaults out keeps the keys of existing runs stable when a new, defaulted field
+        is added to the spec, so finished runs are not retrained for nothing.
+        """
+        full = self.to_dict()
+        defaults = {
+            f.name: (f.default if f.default is not dataclasses.MISSING else f.default_factory())  # type: ignore[misc]
+            for f in dataclasses.fields(self)
+            if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+        }
+        defaults["head"] = dataclasses.asdict(M.HeadConfig())
+        defaults = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in defaults.items()}
+        keep = {k: v for k, v in full.items() if k not in defaults or _norm(defaults[k]) != _norm(v)}
+        return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _norm(v: Any) -> str:
+    return json.dumps(v, sort_keys=True, default=str)
+
+
+@dataclass
+class RunResult:
+    """A finished run: its record, and (when kept in memory) the model and test predictions."""
+
+    record: dict[str, Any]
+    run_dir: Path
+    model: Any = None
+    predictions: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def test_accuracy(self) -> float:
+        return float(self.record["metrics"]["test"]["accuracy"])
+
+    def load_model(self):
+        """The run's trained model (reloaded from ``model.keras`` if not in memory)."""
+        if self.model is None:
+            self.model = load_run_model(self.run_dir)
+        return self.model
+
+
+def train_subset(data: D.EuroSAT, spec: ExperimentSpec) -> D.EuroSAT:
+    """The training images a spec uses: the manifest's train split, optionally a nested subset."""
+    train = data.get_split("train")
+    if spec.n_per_class is not None:
+        return D.nested_subset(train, n_per_class=spec.n_per_class, seed=spec.seed)
+    if spec.train_fraction is not None and spec.train_fraction < 1:
+        return D.nested_subset(train, fraction=spec.train_fraction, seed=spec.seed)
+    return train
+
+
+def eval_split(data: D.EuroSAT, split: str, spec: ExperimentSpec) -> D.EuroSAT:
+    """A validation/test split, or its fixed stratified subset when the spec asks for one."""
+    part = data.get_split(split)
+    n = {"val": spec.val_n_per_class, "test": spec.test_n_per_class}.get(split)
+    return D.nested_subset(part, n_per_class=n, seed=0) if n else part
+
+
+def data_identity(data: D.EuroSAT) -> dict[str, Any]:
+    """What data a run used, without machine paths (records are published in the book)."""
+    return {
+        "source": Path(data.source).name if data.source and not data.source.startswith("synthetic") else data.source,
+        "content_digest": data.info.get("content_digest"),
+        "published_eurosat": data.info.get("content_digest") == D.PUBLISHED_CONTENT_DIGEST,
+        "split_version": D.SPLIT_VERSION,
+        "num_images": len(data),
+    }
+
+
+def build_from_spec(spec: ExperimentSpec, num_classes: int = 10):
+    """The (untrained) Keras model a spec describes."""
+    return M.build_model(
+        spec.backbone,
+        weights=spec.weights,
+        image_size=spec.image_size,
+        num_classes=num_classes,
+        augment=spec.augment,
+        head=spec.head,
+        truncate_at=spec.truncate_at,
+        preprocessing=spec.preprocessing,
+        freeze_bn=spec.freeze_bn,
+        backbone_kwargs=dict(spec.backbone_kwargs),
+        seed=spec.seed,
+    )
+
+
+def run_experiment(
+    spec: ExperimentSpec,
+    data: D.EuroSAT,
+    out_dir: str | os.PathLike,
+    *,
+    accelerator: T.Accelerator | None = None,
+    reuse: bool = True,
+    save_model: bool = True,
+    keep_predictions: bool = True,
+    verbose: int = 0,
+    model_fn: Callable[[ExperimentSpec], Any] | None = None,
+    train_data: D.EuroSAT | None = None,
+) -> RunResult:
+    """Train and evaluate one spec into ``out_dir/<spec.name>``; reuse or resume when possible.
+
+    ``model_fn`` replaces :func:`build_from_spec` (e.g. a base pretrained elsewhere);
+    ``train_data`` replaces the spec's training subset (e.g. labels deliberately shuffled).
+    Metrics are computed on the ``eval_splits`` of ``data`` (validation and test by default).
+    """
+    run_dir = Path(out_dir) / spec.name
+    record_path = run_dir / E.RUN_RECORD
+    if reuse and record_path.is_file():
+        try:
+            old = E.read_run_record(run_dir)
+        except (OSError, ValueError):
+            old = None
+        if old and old.get("status") == "complete" and old.get("params", {}).get("spec_key") == spec.key():
+            return RunResult(record=old, run_dir=run_dir)
+    if run_dir.exists():
+        params_file = run_dir / "params.json"
+        prev = json.loads(params_file.read_text()) if params_file.is_file() else {}
+        if prev.get("spec_key") != spec.key():
+            # A different experiment used this name before: start clean rather than resume it.
+            import shutil
+
+            shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    params = {"spec_key": spec.key(), **spec.to_dict(), "data": data_identity(data)}
+    write_json_atomic(run_dir / "params.json", params)
+    E.write_run_record(run_dir, params=params, status="running")
+
+    acc = accelerator or T.Accelerator()
+    t0 = time.perf_counter()
+    T.set_seed(spec.seed)
+    with acc.scope():
+        model = (model_fn or build_from_spec)(spec)
+    train = train_data if train_data is not None else train_subset(data, spec)
+    val = eval_split(data, "val", spec)
+    try:
+        results = T.train_phases(model, train, val, list(spec.phases), seed=spec.seed, run_dir=run_dir, accelerator=acc, verbose=verbose)
+    except BaseException:
+        E.write_run_record(run_dir, params=params, status="failed")
+        raise
+    fit_seconds = time.perf_counter() - t0
+
+    metrics, predictions = {}, {}
+    t_eval = time.perf_counter()
+    use_features = spec.phases[-1].use_feature_cache
+    for split in spec.eval_splits:
+        part = eval_split(data, split, spec)
+        y_prob = predict(model, part.images, use_feature_cache=use_features, eager=acc.run_eagerly)
+        metrics[split] = E.evaluate_predictions(part.labels, y_prob, part.class_names)
+        if keep_predictions:
+            predictions[split] = y_prob
+    eval_seconds = time.perf_counter() - t_eval
+    ips = inference_speed(model, data.images[:256]) if not acc.run_eagerly else float("nan")
+    timings = {
+        "fit_seconds": round(fit_seconds, 2),
+        "eval_seconds": round(eval_seconds, 2),
+        "phases": {r.name: {"seconds": r.seconds, "seconds_per_epoch": r.seconds_per_epoch,
+                            "feature_seconds": r.feature_seconds, "epochs_run": r.epochs_run,
+                            "resumed": r.resumed} for r in results},
+        "inference_images_per_s": round(ips, 1),
+    }  # fmt: skip
+    if save_model:
+        with atomic_path(run_dir / "model.keras", suffix=".keras") as tmp:
+            model.save(str(tmp))
+    record_file = E.write_run_record(
+        run_dir,
+        params=params,
+        metrics=metrics,
+        history=[{"name": r.name, "history": r.history} for r in results],
+        timings=timings,
+        model_info=M.describe_model(model),
+        extra={"train_size": len(train), "accelerator": acc.to_dict()},
+        status="complete",
+    )
+    return RunResult(record=E.read_run_record(record_file.parent), run_dir=run_dir, model=model, predictions=predictions)
+
+
+def predict(model, images: np.ndarray, use_feature_cache: bool = False, batch_size: int = 256, eager: bool = False) -> np.ndarray:
+    """Class probabilities; with a frozen base, through the (disk-cached) backbone features."""
+    import keras
+
+    if use_feature_cache:
+        extractor, head = M.split_feature_extractor(model)
+        feats = T.extract_features(extractor, images, batch_size=batch_size, desc="eval features", eager=eager)
+        return np.asarray(keras.ops.convert_to_numpy(head(feats, training=False)), dtype=np.float32)
+    if eager:
+        outs = [keras.ops.convert_to_numpy(model(np.asarray(images[i : i + batch_size]), training=False)) for i in range(0, len(images), batch_size)]
+        return np.concatenate(outs).astype(np.float32)
+    return E.predict_proba(model, images, batch_size=batch_size)
+
+
+_ACCELERATORS: dict[str, T.Accelerator] = {}
+
+
+def accelerator_for(profile: str) -> T.Accelerator:
+    """The accelerator settings of a profile (configured once per process).
+
+    ``smoke`` runs eagerly (a few steps never repay graph tracing); ``cpu``/``gpu`` use graphs and
+    switch mixed precision, XLA and multi-GPU on exactly when GPUs are present.
+    """
+    if profile not in _ACCELERATORS:
+        _ACCELERATORS[profile] = T.configure_accelerator(run_eagerly=(profile == "smoke"))
+    return _ACCELERATORS[profile]
+
+
+def run(P, spec: ExperimentSpec, data: D.EuroSAT, **kwargs: Any) -> RunResult:
+    """:func:`run_experiment` with a notebook's profile settings and output folder."""
+    kwargs.setdefault("accelerator", accelerator_for(P.profile))
+    return run_experiment(spec, data, P.out_dir, **kwargs)
+
+
+def inference_speed(model, images: np.ndarray, repeats: int = 2) -> float:
+    """Images per second for batched inference (warm: the first call compiles)."""
+    import keras
+
+    batch = np.asarray(images)
+    keras.ops.convert_to_numpy(model(batch[:8], training=False))
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        keras.ops.convert_to_numpy(model(batch, training=False))
+        best = min(best, time.perf_counter() - t)
+    return len(batch) / best
+
+
+def load_run_model(run_dir: str | os.PathLike):
+    """Reload a run's trained model (``run_dir/model.keras``) in one call."""
+    import keras
+
+    path = Path(run_dir) / "model.keras"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} does not exist: the run did not save a model (save_model=False), did not finish, "
+            "or its folder was copied without model files (they are not committed). Re-run it."
+        )
+    return keras.models.load_model(path)
+
+
+# --------------------------------------------------------------------------------------------
+# Notebook header: what ran, where
+# --------------------------------------------------------------------------------------------
+
+
+def hardware_summary() -> dict[str, Any]:
+    env = E.environment()
+    return {
+        "cpu": f"{env['cpu_model']} ({env['cpu_count']} cores)",
+        "gpus": ", ".join(T.gpu_names()) or "none",
+        "keras": f"{env['keras']} ({env['keras_backend']} backend)",
+        "tensorflow": env.get("tensorflow"),
+        "eurosat_lib": __version__,
+        "python": platform.python_version(),
+    }
+
+
+def header_table(params: SimpleNamespace, data: D.EuroSAT | None = None, notes: Mapping[str, Any] | None = None):
+    """A pandas table of the resolved parameters, data and hardware, shown at a chapter's top."""
+    import pandas as pd
+
+    rows = [("parameter", k, v) for k, v in vars(params).items()]
+    if data is not None:
+        ident = data_identity(data)
+        rows += [("data", k, v) for k, v in ident.items()]
+    rows += [("hardware", k, v) for k, v in hardware_summary().items()]
+    rows += [("note", k, v) for k, v in (notes or {}).items()]
+    return pd.DataFrame(rows, columns=["group", "name", "value"]).set_index(["group", "name"])
+
+

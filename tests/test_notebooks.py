@@ -1,0 +1,106 @@
+"""Every notebook template runs under papermill at the smoke profile; bad parameters fail early."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import papermill
+import pytest
+
+from conftest import REPO
+
+NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
+NOISE = re.compile(r"cuInit|oneDNN|absl::InitializeLog|cuda_platform|cpu_feature_guard|cudart_stub")
+
+
+def _execute(nb: Path, tmp_path: Path, **params) -> nbformat.NotebookNode:
+    out = tmp_path / f"{nb.stem}.out.ipynb"
+    papermill.execute_notebook(
+        str(nb), str(out), parameters={"out_dir": str(tmp_path / "runs"), **params},
+        cwd=str(REPO), kernel_name="python3", progress_bar=False, log_output=False,
+    )  # fmt: skip
+    return nbformat.read(out, as_version=4)
+
+
+def _texts(nb, kind: str) -> list[str]:
+    out = []
+    for cell in nb.cells:
+        for o in cell.get("outputs", []):
+            if kind == "stderr" and o.get("output_type") == "stream" and o.get("name") == "stderr":
+                out.append(o.get("text", ""))
+            if kind == "markdown" and "text/markdown" in o.get("data", {}):
+                out.append(o["data"]["text/markdown"])
+            if kind == "image" and "image/png" in o.get("data", {}):
+                out.append(o["data"]["image/png"])
+    return out
+
+
+@pytest.mark.notebooks
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_runs_at_smoke_profile(nb, tmp_path):
+    executed = _execute(nb, tmp_path, profile="smoke")
+    stderr = "".join(_texts(executed, "stderr"))
+    assert not NOISE.search(stderr), f"TensorFlow log noise in {nb.name}: {NOISE.search(stderr).group(0)}"
+    assert len(_texts(executed, "image")) >= 1, f"{nb.name} drew no figure"
+    # Structure: Overview, Prerequisites, Summary, What's next; the summary is computed, not canned.
+    headings = "\n".join(c.source for c in executed.cells if c.cell_type == "markdown")
+    for h in ("## Overview", "## Prerequisites", "## Summary", "## What's next"):
+        assert h in headings, f"{nb.name} lacks a '{h}' section"
+    summary = _texts(executed, "markdown")
+    assert summary and re.search(r"\d", summary[-1]), f"{nb.name}: the summary shows no numbers from the run"
+    if nb.stem != "00_data":
+        records = list((tmp_path / "runs").rglob("record.json"))
+        assert records, f"{nb.name} wrote no run records"
+        assert all(json.loads(r.read_text())["status"] == "complete" for r in records)
+
+
+def _first_code_after_parameters(nb) -> int:
+    code = [i for i, c in enumerate(nb.cells) if c.cell_type == "code"]
+    for i in code:
+        tags = nb.cells[i].metadata.get("tags", [])
+        if "injected-parameters" in tags:
+            return next(j for j in code if j > i)
+    raise AssertionError("no injected-parameters cell")
+
+
+@pytest.mark.notebooks
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"lr_finetune": -0.1}, r"parameter 'lr_finetune' must be a positive number, got -0\.1"),
+        ({"image_size": "large"}, r"parameter 'image_size' must be a positive integer, got 'large'"),
+    ],
+)
+def test_bad_parameters_fail_in_the_first_cell(tmp_path, params, message):
+    nb = REPO / "notebooks" / "03_finetune.ipynb"
+    out = tmp_path / "out.ipynb"
+    with pytest.raises(papermill.PapermillExecutionError) as e:
+        papermill.execute_notebook(str(nb), str(out), parameters=params, cwd=str(REPO), kernel_name="python3", progress_bar=False)
+    assert e.value.ename == "ParameterError" and re.search(message, e.value.evalue), e.value.evalue
+    executed = nbformat.read(out, as_version=4)
+    failed = [i for i, c in enumerate(executed.cells) if any(o.get("output_type") == "error" for o in c.get("outputs", []))]
+    assert failed == [_first_code_after_parameters(executed)]
+
+
+@pytest.mark.notebooks
+def test_card_command_fails_fast_offline_naming_the_weights_file(tmp_path):
+    """`papermill notebooks/03_finetune.ipynb out.ipynb -p backbone EfficientNetB0`, exactly, offline."""
+    env = dict(os.environ, KERAS_HOME=str(tmp_path / "keras"), EUROSAT_WEIGHTS_DIR=str(tmp_path / "none"))
+    t0 = time.perf_counter()
+    r = subprocess.run(
+        [str(Path(sys.executable).parent / "papermill"), "notebooks/03_finetune.ipynb", str(tmp_path / "out.ipynb"),
+         "-p", "backbone", "EfficientNetB0"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    elapsed = time.perf_counter() - t0
+    if r.returncode == 0:  # a machine with internet access downloaded the weights: that is fine too
+        pytest.skip("EfficientNetB0 weights were downloadable here")
+    assert "efficientnetb0_notop.h5" in r.stderr and "-p weights none" in r.stderr, r.stderr[-3000:]
+    assert elapsed < 120
