@@ -452,3 +452,14 @@ def plot_gradcam(
             a.set_title(titles[i], fontsize=8)
     fig.suptitle("Grad-CAM: where the evidence for the class lies (red = most)")
     return fig
+
+
+# --------------------------------------------------------------------------------------------
+# Chapter-specific figures (each section owned by one chapter; keep additions inside it)
+# --------------------------------------------------------------------------------------------
+
+# --- chapter 00/06: data overview, truncation ---
+
+# --- chapter 01/05: transfer learning, backbones ---
+
+# --- chapter 02/04: negative transfer, overfitting ---

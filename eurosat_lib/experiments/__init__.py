@@ -25,7 +25,8 @@ from .core import (
     weights_available,
 )
 from .notebooks import library_fingerprint, run_notebooks
-from . import finetune  # noqa: E402,F401  (chapter modules register their parameters)
+# Chapter modules register their notebook parameters on import.
+from . import backbones, data_overview, finetune, negative_transfer, overfitting, transfer, truncation  # noqa: E402,F401
 from .params import (
     NOTEBOOKS,
     PROFILES,

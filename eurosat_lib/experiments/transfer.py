@@ -1,0 +1,1 @@
+"""Chapter study module (to be written)."""
