@@ -2,6 +2,7 @@
 
     python -m eurosat_lib predict RUN_DIR IMAGES... [--top 3] [--csv out.csv]
     python -m eurosat_lib experiments --profile cpu [--only 03_finetune] [--force]
+    python -m eurosat_lib report --profile cpu     # book/results.md from the run records
     python -m eurosat_lib info
 """
 
@@ -98,6 +99,15 @@ def cmd_experiments(args: argparse.Namespace) -> int:
     from .experiments import run_notebooks
 
     run_notebooks(args.profile, args.only or None, force=args.force)
+    # The results chapter is generated from the records the notebooks just wrote.
+    return cmd_report(args)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import build_results_page
+
+    path = build_results_page(args.book_dir, args.profile)
+    print(f"results page: {path}")
     return 0
 
 
@@ -128,7 +138,12 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--profile", default="cpu", choices=["smoke", "cpu", "gpu"])
     e.add_argument("--only", nargs="*", help="notebook names, e.g. 03_finetune")
     e.add_argument("--force", action="store_true", help="re-run even if unchanged")
+    e.add_argument("--book-dir", default="book", help=argparse.SUPPRESS)
     e.set_defaults(func=cmd_experiments)
+    r = sub.add_parser("report", help="regenerate book/results.md from the run records")
+    r.add_argument("--profile", default="cpu", choices=["smoke", "cpu", "gpu"])
+    r.add_argument("--book-dir", default="book", help="the book's source folder")
+    r.set_defaults(func=cmd_report)
     i = sub.add_parser("info", help="where data and weights are looked for; versions and hardware")
     i.set_defaults(func=cmd_info)
     args = parser.parse_args(argv)

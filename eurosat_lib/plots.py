@@ -460,6 +460,279 @@ def plot_gradcam(
 
 # --- chapter 00/06: data overview, truncation ---
 
+
+def plot_normalization(table: pd.DataFrame, ax: Axes | None = None) -> Figure:
+    """EuroSAT's channel mean and std next to ImageNet's, per channel (0-1 scale).
+
+    ``table`` is :func:`eurosat_lib.experiments.data_overview.normalization_table`: rows for the
+    dataset and ``"ImageNet"``, columns ``(mean|std, channel)``. Bars are means, the black
+    whiskers ± one standard deviation: how far the pixel distributions sit from each other.
+    """
+    rows = [r for r in table.index if "−" not in str(r)]
+    fig, ax = _new_ax(ax, (6.5, 3.6))
+    channels = list(dict.fromkeys(c for _, c in table.columns))
+    width = 0.8 / max(len(rows), 1)
+    xs = np.arange(len(channels))
+    palette = sns.color_palette("deep", len(rows))
+    for i, (row, color) in enumerate(zip(rows, palette)):
+        means = [table.loc[row, ("mean", c)] for c in channels]
+        stds = [table.loc[row, ("std", c)] for c in channels]
+        pos = xs - 0.4 + width * (i + 0.5)
+        ax.bar(pos, means, width=width * 0.95, yerr=stds, capsize=4, color=color, label=str(row), alpha=0.85)
+        for p, m in zip(pos, means):
+            ax.text(p, 0.01, f"{m:.2f}", ha="center", va="bottom", fontsize=7, color="white")
+    ax.set_xticks(xs, channels)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("pixel value / 255 (bar: mean, whisker: ± std)")
+    ax.set_title("Channel statistics: EuroSAT vs ImageNet")
+    ax.legend(fontsize=8, frameon=False)
+    sns.despine(ax=ax)
+    return fig
+
+
+def plot_cut_tradeoff(
+    table: pd.DataFrame,
+    tolerance: float | None = None,
+    chosen: str | None = None,
+    costs: Sequence[tuple[str, str]] = (("backbone_params", "backbone parameters (log scale)"),
+                                        ("images_per_s", "inference images/s (log scale)")),
+) -> Figure:
+    """Validation accuracy of each cut against what the cut saves: one panel per cost column.
+
+    ``table`` is :func:`eurosat_lib.experiments.truncation.cut_table` (index: block names, in
+    backbone order; ``val_mean``, ``val_sd`` and the cost columns). Points are joined in block
+    order, labelled with the block, with ± sd error bars across seeds. A band marks
+    ``tolerance`` below the full backbone (the last row); ``chosen`` is ringed.
+    """
+    costs = [(c, label) for c, label in costs if c in table.columns and table[c].notna().any()]
+    if not costs:
+        raise ValueError(f"no cost columns to plot; table has {list(table.columns)}")
+    fig, axes = plt.subplots(1, len(costs), figsize=(5.6 * len(costs), 4.2), dpi=DPI, layout="constrained", squeeze=False)
+    full = table.iloc[-1]
+    for ax, (col, label) in zip(axes[0], costs):
+        x = table[col].to_numpy(dtype=float)
+        y = table["val_mean"].to_numpy(dtype=float)
+        sd = table["val_sd"].fillna(0).to_numpy(dtype=float) if "val_sd" in table else None
+        ax.errorbar(x, y, yerr=sd, fmt="-o", color=sns.color_palette("deep")[0], capsize=3, markersize=5)
+        for xi, yi, name in zip(x, y, table.index):
+            ax.annotate(str(name), (xi, yi), textcoords="offset points", xytext=(4, -11), fontsize=7)
+        if tolerance is not None:
+            ax.axhspan(full["val_mean"] - tolerance, full["val_mean"], color="green", alpha=0.12,
+                       label=f"within {100 * tolerance:g} point(s) of the full backbone")
+        ax.axhline(full["val_mean"], color="green", lw=0.8, ls="--")
+        if chosen is not None and chosen in table.index:
+            ax.plot(table.loc[chosen, col], table.loc[chosen, "val_mean"], "o", ms=13, mfc="none", mec="red",
+                    label=f"chosen cut: {chosen}")
+        if np.all(x > 0):
+            ax.set_xscale("log")
+        ax.set_xlabel(label)
+        ax.set_ylabel("validation accuracy (mean ± sd over seeds)")
+        ax.legend(fontsize=7, loc="lower right", frameon=False)
+        sns.despine(ax=ax)
+    fig.suptitle("Where to cut: accuracy against size and speed")
+    return fig
+
+
 # --- chapter 01/05: transfer learning, backbones ---
 
+
+def plot_curves(
+    df: pd.DataFrame,
+    y: str = "val_accuracy",
+    hue: str = "model",
+    x: str = "epoch",
+    err: Any = "sd",
+    ax: Axes | None = None,
+) -> Figure:
+    """Per-epoch curves of several models, mean across runs (e.g. seeds) with a ``err`` band.
+
+    ``df`` is tidy: one row per run and epoch, with columns ``x``, ``y`` and ``hue``.
+    """
+    missing = [c for c in (x, y, hue) if c not in df.columns]
+    if missing:
+        raise ValueError(f"columns {missing} not in the table; available: {list(df.columns)}")
+    fig, ax = _new_ax(ax, (7, 4))
+    sns.lineplot(data=df, x=x, y=y, hue=hue, errorbar=err, marker="o", markersize=4, ax=ax)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_title(f"{y} per {x}" + (f" (band: {err} across runs)" if err and df.groupby([hue, x]).size().max() > 1 else ""))
+    ax.legend(fontsize=8, title=None)
+    sns.despine(ax=ax)
+    return fig
+
+
+def plot_accuracy_vs_cost(
+    df: pd.DataFrame,
+    x: str = "inference_images_per_s",
+    y: str = "val_accuracy",
+    label: str = "candidate",
+    hue: str | None = None,
+    logx: bool = True,
+    ax: Axes | None = None,
+) -> Figure:
+    """Accuracy against a cost (speed, parameters, time): one point per ``label``, mean ± sd of runs.
+
+    Rows with a missing ``x`` (e.g. speeds not measured in eager smoke runs) are left out; an
+    empty plot says so instead of failing.
+    """
+    missing = [c for c in (x, y, label) + ((hue,) if hue else ()) if c not in df.columns]
+    if missing:
+        raise ValueError(f"columns {missing} not in the table; available: {list(df.columns)}")
+    keys = [label] + ([hue] if hue and hue != label else [])
+    agg = df.groupby(keys, sort=False).agg(x=(x, "mean"), y=(y, "mean"), sd=(y, "std"), n=(y, "count")).reset_index()
+    agg = agg[np.isfinite(agg["x"].astype(float)) & np.isfinite(agg["y"].astype(float))]
+    fig, ax = _new_ax(ax, (7, 4.5))
+    if agg.empty:
+        ax.text(0.5, 0.5, f"no runs with a measured {x}", ha="center", va="center", transform=ax.transAxes)
+    else:
+        groups = agg.groupby(hue, sort=False) if hue else [(None, agg)]
+        for (name, part), color in zip(groups, sns.color_palette("deep")):
+            ax.errorbar(part["x"], part["y"], yerr=part["sd"].fillna(0), fmt="o", capsize=3, color=color,
+                        label=name if hue else None)  # fmt: skip
+            for _, row in part.iterrows():
+                ax.annotate(str(row[label]), (row["x"], row["y"]), xytext=(5, 4), textcoords="offset points", fontsize=8)
+        if logx and (agg["x"] > 0).all():
+            ax.set_xscale("log")
+        if hue:
+            ax.legend(fontsize=8, title=hue)
+    ax.set_xlabel(x)
+    ax.set_ylabel(y)
+    ax.set_title(f"{y} vs {x}")
+    sns.despine(ax=ax)
+    return fig
+
 # --- chapter 02/04: negative transfer, overfitting ---
+
+
+def _mean_sd(df: pd.DataFrame, by: str | list[str], col: str) -> pd.DataFrame:
+    g = df.groupby(by, sort=True)[col]
+    return pd.DataFrame({"mean": g.mean(), "sd": g.std(ddof=1).fillna(0.0), "n": g.count()}).reset_index()
+
+
+def plot_gap_vs_n(df: pd.DataFrame, x: str = "n_per_class") -> Figure:
+    """Left: test error of the transfer and scratch arms against ``x`` (mean ± sd over seeds, dots =
+    seeds). Right: the negative-transfer gap ``err_transfer - err_scratch`` (> 0: transfer hurt)."""
+    for c in (x, "err_transfer", "err_scratch", "gap"):
+        if c not in df.columns:
+            raise ValueError(f"column {c!r} missing; available: {list(df.columns)}")
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 3.9), dpi=DPI, layout="constrained")
+    colors = sns.color_palette("deep")
+    for col, label, color in (("err_transfer", "transfer (pretrained)", colors[0]), ("err_scratch", "from scratch", colors[1])):
+        s = _mean_sd(df, x, col)
+        a1.errorbar(s[x], s["mean"], yerr=s["sd"], marker="o", capsize=3, color=color, label=label)
+        a1.scatter(df[x], df[col], s=10, color=color, alpha=0.5)
+    a1.set(xscale="log", xlabel="labelled training images per class", ylabel="test error", title="Test error (mean ± sd over seeds)")
+    a1.legend(fontsize=8)
+    s = _mean_sd(df, x, "gap")
+    a2.axhline(0, color="black", linewidth=0.8)
+    a2.axhspan(0, max(0.05, float((s["mean"] + s["sd"]).max()) * 1.1), color="tab:red", alpha=0.07, label="gap > 0: negative transfer")
+    a2.errorbar(s[x], s["mean"], yerr=s["sd"], marker="o", capsize=3, color="black", label="gap (mean ± sd)")
+    a2.scatter(df[x], df["gap"], s=10, color="grey", alpha=0.6, label="one seed")
+    a2.set(xscale="log", xlabel="labelled training images per class", ylabel="error(transfer) − error(scratch)",
+           title="Negative-transfer gap")
+    a2.legend(fontsize=8, loc="lower right")
+    for a in (a1, a2):
+        a.set_xticks(sorted(df[x].unique()), [str(v) for v in sorted(df[x].unique())])
+        a.minorticks_off()
+    sns.despine(fig=fig)
+    return fig
+
+
+_VERDICT_COLORS = {"negative": "tab:red", "positive": "tab:green", "inconclusive": "tab:grey"}
+
+
+def plot_case_gaps(df: pd.DataFrame, case: str = "case", ax: Axes | None = None) -> Figure:
+    """One bar per case: mean gap ± sd over seeds (dots = seeds), red when the gap is above zero
+    by more than the seed spread (negative transfer), green when below, grey in between."""
+    if case not in df.columns or "gap" not in df.columns:
+        raise ValueError(f"need columns {case!r} and 'gap'; available: {list(df.columns)}")
+    order = list(dict.fromkeys(df[case]))
+    s = _mean_sd(df, case, "gap").set_index(case).loc[order].reset_index()
+    fig, ax = _new_ax(ax, (8, 0.55 * len(order) + 1.6))
+    y = np.arange(len(order))[::-1]
+    colors = []
+    for m, sd, n in zip(s["mean"], s["sd"], s["n"]):
+        v = "negative" if (m - sd > 0 if n > 1 else m > 0) else "positive" if (m + sd < 0 if n > 1 else m < 0) else "inconclusive"
+        colors.append(_VERDICT_COLORS[v])
+    ax.barh(y, s["mean"], xerr=s["sd"], color=colors, alpha=0.8, capsize=3)
+    pos = dict(zip(order, y))
+    ax.scatter(df["gap"], [pos[c] for c in df[case]], color="black", s=10, zorder=3)
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_yticks(y, order)
+    ax.set_xlabel("gap = test error(transfer) − test error(scratch)")
+    ax.set_title("Negative-transfer gap per case (red: transfer hurt beyond the seed spread)")
+    sns.despine(ax=ax)
+    return fig
+
+
+def plot_learning_curves(histories: Mapping[str, Any], metrics: Sequence[str] = ("loss", "accuracy")) -> Figure:
+    """Train (solid) and validation (dashed) curves of several runs side by side, one row per run.
+
+    ``histories`` maps a label to anything :func:`eurosat_lib.evaluation.combine_history` accepts.
+    The shaded area between the two curves is the generalisation gap.
+    """
+    fig, axes = plt.subplots(len(histories), len(metrics), figsize=(4.6 * len(metrics) + 0.5, 3.2 * len(histories)),
+                             dpi=DPI, squeeze=False, layout="constrained")  # fmt: skip
+    for row, (label, hist) in zip(axes, histories.items()):
+        merged, _, _ = combine_history(hist)
+        for ax, metric in zip(row, metrics):
+            tr = np.asarray(merged.get(metric, []), dtype=float)
+            va = np.asarray(merged.get(f"val_{metric}", []), dtype=float)
+            ep = np.arange(1, max(len(tr), len(va)) + 1)
+            if len(tr):
+                ax.plot(ep[: len(tr)], tr, "-", marker="o", markersize=2.5, label="train")
+            if len(va):
+                ax.plot(ep[: len(va)], va, "--", marker="o", markersize=2.5, label="validation")
+            if len(tr) and len(tr) == len(va):
+                ax.fill_between(ep, tr, va, color="tab:red", alpha=0.1, label="gap")
+            ax.set_title(f"{label}: {metric}", fontsize=10)
+            ax.set_xlabel("epoch")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.legend(fontsize=7)
+    sns.despine(fig=fig)
+    return fig
+
+
+def plot_accuracy_curve(df: pd.DataFrame, x: str, y: str, hue: str | None = None, logx: bool = True,
+                        ax: Axes | None = None) -> Figure:  # fmt: skip
+    """Mean ± sd of ``y`` against ``x`` over seeds (one line per ``hue``), every seed as a dot."""
+    fig, ax = _new_ax(ax, (7, 4))
+    groups = [(None, df)] if hue is None else list(df.groupby(hue, sort=False))
+    for (name, part), color in zip(groups, sns.color_palette("deep")):
+        s = _mean_sd(part, x, y)
+        ax.errorbar(s[x], s["mean"], yerr=s["sd"], marker="o", capsize=3, color=color, label=name)
+        ax.scatter(part[x], part[y], s=9, color=color, alpha=0.5)
+    if logx:
+        ax.set_xscale("log")
+    ax.set_xlabel(x)
+    ax.set_ylabel(y)
+    ax.set_title(f"{y} vs {x} (mean ± sd over seeds)")
+    if hue is not None:
+        ax.legend(fontsize=8)
+    sns.despine(ax=ax)
+    return fig
+
+
+def plot_eval_scenarios(scenarios: pd.DataFrame, honest: float, reported: Mapping[str, float] | None = None,
+                        ax: Axes | None = None) -> Figure:  # fmt: skip
+    """Accuracy a model would be credited with under each evaluation scenario (one box per scenario
+    of random draws, plus single leaky numbers as diamonds), against the honest full-test number."""
+    fig, ax = _new_ax(ax, (9, 0.5 * (scenarios["scenario"].nunique() + len(reported or {})) + 1.8))
+    order = list(dict.fromkeys(scenarios["scenario"]))
+    sns.boxplot(scenarios, x="accuracy", y="scenario", order=order, whis=(5, 95), showfliers=False, color="tab:blue",
+                ax=ax, width=0.6)  # fmt: skip
+    labels = order[:]
+    if reported:
+        for i, (name, value) in enumerate(reported.items()):
+            yi = len(order) + i
+            ax.scatter([value], [yi], marker="D", color="tab:red", zorder=3)
+            ax.annotate(f" {value:.1%}", (value, yi), va="center", fontsize=8)
+            labels.append(name)
+        ax.set_yticks(range(len(labels)), labels)
+        ax.set_ylim(len(labels) - 0.5, -0.5)
+    ax.axvline(honest, color="black", linestyle="--", linewidth=1.2, label=f"honest: full test split ({honest:.1%})")
+    ax.set_xlabel("accuracy that would be reported (boxes: 5th-95th percentile of random draws)")
+    ax.set_ylabel("")
+    ax.set_title("What the evaluation would have reported")
+    ax.legend(fontsize=8, loc="lower left")
+    sns.despine(ax=ax)
+    return fig

@@ -34,8 +34,9 @@ SPECS = {
         phases=(HEAD, T.PhaseConfig("finetune", epochs=6, learning_rate=3e-4, batch_size=64, schedule="cosine",
                                     unfreeze="all", freeze_bn=True)),
     ),
+    # BatchNorm momentum 0.9 instead of Keras' 0.999 (see models.SCRATCH_BN_MOMENTUM); recorded in tags.
     "scratch": X.ExperimentSpec(
-        "mobilenetv2_035_scratch", weights=None, **COMMON,
+        "mobilenetv2_035_scratch", weights=None, **COMMON, tags={"bn_momentum": M.SCRATCH_BN_MOMENTUM},
         phases=(T.PhaseConfig("scratch", epochs=8, learning_rate=1e-3, batch_size=64, schedule="cosine",
                               unfreeze="all", freeze_bn=False),),
     ),
@@ -49,7 +50,15 @@ def main(argv: list[str]) -> int:
     args = ap.parse_args(argv)
     data = D.load_eurosat()
     for key in args.only:
-        res = X.run_experiment(SPECS[key], data, args.out, verbose=2)
+        spec = SPECS[key]
+        momentum = spec.tags.get("bn_momentum")
+        model_fn = None
+        if momentum is not None:
+            def model_fn(s, m=momentum):
+                model = X.build_from_spec(s)
+                M.set_bn_momentum(model, m)
+                return model
+        res = X.run_experiment(spec, data, args.out, verbose=2, model_fn=model_fn)
         m = res.record["metrics"]["test"]
         print(json.dumps({"run": key, "test_accuracy": m["accuracy"], "test_macro_f1": m["macro_f1"],
                           "fit_seconds": res.record["timings"]["fit_seconds"]}), flush=True)  # fmt: skip

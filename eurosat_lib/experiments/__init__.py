@@ -21,6 +21,7 @@ from .core import (
     load_run_model,
     predict,
     run_experiment,
+    save_summary,
     train_subset,
     weights_available,
 )
@@ -43,5 +44,5 @@ __all__ = [
     "NOTEBOOKS", "PROFILES", "ExperimentSpec", "ParameterError", "RunResult", "backbone_kwargs",
     "build_from_spec", "data_identity", "hardware_summary", "header_table", "inference_speed",
     "library_fingerprint", "load_data", "load_run_model", "params_from", "predict", "register_notebook_params", "require_weights",
-    "resolve_params", "run_experiment", "run_notebooks", "train_subset", "weights_available",
+    "resolve_params", "run_experiment", "run_notebooks", "save_summary", "train_subset", "weights_available",
 ]  # fmt: skip

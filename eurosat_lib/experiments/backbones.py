@@ -1,1 +1,338 @@
-"""Chapter study module (to be written)."""
+"""Chapter 05 — choosing a base model.
+
+Every candidate backbone is trained with the chapter-3 two-phase recipe
+(:func:`eurosat_lib.experiments.finetune.recipe_spec`: head on cached features of the frozen
+base, then fine-tuning), on the same training images. The best candidate is chosen by
+**validation** accuracy; only the chosen one is then scored on the whole test split.
+
+Candidates are written ``"Backbone"`` or ``"Backbone:alpha"`` (``"MobileNetV2:0.35"``). A
+candidate uses ImageNet weights when they can be had; where they cannot (no file on disk, no
+network) and ``scratch_if_missing`` is set, it is trained from random weights instead — at its
+own (smaller) input size, with all layers and BatchNorm training (BatchNorm momentum 0.99, see
+:data:`eurosat_lib.experiments.transfer.SCRATCH_BN_MOMENTUM`) and a higher learning rate — and
+labelled "from scratch" everywhere.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .. import data as D
+from .. import evaluation as E
+from .. import models as M
+from .._io import write_json_atomic
+from .core import RunResult, accelerator_for, predict, run, weights_available
+from .finetune import recipe_spec
+from .transfer import SCRATCH_BN_MOMENTUM, scratch_model_fn
+from .params import ParameterError, _fraction, _is_int, _pos_int, _pos_num, backbone_kwargs, register_notebook_params
+
+NOTEBOOK = "05_backbones"
+
+_MOBILENETS = ("MobileNet", "MobileNetV2", "MobileNetV3Small", "MobileNetV3Large")
+
+
+def parse_candidate(text: str) -> tuple[str, float | None]:
+    """``"MobileNetV2:0.35"`` -> ``("MobileNetV2", 0.35)``; ``"ResNet50"`` -> ``("ResNet50", None)``.
+
+    The backbone name is checked against the registry (and normalised to its spelling there);
+    an alpha is only accepted for the MobileNet family.
+    """
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError(f"a candidate must be a string like 'MobileNetV2:0.35' or 'ResNet50', got {text!r}")
+    name, _, alpha_text = text.strip().partition(":")
+    spec = M.get_backbone_spec(name.strip())
+    if not alpha_text:
+        return spec.name, None
+    if spec.name not in _MOBILENETS:
+        raise ValueError(f"candidate {text!r}: only MobileNets take a width multiplier (alpha)")
+    try:
+        alpha = float(alpha_text)
+    except ValueError:
+        raise ValueError(f"candidate {text!r}: alpha {alpha_text!r} is not a number") from None
+    if not alpha > 0:
+        raise ValueError(f"candidate {text!r}: alpha must be positive")
+    return spec.name, alpha
+
+
+def _candidates(v: Any) -> str | None:
+    if not isinstance(v, (list, tuple)) or not v:
+        return "must be a non-empty list of backbones, e.g. ['MobileNetV2:0.35', 'ResNet50']"
+    try:
+        parsed = [parse_candidate(c) for c in v]
+    except ValueError as e:
+        return f"is invalid: {e}"
+    if len(set(parsed)) != len(parsed):
+        return "lists the same candidate twice"
+    return None
+
+
+def _bool(v: Any) -> str | None:
+    return None if isinstance(v, bool) else "must be True or False"
+
+
+register_notebook_params(
+    NOTEBOOK,
+    {
+        "candidates": (_candidates, "backbones compared, 'Name' or 'Name:alpha'"),
+        "scratch_if_missing": (_bool, "train a candidate from scratch when its ImageNet weights are unavailable"),
+        "scratch_image_size": (_pos_int, "input size of candidates trained from scratch"),
+        "scratch_seeds": (lambda v: None if (_is_int(v) and v > 0) or (isinstance(v, (list, tuple)) and v and all(_is_int(s) for s in v)) else "must be a number of seeds or a list of int seeds",
+                          "seeds of candidates trained from scratch (the expensive ones)"),
+        "lr_scratch": (_pos_num, "learning rate of the all-layers phase for candidates trained from scratch"),
+        "unfreeze_fraction": (_fraction, "share of a pretrained backbone's blocks fine-tuned (from the top)"),
+        "val_n_per_class": (_pos_int, "validation images per class used for the choice"),
+        "leaderboard_test_n_per_class": (_pos_int, "test images per class scored for every candidate in the leaderboard"),
+    },
+    {
+        "smoke": dict(candidates=["MobileNetV2:0.35", "MobileNetV3Small"], scratch_if_missing=True, image_size=32,
+                      scratch_image_size=32, n_per_class=5, val_n_per_class=3, test_n_per_class=5,
+                      leaderboard_test_n_per_class=3, epochs_head=1, epochs_finetune=1, unfreeze_fraction=0.5,
+                      lr_scratch=1e-3, seeds=1, scratch_seeds=1, batch_size=16),
+        "cpu": dict(candidates=["MobileNetV2:0.35", "MobileNetV2:0.5", "MobileNet:0.25", "EfficientNetB0", "ResNet50",
+                                "DenseNet121"],
+                    scratch_if_missing=True, image_size=128, scratch_image_size=64, n_per_class=100, val_n_per_class=50,
+                    test_n_per_class=None, leaderboard_test_n_per_class=50, epochs_head=30, epochs_finetune=3,
+                    unfreeze_fraction=0.5, lr_scratch=1e-3, seeds=2, scratch_seeds=1, batch_size=64),
+        "gpu": dict(candidates=["MobileNetV2:0.35", "MobileNetV2:0.5", "MobileNetV2:1.0", "MobileNet:0.25",
+                                "EfficientNetB0", "ResNet50", "DenseNet121"],
+                    scratch_if_missing=False, image_size=224, scratch_image_size=224, n_per_class=None,
+                    val_n_per_class=None, test_n_per_class=None, leaderboard_test_n_per_class=None, epochs_head=30,
+                    epochs_finetune=10, unfreeze_fraction=0.5, lr_scratch=1e-3, seeds=3, scratch_seeds=3,
+                    batch_size=128),
+    },  # fmt: skip
+)
+
+
+# --------------------------------------------------------------------------------------------
+# Candidates
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One backbone of the comparison, with how it is initialised and fed."""
+
+    backbone: str
+    alpha: float | None
+    pretrained: bool
+    image_size: int
+    weights_file: str | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.backbone}-{self.alpha:g}" if self.alpha is not None else self.backbone
+
+    @property
+    def init(self) -> str:
+        return "ImageNet" if self.pretrained else "from scratch"
+
+    @property
+    def label(self) -> str:
+        """What tables and plots call it: name, initialisation and input size."""
+        return f"{self.name} · {self.init} · {self.image_size}px"
+
+    @property
+    def slug(self) -> str:
+        return f"{self.name.lower()}_{'imagenet' if self.pretrained else 'scratch'}_{self.image_size}px"
+
+    def namespace(self, P: SimpleNamespace) -> SimpleNamespace:
+        """``P`` with this candidate's backbone, alpha, weights and size (what recipe_spec reads)."""
+        return SimpleNamespace(**{**vars(P), "backbone": self.backbone, "alpha": self.alpha,
+                                  "weights": "imagenet" if self.pretrained else None, "image_size": self.image_size})  # fmt: skip
+
+
+def resolve_candidates(P: SimpleNamespace) -> list[Candidate]:
+    """Decide, for every candidate, ImageNet weights or from scratch — failing fast if neither.
+
+    With ``P.weights`` None every candidate trains from scratch. Otherwise a candidate whose
+    official ImageNet file is on disk is pretrained; one without is trained from scratch when
+    ``P.scratch_if_missing``, else its weights are fetched now (the error names the file).
+    """
+    if P.weights not in (None, "imagenet"):
+        raise ParameterError(f"parameter 'weights' must be 'imagenet' or 'none' for {NOTEBOOK} (it compares several "
+                             f"backbones), got {P.weights!r} (papermill: -p weights none)")  # fmt: skip
+    out = []
+    for text in P.candidates:
+        backbone, alpha = parse_candidate(text)
+        kw = backbone_kwargs(backbone, alpha)
+        weights_kw = {k: v for k, v in kw.items() if k in ("alpha", "minimalistic")}
+        pretrained, path = False, None
+        if P.weights == "imagenet":
+            try:
+                if weights_available(backbone, "imagenet", **weights_kw):
+                    pretrained, path = True, M.find_local_weights(backbone, **weights_kw)
+                elif not P.scratch_if_missing:
+                    pretrained, path = True, M.resolve_weights(backbone, "imagenet", **weights_kw)
+            except ValueError as e:  # e.g. an alpha without ImageNet weights
+                if not P.scratch_if_missing:
+                    raise ParameterError(f"candidate {text!r}: {e}") from e
+        size = P.image_size if pretrained else P.scratch_image_size
+        min_size = M.get_backbone_spec(backbone).min_size
+        if size < min_size:
+            raise ParameterError(f"candidate {text!r} needs inputs of at least {min_size} px, got {size} "
+                                 f"(parameter {'image_size' if pretrained else 'scratch_image_size'})")  # fmt: skip
+        out.append(Candidate(backbone, alpha, pretrained, size, str(path) if path else None))
+    return out
+
+
+def candidates_table(cands: Sequence[Candidate]) -> pd.DataFrame:
+    """What will be compared: one row per candidate (shown before anything trains)."""
+    rows = [{"candidate": c.label, "backbone": c.backbone, "alpha": c.alpha, "init": c.init, "image_size": c.image_size,
+             "weights file": c.weights_file.rsplit("/", 1)[-1] if c.weights_file else "— (random init)"} for c in cands]  # fmt: skip
+    return pd.DataFrame(rows).set_index("candidate")
+
+
+def candidate_spec(P: SimpleNamespace, c: Candidate, seed: int):
+    """The chapter-3 recipe for one candidate and seed.
+
+    Pretrained: head on cached features, then the top ``unfreeze_fraction`` of blocks at
+    ``lr_finetune`` with BatchNorm frozen. From scratch: the same head phase (on random features),
+    then every layer, BatchNorm included, at ``lr_scratch``. Same images and epochs for all.
+    Scored on validation and on a fixed ``leaderboard_test_n_per_class`` test subset.
+    """
+    ns = c.namespace(P)
+    ns.test_n_per_class = P.leaderboard_test_n_per_class
+    spec = recipe_spec(
+        ns,
+        name=f"{c.slug}_seed{seed}",
+        fraction=P.unfreeze_fraction if c.pretrained else 1.0,
+        lr=P.lr_finetune if c.pretrained else P.lr_scratch,
+        seed=seed,
+        freeze_bn=c.pretrained,
+        full_test=True,
+    )
+    tags = {**spec.tags, "chapter": NOTEBOOK, "recipe": "03_finetune.recipe_spec", "candidate": c.label,
+            "init": c.init}  # fmt: skip
+    if not c.pretrained:  # see transfer.SCRATCH_BN_MOMENTUM: MobileNets' 0.999 never settles in a short run
+        tags["bn_momentum"] = SCRATCH_BN_MOMENTUM
+    return dataclasses.replace(spec, tags=tags)
+
+
+def seeds_for(P: SimpleNamespace, c: Candidate) -> list[int]:
+    if c.pretrained:
+        return list(P.seeds)
+    s = P.scratch_seeds
+    return list(range(int(s))) if _is_int(s) else list(s)
+
+
+# --------------------------------------------------------------------------------------------
+# The comparison
+# --------------------------------------------------------------------------------------------
+
+
+def leaderboard_row(c: Candidate, seed: int, res: RunResult) -> dict[str, Any]:
+    rec = res.record
+    m = rec.get("metrics") or {}
+    t = rec.get("timings") or {}
+    phases = {h["name"]: h["history"] for h in rec.get("history") or []}
+    head_val = phases.get("head", {}).get("val_accuracy") or [np.nan]
+    params = (rec.get("model_info") or {}).get("params", {})
+    ips = t.get("inference_images_per_s")
+    return {
+        "candidate": c.label,
+        "backbone": c.name,
+        "init": c.init,
+        "image_size": c.image_size,
+        "seed": seed,
+        "val_accuracy": m.get("val", {}).get("accuracy"),
+        "val_macro_f1": m.get("val", {}).get("macro_f1"),
+        "test_accuracy": m.get("test", {}).get("accuracy"),
+        "test_macro_f1": m.get("test", {}).get("macro_f1"),
+        "test_n": m.get("test", {}).get("n"),
+        "val_after_head": head_val[-1],
+        "total_params": params.get("total"),
+        "trainable_params": params.get("trainable"),
+        "inference_images_per_s": np.nan if ips is None else float(ips),
+        "fit_seconds": t.get("fit_seconds"),
+        "finetune_s_per_epoch": t.get("phases", {}).get("finetune", {}).get("seconds_per_epoch"),
+        "run": str(res.run_dir),
+    }
+
+
+def compare_backbones(P: SimpleNamespace, data: D.EuroSAT, cands: Sequence[Candidate] | None = None) -> tuple[pd.DataFrame, dict]:
+    """Train every candidate (recipe, each seed). Returns ``(one row per run, {(label, seed): RunResult})``."""
+    cands = list(cands) if cands is not None else resolve_candidates(P)
+    rows, runs = [], {}
+    for c in cands:
+        for seed in seeds_for(P, c):
+            spec = candidate_spec(P, c, seed)
+            kw = {} if c.pretrained else {"model_fn": scratch_model_fn(data.num_classes, spec.tags["bn_momentum"])}
+            res = run(P, spec, data, **kw)
+            runs[(c.label, seed)] = res
+            rows.append(leaderboard_row(c, seed, res))
+    return pd.DataFrame(rows), runs
+
+
+def summarise(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per candidate, best validation accuracy first: means (and sd) over seeds."""
+    g = df.groupby("candidate", sort=False)
+    table = g.agg(
+        init=("init", "first"),
+        image_size=("image_size", "first"),
+        seeds=("seed", "count"),
+        val_accuracy=("val_accuracy", "mean"),
+        val_sd=("val_accuracy", "std"),
+        val_macro_f1=("val_macro_f1", "mean"),
+        test_accuracy=("test_accuracy", "mean"),
+        test_macro_f1=("test_macro_f1", "mean"),
+        params_M=("total_params", lambda s: s.iloc[0] / 1e6),
+        images_per_s=("inference_images_per_s", "mean"),
+        fit_seconds=("fit_seconds", "mean"),
+    )
+    return table.sort_values(["val_accuracy", "params_M"], ascending=[False, True])
+
+
+def choose(df: pd.DataFrame) -> str:
+    """The candidate with the best mean validation accuracy (ties: fewer parameters)."""
+    return str(summarise(df).index[0])
+
+
+def pareto_front(table: pd.DataFrame, accuracy: str = "val_accuracy", speed: str = "images_per_s") -> list[str]:
+    """Candidates no other beats on both accuracy and speed (higher is better for both)."""
+    t = table[[accuracy, speed]].astype(float).dropna()
+    front = []
+    for name, row in t.iterrows():
+        others = t.drop(index=name)
+        dominated = ((others[accuracy] >= row[accuracy]) & (others[speed] >= row[speed])
+                     & ((others[accuracy] > row[accuracy]) | (others[speed] > row[speed]))).any()  # fmt: skip
+        if not dominated:
+            front.append(str(name))
+    return front
+
+
+def final_test(P: SimpleNamespace, data: D.EuroSAT, runs: dict, chosen: str) -> tuple[pd.DataFrame, dict[int, dict]]:
+    """The chosen candidate's runs scored on the test split (``test_n_per_class``; None = whole).
+
+    Returns ``(one row per seed, {seed: evaluate_predictions metrics})``. The metrics are stored
+    in each run folder (``final_test.json``), so a re-run reuses them.
+    """
+    part = data.get_split("test")
+    if P.test_n_per_class:  # the same fixed stratified subset (seed 0) as core.eval_split
+        part = D.nested_subset(part, n_per_class=P.test_n_per_class, seed=0)
+    rows, all_metrics = [], {}
+    for (label, seed), res in runs.items():
+        if label != chosen:
+            continue
+        path = res.run_dir / "final_test.json"
+        key = {"test_n_per_class": P.test_n_per_class, "n": len(part), "spec_key": res.record["params"].get("spec_key")}
+        metrics = None
+        if path.is_file():
+            saved = json.loads(path.read_text())
+            metrics = saved["metrics"] if saved.get("key") == key else None
+        if metrics is None:
+            y_prob = predict(res.load_model(), part.images, eager=accelerator_for(P.profile).run_eagerly)
+            metrics = E.evaluate_predictions(part.labels, y_prob, part.class_names)
+            write_json_atomic(path, {"key": key, "metrics": metrics})
+        all_metrics[seed] = metrics
+        rows.append({"candidate": label, "seed": seed, "test_accuracy": metrics["accuracy"],
+                     "test_macro_f1": metrics["macro_f1"], "test_n": metrics["n"], "run": str(res.run_dir)})  # fmt: skip
+    if not rows:
+        raise ValueError(f"no runs of candidate {chosen!r}; known: {sorted({k[0] for k in runs})}")
+    return pd.DataFrame(rows), all_metrics

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -378,3 +378,53 @@ def header_table(params: SimpleNamespace, data: D.EuroSAT | None = None, notes: 
     return pd.DataFrame(rows, columns=["group", "name", "value"]).set_index(["group", "name"])
 
 
+
+
+# --------------------------------------------------------------------------------------------
+# Chapter summaries: what the results chapter reads
+# --------------------------------------------------------------------------------------------
+
+
+def save_summary(
+    P,
+    numbers: Mapping[str, Any],
+    tables: Mapping[str, Any] | None = None,
+    runs: Iterable[RunResult | str | os.PathLike] = (),
+) -> Path:
+    """Write ``<out_dir>/summary.json``: a chapter's key numbers and tables, and their runs.
+
+    Called from a notebook's Summary cell. ``tables`` values may be DataFrames (stored as lists of
+    records). ``runs`` lists the run folders the numbers come from (stored relative to
+    ``out_dir``), so the results chapter can name its sources.
+    """
+    import pandas as pd
+
+    out_dir = Path(P.out_dir)
+    runs = list(runs)
+    # Tables of runs (one row per run folder, in a "run" or "run_*" column) name their sources too.
+    for t in (tables or {}).values():
+        if isinstance(t, pd.DataFrame):
+            for col in (c for c in t.columns if str(c) == "run" or str(c).startswith("run_")):
+                runs += [v for v in t[col].dropna() if isinstance(v, (str, os.PathLike)) and Path(v).is_dir()]
+    sources = []
+    for r in runs:
+        path = Path(r.run_dir if isinstance(r, RunResult) else r)
+        try:
+            sources.append(path.resolve().relative_to(out_dir.resolve()).as_posix())
+        except ValueError:
+            sources.append(path.name)
+    tabs = {}
+    for name, t in (tables or {}).items():
+        tabs[name] = json.loads(t.to_json(orient="records")) if isinstance(t, pd.DataFrame) else t
+    summary = {
+        "notebook": P.notebook,
+        "profile": P.profile,
+        "parameters": {k: v for k, v in vars(P).items() if k != "out_dir"},
+        "numbers": dict(numbers),
+        "tables": tabs,
+        "runs": sorted(set(sources)),
+        "library": __version__,
+    }
+    path = out_dir / "summary.json"
+    write_json_atomic(path, E._jsonable(summary))
+    return path

@@ -1,1 +1,594 @@
-"""Chapter study module (to be written)."""
+"""Chapter 04 — small data, big models: spotting overfitting, and why the test set must be honest.
+
+Studies (each returns tidy :class:`pandas.DataFrame` rows, runs are run folders under ``P.out_dir``):
+
+* :func:`overfit_pair` — a big network trained from scratch vs a frozen ImageNet base + head on
+  the same small subset: learning curves and train/validation/test accuracy gaps.
+* :func:`fraction_curve` — frozen features + head on nested subsets of a training pool
+  (each smaller subset inside the larger one), several seeds; optional fine-tuning points.
+* :func:`regularisation_study` — augmentation, dropout and early stopping at small n.
+* :func:`good_model` — the two-phase recipe on the whole training pool, scored on the full test split.
+* :func:`selection_leak`, :func:`test_set_scenarios` — what a leaky or unrepresentative
+  evaluation would have reported, against the honest number.
+
+Heads on cached features (:func:`feature_head_run`) train through the same
+:func:`eurosat_lib.training.fit_phase` as every other run, on a feature matrix instead of images.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .. import data as D
+from .. import evaluation as E
+from .. import models as M
+from .. import training as T
+from .._io import write_json_atomic
+from .core import ExperimentSpec, RunResult, accelerator_for, eval_split, predict, run, train_subset
+from .finetune import unfreeze_policy
+from .negative_transfer import BN_MOMENTUM, build_model_fn
+from .params import _fraction, _int_list, _is_num, _pos_int, _pos_num, backbone_kwargs, register_notebook_params
+
+NOTEBOOK = "04_overfitting"
+
+#: The regularisation configurations of section 3: (augmentation, head dropout, early stopping).
+REG_CONFIGS: dict[str, tuple[bool, bool, bool]] = {
+    "none": (False, False, False),
+    "augmentation": (True, False, False),
+    "dropout": (False, True, False),
+    "early stopping": (False, False, True),
+    "all three": (True, True, True),
+}
+
+
+def _fractions(v: Any) -> str | None:
+    ok = isinstance(v, (list, tuple)) and v and all(_is_num(f) and 0 < f <= 1 for f in v)
+    return None if ok else "must be a non-empty list of fractions in (0, 1]"
+
+
+def _fractions_or_empty(v: Any) -> str | None:
+    ok = isinstance(v, (list, tuple)) and all(_is_num(f) and 0 < f <= 1 for f in v)
+    return None if ok else "must be a (possibly empty) list of fractions in (0, 1]"
+
+
+def _opt_pos_int(v: Any) -> str | None:
+    return None if v is None or _pos_int(v) is None else "must be a positive integer or None"
+
+
+register_notebook_params(
+    NOTEBOOK,
+    {
+        "n_small": (_pos_int, "training images per class of the small-data sections (1 and 3)"),
+        "big_alpha": (_pos_num, "width of the MobileNetV2 trained from scratch in section 1"),
+        "lr_scratch": (_pos_num, "learning rate of the from-scratch model"),
+        "pool_n_per_class": (_opt_pos_int, "training pool per class for sections 2 and 4 (None: the whole training split)"),
+        "fractions": (_fractions, "fractions of the training pool in the nested-subset curve"),
+        "finetune_fractions": (_fractions_or_empty, "fractions that also get a fine-tuned point (may be empty)"),
+        "reg_n": (_pos_int, "training images per class of the regularisation runs (section 3)"),
+        "reg_epochs": (_pos_int, "epochs of the regularisation runs"),
+        "reg_hidden": (_pos_int, "hidden units of the head in the regularisation runs"),
+        "reg_dropout": (_fraction, "dropout rate of the 'dropout' configurations"),
+        "patience": (_pos_int, "early-stopping patience in epochs (on validation loss)"),
+        "n_configs": (_pos_int, "head configurations compared in the selection-on-test demonstration"),
+        "test_sizes": (_int_list, "test images per class of the small test sets in section 5"),
+        "n_draws": (_pos_int, "random test sets drawn per scenario in section 5"),
+        "val_n_per_class": (_opt_pos_int, "validation images per class (None: the whole split)"),
+    },
+    {
+        "smoke": dict(n_small=3, big_alpha=0.35, lr_scratch=1e-3, pool_n_per_class=6, fractions=[0.5, 1.0],
+                      finetune_fractions=[0.5], reg_n=3, reg_epochs=2, reg_hidden=16, reg_dropout=0.5, patience=1,
+                      n_configs=3, test_sizes=[2], n_draws=50, epochs=1, epochs_head=2, epochs_finetune=1,
+                      val_n_per_class=2, test_n_per_class=6, seeds=1, image_size=64, batch_size=32),
+        "cpu": dict(n_small=50, big_alpha=0.35, lr_scratch=1e-3, pool_n_per_class=None,
+                    fractions=[0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0], finetune_fractions=[],
+                    reg_n=20, reg_epochs=30, reg_hidden=256, reg_dropout=0.5, patience=5, n_configs=20, test_sizes=[5, 20, 100],
+                    n_draws=2000, epochs=30, epochs_head=20, epochs_finetune=1, lr_finetune=1e-4,
+                    val_n_per_class=30, test_n_per_class=None, seeds=3, image_size=64, batch_size=32),
+        "gpu": dict(n_small=50, big_alpha=1.0, lr_scratch=1e-3, pool_n_per_class=None,
+                    fractions=[0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0], finetune_fractions=[0.01, 0.05, 0.25, 1.0],
+                    reg_n=20, reg_epochs=60, reg_hidden=512, reg_dropout=0.5, patience=8, n_configs=40, test_sizes=[5, 20, 100],
+                    n_draws=5000, epochs=60, epochs_head=30, epochs_finetune=5, lr_finetune=1e-4,
+                    val_n_per_class=None, test_n_per_class=None, seeds=5, image_size=128, batch_size=64),
+    },  # fmt: skip
+)
+
+
+# --------------------------------------------------------------------------------------------
+# Pure helpers: accuracy on subsets, selection leak, test-set scenarios
+# --------------------------------------------------------------------------------------------
+
+
+def stratified_halves(labels: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Two disjoint, stratified halves of a split (indices): the "test set" and fresh data like it."""
+    labels = np.asarray(labels)
+    a, b = [], []
+    for c in np.unique(labels):
+        idx = np.random.default_rng([seed, int(c)]).permutation(np.flatnonzero(labels == c))
+        a.append(idx[: len(idx) // 2])
+        b.append(idx[len(idx) // 2 :])
+    return np.sort(np.concatenate(a)), np.sort(np.concatenate(b))
+
+
+def selection_leak(
+    val_acc: Sequence[float], correct: np.ndarray, labels: np.ndarray, test_sizes: Sequence[int | None], seed: int = 0
+) -> pd.DataFrame:
+    """What "pick the best of K configurations on the test set" reports, vs picking on validation.
+
+    ``correct`` is ``(K, N)``: per configuration, which test images it got right. The test split
+    is cut into two stratified halves: the *reported* half (shrunk to ``test_size`` images per
+    class, ``None`` = the whole half) and a *fresh* half standing in for new data. Per size:
+
+    * ``leaky_reported`` — the best configuration's accuracy on the half it was chosen on;
+    * ``leaky_fresh`` — the same configuration on fresh data (what it really delivers);
+    * ``honest_reported`` / ``honest_fresh`` — the configuration chosen on validation.
+    """
+    correct = np.asarray(correct, dtype=bool)
+    val_acc = np.asarray(val_acc, dtype=float)
+    if correct.ndim != 2 or correct.shape[0] != len(val_acc):
+        raise ValueError(f"correct must be (K, N) with K = len(val_acc) = {len(val_acc)}; got shape {correct.shape}")
+    half_a, half_b = stratified_halves(labels, seed)
+    fresh = correct[:, half_b].mean(axis=1)
+    k_val = int(np.argmax(val_acc))
+    rows = []
+    for size in test_sizes:
+        if size is None:
+            pick = half_a
+        else:
+            sub = D.subset_indices(np.asarray(labels)[half_a], n_per_class=int(size), seed=seed)
+            pick = half_a[sub]
+        reported = correct[:, pick].mean(axis=1)
+        k_test = int(np.argmax(reported))
+        rows.append({
+            "test_images": len(pick),
+            "leaky_reported": reported[k_test],
+            "leaky_fresh": fresh[k_test],
+            "honest_reported": reported[k_val],
+            "honest_fresh": fresh[k_val],
+            "optimism": reported[k_test] - fresh[k_test],
+            "configs": len(val_acc),
+        })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_set_scenarios(
+    labels: np.ndarray, correct: np.ndarray, sizes: Sequence[int], n_draws: int = 1000, skew_alpha: float = 0.5,
+    skew_size: int = 500, seed: int = 0, num_classes: int = 10,
+) -> pd.DataFrame:
+    """Accuracy a model would be credited with on smaller or skewed test sets, drawn from the real one.
+
+    Scenarios (``n_draws`` each, one row per draw):
+
+    * ``random <m>`` — ``m`` test images drawn at random, not stratified (a quick, small test set);
+    * ``stratified <m>`` — ``m`` images with the classes in their true proportions;
+    * ``class-skewed <skew_size>`` — class proportions from a Dirichlet(``skew_alpha``) draw: a test
+      set collected somewhere whose land-cover mix differs from the real distribution.
+    """
+    labels = np.asarray(labels)
+    correct = np.asarray(correct, dtype=float)
+    if labels.shape != correct.shape:
+        raise ValueError(f"labels and correct must have the same shape; got {labels.shape} and {correct.shape}")
+    rng = np.random.default_rng(seed)
+    by_class = [np.flatnonzero(labels == c) for c in range(num_classes)]
+    share = np.array([len(i) for i in by_class], dtype=float) / len(labels)
+    rows = []
+    for m in sizes:
+        m = int(min(m, len(labels)))
+        for d in range(n_draws):
+            rows.append({"scenario": f"random {m}", "size": m, "draw": d, "accuracy": correct[rng.choice(len(labels), m, replace=False)].mean()})
+        counts = _apportion(share, m)
+        for d in range(n_draws):
+            pick = np.concatenate([rng.choice(i, min(k, len(i)), replace=False) for i, k in zip(by_class, counts) if k > 0])
+            rows.append({"scenario": f"stratified {m}", "size": m, "draw": d, "accuracy": correct[pick].mean()})
+    present = [c for c in range(num_classes) if len(by_class[c])]
+    for d in range(n_draws):
+        mix = rng.dirichlet(np.full(len(present), skew_alpha))
+        counts = rng.multinomial(skew_size, mix)
+        pick = np.concatenate([rng.choice(by_class[c], k, replace=True) for c, k in zip(present, counts) if k > 0])
+        rows.append({"scenario": f"class-skewed {skew_size}", "size": skew_size, "draw": d, "accuracy": correct[pick].mean()})
+    return pd.DataFrame(rows)
+
+
+def _apportion(share: np.ndarray, m: int) -> np.ndarray:
+    """Integer counts summing to ``m`` in proportion to ``share`` (largest remainders)."""
+    raw = share / share.sum() * m
+    counts = np.floor(raw).astype(int)
+    for i in np.argsort(-(raw - counts), kind="stable")[: m - counts.sum()]:
+        counts[i] += 1
+    return counts
+
+
+def spread_table(scen: pd.DataFrame, honest: float) -> pd.DataFrame:
+    """Per scenario: median, 5th and 95th percentile, and how often it misses ``honest`` by > 2 points."""
+    g = scen.groupby("scenario", sort=False)["accuracy"]
+    out = pd.DataFrame({
+        "median": g.median(),
+        "p5": g.quantile(0.05),
+        "p95": g.quantile(0.95),
+        "off_by_more_than_2_points": g.apply(lambda a: float((np.abs(a - honest) > 0.02).mean())),
+    })  # fmt: skip
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Heads on cached features, as run folders
+# --------------------------------------------------------------------------------------------
+
+
+def _as_dataset(x: np.ndarray, y: np.ndarray) -> D.EuroSAT:
+    """A feature matrix dressed as a dataset so :func:`training.fit_phase` can batch it."""
+    return D.EuroSAT(images=x, labels=np.asarray(y), file_ids=np.arange(len(y)).astype(str), source="features")
+
+
+def build_head(dim: int, hidden: Sequence[int] = (), dropout: float = 0.0, num_classes: int = 10, name: str = "head"):
+    """The classification head alone, on ``dim``-dimensional pooled features (same layers as ``build_model``)."""
+    import keras
+    from keras import layers
+
+    x = inp = keras.Input((dim,), name="features")
+    for i, units in enumerate(hidden):
+        if dropout > 0:
+            x = layers.Dropout(dropout, name=f"head_dropout_{i}")(x)
+        x = layers.Dense(units, activation="relu", name=f"head_dense_{i}")(x)
+    if dropout > 0:
+        x = layers.Dropout(dropout, name="head_dropout")(x)
+    out = layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions")(x)
+    return keras.Model(inp, out, name=name)
+
+
+def feature_head_run(
+    P: SimpleNamespace,
+    name: str,
+    train: tuple[np.ndarray, np.ndarray],
+    evals: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    *,
+    phase: T.PhaseConfig,
+    hidden: Sequence[int] = (),
+    dropout: float = 0.0,
+    seed: int = 0,
+    tags: Mapping[str, Any] | None = None,
+    keep: Sequence[str] = ("test",),
+) -> dict[str, Any]:
+    """Train a head on cached features into ``P.out_dir/<name>`` and score it on ``evals``.
+
+    ``evals`` maps split names to ``(features, labels)``; ``"val"`` (if given) is monitored during
+    training. Returns ``{"record": ..., "predictions": {split: y_prob}}`` for the splits in
+    ``keep`` (saved as ``predictions.npz``). A finished run with the same configuration is reused.
+    """
+    run_dir = Path(P.out_dir) / name
+    x_tr, y_tr = train
+    h = hashlib.sha256()
+    for arr in (x_tr, y_tr, *[a for pair in evals.values() for a in pair]):
+        h.update(hashlib.sha256(np.ascontiguousarray(arr)).digest())
+    params = {
+        "kind": "feature_head", "name": name, "phase": phase.to_dict(), "hidden": list(hidden), "dropout": dropout,
+        "seed": seed, "tags": dict(tags or {}), "inputs_sha256": h.hexdigest()[:16],
+    }  # fmt: skip
+    key = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    params["spec_key"] = key
+    pred_path = run_dir / "predictions.npz"
+    if (run_dir / E.RUN_RECORD).is_file() and pred_path.is_file():
+        try:
+            old = E.read_run_record(run_dir)
+        except (OSError, ValueError):
+            old = None
+        if old and old.get("status") == "complete" and old["params"].get("spec_key") == key:
+            with np.load(pred_path) as z:
+                return {"record": old, "predictions": {k: z[k] for k in z.files}}
+    if run_dir.exists():
+        import shutil
+
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True)
+    T.set_seed(seed)
+    head = build_head(x_tr.shape[1], hidden, dropout)
+    val = _as_dataset(*evals["val"]) if "val" in evals else None
+    acc = accelerator_for(P.profile)
+    res = T.fit_phase(head, _as_dataset(x_tr, y_tr), val, phase, seed=seed, run_dir=run_dir, accelerator=acc, tensorboard=False)
+    metrics, preds = {}, {}
+    for split, (x, y) in evals.items():
+        import keras
+
+        p = np.asarray(keras.ops.convert_to_numpy(head(x, training=False)), dtype=np.float32) if acc.run_eagerly else np.asarray(head.predict(x, batch_size=1024, verbose=0))
+        metrics[split] = E.evaluate_predictions(y, p)
+        if split in keep:
+            preds[split] = p
+    np.savez(pred_path, **preds)
+    E.write_run_record(
+        run_dir, params=params, metrics=metrics, history=[{"name": res.name, "history": res.history}],
+        timings={"fit_seconds": res.seconds}, model_info={"params": M.count_params(head)},
+        extra={"train_size": int(len(y_tr))}, status="complete",
+    )  # fmt: skip
+    return {"record": E.read_run_record(run_dir), "predictions": preds}
+
+
+class FeatureBank:
+    """Pooled features of the frozen pretrained base for the pool, validation and test images (disk-cached)."""
+
+    def __init__(self, P: SimpleNamespace, data: D.EuroSAT):
+        self.P = P
+        self.pool = training_pool(P, data)
+        self.val = _eval_part(data, "val", P.val_n_per_class)
+        self.test = data.get_split("test") if P.test_n_per_class is None else _eval_part(data, "test", P.test_n_per_class)
+        model = M.build_model(P.backbone, weights=P.weights, image_size=P.image_size, backbone_kwargs=backbone_kwargs(P.backbone, P.alpha))
+        self.extractor, _ = M.split_feature_extractor(model)
+        eager = accelerator_for(P.profile).run_eagerly
+        self.x_pool = T.extract_features(self.extractor, self.pool.images, desc="pool features", eager=eager)
+        self.x_val = T.extract_features(self.extractor, self.val.images, desc="val features", eager=eager)
+        self.x_test = T.extract_features(self.extractor, self.test.images, desc="test features", eager=eager)
+
+    def evals(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        return {"val": (self.x_val, self.val.labels), "test": (self.x_test, self.test.labels)}
+
+
+def _eval_part(data: D.EuroSAT, split: str, n: int | None) -> D.EuroSAT:
+    part = data.get_split(split)
+    return D.nested_subset(part, n_per_class=n, seed=0) if n else part
+
+
+def training_pool(P: SimpleNamespace, data: D.EuroSAT) -> D.EuroSAT:
+    """The training images sections 2 and 4 draw from: the training split, or a fixed stratified part of it."""
+    train = data.get_split("train")
+    return D.nested_subset(train, n_per_class=P.pool_n_per_class, seed=0) if P.pool_n_per_class else train
+
+
+# --------------------------------------------------------------------------------------------
+# Section 1: a big model from scratch vs a frozen pretrained base, on a small subset
+# --------------------------------------------------------------------------------------------
+
+
+def _small_common(P: SimpleNamespace, name: str, seed: int, **tags: Any) -> dict[str, Any]:
+    return dict(
+        name=name, backbone=P.backbone, seed=seed, n_per_class=P.n_small, val_n_per_class=P.val_n_per_class,
+        test_n_per_class=P.test_n_per_class, image_size=P.image_size, tags={"chapter": NOTEBOOK, **tags},
+    )  # fmt: skip
+
+
+def scratch_spec(P: SimpleNamespace, seed: int) -> ExperimentSpec:
+    """MobileNetV2 (width ``big_alpha``) from random init on ``n_small`` per class: no augmentation, no early stopping."""
+    return ExperimentSpec(
+        **_small_common(P, f"scratch_a{P.big_alpha:g}_n{P.n_small}_seed{seed}", seed, model="scratch", bn_momentum=BN_MOMENTUM),
+        backbone_kwargs=backbone_kwargs(P.backbone, P.big_alpha),
+        weights=None,
+        phases=(T.PhaseConfig("scratch", epochs=P.epochs, learning_rate=P.lr_scratch, batch_size=P.batch_size, unfreeze="all", freeze_bn=False),),
+    )  # fmt: skip
+
+
+def frozen_spec(P: SimpleNamespace, seed: int) -> ExperimentSpec:
+    """The frozen ImageNet base + new head on the same subset, same epochs (head on cached features)."""
+    return ExperimentSpec(
+        **_small_common(P, f"frozen_n{P.n_small}_seed{seed}", seed, model="frozen"),
+        backbone_kwargs=backbone_kwargs(P.backbone, P.alpha),
+        weights=P.weights,
+        phases=(T.PhaseConfig("head", epochs=P.epochs, learning_rate=P.lr_head, batch_size=P.batch_size, use_feature_cache=True),),
+    )  # fmt: skip
+
+
+def train_metrics(res: RunResult, train: D.EuroSAT, use_feature_cache: bool, eager: bool = False) -> dict[str, Any]:
+    """Metrics on the run's own training images, in inference mode (cached in ``train_metrics.json``)."""
+    path = res.run_dir / "train_metrics.json"
+    if path.is_file():
+        cached = json.loads(path.read_text())
+        if cached.get("spec_key") == res.record["params"]["spec_key"]:
+            return cached["metrics"]
+    y_prob = predict(res.load_model(), train.images, use_feature_cache=use_feature_cache, eager=eager)
+    metrics = E.evaluate_predictions(train.labels, y_prob, train.class_names)
+    write_json_atomic(path, {"spec_key": res.record["params"]["spec_key"], "metrics": metrics})
+    return metrics
+
+
+def overfit_pair(P: SimpleNamespace, data: D.EuroSAT) -> tuple[pd.DataFrame, dict[tuple[str, int], RunResult]]:
+    """Section 1: train / validation / test accuracy of both models per seed (long table) and the runs."""
+    rows, runs = [], {}
+    eager = accelerator_for(P.profile).run_eagerly
+    for model, make, cached in (("from scratch", scratch_spec, False), ("frozen ImageNet base", frozen_spec, True)):
+        for seed in P.seeds:
+            spec = make(P, seed)
+            res = run(P, spec, data, model_fn=build_model_fn)
+            runs[(model, seed)] = res
+            tr = train_metrics(res, train_subset(data, spec), cached, eager)
+            m = res.record["metrics"]
+            for split, acc in (("train", tr["accuracy"]), ("val", m["val"]["accuracy"]), ("test", m["test"]["accuracy"])):
+                rows.append({"model": model, "seed": seed, "split": split, "accuracy": acc,
+                             "params": res.record["model_info"]["params"]["total"],
+                             "trainable": res.record["model_info"]["params"]["trainable"]})  # fmt: skip
+    return pd.DataFrame(rows), runs
+
+
+def gap_table(long: pd.DataFrame) -> pd.DataFrame:
+    """Per model: mean train/val/test accuracy and the train-test gap (mean ± sd over seeds)."""
+    wide = long.pivot_table(index=["model", "seed"], columns="split", values="accuracy").reset_index()
+    wide["train_minus_test"] = wide["train"] - wide["test"]
+    g = wide.groupby("model", sort=False)
+    out = g[["train", "val", "test", "train_minus_test"]].mean()
+    out["gap_sd"] = g["train_minus_test"].std(ddof=1)
+    out["seeds"] = g["seed"].nunique()
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Section 2: accuracy against training-set fraction (nested subsets)
+# --------------------------------------------------------------------------------------------
+
+
+def fraction_curve(P: SimpleNamespace, data: D.EuroSAT, bank: FeatureBank | None = None) -> pd.DataFrame:
+    """Frozen features + linear head on nested subsets of the pool, per fraction and seed.
+
+    For a seed, the subset at each fraction contains every smaller one (:func:`data.subset_indices`).
+    Validation accuracy is the comparison; test accuracy is shown too, nothing is chosen on it.
+    Fine-tuned points (``P.finetune_fractions``) run the two-phase recipe on the same subsets.
+    """
+    bank = bank or FeatureBank(P, data)
+    rows = []
+    for seed in P.seeds:
+        for f in sorted(P.fractions):
+            idx = D.subset_indices(bank.pool.labels, fraction=f, seed=seed, num_classes=bank.pool.num_classes)
+            phase = T.PhaseConfig("head", epochs=P.epochs_head, learning_rate=P.lr_head, batch_size=128)
+            out = feature_head_run(P, f"curve_frozen_f{f:g}_seed{seed}", (bank.x_pool[idx], bank.pool.labels[idx]),
+                                   bank.evals(), phase=phase, seed=seed, tags={"fraction": f}, keep=())  # fmt: skip
+            rec = out["record"]
+            rows.append({"method": "frozen features + head", "fraction": f, "train_images": len(idx), "seed": seed,
+                         "val_accuracy": rec["metrics"]["val"]["accuracy"], "test_accuracy": rec["metrics"]["test"]["accuracy"]})  # fmt: skip
+        for f in sorted(P.finetune_fractions):
+            res = run(P, good_model_spec(P, name=f"curve_finetune_f{f:g}_seed{seed}", fraction=f, seed=seed), data)
+            rows.append({"method": "fine-tuned (two phases)", "fraction": f, "train_images": res.record["extra"]["train_size"],
+                         "seed": seed, "val_accuracy": res.record["metrics"]["val"]["accuracy"],
+                         "test_accuracy": res.record["metrics"]["test"]["accuracy"]})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def check_nested(labels: np.ndarray, fractions: Sequence[float], seed: int, num_classes: int = 10) -> bool:
+    """True if every smaller-fraction subset lies inside every larger one (for this seed)."""
+    subsets = [set(D.subset_indices(labels, fraction=f, seed=seed, num_classes=num_classes).tolist()) for f in sorted(fractions)]
+    return all(a <= b for a, b in zip(subsets, subsets[1:]))
+
+
+# --------------------------------------------------------------------------------------------
+# Section 3: augmentation, dropout, early stopping
+# --------------------------------------------------------------------------------------------
+
+
+def reg_spec(P: SimpleNamespace, config: str, seed: int) -> ExperimentSpec:
+    """Frozen ImageNet base + a hidden-layer head on ``reg_n`` per class with one regularisation config.
+
+    Without augmentation the head trains on cached features; with it, every step runs the frozen
+    base on freshly augmented images (flips, 90° turns, small shifts, brightness/contrast).
+    """
+    aug, drop, es = REG_CONFIGS[config]
+    common = _small_common(P, f"reg_{config.replace(' ', '_')}_n{P.reg_n}_seed{seed}", seed, reg_config=config)
+    common["n_per_class"] = P.reg_n
+    return ExperimentSpec(
+        **common,
+        backbone_kwargs=backbone_kwargs(P.backbone, P.alpha),
+        weights=P.weights,
+        augment="light" if aug else None,
+        head=M.HeadConfig(dense_units=(P.reg_hidden,), dropout=P.reg_dropout if drop else 0.0),
+        phases=(T.PhaseConfig("head", epochs=P.reg_epochs, learning_rate=P.lr_head, batch_size=P.batch_size,
+                              early_stopping=P.patience if es else None, use_feature_cache=not aug),),
+    )  # fmt: skip
+
+
+def regularisation_study(P: SimpleNamespace, data: D.EuroSAT) -> pd.DataFrame:
+    """Section 3: every configuration of :data:`REG_CONFIGS` per seed: train (inference mode), val, test accuracy."""
+    rows = []
+    eager = accelerator_for(P.profile).run_eagerly
+    for config in REG_CONFIGS:
+        for seed in P.seeds:
+            spec = reg_spec(P, config, seed)
+            res = run(P, spec, data)
+            tr = train_metrics(res, train_subset(data, spec), True, eager)
+            m = res.record["metrics"]
+            rows.append({"config": config, "seed": seed, "train_accuracy": tr["accuracy"], "val_accuracy": m["val"]["accuracy"],
+                         "test_accuracy": m["test"]["accuracy"], "epochs_run": res.record["timings"]["phases"]["head"]["epochs_run"],
+                         "fit_seconds": res.record["timings"]["fit_seconds"]})  # fmt: skip
+    df = pd.DataFrame(rows)
+    df["train_minus_test"] = df["train_accuracy"] - df["test_accuracy"]
+    return df
+
+
+# --------------------------------------------------------------------------------------------
+# Section 4: a good model, evaluated on the full test split
+# --------------------------------------------------------------------------------------------
+
+
+def good_model_spec(P: SimpleNamespace, name: str = "good_model", fraction: float | None = None, seed: int | None = None) -> ExperimentSpec:
+    """Two phases on the training pool: head on cached features, then the top half of the blocks at a low rate.
+
+    ``fraction`` trains on that share of the pool instead (the fine-tuned points of section 2).
+    """
+    seed = P.seeds[0] if seed is None else seed
+    n, frac = P.pool_n_per_class, fraction
+    if fraction is not None and n is not None:
+        n, frac = max(1, round(fraction * n)), None
+    return ExperimentSpec(
+        name=name,
+        backbone=P.backbone,
+        backbone_kwargs=backbone_kwargs(P.backbone, P.alpha),
+        weights=P.weights,
+        image_size=P.image_size,
+        augment="flip",
+        phases=(
+            T.PhaseConfig("head", epochs=P.epochs_head, learning_rate=P.lr_head, batch_size=128, early_stopping=5, use_feature_cache=True),
+            T.PhaseConfig("finetune", epochs=P.epochs_finetune, learning_rate=P.lr_finetune, batch_size=P.batch_size,
+                          unfreeze=unfreeze_policy(P.backbone, 0.5)),
+        ),  # fmt: skip
+        seed=seed,
+        n_per_class=n,
+        train_fraction=frac,
+        val_n_per_class=P.val_n_per_class,
+        test_n_per_class=P.test_n_per_class,
+        tags={"chapter": NOTEBOOK, "model": "good" if fraction is None else "curve", "fraction": fraction},
+    )
+
+
+def good_model(P: SimpleNamespace, data: D.EuroSAT) -> tuple[RunResult, D.EuroSAT, np.ndarray]:
+    """The good model, the test images it was scored on (the whole test split unless
+    ``test_n_per_class`` says otherwise) and its test probabilities.
+
+    Predictions are kept in ``test_predictions.npy`` in the run folder, so a rerun reuses them.
+    """
+    spec = good_model_spec(P)
+    res = run(P, spec, data)
+    test = eval_split(data, "test", spec)
+    path = res.run_dir / "test_predictions.npy"
+    y_prob = res.predictions.get("test")
+    if y_prob is None and path.is_file():
+        y_prob = np.load(path)
+        if y_prob.shape[0] != len(test):
+            y_prob = None
+    if y_prob is None:
+        y_prob = predict(res.load_model(), test.images, eager=accelerator_for(P.profile).run_eagerly)
+    np.save(path, y_prob)
+    return res, test, y_prob
+
+
+def good_model_train_metrics(P: SimpleNamespace, data: D.EuroSAT, res: RunResult, n_per_class: int = 100) -> dict[str, Any]:
+    """The good model scored on a stratified sample of its own training images (inference mode)."""
+    train = train_subset(data, good_model_spec(P))
+    n = min(n_per_class, min(c for c in train.class_counts().values() if c > 0))
+    return train_metrics(res, D.nested_subset(train, n_per_class=n, seed=0), False, accelerator_for(P.profile).run_eagerly)
+
+
+# --------------------------------------------------------------------------------------------
+# Section 5: leaky evaluations
+# --------------------------------------------------------------------------------------------
+
+
+def config_grid(P: SimpleNamespace) -> list[dict[str, Any]]:
+    """``P.n_configs`` head configurations (learning rate, epochs, hidden units, dropout, seed), fixed order."""
+    rng = np.random.default_rng(2024)
+    out = []
+    for k in range(P.n_configs):
+        out.append({
+            "lr": float(10 ** rng.uniform(-4, -2)),
+            "epochs": int(rng.choice([max(1, P.epochs_head // 2), P.epochs_head, 2 * P.epochs_head])),
+            "hidden": [int(rng.choice([0, 64, 256]))],
+            "dropout": float(rng.choice([0.0, 0.2, 0.5])),
+            "seed": k,
+        })  # fmt: skip
+        out[-1]["hidden"] = [h for h in out[-1]["hidden"] if h]
+    return out
+
+
+def config_sweep(P: SimpleNamespace, data: D.EuroSAT, bank: FeatureBank) -> tuple[pd.DataFrame, np.ndarray]:
+    """Train every head of :func:`config_grid` on ``n_small`` per class of the pool; returns the
+    table (val and test accuracy per config) and the ``(K, N_test)`` correctness matrix."""
+    idx = D.subset_indices(bank.pool.labels, n_per_class=min(P.n_small, min(bank.pool.class_counts().values())), seed=0,
+                           num_classes=bank.pool.num_classes)  # fmt: skip
+    rows, correct = [], []
+    for k, cfg in enumerate(config_grid(P)):
+        phase = T.PhaseConfig("head", epochs=cfg["epochs"], learning_rate=cfg["lr"], batch_size=P.batch_size)
+        out = feature_head_run(P, f"sweep_config{k:02d}", (bank.x_pool[idx], bank.pool.labels[idx]), bank.evals(),
+                               phase=phase, hidden=cfg["hidden"], dropout=cfg["dropout"], seed=cfg["seed"],
+                               tags={"config": k})  # fmt: skip
+        m = out["record"]["metrics"]
+        rows.append({"config": k, **{k2: v for k2, v in cfg.items() if k2 != "seed"}, "val_accuracy": m["val"]["accuracy"],
+                     "test_accuracy": m["test"]["accuracy"]})  # fmt: skip
+        correct.append(out["predictions"]["test"].argmax(axis=1) == bank.test.labels)
+    return pd.DataFrame(rows), np.array(correct)

@@ -1,1 +1,373 @@
-"""Chapter study module (to be written)."""
+"""Chapter 06 — removing layers: where can a pretrained backbone be cut?
+
+The backbone is cut after a block (``build_model(truncate_at=...)``), a new head is trained on the
+frozen, cached features of what is left (a *linear probe* of that depth), and accuracy is put
+next to what the cut saves: backbone parameters and inference speed. Every study returns a tidy
+``pandas.DataFrame``; the runs are ordinary run folders under ``P.out_dir``, named by
+configuration (``cut-block_12_seed0``), so reruns reuse them.
+
+Public functions, in the order the notebook uses them: :func:`resolve_cuts` (which blocks),
+:func:`sweep_cuts` (a head per cut and seed, validation only), :func:`measure_speed`,
+:func:`cut_table` (one row per cut), :func:`choose_cut` (the shallowest cut within
+``tolerance`` of the full backbone), :func:`score_on_test` (test accuracy of the full backbone and
+the chosen cut only) and :func:`finetune_cuts` (does a short fine-tune recover a cut?).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import time
+from types import SimpleNamespace
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .. import data as D
+from .. import models as M
+from .. import training as T
+from .core import ExperimentSpec, RunResult, run
+from .params import _is_num, _nonneg_int, _pos_int, backbone_kwargs, register_notebook_params
+
+NOTEBOOK = "06_truncation"
+
+#: The head trained at every cut: global average pooling and one linear softmax layer.
+PROBE_HEAD = M.HeadConfig(pooling="avg", dropout=0.0)
+#: Batch size of the head phase (on cached features, so small batches cost little).
+HEAD_BATCH = 32
+
+#: ``cuts="stages"``: every block after which the feature map changes shape (a new stage starts).
+STAGES = "stages"
+
+
+def _cuts(v: Any) -> str | None:
+    if v == STAGES:
+        return None
+    ok = isinstance(v, (list, tuple)) and v and all(
+        isinstance(c, str) or (_is_num(c) and 0 < c <= 1) for c in v
+    )
+    return None if ok else f"must be {STAGES!r} or a non-empty list of block names and/or fractions in (0, 1]"
+
+
+def _tolerance(v: Any) -> str | None:
+    return None if _is_num(v) and 0 <= v < 1 else "must be an accuracy difference in [0, 1), e.g. 0.01 for 1 point"
+
+
+register_notebook_params(
+    NOTEBOOK,
+    {
+        "cuts": (_cuts, "where to cut: 'stages' (every stage end) or a list of block names / fractions of the blocks"),
+        "val_n_per_class": (_pos_int, "validation images per class (None = the whole split)"),
+        "tolerance": (_tolerance, "accuracy a cut may lose against the full backbone and still count as safe"),
+        "n_finetune": (_nonneg_int, "cuts (besides the full backbone) given a short fine-tune"),
+        "speed_images": (_pos_int, "images per timed inference batch"),
+    },
+    {
+        "smoke": dict(n_per_class=8, cuts=[0.5, 1.0], val_n_per_class=4, tolerance=0.01, n_finetune=0,
+                      speed_images=16, seeds=1, image_size=64, epochs_head=1, lr_head=2e-2, epochs_finetune=1, batch_size=32),
+        "cpu": dict(n_per_class=200, cuts=STAGES, val_n_per_class=100, tolerance=0.01, n_finetune=2,
+                    speed_images=256, seeds=3, image_size=128, epochs_head=15, lr_head=2e-2, epochs_finetune=2,
+                    lr_finetune=3e-4, batch_size=32),
+        "gpu": dict(n_per_class=None, cuts=STAGES, val_n_per_class=None, tolerance=0.01, n_finetune=3,
+                    speed_images=256, seeds=5, image_size=224, epochs_head=15, lr_head=2e-2, epochs_finetune=5,
+                    lr_finetune=1e-4),
+    },  # fmt: skip
+)
+
+
+# --------------------------------------------------------------------------------------------
+# Which blocks to cut after
+# --------------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=16)
+def _anatomy(backbone: str, image_size: int, kwargs_items: tuple = ()) -> tuple[tuple[str, tuple[int, ...], int], ...]:
+    bb = M.build_backbone(backbone, image_size, weights=None, **dict(kwargs_items))
+    out = []
+    for name in M.block_names(bb):
+        cut = M.truncate_backbone(bb, name)
+        out.append((name, tuple(int(d) for d in cut.outputs[0].shape[1:]), M.count_params(cut)["total"]))
+    return tuple(out)
+
+
+def block_shapes(backbone: str, image_size: int, kwargs_items: tuple = ()) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    """``((block, output shape without batch), ...)`` for every block of ``backbone``.
+
+    Built without weights (shapes do not depend on them); ``kwargs_items`` are the constructor
+    kwargs as a sorted tuple of pairs (e.g. ``(("alpha", 0.35),)``).
+    """
+    return tuple((n, shape) for n, shape, _ in _anatomy(backbone, image_size, kwargs_items))
+
+
+def cut_anatomy(P: SimpleNamespace, blocks: Sequence[str]) -> pd.DataFrame:
+    """What the backbone keeps when cut after each of ``blocks``: depth, output shape, parameters.
+
+    ``depth`` counts blocks (of all of the backbone's blocks, ``blocks_total``); ``feature_dim``
+    is the output's channel count — what global average pooling hands the head.
+    """
+    kw = tuple(sorted(backbone_kwargs(P.backbone, P.alpha).items()))
+    info = {n: (shape, params) for n, shape, params in _anatomy(P.backbone, P.image_size, kw)}
+    names = list(info)
+    full_params = info[names[-1]][1]
+    rows = [
+        {
+            "block": b,
+            "depth": names.index(b) + 1,
+            "blocks_total": len(names),
+            "output_shape": " × ".join(map(str, info[b][0])),
+            "feature_dim": info[b][0][-1],
+            "backbone_params": info[b][1],
+            "params_share": info[b][1] / full_params,
+        }
+        for b in blocks
+    ]
+    return pd.DataFrame(rows).set_index("block")
+
+
+def stage_ends(shapes: Sequence[tuple[str, tuple[int, ...]]], skip: Sequence[str] = ("stem",)) -> list[str]:
+    """Blocks after which the feature map changes shape (resolution or width), plus the last block.
+
+    These are the natural cut points: inside a stage, blocks refine features at one resolution
+    and width; a stage end is where a network hands over to the next level. Blocks in ``skip``
+    (the stem: a lone convolution, not a stage) are left out.
+    """
+    names = [n for n, _ in shapes]
+    out = [n for (n, s), (_, s_next) in zip(shapes[:-1], shapes[1:]) if s != s_next]
+    out.append(names[-1])
+    return [n for n in out if n not in skip]
+
+
+def resolve_cuts(P: SimpleNamespace) -> list[str]:
+    """The block names ``P.cuts`` stands for, in backbone order, without repeats.
+
+    The full backbone (the last block) is always included: it is the reference.
+    """
+    names = M.block_names(P.backbone)
+    if P.cuts == STAGES:
+        kw = tuple(sorted(backbone_kwargs(P.backbone, P.alpha).items()))
+        picked = stage_ends(block_shapes(P.backbone, P.image_size, kw))
+    else:
+        picked = [block_at(names, c) for c in P.cuts]
+    picked.append(names[-1])
+    return [n for n in names if n in set(picked)]
+
+
+def block_at(names: Sequence[str], cut: str | float) -> str:
+    """The block a cut means: a block name as is; a fraction ``f`` -> the block ending the first
+    ``ceil(f * n_blocks)`` blocks (as ``models.build_model(truncate_at=f)`` reads it)."""
+    if isinstance(cut, str):
+        if cut not in names:
+            raise ValueError(f"unknown block {cut!r}; valid blocks: {', '.join(names)}")
+        return cut
+    if isinstance(cut, bool) or not _is_num(cut) or not 0 < cut <= 1:
+        raise ValueError(f"a cut must be a block name or a fraction in (0, 1]; got {cut!r}")
+    k = max(1, math.ceil(round(float(cut) * len(names), 9))) - 1
+    return names[k]
+
+
+# --------------------------------------------------------------------------------------------
+# Runs
+# --------------------------------------------------------------------------------------------
+
+
+def cut_spec(P: SimpleNamespace, block: str, seed: int, *, with_test: bool = False, finetune: bool = False) -> ExperimentSpec:
+    """Cut after ``block``, train a head on cached features; optionally fine-tune what is left.
+
+    The full backbone (``block`` = the last block) is built untruncated. ``with_test`` adds the
+    test split to the scored splits (only for the configurations the chapter reports).
+    """
+    full = block == M.block_names(P.backbone)[-1]
+    # A linear probe: no dropout (it would cap what a 8-16-channel feature vector can give) and
+    # a cosine schedule from a high rate, so shallow cuts' poorly scaled features converge too.
+    phases = [T.PhaseConfig("head", epochs=P.epochs_head, learning_rate=P.lr_head, batch_size=HEAD_BATCH,
+                            schedule="cosine", use_feature_cache=True)]  # fmt: skip
+    if finetune:
+        phases.append(T.PhaseConfig("finetune", epochs=P.epochs_finetune, learning_rate=P.lr_finetune,
+                                    batch_size=P.batch_size, unfreeze="all", freeze_bn=True))  # fmt: skip
+    name = f"cut-{block}" + ("_finetune" if finetune else "") + ("_test" if with_test else "") + f"_seed{seed}"
+    return ExperimentSpec(
+        name=name,
+        backbone=P.backbone,
+        backbone_kwargs=backbone_kwargs(P.backbone, P.alpha),
+        weights=P.weights,
+        image_size=P.image_size,
+        truncate_at=None if full else block,
+        head=PROBE_HEAD,
+        phases=tuple(phases),
+        seed=seed,
+        n_per_class=P.n_per_class,
+        val_n_per_class=P.val_n_per_class,
+        eval_splits=("val", "test") if with_test else ("val",),
+        test_n_per_class=P.test_n_per_class,
+        tags={"chapter": NOTEBOOK, "cut": block, "finetune": finetune},
+    )
+
+
+def _row(res: RunResult, names: Sequence[str], **extra: Any) -> dict[str, Any]:
+    rec = res.record
+    info = rec["model_info"]
+    block = rec["params"]["tags"]["cut"]
+    phases = {h["name"]: h["history"] for h in rec["history"]}
+    head_val = phases.get("head", {}).get("val_accuracy") or [float("nan")]
+    return {
+        "block": block,
+        "depth": names.index(block) + 1,
+        "feature_dim": info["feature_dim"],
+        "backbone_params": info["backbone_params"]["total"],
+        **extra,
+        "val_accuracy": rec["metrics"]["val"]["accuracy"],
+        "test_accuracy": rec["metrics"].get("test", {}).get("accuracy"),
+        "test_images": rec["metrics"].get("test", {}).get("n"),
+        "val_after_head": head_val[-1],
+        "run": str(res.run_dir),
+    }
+
+
+def sweep_cuts(P: SimpleNamespace, data: D.EuroSAT, blocks: Sequence[str]) -> pd.DataFrame:
+    """One linear-probe run per cut and seed, scored on validation. One row per run."""
+    names = M.block_names(P.backbone)
+    rows = []
+    for block in blocks:
+        for seed in P.seeds:
+            rows.append(_row(run(P, cut_spec(P, block, seed), data), names, seed=seed))
+    return pd.DataFrame(rows)
+
+
+def measure_speed(P: SimpleNamespace, data: D.EuroSAT, blocks: Sequence[str], repeats: int = 5) -> pd.DataFrame:
+    """Batched inference speed (images/s) of the whole model cut at each block.
+
+    All cut models are built first (without weights: speed does not depend on them) and then
+    timed in ``repeats`` round-robin rounds on the same ``P.speed_images`` images, keeping each
+    model's best time — so a burst of load on a shared machine hits every cut alike instead of
+    one. Eager batched calls (no graph tracing per model), the same for every cut.
+    """
+    import keras
+
+    images = np.asarray(data.images[: P.speed_images])
+    names = M.block_names(P.backbone)
+    models = {
+        b: M.build_model(P.backbone, weights=None, image_size=P.image_size, truncate_at=None if b == names[-1] else b,
+                         backbone_kwargs=backbone_kwargs(P.backbone, P.alpha))
+        for b in blocks
+    }  # fmt: skip
+    best = {b: float("inf") for b in blocks}
+    for model in models.values():  # warm-up: the first call builds the eager kernels
+        keras.ops.convert_to_numpy(model(images[:8], training=False))
+    for _ in range(repeats):
+        for b, model in models.items():
+            t = time.perf_counter()
+            keras.ops.convert_to_numpy(model(images, training=False))
+            best[b] = min(best[b], time.perf_counter() - t)
+    return pd.DataFrame({"block": list(blocks), "images_per_s": [len(images) / best[b] for b in blocks]})
+
+
+def cut_table(sweep: pd.DataFrame, speed: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per cut (backbone order): mean/sd validation accuracy over seeds, size, speed.
+
+    ``drop`` is the full backbone's mean accuracy minus the cut's (positive = worse);
+    ``params_share`` and ``speedup`` compare with the full backbone (the deepest cut).
+    """
+    g = sweep.groupby("block", sort=False)
+    table = g.agg(
+        depth=("depth", "first"),
+        feature_dim=("feature_dim", "first"),
+        backbone_params=("backbone_params", "first"),
+        val_mean=("val_accuracy", "mean"),
+        val_sd=("val_accuracy", "std"),
+        seeds=("val_accuracy", "count"),
+    ).sort_values("depth")
+    full = table.iloc[-1]
+    table["drop"] = full["val_mean"] - table["val_mean"]
+    table["params_share"] = table["backbone_params"] / full["backbone_params"]
+    if speed is not None:
+        table = table.join(speed.set_index("block")["images_per_s"])
+        table["speedup"] = table["images_per_s"] / table.loc[table.index[-1], "images_per_s"]
+    return table
+
+
+def choose_cut(table: pd.DataFrame, tolerance: float) -> dict[str, Any]:
+    """Read the answer off :func:`cut_table`.
+
+    * ``full``: the full backbone (the last row); ``chosen``: the shallowest cut whose mean
+      validation accuracy is within ``tolerance`` of it (the full backbone if no cut is);
+    * ``chosen_all_safe``: whether every cut deeper than the chosen one is within tolerance too
+      (if not, the curve is not monotone and the choice deserves a second look);
+    * ``cliff``: the adjacent pair of cuts with the largest accuracy step (``cliff_from`` is the
+      deeper block, ``cliff_to`` the shallower one, ``cliff_step`` the loss in accuracy);
+    * ``chosen_gap_sd``: the chosen cut's gap to the full backbone in units of the larger of the
+      two seed standard deviations (NaN with one seed), to tell noise from a real loss.
+    """
+    if table.empty:
+        raise ValueError("no cuts to choose from")
+    full = table.index[-1]
+    ok = table["drop"] <= tolerance + 1e-12
+    chosen = next(b for b in table.index if ok[b])
+    deeper = table.index[table.index.get_loc(chosen):]
+    steps = table["val_mean"].diff(-1).iloc[:-1]  # shallower minus the next deeper
+    if len(steps):
+        cliff_to = steps.idxmin()
+        cliff_from = table.index[table.index.get_loc(cliff_to) + 1]
+        step = float(table.loc[cliff_from, "val_mean"] - table.loc[cliff_to, "val_mean"])
+    else:
+        cliff_to = cliff_from = full
+        step = 0.0
+    sds = [float(table.loc[b, "val_sd"]) for b in (chosen, full)]
+    sd = max((v for v in sds if np.isfinite(v)), default=float("nan"))
+    gap = float(table.loc[chosen, "drop"])
+    return {
+        "full": full,
+        "chosen": chosen,
+        "chosen_all_safe": bool(ok[deeper].all()),
+        "chosen_drop": gap,
+        "chosen_gap_sd": gap / sd if np.isfinite(sd) and sd > 0 else float("nan"),
+        "chosen_params_share": float(table.loc[chosen, "params_share"]),
+        "chosen_speedup": float(table.loc[chosen, "speedup"]) if "speedup" in table else float("nan"),
+        "cliff_from": cliff_from,
+        "cliff_to": cliff_to,
+        "cliff_step": step,
+        "tolerance": float(tolerance),
+    }
+
+
+def score_on_test(P: SimpleNamespace, data: D.EuroSAT, blocks: Sequence[str]) -> pd.DataFrame:
+    """Test accuracy of the given cuts (the full backbone and the chosen one), every seed.
+
+    Separate runs (``..._test``) that repeat the sweep's head training and also score the test
+    split; the sweep itself never looks at test.
+    """
+    names = M.block_names(P.backbone)
+    rows = []
+    for block in dict.fromkeys(blocks):
+        for seed in P.seeds:
+            rows.append(_row(run(P, cut_spec(P, block, seed, with_test=True), data), names, seed=seed))
+    return pd.DataFrame(rows)
+
+
+def finetune_candidates(table: pd.DataFrame, choice: dict[str, Any], n: int) -> list[str]:
+    """The full backbone, the chosen cut and the next shallower cuts: ``n`` cuts besides the full one.
+
+    The shallower cuts are the interesting ones: they lost accuracy with a frozen base, and the
+    question is whether letting what is left of the backbone adapt wins it back.
+    """
+    order = list(table.index)
+    start = order.index(choice["chosen"])
+    cuts = [b for b in reversed(order[: start + 1]) if b != choice["full"]][:n]
+    return [b for b in order if b in set(cuts) | {choice["full"]}]
+
+
+def finetune_cuts(P: SimpleNamespace, data: D.EuroSAT, blocks: Sequence[str]) -> pd.DataFrame:
+    """Head phase, then ``P.epochs_finetune`` epochs with the whole (cut) backbone trainable.
+
+    One seed (the first). Long format for plotting: two rows per cut, ``stage`` = "frozen + head"
+    (validation accuracy after the head phase) and "fine-tuned".
+    """
+    names = M.block_names(P.backbone)
+    rows = []
+    for block in blocks:
+        res = run(P, cut_spec(P, block, P.seeds[0], finetune=True), data)
+        r = _row(res, names, seed=P.seeds[0])
+        ft = res.record["timings"]["phases"].get("finetune", {})
+        for stage, acc in (("frozen + head", r["val_after_head"]), ("fine-tuned", r["val_accuracy"])):
+            rows.append({**r, "stage": stage, "val_accuracy": acc, "finetune_s_per_epoch": ft.get("seconds_per_epoch")})
+    return pd.DataFrame(rows)

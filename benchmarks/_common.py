@@ -1,0 +1,357 @@
+"""Plumbing shared by the benchmark scripts: arguments, tables, timing, memory, JSON results.
+
+Deliberately free of TensorFlow/Keras/JAX imports, so that a script can pick its Keras backend
+(``bench_gpu_jax.py`` sets ``KERAS_BACKEND=jax``) and the ``bench_backbones.py`` parent process,
+which only starts one child per configuration, stays light.
+
+Every result file has the same top-level layout (``SCHEMA``)::
+
+    {"benchmark": "data", "schema": 1, "quick": false, "args": {...},
+     "environment": eurosat_lib.evaluation.environment(),
+     "figures": {...}, "ratios": {...}, "goals": {name: {"target", "value", "met", "description"}},
+     "notes": [...], "wall_seconds": 123.4}
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO = BENCH_DIR.parent
+RESULTS_DIR = BENCH_DIR / "results"
+#: ``--quick`` runs write here unless told otherwise, so they never overwrite real figures.
+QUICK_RESULTS_DIR = RESULTS_DIR / "quick"
+SCHEMA = 1
+
+# A source checkout without `pip install -e .` still finds the library.
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+
+# --------------------------------------------------------------------------------------------
+# Arguments and result files
+# --------------------------------------------------------------------------------------------
+
+
+def make_parser(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="tiny sizes: runs in seconds (used by tests/test_benchmarks.py)")
+    p.add_argument(
+        "--results-dir",
+        type=Path,
+        default=None,
+        help=f"where <name>.json is written (default {RESULTS_DIR.relative_to(REPO)}, "
+        f"or {QUICK_RESULTS_DIR.relative_to(REPO)} with --quick)",
+    )
+    return p
+
+
+def results_dir(args: argparse.Namespace) -> Path:
+    if args.results_dir is not None:
+        return Path(args.results_dir)
+    return QUICK_RESULTS_DIR if args.quick else RESULTS_DIR
+
+
+def lib_io():
+    """``eurosat_lib._io`` (atomic writes) without dragging the TF import of the package init in.
+
+    ``import eurosat_lib`` imports TensorFlow up front (to silence its C++ logs) unless
+    ``EUROSAT_QUIET_TF=0``; a process that only writes JSON does not need that.
+    """
+    if "eurosat_lib._io" not in sys.modules:
+        old = os.environ.get("EUROSAT_QUIET_TF")
+        os.environ["EUROSAT_QUIET_TF"] = "0"
+        try:
+            import eurosat_lib._io  # noqa: F401
+        finally:
+            if old is None:
+                os.environ.pop("EUROSAT_QUIET_TF", None)
+            else:
+                os.environ["EUROSAT_QUIET_TF"] = old
+    return sys.modules["eurosat_lib._io"]
+
+
+def environment() -> dict[str, Any]:
+    """``eurosat_lib.evaluation.environment()`` (versions, CPU, GPUs, timestamp).
+
+    That module needs pandas and scikit-learn; a lean GPU machine (JAX + Keras only) may lack
+    them, so the same fields are then gathered here, and ``environment_fallback`` says so.
+    """
+    try:
+        from eurosat_lib.evaluation import environment as env
+    except ImportError as e:
+        return _fallback_environment(str(e))
+    return env()
+
+
+def _fallback_environment(reason: str) -> dict[str, Any]:
+    import datetime as dt
+    import importlib.metadata
+    import platform
+
+    def version(name):
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            return None
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
+    except OSError:
+        pass
+    gpus = None
+    if "jax" in sys.modules:
+        try:
+            gpus = [str(d.device_kind) for d in sys.modules["jax"].devices() if d.platform == "gpu"]
+        except Exception:  # noqa: BLE001
+            gpus = None
+    return {
+        "eurosat_lib": version("eurosat_lib"),
+        "python": platform.python_version(),
+        "numpy": version("numpy"),
+        "keras": version("keras"),
+        "keras_backend": os.environ.get("KERAS_BACKEND"),
+        "tensorflow": version("tensorflow"),
+        "jax": version("jax"),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "cpu_model": cpu,
+        "gpus": gpus,
+        "timestamp": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "environment_fallback": f"eurosat_lib.evaluation not importable ({reason})",
+    }
+
+
+def jsonable_args(args: argparse.Namespace) -> dict[str, Any]:
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if not k.startswith("_")}
+
+
+def write_results(
+    args: argparse.Namespace,
+    name: str,
+    *,
+    figures: Mapping[str, Any],
+    ratios: Mapping[str, Any],
+    goals: Mapping[str, Any] | None = None,
+    notes: Sequence[str] = (),
+    env: Mapping[str, Any] | None = None,
+    started: float,
+) -> Path:
+    """Write ``<results dir>/<name>.json`` atomically and return its path."""
+    payload = {
+        "benchmark": name,
+        "schema": SCHEMA,
+        "quick": bool(args.quick),
+        "args": jsonable_args(args),
+        "environment": dict(env) if env is not None else environment(),
+        "figures": _clean(figures),
+        "ratios": _clean(ratios),
+        "goals": _clean(goals or {}),
+        "notes": list(notes),
+        "wall_seconds": round(time.perf_counter() - started, 2),
+    }
+    path = results_dir(args) / f"{name}.json"
+    lib_io().write_json_atomic(path, payload)
+    print(f"\nresults: {path}")
+    return path
+
+
+def _clean(obj: Any) -> Any:
+    """Round floats for readability; NaN/inf -> None (strict JSON)."""
+    if isinstance(obj, float):
+        return round(obj, 4) if math.isfinite(obj) else None
+    if isinstance(obj, Mapping):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if hasattr(obj, "item") and callable(obj.item):  # numpy scalars
+        return _clean(obj.item())
+    return obj
+
+
+def goal(value: float | None, target: float, description: str, higher_is_better: bool = True) -> dict[str, Any]:
+    if value is None or not math.isfinite(value):
+        met = False
+    else:
+        met = value >= target if higher_is_better else value <= target
+    return {"target": target, "value": value, "met": met, "higher_is_better": higher_is_better, "description": description}
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    """``a / b``, or None when either is missing or ``b`` is zero."""
+    if a is None or b is None or not b or not math.isfinite(a) or not math.isfinite(b):
+        return None
+    return a / b
+
+
+# --------------------------------------------------------------------------------------------
+# Timing and memory
+# --------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def timed(out: dict[str, float], key: str) -> Iterator[None]:
+    t = time.perf_counter()
+    try:
+        yield
+    finally:
+        out[key] = time.perf_counter() - t
+
+
+def median(xs: Iterable[float]) -> float:
+    xs = list(xs)
+    return statistics.median(xs) if xs else float("nan")
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process so far (``getrusage``; KiB on Linux, bytes on macOS)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+
+
+def current_rss_mib() -> float | None:
+    try:
+        import psutil
+    except ImportError:
+        return None
+    return psutil.Process().memory_info().rss / (1024 * 1024)
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """Environment for measurement subprocesses: quiet logs and progress bars."""
+    env = dict(os.environ)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    env.setdefault("EUROSAT_PROGRESS", "0")
+    env.update(extra)
+    return env
+
+
+def run_json_child(cmd: Sequence[str], *, env: Mapping[str, str] | None = None, timeout: float | None = None) -> dict[str, Any]:
+    """Run ``cmd``; its last stdout line starting with ``RESULT `` is parsed as JSON.
+
+    Returns ``{"error": ...}`` (with the tail of stderr) instead of raising, so one failing
+    configuration does not lose the others.
+    """
+    t = time.perf_counter()
+    try:
+        proc = subprocess.run(list(cmd), env=dict(env) if env else None, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout} s"}
+    wall = time.perf_counter() - t
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr or proc.stdout)[-1500:]
+        return {"error": f"exit {proc.returncode}: {tail}"}
+    out = json.loads(lines[-1][len("RESULT ") :])
+    out.setdefault("process_wall_seconds", wall)
+    return out
+
+
+def emit_child_result(obj: Mapping[str, Any]) -> None:
+    print("RESULT " + json.dumps(_clean(obj)), flush=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Printing
+# --------------------------------------------------------------------------------------------
+
+
+def fmt(v: Any) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            return "—"
+        a = abs(v)
+        if a >= 1000:
+            return f"{v:,.0f}"
+        if a >= 100:
+            return f"{v:.1f}"
+        if a >= 1:
+            return f"{v:.2f}"
+        return f"{v:.3f}"
+    return str(v)
+
+
+def print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    cells = [[fmt(c) for c in row] for row in rows]
+    left = [[i == 0 or isinstance(c, str) for i, c in enumerate(row)] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
+    print(f"\n{title}")
+    print("  ".join(h.ljust(w) for h, w in zip(headers, widths)))
+    print("  ".join("-" * w for w in widths))
+    for r, lf in zip(cells, left):
+        print("  ".join(c.ljust(w) if lj else c.rjust(w) for c, w, lj in zip(r, widths, lf)).rstrip())
+
+
+def print_goals(goals: Mapping[str, Mapping[str, Any]]) -> None:
+    if not goals:
+        return
+    rows = [
+        (name, g["description"], (">= " if g.get("higher_is_better", True) else "<= ") + fmt(float(g["target"])), g["value"],
+         "MET" if g["met"] else "not met")
+        for name, g in goals.items()
+    ]
+    print_table("Goals", ["goal", "what", "target", "value", "status"], rows)
+
+
+# --------------------------------------------------------------------------------------------
+# Reading other benchmarks' results
+# --------------------------------------------------------------------------------------------
+
+
+def cpu_reference_from_backbones(path: Path, image_size: int, backbone: str = "MobileNetV2") -> dict[str, Any] | None:
+    """The ``backbone`` entry of a ``backbones.json`` for ``image_size`` (nearest size if absent).
+
+    Returns ``{"source", "label", "train_images_per_s", "inference_images_per_s", ...}`` or None.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+        configs = data["figures"]["configs"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    cands = [
+        c for c in configs
+        if str(c.get("backbone", "")) == backbone and not c.get("error") and c.get("train_images_per_s")
+    ]  # fmt: skip
+    if not cands:
+        return None
+    best = min(cands, key=lambda c: (abs(int(c["image_size"]) - image_size), -int(c["image_size"])))
+    kwargs = best.get("backbone_kwargs") or {}
+    label = (
+        f"{best['backbone']}"
+        + "".join(f" {k}={v}" for k, v in kwargs.items())
+        + f", {best['image_size']} px, batch {best.get('batch_size')}, {best.get('keras_backend', 'tensorflow')} on CPU"
+        + (" (quick run)" if data.get("quick") else "")
+    )
+    return {
+        "source": str(path.name),
+        "label": label,
+        "backbone": best["backbone"],
+        "backbone_kwargs": kwargs,
+        "image_size": int(best["image_size"]),
+        "batch_size": best.get("batch_size"),
+        "train_images_per_s": best["train_images_per_s"],
+        "inference_images_per_s": best.get("inference_images_per_s"),
+        "cpu_model": (data.get("environment") or {}).get("cpu_model"),
+        "cpu_count": (data.get("environment") or {}).get("cpu_count"),
+    }

@@ -1,0 +1,402 @@
+"""Turn ``benchmarks/results/*.json`` into the book's performance page and its figure.
+
+    python benchmarks/make_report.py      # -> book/performance.md + book/images/performance.png
+
+Reads whichever of ``data.json``, ``transfer.json``, ``backbones.json`` and ``gpu_jax.json`` exist
+(the page says which benchmarks have not been run), writes a Markdown page with the figures,
+the ratios, the goals and the machines they were measured on, and one PNG with a panel per
+benchmark. Both files are written atomically. Needs matplotlib only (no TensorFlow).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from _common import REPO, RESULTS_DIR, fmt, lib_io
+
+ORDER = ("data", "transfer", "backbones", "gpu_jax")
+TITLES = {
+    "data": "Loading and feeding data",
+    "transfer": "Cached features vs end-to-end training",
+    "backbones": "Backbones on the CPU",
+    "gpu_jax": "MobileNetV2 on a GPU with JAX",
+}
+SCRIPTS = {name: f"benchmarks/bench_{name}.py" for name in ORDER}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
+    p.add_argument("--out", type=Path, default=REPO / "book" / "performance.md", help="the Markdown page")
+    p.add_argument("--image", type=Path, default=None, help="the PNG (default: images/performance.png beside --out)")
+    args = p.parse_args(argv)
+    if args.image is None:
+        args.image = args.out.parent / "images" / "performance.png"
+    return args
+
+
+def load_results(folder: Path) -> dict[str, dict]:
+    out = {}
+    for name in ORDER:
+        path = folder / f"{name}.json"
+        if path.is_file():
+            try:
+                out[name] = json.loads(path.read_text())
+            except ValueError as e:
+                print(f"make_report: skipping unreadable {path}: {e}", file=sys.stderr)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Markdown
+# --------------------------------------------------------------------------------------------
+
+
+def md_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    def cell(v):
+        return fmt(v).replace("|", "\\|")
+
+    def numeric(i):
+        vals = [row[i] for row in rows if i < len(row) and row[i] is not None]
+        return i > 0 and any(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals)
+
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---:" if numeric(i) else "---" for i in range(len(headers))) + "|"]
+    lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def x(v) -> str | None:
+    return None if v is None else f"{fmt(float(v))}x"
+
+
+def section_data(r: dict) -> list[str]:
+    f, q = r["figures"], r["ratios"]
+    n = f["num_images"]
+    fresh = f["fresh_process_load_seconds"]
+    rows = [
+        ("eurosat_lib, cold (decode + write cache)", f["cold_load_seconds"], n / f["cold_load_seconds"], x(f["cold_load_seconds"] / fresh)),
+        ("eurosat_lib, warm, in the same process", f["warm_load_seconds"], n / f["warm_load_seconds"], x(f["warm_load_seconds"] / fresh)),
+        ("eurosat_lib, warm, memory-mapped", f["warm_load_mmap_seconds"], n / f["warm_load_mmap_seconds"], x(f["warm_load_mmap_seconds"] / fresh)),
+        ("**eurosat_lib, warm, fresh process** (the load call)", fresh, n / fresh, "1x"),
+        ("keras `image_dataset_from_directory`", f["image_dataset_from_directory_seconds"], n / f["image_dataset_from_directory_seconds"],
+         x(q["warm_vs_image_dataset_from_directory"])),
+        ("`tf.data` list_files → read_file → decode_jpeg", f["tf_data_seconds"], n / f["tf_data_seconds"], x(q["warm_vs_tf_data"])),
+    ]  # fmt: skip
+    feed = [
+        ("`ArraySequence` (cached arrays)", f["feed_array_sequence_epoch_seconds"], f["feed_array_sequence_images_per_s"],
+         x(q["feed_array_sequence_vs_tf_data"])),
+        ("`tf.data` JPEG pipeline", f["feed_tf_data_epoch_seconds"], f["feed_tf_data_images_per_s"], "1x"),
+    ]  # fmt: skip
+    return [
+        f"All {n:,} images into NumPy arrays. The last column is each method's time divided by the warm load "
+        "in a fresh Python process — what a reader sees when a notebook starts.",
+        "",
+        md_table(["method", "seconds", "images/s", "time vs warm load"], rows),
+        "",
+        f"A fresh process also spends {fmt(f['fresh_process_import_seconds'])} s importing `eurosat_lib` "
+        f"(whole process: {fmt(f['fresh_process_wall_seconds'])} s); the cache takes {f['cache_bytes'] / 2**20:,.0f} MiB.",
+        "",
+        f"Feeding a trivial model (global average pooling + dense on uint8 input) for one epoch, batch {f['feed_batch_size']}:",
+        "",
+        md_table(["pipeline", "epoch seconds", "images/s", "speed vs tf.data"], feed),
+    ]
+
+
+def section_transfer(r: dict) -> list[str]:
+    f, q = r["figures"], r["ratios"]
+    c, e = f["per_epoch"]["cached_features"], f["per_epoch"]["end_to_end"]
+    out = [
+        f"{f['model']}: the same head trained for {f['epochs']} epochs on {f['train_images']:,} images (batch "
+        f"{f['batch_size']}), validated on {f['val_images']:,}. The per-epoch time is the median of the epochs after "
+        "the first; the first one includes graph tracing.",
+        "",
+        md_table(
+            ["path", "seconds / epoch", "first epoch s", "feature extraction s", "total s", "val accuracy", "slower"],
+            [
+                ("head on cached features", c["steady_epoch_seconds"], c["first_epoch_seconds"], c["feature_seconds"], c["total_seconds"], c["val_accuracy"], "1x"),
+                ("end to end, frozen base", e["steady_epoch_seconds"], e["first_epoch_seconds"], None, e["total_seconds"], e["val_accuracy"], x(q["per_epoch_end_to_end_vs_cached"])),
+            ],
+        ),  # fmt: skip
+        "",
+        f"Including the one-off feature extraction, {f['epochs']} epochs end to end take "
+        f"{x(q['total_end_to_end_vs_cached_incl_features'])} as long; the two paths' validation accuracies differ by "
+        f"{fmt(q['val_accuracy_difference'])}.",
+    ]
+    tta = f.get("time_to_accuracy") or {}
+    if tta:
+        rows = []
+        for name, label in (("frozen", "frozen base, head on cached features"), ("finetuned", "head, then fine-tuning")):
+            t = tta[name]
+            where = f"{t['reached_at']['phase']}, epoch {t['reached_at']['epoch']}" if t["reached"] else f"not reached in {t['epochs_run']} epochs"
+            rows.append((label, t["seconds"] if t["reached"] else "not reached", where, t["best_val_accuracy"], t["total_seconds"]))
+        out += [
+            "",
+            f"Time to {f['target_val_accuracy']:.0%} validation accuracy, counted from the start of training (feature "
+            "extraction and graph tracing included):",
+            "",
+            md_table(["path", "seconds", "reached at", "best val accuracy", "seconds run"], rows),
+        ]
+    return out
+
+
+def _label(c: dict) -> str:
+    kw = "".join(f" {k}={v}" for k, v in (c.get("backbone_kwargs") or {}).items())
+    return f"{c['backbone']}{kw}" + (f" (to {c['truncate_at']})" if c.get("truncate_at") else "")
+
+
+def section_backbones(r: dict) -> list[str]:
+    f = r["figures"]
+    rows = [
+        (_label(c), c["image_size"], c.get("params"), c.get("train_images_per_s"), x(c.get("train_slowdown_vs_fastest")),
+         c.get("inference_images_per_s"), c.get("trace_train_seconds"), c.get("peak_rss_mib"), c.get("error", "")[:60] or None)
+        for c in f["configs"]
+    ]  # fmt: skip
+    return [
+        f"`weights=None`, every layer trainable, batch {f['batch_size']}, {f['steps']} timed steps after "
+        f"{f['warmup']} warm-up steps; one fresh process per row. *Tracing* is the one-off cost of turning the "
+        "train step into a graph, paid again by every new process or re-compiled model, and left out of the "
+        "throughput. *Slower* compares with the fastest backbone at the same size.",
+        "",
+        md_table(["backbone", "px", "parameters", "train images/s", "slower", "inference images/s", "tracing s", "peak memory MiB", "error"], rows),
+    ]
+
+
+def section_gpu(r: dict) -> list[str]:
+    f, q = r["figures"], r["ratios"]
+    d = f["device"]
+    cpu = f.get("cpu_reference")
+    f32 = next((g for g in f["runs"] if g["policy"] == "float32"), None)
+    rows = [
+        (g["policy"], g["train_images_per_s"], x(g["train_images_per_s"] / f32["train_images_per_s"]) if f32 else None,
+         g["inference_images_per_s"], g["compile_train_seconds"], g.get("device_peak_mib"),
+         x(g["train_images_per_s"] / cpu["train_images_per_s"]) if cpu else None)
+        for g in f["runs"]
+    ]  # fmt: skip
+    if cpu:
+        rows.append((f"CPU: {cpu['label']}", cpu["train_images_per_s"], None, cpu.get("inference_images_per_s"), cpu.get("compile_train_seconds"), None, "1x"))
+    out = [
+        f"{f['model']} on {d['device_count']} × {d['device_kind']} ({d['platform']}), JAX {d['jax']}, Keras {d['keras']}. "
+        f"TensorFlow imported: {'**yes**' if f['tensorflow_imported'] else 'no'}.",
+        "",
+        md_table(["policy", "train images/s", "vs float32", "inference images/s", "compile s", "device peak MiB", "vs CPU"], rows),
+    ]
+    if "best_train_vs_cpu" in q:
+        out += ["", f"Best training throughput ({f['best_policy']}) is {x(q['best_train_vs_cpu'])} the CPU figure."]
+    return out
+
+
+SECTIONS = {"data": section_data, "transfer": section_transfer, "backbones": section_backbones, "gpu_jax": section_gpu}
+
+
+def machine_table(results: dict[str, dict]) -> str:
+    keys = [("cpu_model", "CPU"), ("cpu_count", "CPU cores"), ("gpus", "GPUs"), ("platform", "platform"), ("python", "Python"),
+            ("tensorflow", "TensorFlow"), ("keras", "Keras"), ("keras_backend", "Keras backend"), ("jax", "JAX"),
+            ("eurosat_lib", "eurosat_lib"), ("timestamp", "measured (UTC)")]  # fmt: skip
+    names = list(results)
+    rows = []
+    for key, label in keys:
+        vals = []
+        for n in names:
+            v = (results[n].get("environment") or {}).get(key)
+            vals.append(", ".join(map(str, v)) if isinstance(v, list) else v)
+        if key == "gpus":
+            vals = [v or "none" for v in vals]
+        rows.append((label, *vals))
+    return md_table(["", *names], rows)
+
+
+def goals_table(results: dict[str, dict]) -> str | None:
+    rows = []
+    for name, r in results.items():
+        for g in (r.get("goals") or {}).values():
+            op = ">=" if g.get("higher_is_better", True) else "<="
+            rows.append((name, g["description"], f"{op} {fmt(float(g['target']))}", g["value"], "met" if g["met"] else "**not met**"))
+    return md_table(["benchmark", "goal", "target", "measured", ""], rows) if rows else None
+
+
+def render(results: dict[str, dict], image_rel: str) -> str:
+    now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [
+        "# Performance",
+        "",
+        f"*Generated by `benchmarks/make_report.py` from `benchmarks/results/*.json` on {now}. Do not edit by hand: "
+        "re-run the benchmarks (see `benchmarks/README.md`) and this script.*",
+        "",
+        "How long the book's machinery takes, and why it is built the way it is: EuroSAT is decoded once and cached "
+        "as arrays; with a frozen backbone the features are computed once and only the head trains; and the "
+        "figures below say what each backbone costs on the CPU that ran the book and on a GPU.",
+        "",
+    ]
+    quick = [n for n, r in results.items() if r.get("quick")]
+    if quick:
+        lines += [":::{warning}", f"Smoke-test results (`--quick`) for: {', '.join(quick)}. Their figures are "
+                  "meaningless; re-run those benchmarks without `--quick`.", ":::", ""]  # fmt: skip
+    missing = [n for n in ORDER if n not in results]
+    if not results:
+        lines += ["No benchmark results yet. Run the scripts in `benchmarks/` first.", ""]
+        return "\n".join(lines)
+    lines += [f"![Benchmark figures]({image_rel})", ""]
+    g = goals_table(results)
+    if g:
+        lines += ["## Goals", "", g, ""]
+    for name in ORDER:
+        if name in results:
+            r = results[name]
+            lines += [f"## {TITLES[name]}", "", *SECTIONS[name](r), ""]
+            if r.get("notes"):
+                lines += ["Notes:", "", *[f"- {n}" for n in r["notes"]], ""]
+            lines += [f"*`{SCRIPTS[name]}`, {fmt(r.get('wall_seconds'))} s.*", ""]
+    if missing:
+        lines += ["## Not run yet", "", *[f"- {TITLES[n]}: `python {SCRIPTS[n]}`" for n in missing], ""]
+    lines += ["## Machines", "", machine_table(results), ""]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# Figure
+# --------------------------------------------------------------------------------------------
+
+
+def plot(results: dict[str, dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = []
+    if "data" in results:
+        panels.append(("data", _plot_data))
+    if "transfer" in results:
+        panels.append(("transfer", _plot_transfer_epoch))
+        if results["transfer"]["figures"].get("time_to_accuracy"):
+            panels.append(("transfer", _plot_tta))
+    if "backbones" in results:
+        panels.append(("backbones", _plot_backbones))
+    if "gpu_jax" in results:
+        panels.append(("gpu_jax", _plot_gpu))
+    n = max(1, len(panels))
+    cols = 2 if n > 1 else 1
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(6.2 * cols, 3.9 * rows), squeeze=False)
+    for ax, (name, fn) in zip(axes.flat, panels):
+        fn(ax, results[name])
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.axis("off")
+    if not panels:
+        axes[0, 0].text(0.5, 0.5, "no results", ha="center", va="center")
+    fig.tight_layout()
+    with lib_io().atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def _plot_data(ax, r):
+    f = r["figures"]
+    items = [
+        ("cold load", f["cold_load_seconds"]),
+        ("warm, fresh process", f["fresh_process_load_seconds"]),
+        ("warm, in process", f["warm_load_seconds"]),
+        ("image_dataset_from_directory", f["image_dataset_from_directory_seconds"]),
+        ("tf.data JPEG", f["tf_data_seconds"]),
+    ]
+    colors = ["#8da0cb", "#1b9e77", "#66c2a5", "#d95f02", "#e7298a"]
+    ax.barh([k for k, _ in items], [v for _, v in items], color=colors)
+    ax.set_xscale("log")
+    ax.invert_yaxis()
+    ax.set_xlabel("seconds (log scale)")
+    ax.set_title(f"Load {f['num_images']:,} images into NumPy")
+    for i, (_, v) in enumerate(items):
+        ax.text(v, i, f" {fmt(v)} s", va="center", fontsize=8)
+
+
+def _plot_transfer_epoch(ax, r):
+    f = r["figures"]["per_epoch"]
+    names = ["cached features", "end to end"]
+    vals = [f["cached_features"]["steady_epoch_seconds"], f["end_to_end"]["steady_epoch_seconds"]]
+    ax.bar(names, vals, color=["#1b9e77", "#d95f02"])
+    for i, v in enumerate(vals):
+        ax.text(i, v, f"{fmt(v)} s", ha="center", va="bottom", fontsize=8)
+    ratio = r["ratios"].get("per_epoch_end_to_end_vs_cached")
+    ax.set_ylabel("seconds per epoch")
+    ax.set_title("Head training per epoch" + (f" ({fmt(ratio)}x)" if ratio else ""))
+
+
+def _plot_tta(ax, r):
+    f = r["figures"]
+    target = f["target_val_accuracy"]
+    for name, color in (("frozen", "#1b9e77"), ("finetuned", "#7570b3")):
+        t = f["time_to_accuracy"].get(name)
+        if not t or not t["curve"]:
+            continue
+        xs = [p["seconds"] for p in t["curve"]]
+        ys = [p["val_accuracy"] for p in t["curve"]]
+        ax.plot(xs, ys, marker="o", ms=3, color=color, label=name + ("" if t["reached"] else " (not reached)"))
+    ax.axhline(target, color="grey", ls="--", lw=1)
+    ax.set_xlim(left=0)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("wall seconds from the start of training")
+    ax.set_ylabel("validation accuracy")
+    ax.set_title(f"Time to {target:.0%} validation accuracy")
+    ax.legend(fontsize=8)
+
+
+def _plot_backbones(ax, r):
+    configs = [c for c in r["figures"]["configs"] if c.get("train_images_per_s")]
+    labels = [f"{_label(c).split(' (to')[0]}\n{c['image_size']} px" for c in configs]
+    idx = list(range(len(configs)))
+    w = 0.4
+    ax.bar([i - w / 2 for i in idx], [c["train_images_per_s"] for c in configs], w, label="train", color="#d95f02")
+    ax.bar([i + w / 2 for i in idx], [c["inference_images_per_s"] for c in configs], w, label="inference", color="#1b9e77")
+    ax.set_xticks(idx, labels, fontsize=7)
+    ax.set_yscale("log")
+    ax.set_ylim(bottom=min(min(c["train_images_per_s"], c["inference_images_per_s"]) for c in configs) / 3 if configs else None)
+    ax.set_ylabel("images/s (log scale)")
+    ax.set_title("Backbones on the CPU")
+    ax.legend(fontsize=8)
+
+
+def _plot_gpu(ax, r):
+    f = r["figures"]
+    names = [g["policy"] for g in f["runs"]]
+    vals = [g["train_images_per_s"] for g in f["runs"]]
+    colors = ["#7570b3"] * len(vals)
+    cpu = f.get("cpu_reference")
+    if cpu:
+        names.append("CPU")
+        vals.append(cpu["train_images_per_s"])
+        colors.append("#999999")
+    ax.bar(names, vals, color=colors)
+    ax.set_yscale("log")
+    ax.set_ylim(bottom=min(vals) / 3)
+    ax.set_ylabel("training images/s (log scale)")
+    d = f["device"]
+    ax.set_title(f"MobileNetV2 on {d['device_count']} x {d['device_kind']}"[:60])
+    for i, v in enumerate(vals):
+        ax.text(i, v, fmt(v), ha="center", va="bottom", fontsize=8)
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    results = load_results(args.results_dir)
+    image_rel = os.path.relpath(args.image, args.out.parent).replace(os.sep, "/")
+    if results:
+        plot(results, args.image)
+    text = render(results, image_rel)
+    with lib_io().atomic_path(args.out, suffix=".md") as tmp:
+        tmp.write_text(text)
+    print(f"make_report: {len(results)} result file(s) -> {args.out}" + (f" and {args.image}" if results else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

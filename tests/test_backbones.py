@@ -1,0 +1,164 @@
+"""Chapter 05 study module (eurosat_lib.experiments.backbones): candidates, recipe specs, choice."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from eurosat_lib import data as D
+from eurosat_lib import models as M
+from eurosat_lib.experiments import ParameterError, resolve_params
+from eurosat_lib.experiments import backbones as BB
+from eurosat_lib.experiments import finetune as FT
+from eurosat_lib.experiments.core import RunResult
+
+
+def test_parse_candidate():
+    assert BB.parse_candidate("MobileNetV2:0.35") == ("MobileNetV2", 0.35)
+    assert BB.parse_candidate(" resnet50 ") == ("ResNet50", None)  # registry spelling
+    assert BB.parse_candidate("MobileNet:0.25") == ("MobileNet", 0.25)
+    with pytest.raises(ValueError, match="only MobileNets take a width multiplier"):
+        BB.parse_candidate("ResNet50:0.5")
+    with pytest.raises(ValueError, match="not a number"):
+        BB.parse_candidate("MobileNetV2:big")
+    with pytest.raises(ValueError, match="Unknown backbone 'ResNet5'"):
+        BB.parse_candidate("ResNet5")
+
+
+@pytest.mark.parametrize(
+    "given, message",
+    [
+        ({"candidates": ["MobileNetV2:0.35", "ResNet5"]}, r"parameter 'candidates' is invalid: Unknown backbone"),
+        ({"candidates": ["ResNet50", "resnet50"]}, r"parameter 'candidates' lists the same candidate twice"),
+        ({"candidates": []}, r"parameter 'candidates' must be a non-empty list"),
+        ({"scratch_if_missing": "yes"}, r"parameter 'scratch_if_missing' must be True or False"),
+        ({"scratch_seeds": 0}, r"parameter 'scratch_seeds' must be a number of seeds"),
+    ],
+)
+def test_bad_parameters_fail_naming_them(given, message):
+    with pytest.raises(ParameterError, match=message):
+        resolve_params(BB.NOTEBOOK, profile="smoke", **given)
+
+
+@pytest.fixture
+def on_disk(monkeypatch):
+    """Pretend exactly these (backbone, alpha) ImageNet files are on disk; downloads fail."""
+    have = {("MobileNetV2", 0.35), ("MobileNet", 0.25)}
+    monkeypatch.setattr(BB, "weights_available", lambda b, w, **kw: (b, kw.get("alpha")) in have)
+    monkeypatch.setattr(M, "find_local_weights", lambda b, **kw: f"/weights/{b}_{kw.get('alpha')}.h5")
+
+    real = M.resolve_weights
+
+    def no_download(backbone, weights, **kw):
+        if weights != "imagenet":
+            return real(backbone, weights, **kw)
+        raise M.WeightsUnavailableError(f"ImageNet weights for {backbone} are not available: 'x_notop.h5'")
+
+    monkeypatch.setattr(M, "resolve_weights", no_download)
+
+
+def test_candidates_are_pretrained_where_weights_exist_else_from_scratch(on_disk):
+    P = resolve_params(BB.NOTEBOOK, profile="cpu", candidates=["MobileNetV2:0.35", "MobileNet:0.25", "ResNet50", "MobileNetV2:0.5"])
+    cands = BB.resolve_candidates(P)
+    assert [c.pretrained for c in cands] == [True, True, False, False]
+    assert [c.image_size for c in cands] == [P.image_size, P.image_size, P.scratch_image_size, P.scratch_image_size]
+    assert cands[2].label == f"ResNet50 · from scratch · {P.scratch_image_size}px" and cands[2].weights_file is None
+    assert cands[0].label == f"MobileNetV2-0.35 · ImageNet · {P.image_size}px" and cands[0].weights_file.endswith(".h5")
+    table = BB.candidates_table(cands)
+    assert list(table["init"]) == ["ImageNet", "ImageNet", "from scratch", "from scratch"]
+    # weights=none: everything from scratch, at the scratch size.
+    P0 = resolve_params(BB.NOTEBOOK, profile="cpu", weights="none", candidates=["MobileNetV2:0.35"])
+    assert not BB.resolve_candidates(P0)[0].pretrained
+
+
+def test_missing_weights_fail_fast_when_scratch_is_not_allowed(on_disk):
+    P = resolve_params(BB.NOTEBOOK, profile="gpu", candidates=["MobileNetV2:0.35", "EfficientNetB0"])
+    assert P.scratch_if_missing is False
+    with pytest.raises(M.WeightsUnavailableError, match="EfficientNetB0"):
+        BB.resolve_candidates(P)
+    P = resolve_params(BB.NOTEBOOK, profile="cpu", candidates=["Xception"], scratch_image_size=64)
+    with pytest.raises(ParameterError, match=r"'Xception' needs inputs of at least 71 px, got 64 \(parameter scratch_image_size\)"):
+        BB.resolve_candidates(P)
+
+
+def test_candidate_specs_use_the_chapter_3_recipe(on_disk):
+    P = resolve_params(BB.NOTEBOOK, profile="cpu", candidates=["MobileNetV2:0.35", "ResNet50"])
+    pre, scr = BB.resolve_candidates(P)
+    a, b = BB.candidate_spec(P, pre, seed=1), BB.candidate_spec(P, scr, seed=0)
+    ns = pre.namespace(P)
+    ns.test_n_per_class = P.leaderboard_test_n_per_class
+    ref = FT.recipe_spec(ns, name=a.name, fraction=P.unfreeze_fraction, lr=P.lr_finetune, seed=1, full_test=True)
+    assert a.phases == ref.phases and a.backbone_kwargs == {"alpha": 0.35} and a.weights == "imagenet"
+    head, tune = a.phases
+    assert head.use_feature_cache and tune.unfreeze == FT.unfreeze_policy("MobileNetV2", P.unfreeze_fraction) and tune.freeze_bn
+    head_b, tune_b = b.phases
+    assert b.weights is None and b.backbone_kwargs == {} and b.image_size == P.scratch_image_size
+    assert head_b.use_feature_cache and tune_b.unfreeze == "all" and not tune_b.freeze_bn and tune_b.learning_rate == P.lr_scratch
+    for s in (a, b):
+        assert s.eval_splits == ("val", "test") and s.test_n_per_class == P.leaderboard_test_n_per_class
+        assert s.tags["chapter"] == BB.NOTEBOOK and s.val_n_per_class == P.val_n_per_class and s.n_per_class == P.n_per_class
+    assert a.name == "mobilenetv2-0.35_imagenet_128px_seed1" and b.name == "resnet50_scratch_64px_seed0"
+    assert BB.seeds_for(P, pre) == P.seeds and BB.seeds_for(P, scr) == list(range(P.scratch_seeds))
+
+
+def _board() -> pd.DataFrame:
+    rows = []
+    for cand, init, accs, params, ips in [
+        ("A", "ImageNet", [0.90, 0.92], 0.4e6, 900.0),
+        ("B", "ImageNet", [0.93, 0.93], 0.7e6, 500.0),
+        ("C", "from scratch", [0.60], 25e6, 100.0),
+        ("D", "ImageNet", [0.93], 0.3e6, 400.0),
+    ]:
+        for seed, acc in enumerate(accs):
+            rows.append({"candidate": cand, "backbone": cand, "init": init, "image_size": 128, "seed": seed,
+                         "val_accuracy": acc, "val_macro_f1": acc, "test_accuracy": acc - 0.01, "test_macro_f1": acc,
+                         "total_params": params, "inference_images_per_s": ips, "fit_seconds": 10.0})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_summary_choice_and_pareto_front():
+    df = _board()
+    board = BB.summarise(df)
+    assert list(board.index) == ["D", "B", "A", "C"]  # B and D tie on validation: fewer parameters first
+    assert board.loc["A", "seeds"] == 2 and np.isclose(board.loc["A", "val_accuracy"], 0.91)
+    assert np.isclose(board.loc["B", "params_M"], 0.7)
+    assert BB.choose(df) == "D"
+    assert set(BB.pareto_front(board)) == {"A", "B"}  # D is as accurate as B but slower; C is beaten by all
+
+
+class _UniformModel:
+    def __init__(self):
+        self.calls = 0
+
+    def predict(self, images, batch_size=256, verbose=0):
+        self.calls += 1
+        p = np.full((len(images), 10), 0.05, dtype=np.float32)
+        p[:, 0] = 0.55
+        return p
+
+
+def test_final_test_scores_only_the_chosen_candidate_and_reuses_saved_metrics(tmp_path):
+    data = D.make_synthetic(n_per_class=10)
+    P = resolve_params(BB.NOTEBOOK, profile="cpu", out_dir=str(tmp_path), test_n_per_class=2)
+    model = _UniformModel()
+    runs = {}
+    for label, seed in (("A", 0), ("A", 1), ("B", 0)):
+        d = tmp_path / f"{label}{seed}"
+        d.mkdir()
+        runs[(label, seed)] = RunResult(record={"params": {"spec_key": f"k{label}{seed}"}}, run_dir=d, model=model)
+    final, metrics = BB.final_test(P, data, runs, "A")
+    assert list(final["seed"]) == [0, 1] and (final["test_n"] == 20).all() and model.calls == 2
+    assert np.allclose(final["test_accuracy"], 0.1)  # always class 0: 2 of 20
+    assert set(metrics) == {0, 1} and np.array(metrics[0]["confusion_matrix"]).shape == (10, 10)
+    assert json.loads((tmp_path / "A0" / "final_test.json").read_text())["key"]["n"] == 20
+    assert not (tmp_path / "B0" / "final_test.json").exists()
+    BB.final_test(P, data, runs, "A")
+    assert model.calls == 2  # reused from final_test.json
+    P_all = resolve_params(BB.NOTEBOOK, profile="cpu", out_dir=str(tmp_path), test_n_per_class=None)
+    final_all, _ = BB.final_test(P_all, data, runs, "A")
+    assert (final_all["test_n"] == len(data.get_split("test"))).all() and model.calls == 4  # new subset: recomputed
+    with pytest.raises(ValueError, match="no runs of candidate 'Z'"):
+        BB.final_test(P, data, runs, "Z")

@@ -1,0 +1,216 @@
+"""benchmarks/: every script runs with ``--quick``, writes its JSON, and make_report renders them.
+
+The four ``--quick`` runs are started together (module fixture) and each test waits for its
+own: they are mostly interpreter start-up, imports and graph tracing, so running them side by
+side keeps this file near a minute on 2 cores. Figures from ``--quick`` are meaningless; only
+the plumbing (and the absence of TensorFlow from the JAX script) is checked.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+
+BENCH = REPO / "benchmarks"
+#: extra arguments and environment per script
+RUNS = {
+    "data": ([], {}),
+    "transfer": ([], {}),
+    "backbones": ([], {}),
+    # the CPU reference is measured in a subprocess (the path a GPU machine without
+    # backbones.json takes), not read from the backbones.json written beside it
+    "gpu_jax": (["--cpu-reference", "measure"], {"KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}),
+}
+TIMEOUT = 600
+
+
+@pytest.fixture(scope="module")
+def quick_runs(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench_results")
+    procs = {}
+    for name, (extra, extra_env) in RUNS.items():
+        env = dict(os.environ, EUROSAT_PROGRESS="0", TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="", **extra_env)
+        env["EUROSAT_DATA_DIR"] = str(out / f"cache_{name}")
+        log = open(out / f"{name}.log", "w")
+        cmd = [sys.executable, str(BENCH / f"bench_{name}.py"), "--quick", "--results-dir", str(out), *extra]
+        procs[name] = (subprocess.Popen(cmd, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT), log)
+    yield out, procs
+    for proc, log in procs.values():
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def finish(quick_runs, name: str) -> tuple[dict, str]:
+    out, procs = quick_runs
+    proc, _ = procs[name]
+    try:
+        rc = proc.wait(timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        pytest.fail(f"bench_{name}.py --quick did not finish in {TIMEOUT} s")
+    text = (out / f"{name}.log").read_text()
+    assert rc == 0, f"bench_{name}.py --quick exited {rc}:\n{text[-4000:]}"
+    result = json.loads((out / f"{name}.json").read_text())
+    assert result["benchmark"] == name and result["quick"] is True and result["schema"] == 1
+    assert result["environment"]["cpu_count"] >= 1 and result["environment"]["python"]
+    assert result["wall_seconds"] > 0
+    assert isinstance(result["ratios"], dict) and result["ratios"]
+    assert "-----" in text  # the printed table
+    return result, text
+
+
+def positive(*values) -> bool:
+    return all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0 for v in values)
+
+
+@pytest.mark.slow
+def test_bench_data_quick(quick_runs):
+    r, text = finish(quick_runs, "data")
+    f, q = r["figures"], r["ratios"]
+    assert f["num_images"] == 200
+    assert positive(
+        f["cold_load_seconds"], f["warm_load_seconds"], f["warm_load_mmap_seconds"], f["fresh_process_load_seconds"],
+        f["fresh_process_import_seconds"], f["image_dataset_from_directory_seconds"], f["tf_data_seconds"],
+        f["feed_array_sequence_images_per_s"], f["feed_tf_data_images_per_s"], f["cache_bytes"],
+    )  # fmt: skip
+    assert positive(
+        q["warm_vs_image_dataset_from_directory"], q["warm_vs_tf_data"], q["warm_in_process_vs_image_dataset_from_directory"],
+        q["cold_vs_warm"], q["feed_array_sequence_vs_tf_data"],
+    )  # fmt: skip
+    assert set(r["goals"]) == {"fresh_process_warm_load", "warm_vs_image_dataset_from_directory"}
+    for g in r["goals"].values():
+        assert isinstance(g["met"], bool) and positive(g["target"], g["value"])
+    assert "image_dataset_from_directory" in text and "ArraySequence" in text
+
+
+@pytest.mark.slow
+def test_bench_transfer_quick(quick_runs):
+    r, text = finish(quick_runs, "transfer")
+    f, q = r["figures"], r["ratios"]
+    c, e = f["per_epoch"]["cached_features"], f["per_epoch"]["end_to_end"]
+    assert positive(c["steady_epoch_seconds"], c["first_epoch_seconds"], c["feature_seconds"], c["total_seconds"])
+    assert positive(e["steady_epoch_seconds"], e["first_epoch_seconds"], e["total_seconds"])
+    assert len(c["epoch_seconds"]) == len(e["epoch_seconds"]) == f["epochs"]
+    assert 0 <= c["val_accuracy"] <= 1 and 0 <= e["val_accuracy"] <= 1
+    assert positive(q["per_epoch_end_to_end_vs_cached"], q["total_end_to_end_vs_cached_incl_features"])
+    assert q["val_accuracy_difference"] >= 0
+    assert "time_to_accuracy_finetuned_vs_frozen" in q
+    assert r["goals"]["per_epoch_speedup"]["target"] == 10.0
+    for path in ("frozen", "finetuned"):
+        t = f["time_to_accuracy"][path]
+        assert t["curve"] and t["epochs_run"] == len(t["curve"]) and positive(t["total_seconds"])
+        # "not reached" is reported as such, never as a number
+        assert (t["seconds"] is None) == (not t["reached"])
+    assert "Time to 90% validation accuracy" in text
+
+
+@pytest.mark.slow
+def test_bench_backbones_quick(quick_runs):
+    r, _ = finish(quick_runs, "backbones")
+    (c,) = r["figures"]["configs"]
+    assert "error" not in c, c
+    assert c["backbone"] == "MobileNetV2" and c["backbone_kwargs"] == {"alpha": 0.35}
+    assert positive(c["train_images_per_s"], c["inference_images_per_s"], c["trace_train_seconds"],
+                    c["trace_inference_seconds"], c["peak_rss_mib"], c["rss_after_import_mib"])  # fmt: skip
+    assert c["peak_rss_mib"] >= c["rss_after_import_mib"]
+    assert all(positive(v) for v in r["ratios"].values())
+
+
+@pytest.mark.slow
+def test_bench_gpu_jax_quick_runs_without_tensorflow(quick_runs):
+    r, text = finish(quick_runs, "gpu_jax")
+    f, q = r["figures"], r["ratios"]
+    assert "bench_gpu_jax: 1 x cpu (cpu)" in text  # the device header
+    assert f["device"]["keras_backend"] == "jax" and f["device"]["device_count"] >= 1
+    assert r["environment"]["keras_backend"] == "jax"
+    # The script blocks `import tensorflow`; eurosat_lib.data/models/training worked regardless.
+    assert f["tensorflow_imported"] is False
+    assert [g["policy"] for g in f["runs"]] == ["mixed_float16", "float32"]
+    for g in f["runs"]:
+        assert positive(g["train_images_per_s"], g["inference_images_per_s"], g["compile_train_seconds"])
+    assert f["cpu_reference"]["source"] == "measured" and positive(f["cpu_reference"]["train_images_per_s"])
+    assert positive(q["mixed_float16_vs_float32_train"], q["best_train_vs_cpu"], q["float32_train_vs_cpu"])
+
+
+@pytest.mark.slow
+def test_make_report_renders_tables_and_plot(quick_runs, tmp_path):
+    for name in RUNS:
+        finish(quick_runs, name)
+    out, _ = quick_runs
+    page = tmp_path / "book" / "performance.md"
+    r = subprocess.run([sys.executable, str(BENCH / "make_report.py"), "--results-dir", str(out), "--out", str(page)],
+                       capture_output=True, text=True, timeout=180, cwd=REPO)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    text = page.read_text()
+    png = tmp_path / "book" / "images" / "performance.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    assert "![Benchmark figures](images/performance.png)" in text
+    assert "| method | seconds | images/s |" in text and "|---|---:|" in text
+    for title in ("Loading and feeding data", "Cached features vs end-to-end training", "Backbones on the CPU", "MobileNetV2 on a GPU with JAX", "Machines"):
+        assert f"## {title}" in text
+    assert "{warning}" in text  # quick results are flagged as such
+    assert not [p for p in page.parent.rglob(".*tmp*")]  # atomic writes left no temporaries
+
+
+def test_make_report_without_results(tmp_path):
+    page = tmp_path / "performance.md"
+    r = subprocess.run([sys.executable, str(BENCH / "make_report.py"), "--results-dir", str(tmp_path / "none"), "--out", str(page)],
+                       capture_output=True, text=True, timeout=120, cwd=REPO)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "No benchmark results yet" in page.read_text()
+    assert not (tmp_path / "images").exists()
+
+
+def _common():
+    spec = importlib.util.spec_from_file_location("bench_common", BENCH / "_common.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_cpu_reference_is_read_from_backbones_results(tmp_path):
+    common = _common()
+    assert common.cpu_reference_from_backbones(tmp_path / "missing.json", 224) is None
+    configs = [
+        {"backbone": "MobileNetV2", "backbone_kwargs": {"alpha": 0.35}, "image_size": 64, "batch_size": 32,
+         "train_images_per_s": 300.0, "inference_images_per_s": 900.0},
+        {"backbone": "MobileNetV2", "backbone_kwargs": {"alpha": 0.35}, "image_size": 224, "batch_size": 32,
+         "train_images_per_s": 20.0, "inference_images_per_s": 80.0},
+        {"backbone": "ResNet50", "image_size": 224, "batch_size": 32, "train_images_per_s": 5.0, "inference_images_per_s": 15.0},
+        {"backbone": "MobileNetV2", "image_size": 128, "error": "exit 1"},
+    ]  # fmt: skip
+    path = tmp_path / "backbones.json"
+    path.write_text(json.dumps({"quick": False, "environment": {"cpu_model": "X", "cpu_count": 2}, "figures": {"configs": configs}}))
+    ref = common.cpu_reference_from_backbones(path, 224)
+    assert ref["train_images_per_s"] == 20.0 and ref["image_size"] == 224 and "alpha=0.35" in ref["label"]
+    assert common.cpu_reference_from_backbones(path, 96)["image_size"] == 64  # nearest size
+    path.write_text("{not json")
+    assert common.cpu_reference_from_backbones(path, 224) is None
+
+
+def test_results_are_written_atomically_with_the_common_layout(tmp_path):
+    common = _common()
+    import argparse
+    import time
+
+    args = argparse.Namespace(quick=True, results_dir=tmp_path, path=Path("/x"))
+    path = common.write_results(args, "demo", figures={"a": 1.23456789, "nan": float("nan")}, ratios={"r": 2.0},
+                                goals={"g": common.goal(3.0, 2.0, "demo goal")}, env={"cpu_count": 2}, started=time.perf_counter())  # fmt: skip
+    data = json.loads(path.read_text())
+    assert data["figures"] == {"a": 1.2346, "nan": None} and data["args"]["path"] == "/x"
+    assert data["goals"]["g"]["met"] is True
+    assert [p.name for p in tmp_path.iterdir()] == ["demo.json"]
+    assert common.goal(None, 2.0, "x")["met"] is False and common.goal(1.0, 2.0, "x", higher_is_better=False)["met"] is True
+    assert common.ratio(1.0, 0) is None and common.ratio(6.0, 3.0) == 2.0

@@ -1,0 +1,92 @@
+"""The results chapter is generated from run records: regenerating it reproduces the committed
+page, every source it names exists, and the renderers aggregate seeds as mean ± sd."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+from eurosat_lib import report as R
+
+BOOK = REPO / "book"
+
+
+def test_committed_results_page_is_what_the_run_records_give(tmp_path):
+    committed = BOOK / "results.md"
+    assert committed.is_file(), "book/results.md is missing: run `python -m eurosat_lib report --profile cpu`"
+    fresh = R.build_results_page(BOOK, "cpu", out=tmp_path / "results.md", images_dir=tmp_path / "images")
+    assert fresh.read_text() == committed.read_text(), "book/results.md is stale or hand-edited: regenerate it"
+    # Every record or summary the page cites is in the repository.
+    cited = re.findall(r"`(book/runs/[^`]+)`", committed.read_text())
+    assert len(cited) >= 6
+    missing = [c for c in cited if not (REPO / c).is_file()]
+    assert not missing, missing
+    # Every figure it links was produced next to it.
+    for img in re.findall(r"\]\((images/[^)]+)\)", committed.read_text()):
+        assert (BOOK / img).is_file(), img
+
+
+def test_prose_numbers_come_from_the_records():
+    """Spot-check: the headline percentages in the prose are the records' test accuracies."""
+    page = (BOOK / "results.md").read_text()
+    for name in ("mobilenetv2_035_frozen", "mobilenetv2_035_finetune"):
+        rec = json.loads((BOOK / "runs" / "cpu" / "reference" / name / "record.json").read_text())
+        assert R.pct(rec["metrics"]["test"]["accuracy"]) in page
+
+
+def _summary(tmp_path, notebook: str, numbers: dict, tables: dict) -> None:
+    d = tmp_path / "book" / "runs" / "cpu" / notebook
+    d.mkdir(parents=True)
+    (d / "summary.json").write_text(json.dumps({"notebook": notebook, "profile": "cpu", "numbers": numbers,
+                                                "tables": tables, "parameters": {"seeds": [0, 1]}}))  # fmt: skip
+
+
+def test_renderers_aggregate_seeds_and_name_their_source(tmp_path):
+    gaps = [
+        {"n_per_class": 5, "err_transfer": 0.3, "err_scratch": 0.6, "gap_mean": -0.3, "gap_sd": 0.02,
+         "seeds": 2, "seeds_negative": 0, "verdict": "positive"},
+    ]  # fmt: skip
+    cases = [
+        {"case": "raw_pixels", "err_transfer": 0.5, "err_scratch": 0.4, "gap_mean": 0.1, "gap_sd": 0.03,
+         "seeds": 2, "seeds_negative": 2, "verdict": "negative"},
+    ]  # fmt: skip
+    _summary(tmp_path, "02_negative_transfer", {"case_n": 100, "negative_cases": ["raw_pixels"], "positive_cases": []},
+             {"gap_vs_n": gaps, "cases": cases})  # fmt: skip
+    curve = [{"method": "frozen features + head", "train_images": n, "seed": s, "val_accuracy": a}
+             for n, accs in ((100, (0.80, 0.84)), (1000, (0.90, 0.92))) for s, a in enumerate(accs)]  # fmt: skip
+    _summary(tmp_path, "04_overfitting", {}, {"fraction_curve": curve})
+    out = R.build_results_page(tmp_path / "book", "cpu")
+    text = out.read_text()
+    assert "| 5 | 30.0 % | 60.0 % | -30.0 ± 2.0 | 0/2 | **positive** |" in text
+    assert "| raw_pixels | 50.0 % | 40.0 % | +10.0 ± 3.0 | 2/2 | **negative** |" in text
+    assert "Negative in this run: `raw_pixels`" in text
+    # mean ± sd (ddof=1) of 0.80/0.84 and 0.90/0.92
+    assert "| frozen features + head | 100 | 82.0 ± 2.8 % | 2 |" in text
+    assert "| frozen features + head | 1,000 | 91.0 ± 1.4 % | 2 |" in text
+    assert (tmp_path / "book" / "images" / "results_data_efficiency.png").stat().st_size > 1000
+    assert "`book/runs/cpu/02_negative_transfer/summary.json`" in text
+    # No reference runs: no headline section, and no invented numbers.
+    assert "Headline" not in text
+
+
+def test_report_command_writes_the_page(tmp_path):
+    _summary(tmp_path, "05_backbones", {"chosen": "MobileNetV2:0.35", "chosen_test_accuracy": 0.9, "test_n": 5400},
+             {"leaderboard": [{"candidate": "MobileNetV2:0.35", "init": "ImageNet", "image_size": 128, "val_accuracy": 0.91,
+                               "val_sd": 0.01, "test_accuracy": 0.905, "params_M": 0.41, "images_per_s": 300.0,
+                               "fit_seconds": 120.0}]})  # fmt: skip
+    r = subprocess.run([sys.executable, "-m", "eurosat_lib", "report", "--profile", "cpu", "--book-dir", str(tmp_path / "book")],
+                       capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    text = (tmp_path / "book" / "results.md").read_text()
+    assert "| MobileNetV2:0.35 | ImageNet | 128 | 91.0 % ± 1.0 | 90.5 % | 0.41 | 300 | 2.0 min |" in text
+    assert "Chosen on validation: **MobileNetV2:0.35**, 90.00 % on 5,400 test images." in text
+
+
+@pytest.mark.parametrize("value, expected", [(0.9346, "93.46 %"), (None, "–"), (float("nan"), "–")])
+def test_pct(value, expected):
+    assert R.pct(value) == expected
