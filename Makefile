@@ -1,6 +1,7 @@
 # One entry point for people and CI. Every target creates the virtual environment if missing.
 #   make book         set up, then build the HTML book (the main job)
-#   make test         set up, then run the whole test suite (what .ci/run calls)
+#   make test         set up, then run the whole test suite (what .ci/run calls); 2 workers,
+#                     tests sharing an expensive fixture (the built book, benchmark runs) stay together
 #   make experiments  re-run the notebooks into the book (PROFILE=cpu|gpu|smoke)
 #   make bench        run the benchmark scripts
 SHELL := /bin/bash
@@ -27,7 +28,7 @@ book: setup
 	@echo "Book: $(CURDIR)/book/_build/html/index.html"
 
 test: setup
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest -n 2 --dist loadgroup tests
 
 experiments: setup
 	$(BIN)/python -m eurosat_lib experiments --profile $(PROFILE)

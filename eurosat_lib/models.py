@@ -817,18 +817,7 @@ def build_model(
     # fit passes) override this stored flag (keras-team/keras#20285), so what really keeps BN in
     # inference mode during fit is BN.trainable=False, which set_trainable(freeze_bn=True) keeps.
     x = bb(x, training=False) if freeze_bn else bb(x)
-    if head.pooling == "avg":
-        x = layers.GlobalAveragePooling2D(name="head_pool")(x)
-    else:
-        x = layers.GlobalMaxPooling2D(name="head_pool")(x)
-    for i, units in enumerate(head.dense_units):
-        # Dropout on each dense layer's input, so the last one is not followed by two dropouts.
-        if head.dropout > 0:
-            x = layers.Dropout(head.dropout, name=f"head_dropout_{i}")(x)
-        x = layers.Dense(units, activation="relu", name=f"head_dense_{i}")(x)
-    if head.dropout > 0:
-        x = layers.Dropout(head.dropout, name="head_dropout")(x)
-    outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions")(x)
+    outputs = _head(x, head, num_classes)
     model = keras.Model(inputs, outputs, name=name or f"eurosat_{spec.name.lower()}")
     set_trainable(model, "frozen" if pretrained else "all", freeze_bn=freeze_bn)
     return model
@@ -974,6 +963,25 @@ def describe_model(model: keras.Model) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 
 
+def _head(x: Any, head: HeadConfig, num_classes: int) -> Any:
+    """The classification head on a backbone's feature map: pooling, dense layers, softmax."""
+    from keras import layers
+
+    if head.pooling == "avg":
+        x = layers.GlobalAveragePooling2D(name="head_pool")(x)
+    else:
+        x = layers.GlobalMaxPooling2D(name="head_pool")(x)
+    for i, units in enumerate(head.dense_units):
+        # Dropout on each dense layer's input, so the last one is not followed by two dropouts.
+        if head.dropout > 0:
+            x = layers.Dropout(head.dropout, name=f"head_dropout_{i}")(x)
+        x = layers.Dense(units, activation="relu", name=f"head_dense_{i}")(x)
+    if head.dropout > 0:
+        x = layers.Dropout(head.dropout, name="head_dropout")(x)
+    # float32 output even under mixed precision: softmax and the loss need the range.
+    return layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions")(x)
+
+
 def build_small_cnn(
     num_classes: int = 10,
     *,
@@ -981,6 +989,7 @@ def build_small_cnn(
     augment: str | None = None,
     head: HeadConfig = HeadConfig(),
     seed: int | None = None,
+    bn_momentum: float | None = None,
     name: str = "eurosat_small_cnn",
 ) -> keras.Model:
     """A small plain CNN for uint8 64x64 EuroSAT images, trained from scratch.
@@ -992,8 +1001,10 @@ def build_small_cnn(
     ``block<i>_conv`` (3x3) -> ``block<i>_bn`` -> ``block<i>_relu``, with 2x2 max-pooling
     (``block<i>_pool``) after every block but the last, so it ends in the last conv feature
     map; its layer names follow the VGG block rule, so :func:`block_names` and
-    :func:`set_trainable` policies by block work too. Built fully trainable.
+    :func:`set_trainable` policies by block work too. Built fully trainable. BatchNorm momentum
+    defaults to :data:`SCRATCH_BN_MOMENTUM` (Keras' 0.99 lags behind in short runs).
     """
+    momentum = SCRATCH_BN_MOMENTUM if bn_momentum is None else float(bn_momentum)
     filters = tuple(int(f) for f in filters)
     if not filters or any(f <= 0 for f in filters):
         raise ValueError(f"filters must be a non-empty tuple of positive ints; got {filters!r}")
@@ -1005,7 +1016,7 @@ def build_small_cnn(
     x = bb_in
     for i, f in enumerate(filters, start=1):
         x = layers.Conv2D(f, 3, padding="same", use_bias=False, name=f"block{i}_conv1")(x)
-        x = layers.BatchNormalization(name=f"block{i}_bn")(x)
+        x = layers.BatchNormalization(momentum=momentum, name=f"block{i}_bn")(x)
         x = layers.ReLU(name=f"block{i}_relu")(x)
         if i < len(filters):
             x = layers.MaxPooling2D(2, name=f"block{i}_pool")(x)
@@ -1018,17 +1029,7 @@ def build_small_cnn(
     x = layers.Identity(name="resize")(x)
     x = Preprocess("unit", backbone=None, name="preprocess")(x)
     x = backbone(x)
-    if head.pooling == "avg":
-        x = layers.GlobalAveragePooling2D(name="head_pool")(x)
-    else:
-        x = layers.GlobalMaxPooling2D(name="head_pool")(x)
-    for i, units in enumerate(head.dense_units):
-        if head.dropout > 0:
-            x = layers.Dropout(head.dropout, name=f"head_dropout_{i}")(x)
-        x = layers.Dense(units, activation="relu", name=f"head_dense_{i}")(x)
-    if head.dropout > 0:
-        x = layers.Dropout(head.dropout, name="head_dropout")(x)
-    outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions")(x)
+    outputs = _head(x, head, num_classes)
     model = keras.Model(inputs, outputs, name=name)
     set_trainable(model, "all", freeze_bn=False)
     return model

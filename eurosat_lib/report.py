@@ -89,7 +89,8 @@ def reference_section(runs_dir: Path, book_dir: Path) -> tuple[str, dict[str, An
             "f1": f"{test['macro_f1']:.3f}",
             "ece": f"{test['ece']:.3f}",
             "train": _num(rec["extra"]["train_size"]),
-            "time": _duration(rec["timings"]["fit_seconds"]),
+            "time": _duration(rec["timings"]["fit_seconds"])
+            + (f" ({rec['params']['tags']['timing_note']})" if rec["params"].get("tags", {}).get("timing_note") else ""),
             "params": _num(rec["model_info"]["params"]["trainable"]),
             "src": f"`{_rel(rec_path, book_dir)}`",
         })  # fmt: skip

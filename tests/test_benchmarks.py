@@ -20,6 +20,9 @@ import pytest
 
 from conftest import REPO
 
+# One worker starts the four --quick runs once for every test here (--dist loadgroup).
+pytestmark = pytest.mark.xdist_group("benchmarks")
+
 BENCH = REPO / "benchmarks"
 #: extra arguments and environment per script
 RUNS = {

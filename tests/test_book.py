@@ -17,6 +17,9 @@ import yaml
 
 from conftest import REPO
 
+# One worker builds the book once for every test here (make test runs --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("book")
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 needs_chromium = pytest.mark.skipif(
     CHROMIUM is None, reason="Chromium is not installed (Debian package 'chromium'; .ci/run installs it)"

@@ -63,7 +63,7 @@ def test_fractions_and_names_resolve_like_build_model(tmp_path):
 
 def test_notebook_parameters_are_validated():
     P = resolve_params("06_truncation", profile="cpu")
-    assert P.cuts == "stages" and len(P.seeds) == 3 and P.image_size == 128
+    assert P.cuts == "stages" and len(P.seeds) == 2 and P.image_size == 128
     for bad, match in (({"cuts": "all"}, "'cuts'"), ({"cuts": [0.5, 2.0]}, "'cuts'"), ({"tolerance": 1.5}, "'tolerance'"),
                        ({"n_finetune": -1}, "'n_finetune'")):  # fmt: skip
         with pytest.raises(ParameterError, match=match):

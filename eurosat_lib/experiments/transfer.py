@@ -122,7 +122,8 @@ class SmallCNNSpec(ExperimentSpec):
 
 def small_cnn_model(spec: ExperimentSpec, num_classes: int = 10):
     """``model_fn`` for :func:`run`: the small CNN a :class:`SmallCNNSpec` describes."""
-    return M.build_small_cnn(num_classes, augment=spec.augment, head=spec.head, seed=spec.seed)
+    return M.build_small_cnn(num_classes, augment=spec.augment, head=spec.head, seed=spec.seed,
+                             bn_momentum=float(spec.tags.get("bn_momentum", M.SCRATCH_BN_MOMENTUM)))
 
 
 # Networks trained from scratch here get models.SCRATCH_BN_MOMENTUM (see there for why).
@@ -182,7 +183,8 @@ def compare_specs(P: SimpleNamespace, seed: int) -> dict[str, ExperimentSpec]:
             tags={**tag(scratch, "random"), "bn_momentum": SCRATCH_BN_MOMENTUM}, **common),
         cnn: SmallCNNSpec(
             name=f"compare_smallcnn_seed{seed}", image_size=M.INPUT_SIZE, head=head_config(P), augment="flip",
-            phases=(_budget_phase(P, "scratch", P.lr_scratch, cached=False),), tags=tag(cnn, "random"), **common),
+            phases=(_budget_phase(P, "scratch", P.lr_scratch, cached=False),),
+            tags={**tag(cnn, "random"), "bn_momentum": SCRATCH_BN_MOMENTUM}, **common),
     }  # fmt: skip
 
 
