@@ -43,8 +43,8 @@ register_notebook_params(
     {
         "smoke": dict(n_per_class=6, unfreeze_fraction=0.1, unfreeze_fractions=[0.0, 0.1], learning_rates=[1e-4],
                       val_n_per_class=4, small_batch=32, epochs_head=1, epochs_finetune=1, seeds=1, image_size=64),
-        "cpu": dict(n_per_class=100, unfreeze_fraction=0.5, unfreeze_fractions=[0.0, 0.25, 1.0],
-                    learning_rates=[1e-5, 1e-4, 1e-2], val_n_per_class=50, small_batch=16,
+        "cpu": dict(n_per_class=50, unfreeze_fraction=0.5, unfreeze_fractions=[0.0, 0.25, 1.0],
+                    learning_rates=[1e-5, 1e-4, 1e-2], val_n_per_class=30, small_batch=16,
                     epochs_head=30, epochs_finetune=3, seeds=2, image_size=128),
         "gpu": dict(n_per_class=None, unfreeze_fraction=0.5, unfreeze_fractions=[0.0, 0.1, 0.25, 0.5, 0.75, 1.0],
                     learning_rates=[1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 1e-2], val_n_per_class=None, small_batch=16,
