@@ -95,7 +95,7 @@ register_notebook_params(
                       scratch_image_size=32, n_per_class=5, val_n_per_class=3, test_n_per_class=5,
                       leaderboard_test_n_per_class=3, epochs_head=1, epochs_finetune=1, unfreeze_fraction=0.5,
                       lr_scratch=1e-3, seeds=1, scratch_seeds=1, batch_size=16),
-        "cpu": dict(candidates=["MobileNetV2:0.35", "MobileNetV2:0.5", "MobileNet:0.25", "EfficientNetB0", "ResNet50"],
+        "cpu": dict(candidates=["MobileNetV2:0.35", "MobileNetV2:0.5", "MobileNet:0.25", "EfficientNetB0"],
                     scratch_if_missing=True, image_size=128, scratch_image_size=64, n_per_class=50, val_n_per_class=30,
                     test_n_per_class=None, leaderboard_test_n_per_class=50, epochs_head=30, epochs_finetune=3,
                     unfreeze_fraction=0.5, lr_scratch=1e-3, seeds=2, scratch_seeds=1, batch_size=64),
