@@ -24,7 +24,7 @@ def test_committed_results_page_is_what_the_run_records_give(tmp_path):
     # Every record or summary the page cites is in the repository.
     cited = re.findall(r"`(book/runs/[^`]+)`", committed.read_text())
     assert len(cited) >= 6
-    missing = [c for c in cited if not (REPO / c).is_file()]
+    missing = [c for c in cited if not (REPO / c).exists()]
     assert not missing, missing
     # Every figure it links was produced next to it.
     for img in re.findall(r"\]\((images/[^)]+)\)", committed.read_text()):
