@@ -311,6 +311,16 @@ def print_goals(goals: Mapping[str, Mapping[str, Any]]) -> None:
     print_table("Goals", ["goal", "what", "target", "value", "status"], rows)
 
 
+def finish(args: argparse.Namespace, name: str, *, figures: Mapping[str, Any], ratios: Mapping[str, Any],
+           goals: Mapping[str, Any], notes: Sequence[str], started: float) -> int:
+    """Print the goals and notes, write the result file; the exit status of a benchmark script."""
+    print_goals(goals)
+    for note in notes:
+        print(f"note: {note}")
+    write_results(args, name, figures=figures, ratios=ratios, goals=goals, notes=notes, env=environment(), started=started)
+    return 0
+
+
 # --------------------------------------------------------------------------------------------
 # Reading other benchmarks' results
 # --------------------------------------------------------------------------------------------

@@ -32,16 +32,7 @@ import time
 import zipfile
 from pathlib import Path
 
-from _common import (
-    child_env,
-    goal,
-    make_parser,
-    median,
-    print_goals,
-    print_table,
-    ratio,
-    write_results,
-)
+from _common import child_env, finish, goal, make_parser, median, print_table, ratio
 
 NAME = "data"
 
@@ -198,8 +189,6 @@ def _run(args, tmp: Path, notes: list[str], started: float) -> int:
     import numpy as np
 
     from eurosat_lib import data as D
-    from eurosat_lib.evaluation import environment
-
     src = find_archive(args)
     if args.per_class:
         archive, what = small_archive(src, args.per_class, tmp / "EuroSAT_RGB.zip")
@@ -363,11 +352,7 @@ def _run(args, tmp: Path, notes: list[str], started: float) -> int:
             ("tf.data JPEG pipeline", feed["tf_data"]["epoch_seconds"], feed["tf_data"]["images_per_s"], 1.0, feed["tf_data"]["warmup_seconds"]),
         ],
     )  # fmt: skip
-    print_goals(goals)
-    for note in notes:
-        print(f"note: {note}")
-    write_results(args, NAME, figures=f, ratios=ratios, goals=goals, notes=notes, env=environment(), started=started)
-    return 0
+    return finish(args, NAME, figures=f, ratios=ratios, goals=goals, notes=notes, started=started)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import goal, make_parser, median, print_goals, print_table, ratio, write_results
+from _common import finish, goal, make_parser, median, print_table, ratio
 
 NAME = "transfer"
 
@@ -113,6 +113,12 @@ def make_callbacks():
                 self.reached_at = {"phase": self.phase, "epoch": self.epochs}
                 self.model.stop_training = True
 
+        def summary(self, **extra) -> dict:
+            """The time-to-accuracy record of one path (seconds is None when the target was missed)."""
+            return {"seconds": self.reached, "reached": self.reached is not None, "reached_at": self.reached_at,
+                    "epochs_run": self.epochs, "total_seconds": time.perf_counter() - self.t0, "curve": self.curve,
+                    "best_val_accuracy": max((p["val_accuracy"] for p in self.curve), default=None), **extra}  # fmt: skip
+
     return EpochTimer, TimeToTarget
 
 
@@ -159,7 +165,6 @@ def _run(args, tmp: Path, started: float) -> int:
     from eurosat_lib import data as D
     from eurosat_lib import models as M
     from eurosat_lib import training as T
-    from eurosat_lib.evaluation import environment
     from eurosat_lib.experiments import weights_available
 
     notes: list[str] = []
@@ -226,9 +231,7 @@ def _run(args, tmp: Path, started: float) -> int:
         T.fit_phase(model, train, val, T.PhaseConfig("head", epochs=args.max_epochs_frozen, learning_rate=args.head_lr,
                                                      batch_size=args.batch_size, unfreeze="frozen", use_feature_cache=True),
                     seed=args.seed, extra_callbacks=[cb])  # fmt: skip
-        tta["frozen"] = {"seconds": cb.reached, "reached": cb.reached is not None, "reached_at": cb.reached_at,
-                         "epochs_run": cb.epochs, "total_seconds": time.perf_counter() - t0, "curve": cb.curve,
-                         "best_val_accuracy": max((p["val_accuracy"] for p in cb.curve), default=None)}  # fmt: skip
+        tta["frozen"] = cb.summary()
         del model
         keras.backend.clear_session()
 
@@ -249,9 +252,7 @@ def _run(args, tmp: Path, started: float) -> int:
             T.fit_phase(model, train, val, T.PhaseConfig("finetune", epochs=args.max_epochs_finetune, learning_rate=args.finetune_lr,
                                                          batch_size=args.batch_size, unfreeze=policy),
                         seed=args.seed, extra_callbacks=[cb])  # fmt: skip
-        tta["finetuned"] = {"seconds": cb.reached, "reached": cb.reached is not None, "reached_at": cb.reached_at,
-                            "epochs_run": cb.epochs, "total_seconds": time.perf_counter() - t0, "curve": cb.curve,
-                            "unfreeze": policy, "best_val_accuracy": max((p["val_accuracy"] for p in cb.curve), default=None)}  # fmt: skip
+        tta["finetuned"] = cb.summary(unfreeze=policy)
         del model
         keras.backend.clear_session()
 
@@ -300,11 +301,7 @@ def _run(args, tmp: Path, started: float) -> int:
                          ratio(r["seconds"], tta["frozen"]["seconds"]) if r["reached"] else None))
         print_table(f"Time to {args.target:.0%} validation accuracy (wall seconds from the start of training)",
                     ["path", "seconds", "reached at", "best val acc", "ran s", "x frozen"], rows)  # fmt: skip
-    print_goals(goals)
-    for note in notes:
-        print(f"note: {note}")
-    write_results(args, NAME, figures=figures, ratios=ratios, goals=goals, notes=notes, env=environment(), started=started)
-    return 0
+    return finish(args, NAME, figures=figures, ratios=ratios, goals=goals, notes=notes, started=started)
 
 
 if __name__ == "__main__":

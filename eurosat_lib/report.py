@@ -124,10 +124,19 @@ def reference_section(runs_dir: Path, book_dir: Path) -> tuple[str, dict[str, An
         b, c = ft["metrics"]["test"]["accuracy"], sc["metrics"]["test"]["accuracy"]
         ep_ft = sum(ph["epochs_run"] for ph in ft["timings"]["phases"].values())
         ep_sc = sum(ph["epochs_run"] for ph in sc["timings"]["phases"].values())
-        text.append(
-            f"The same architecture trained from random weights reached **{pct(c)}** after {ep_sc} epochs, "
-            f"{100 * (b - c):+.2f} points behind the fine-tuned model ({ep_ft} epochs including the head phase)."
+        sentence = (
+            f"The same architecture trained from random weights reached **{pct(c)}** after {ep_sc} epochs "
+            f"({_duration(sc['timings']['fit_seconds'])}), {100 * (b - c):.2f} points below the fine-tuned model "
+            f"({ep_ft} epochs including the head phase, {_duration(ft['timings']['fit_seconds'])})."
         )
+        # Say whether the scratch run had converged: a still-rising curve means the gap is partly budget.
+        val = [v for ph in sc.get("history", []) for v in ph.get("history", {}).get("val_accuracy", [])]
+        if len(val) >= 2 and val[-1] > val[-2]:
+            sentence += (
+                f" Its validation accuracy was still rising ({pct(val[-2])} → {pct(val[-1])} in the last epoch), "
+                "so part of that gap is the short training budget, not only the missing ImageNet features."
+            )
+        text.append(sentence)
     text.append("")
     return "\n".join(text), found
 

@@ -37,8 +37,7 @@ SPECS = {
     # BatchNorm momentum 0.9 instead of Keras' 0.999 (see models.SCRATCH_BN_MOMENTUM); recorded in tags.
     "scratch": X.ExperimentSpec(
         "mobilenetv2_035_scratch", weights=None, **COMMON,
-        tags={"bn_momentum": M.SCRATCH_BN_MOMENTUM,
-              "timing_note": "run at low priority beside other jobs: its time is not comparable"},
+        tags={"bn_momentum": M.SCRATCH_BN_MOMENTUM},
         phases=(T.PhaseConfig("scratch", epochs=5, learning_rate=1e-3, batch_size=64, schedule="cosine",
                               unfreeze="all", freeze_bn=False),),
     ),
