@@ -64,22 +64,10 @@ def results_dir(args: argparse.Namespace) -> Path:
 
 
 def lib_io():
-    """``eurosat_lib._io`` (atomic writes) without dragging the TF import of the package init in.
+    """``eurosat_lib._io`` (atomic writes); importing it does not import TensorFlow."""
+    import eurosat_lib._io
 
-    ``import eurosat_lib`` imports TensorFlow up front (to silence its C++ logs) unless
-    ``EUROSAT_QUIET_TF=0``; a process that only writes JSON does not need that.
-    """
-    if "eurosat_lib._io" not in sys.modules:
-        old = os.environ.get("EUROSAT_QUIET_TF")
-        os.environ["EUROSAT_QUIET_TF"] = "0"
-        try:
-            import eurosat_lib._io  # noqa: F401
-        finally:
-            if old is None:
-                os.environ.pop("EUROSAT_QUIET_TF", None)
-            else:
-                os.environ["EUROSAT_QUIET_TF"] = old
-    return sys.modules["eurosat_lib._io"]
+    return eurosat_lib._io
 
 
 def environment() -> dict[str, Any]:

@@ -49,11 +49,40 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import keras
-import numpy as np
-from keras import layers, ops
+from eurosat_lib._quiet import quiet_backend_import
 
-from eurosat_lib import config
+# Before Keras: its TensorFlow import would print C++ log lines into notebooks otherwise.
+quiet_backend_import()
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+from keras import layers, ops  # noqa: E402
+
+from eurosat_lib import config  # noqa: E402
+
+
+def _cache_keras_saving_skipsets() -> None:
+    """Make Keras' weight saving about twice as fast (every checkpoint of every run).
+
+    ``keras.src.saving.saving_lib.get_attr_skipset`` (Keras 3.x up to at least 3.15) caches its
+    result under ``saving_attr_skipset_<type>`` but looks it up under ``saving_attr_skiplist_<type>``,
+    so the cache never hits: each of the ~1,000 objects walked by one ``save_weights`` of
+    MobileNetV2 builds a throw-away reference ``Layer()`` and ``dir()``s it (~0.35 s of ~0.7 s per
+    save here). The sets depend only on Keras' classes, so a per-process cache is exact.
+    """
+    try:
+        from keras.src.saving import saving_lib
+    except ImportError:  # a Keras without this module: nothing to fix
+        return
+    original = getattr(saving_lib, "get_attr_skipset", None)
+    if original is None or getattr(original, "_eurosat_cached", False):
+        return
+    cached = functools.lru_cache(maxsize=None)(original)
+    cached._eurosat_cached = True  # type: ignore[attr-defined]
+    saving_lib.get_attr_skipset = cached
+
+
+_cache_keras_saving_skipsets()
 
 __all__ = [
     "BACKBONES",

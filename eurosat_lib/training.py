@@ -31,15 +31,16 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-import keras
-import numpy as np
+from . import models as M  # noqa: I001  (first: it imports Keras quietly, see models.py)
 
-from . import config
-from . import models as M
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from . import config  # noqa: E402
 from ._io import atomic_path, progress, write_json_atomic
 from .data import EuroSAT
 

@@ -17,7 +17,7 @@ import argparse
 import json
 import sys
 
-import eurosat_lib  # noqa: F401  (quiet TensorFlow import)
+import eurosat_lib.models  # noqa: F401  (first: imports TensorFlow without its C++ log lines)
 from eurosat_lib import data as D
 from eurosat_lib import experiments as X
 from eurosat_lib import models as M

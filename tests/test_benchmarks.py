@@ -84,7 +84,7 @@ def test_bench_data_quick(quick_runs):
     f, q = r["figures"], r["ratios"]
     assert f["num_images"] == 200
     assert positive(
-        f["cold_load_seconds"], f["warm_load_seconds"], f["warm_load_mmap_seconds"], f["fresh_process_load_seconds"],
+        f["cold_load_seconds"], f["warm_load_seconds"], f["warm_load_in_memory_seconds"], f["fresh_process_load_seconds"],
         f["fresh_process_import_seconds"], f["image_dataset_from_directory_seconds"], f["tf_data_seconds"],
         f["feed_array_sequence_images_per_s"], f["feed_tf_data_images_per_s"], f["cache_bytes"],
     )  # fmt: skip

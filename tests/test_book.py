@@ -70,6 +70,16 @@ def test_book_builds_every_toc_page(built_book):
     assert (built_book / "index.html").is_file()
 
 
+def test_committed_outputs_name_no_machine_paths():
+    """Executed chapters, run records and benchmark results name paths relative to the repository."""
+    absolute = re.compile(r"(?<![\w.])/(?:work|home|root|tmp|Users|mnt|private|var/folders)/[^\s\"']*")
+    files = [p for p in (REPO / "book").rglob("*") if p.suffix in {".md", ".ipynb", ".json", ".csv"} and "_build" not in p.parts]
+    files += list((REPO / "benchmarks" / "results").glob("*.json"))
+    assert len(files) > 20
+    found = {str(p.relative_to(REPO)): m.group(0) for p in files for m in [absolute.search(p.read_text(errors="replace"))] if m}
+    assert not found, f"machine paths in committed files: {found}"
+
+
 def test_chapters_in_the_book_are_executed_cpu_runs():
     import nbformat
 

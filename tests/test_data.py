@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import http.server
-import json
 import os
 import subprocess
 import sys
@@ -58,6 +57,24 @@ def test_split_sizes_disjoint_and_stratified(real_data):
     for part, frac in zip((train, val, test), D.SPLIT_FRACTIONS):
         for cls, n in part.class_counts().items():
             assert abs(n - frac * README_COUNTS[cls]) <= 1, (cls, n)
+
+
+def test_split_fast_path_matches_the_manifest_line_by_line(real_data):
+    """attach_split's vectorised path (canonical order) and its per-file path give the same split."""
+    table = D.read_manifest()
+    assert [table[f] for f in real_data.file_ids.tolist()] == real_data.split.tolist()
+    from dataclasses import replace
+
+    order = np.random.default_rng(0).permutation(len(real_data.file_ids))
+    shuffled = D.attach_split(replace(real_data, file_ids=real_data.file_ids[order], split=None))
+    assert shuffled.split.tolist() == real_data.split[order].tolist()
+
+
+def test_malformed_manifest_line_is_an_error(tmp_path):
+    bad = tmp_path / "m.csv"
+    bad.write_text("file_id,label,split\nForest/Forest_1,Forest,train\nForest/Forest_2,Forest\n")
+    with pytest.raises(D.SplitManifestError, match="malformed"):
+        D.attach_split(D.make_synthetic(n_per_class=1, seed=0), bad)
 
 
 @needs_real_data
@@ -276,16 +293,23 @@ def test_corrupted_cache_is_detected_and_rebuilt(tmp_path, real_members, monkeyp
     monkeypatch.setenv("EUROSAT_DATA_DIR", str(tmp_path / "cache"))
     archive = write_zip(tmp_path / "a.zip", {f"EuroSAT_RGB/{k}": v for k, v in real_members.items()})
     first = _load_small(archive)
+    # Loads are memory-mapped: the array is read-only, and a copy is needed to keep the original
+    # pixels once the file under the mapping is damaged below.
+    assert not first.images.flags.writeable
+    expected = np.array(first.images)
     images_file = Path(first.info["cache"]) / "images.npy"
     raw = bytearray(images_file.read_bytes())
     raw[-100] ^= 0xFF  # flip bits in the pixel data
     images_file.write_bytes(bytes(raw))
     with pytest.warns(UserWarning, match="cache .* is damaged .*checksum mismatch in images.npy.*rebuilding"):
         again = _load_small(archive)
-    np.testing.assert_array_equal(again.images, first.images)
+    np.testing.assert_array_equal(again.images, expected)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         _load_small(archive)  # rebuilt cache is clean
+    private = _load_small(archive, mmap=False)  # a writable copy in memory, same pixels
+    assert private.images.flags.writeable and not isinstance(private.images, np.memmap)
+    np.testing.assert_array_equal(private.images, expected)
 
 
 _CONCURRENT = """

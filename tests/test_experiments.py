@@ -161,6 +161,7 @@ def test_run_notebooks_skips_unchanged_and_never_leaves_half_written_chapters(tm
     out = book / "chapters" / "00_data.ipynb"
     assert rep[0]["status"] == "ran" and out.is_file()
     nb = nbformat.read(out, as_version=4)
+    assert nb.metadata["papermill"]["output_path"] == out.as_posix()  # not papermill's temporary file
     assert nb.metadata["eurosat"]["profile"] == "smoke" and nb.metadata["eurosat"]["parameters"]["out_dir"].endswith("runs/smoke/00_data")
     outputs = [o for c in nb.cells for o in c.get("outputs", [])]
     assert any("smoke" in o.get("text", "") for o in outputs)

@@ -7,7 +7,6 @@ import re
 import subprocess
 import sys
 import tomllib
-from pathlib import Path
 
 import yaml
 from packaging.requirements import Requirement
@@ -89,3 +88,18 @@ def test_templates_in_notebooks_carry_no_outputs():
         assert not dirty, f"{nb_path.name}: cells {dirty} carry outputs; clear them (executed copies live in book/)"
         tagged = [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
         assert len(tagged) == 1, f"{nb_path.name}: needs exactly one cell tagged 'parameters'"
+
+
+def test_data_and_report_modules_do_not_import_tensorflow():
+    """Loading data, writing the results page or reading run records needs no deep-learning stack;
+    only the modules that build or train models import Keras (quietly)."""
+    code = (
+        "import sys, eurosat_lib, eurosat_lib.data, eurosat_lib.report, eurosat_lib.evaluation, eurosat_lib.plots\n"
+        "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, sorted(m for m in sys.modules if 'tensor' in m)\n"
+        "import eurosat_lib.training\n"
+        "assert 'keras' in sys.modules\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert r.returncode == 0, r.stderr[-2000:]
+    # the quiet import kept TensorFlow's C++ start-up lines off stderr
+    assert not re.search(r"cuInit|oneDNN|cuda_platform|cpu_feature_guard", r.stderr), r.stderr[-2000:]

@@ -90,3 +90,19 @@ def test_report_command_writes_the_page(tmp_path):
 @pytest.mark.parametrize("value, expected", [(0.9346, "93.46 %"), (None, "–"), (float("nan"), "–")])
 def test_pct(value, expected):
     assert R.pct(value) == expected
+
+
+def test_committed_performance_page_is_what_the_benchmark_results_give(tmp_path):
+    """book/performance.md (in the toc) is make_report's output for the committed full-size results."""
+    results = REPO / "benchmarks" / "results"
+    for name in ("data", "transfer", "backbones"):
+        r = json.loads((results / f"{name}.json").read_text())
+        assert r["quick"] is False, f"benchmarks/results/{name}.json is a --quick run: its figures are meaningless"
+    page = tmp_path / "performance.md"
+    r = subprocess.run([sys.executable, str(REPO / "benchmarks" / "make_report.py"), "--out", str(page)],
+                       capture_output=True, text=True, timeout=180, cwd=REPO)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    committed = BOOK / "performance.md"
+    assert page.read_text() == committed.read_text(), "book/performance.md is stale: run benchmarks/make_report.py"
+    assert (BOOK / "images" / "performance.png").is_file()
+    assert re.search(r"^\s*- file: performance\s*$", (REPO / "_toc.yml").read_text(), re.M), "_toc.yml lacks the page"

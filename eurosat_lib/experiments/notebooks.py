@@ -2,25 +2,15 @@
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
-import json
 import os
-import platform
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, Callable, Mapping, Sequence
 
-import numpy as np
 
 from .. import __version__, config
-from .. import data as D
-from .. import evaluation as E
-from .. import models as M
-from .. import training as T
-from .._io import atomic_path, write_json_atomic
+from .._io import atomic_path
 
 from .params import NOTEBOOKS, PROFILES, ParameterError
 
@@ -91,6 +81,8 @@ def run_notebooks(
             )
             nb = nbformat.read(tmp, as_version=4)
             nb.metadata["eurosat"] = {**stamp, "seconds": round(time.perf_counter() - t0, 1), "profile": profile}
+            # papermill records the temporary file's absolute path; the book shows where the chapter lives.
+            nb.metadata.setdefault("papermill", {})["output_path"] = out.as_posix()
             _strip_noise(nb)
             nbformat.write(nb, tmp)
         secs = time.perf_counter() - t0

@@ -8,25 +8,14 @@ allowed and how to pass it with papermill. Chapter modules declare their own par
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
-import os
-import platform
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from .. import __version__, config
-from .. import data as D
-from .. import evaluation as E
+from .. import config
 from .. import models as M
-from .. import training as T
-from .._io import atomic_path, write_json_atomic
 
 PROFILES = ("smoke", "cpu", "gpu")
 NOTEBOOKS = (

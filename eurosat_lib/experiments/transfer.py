@@ -14,7 +14,6 @@ sweeps share the runs they have in common and re-running the notebook reuses fin
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any, Sequence
