@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import io
 import json
@@ -62,17 +63,24 @@ def _decode(name: str, blob: bytes) -> np.ndarray:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from ._io import atomic_path
     from .data import CLASS_NAMES
-    from .experiments import load_run_model
+    from .evaluation import run_model_path
 
-    model = load_run_model(args.run_dir)
+    # Bad input fails before the seconds-long Keras/TensorFlow import and model load.
+    run_model_path(args.run_dir)
     names, images = [], []
     for name, blob in _iter_images(args.images):
         names.append(name)
         images.append(_decode(name, blob))
-    probs = np.asarray(model.predict(np.stack(images), batch_size=256, verbose=0))
-    out = open(args.csv, "w", newline="") if args.csv else sys.stdout
-    try:
+    from .experiments import load_run_model
+
+    probs = np.asarray(load_run_model(args.run_dir).predict(np.stack(images), batch_size=256, verbose=0))
+    with contextlib.ExitStack() as stack:
+        # --csv is written to a temporary file and renamed: never a half-written table
+        out = open(stack.enter_context(atomic_path(args.csv)), "w", newline="") if args.csv else sys.stdout
+        if args.csv:
+            stack.callback(out.close)
         if args.json:
             rows = [
                 {"image": n, "prediction": CLASS_NAMES[int(p.argmax())], "probabilities": {c: round(float(v), 5) for c, v in zip(CLASS_NAMES, p)}}
@@ -85,9 +93,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
             w.writerow(["image", "prediction", "confidence", *[f"p_{c}" for c in CLASS_NAMES]])
             for n, p in zip(names, probs):
                 w.writerow([n, CLASS_NAMES[int(p.argmax())], f"{p.max():.4f}", *[f"{v:.4f}" for v in p]])
-    finally:
-        if out is not sys.stdout:
-            out.close()
     if args.top and not args.json and args.csv:
         for n, p in zip(names, probs):
             top = np.argsort(p)[::-1][: args.top]

@@ -451,6 +451,17 @@ def write_run_record(
     return path
 
 
+def run_model_path(run_dir: str | os.PathLike) -> Path:
+    """``run_dir/model.keras``, or FileNotFoundError saying why it may be missing (no Keras import)."""
+    path = Path(run_dir) / "model.keras"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} does not exist: the run did not save a model (save_model=False), did not finish, "
+            "or its folder was copied without model files (they are not committed). Re-run it."
+        )
+    return path
+
+
 def read_run_record(run_dir: str | os.PathLike) -> dict[str, Any]:
     """Read a run's ``record.json`` (pass the run folder or the file itself)."""
     path = _record_path(run_dir)

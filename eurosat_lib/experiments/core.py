@@ -339,13 +339,7 @@ def load_run_model(run_dir: str | os.PathLike):
     """Reload a run's trained model (``run_dir/model.keras``) in one call."""
     import keras
 
-    path = Path(run_dir) / "model.keras"
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path} does not exist: the run did not save a model (save_model=False), did not finish, "
-            "or its folder was copied without model files (they are not committed). Re-run it."
-        )
-    return keras.models.load_model(path)
+    return keras.models.load_model(E.run_model_path(run_dir))
 
 
 # --------------------------------------------------------------------------------------------
