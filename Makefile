@@ -25,7 +25,7 @@ $(VENV)/.installed: pyproject.toml
 
 book: setup
 	$(BIN)/jupyter-book build book/ --warningiserror --keep-going
-	@echo "Book: $(CURDIR)/book/_build/html/index.html"
+	@echo "Book: $(CURDIR)/_build/html/index.html"
 
 test: setup
 	$(BIN)/python -m pytest -n 2 --dist loadgroup tests
@@ -40,4 +40,4 @@ lab: setup
 	$(BIN)/jupyter lab
 
 clean:
-	rm -rf book/_build .pytest_cache
+	rm -rf _build book/_build .pytest_cache
