@@ -225,23 +225,20 @@ def _run(args, tmp: Path, notes: list[str], started: float) -> int:
     meta = json.loads((Path(data.info["cache"]) / "meta.json").read_text())
     f["cold_decode_seconds"] = float(meta.get("decode_seconds") or 0.0)
     f["cache_bytes"] = sum(p.stat().st_size for p in Path(data.info["cache"]).iterdir())
+    labels_ref = np.asarray(data.labels)
     del data
 
-    warm = []
-    for _ in range(args.repeats):
-        t = time.perf_counter()
-        d = D.load_eurosat(archive, with_split=with_split)
-        warm.append(time.perf_counter() - t)
-        assert len(d) == n
-    f["warm_load_seconds"] = min(warm)
-    in_memory = []
-    for _ in range(args.repeats):
-        t = time.perf_counter()
-        d = D.load_eurosat(archive, with_split=with_split, mmap=False)
-        in_memory.append(time.perf_counter() - t)
-    f["warm_load_in_memory_seconds"] = min(in_memory)
-    labels_ref = np.asarray(d.labels)
-    del d
+    def best_warm_load(**kw) -> float:
+        times = []
+        for _ in range(args.repeats):
+            t = time.perf_counter()
+            d = D.load_eurosat(archive, with_split=with_split, **kw)
+            times.append(time.perf_counter() - t)
+            assert len(d) == n
+        return min(times)
+
+    f["warm_load_seconds"] = best_warm_load()
+    f["warm_load_in_memory_seconds"] = best_warm_load(mmap=False)
 
     fresh = []
     for _ in range(args.repeats):

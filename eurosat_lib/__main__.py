@@ -77,10 +77,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     probs = np.asarray(load_run_model(args.run_dir).predict(np.stack(images), batch_size=256, verbose=0))
     with contextlib.ExitStack() as stack:
-        # --csv is written to a temporary file and renamed: never a half-written table
-        out = open(stack.enter_context(atomic_path(args.csv)), "w", newline="") if args.csv else sys.stdout
-        if args.csv:
-            stack.callback(out.close)
+        out = sys.stdout
+        if args.csv:  # written to a temporary file and renamed: never a half-written table
+            out = stack.enter_context(open(stack.enter_context(atomic_path(args.csv)), "w", newline=""))
         if args.json:
             rows = [
                 {"image": n, "prediction": CLASS_NAMES[int(p.argmax())], "probabilities": {c: round(float(v), 5) for c, v in zip(CLASS_NAMES, p)}}

@@ -75,6 +75,10 @@ def test_malformed_manifest_line_is_an_error(tmp_path):
     bad.write_text("file_id,label,split\nForest/Forest_1,Forest,train\nForest/Forest_2,Forest\n")
     with pytest.raises(D.SplitManifestError, match="malformed"):
         D.attach_split(D.make_synthetic(n_per_class=1, seed=0), bad)
+    # a short line and a long one must not cancel out
+    bad.write_text("file_id,label,split\nForest/Forest_1,Forest\nForest/Forest_2,Forest,train,x\n")
+    with pytest.raises(D.SplitManifestError, match="malformed.*Forest/Forest_1,Forest'"):
+        D.read_manifest(bad)
 
 
 @needs_real_data
