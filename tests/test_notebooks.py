@@ -14,7 +14,7 @@ import nbformat
 import papermill
 import pytest
 
-from conftest import REPO
+from conftest import REPO, WEIGHTS_DIR
 
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 NOISE = re.compile(r"cuInit|oneDNN|absl::InitializeLog|cuda_platform|cpu_feature_guard|cudart_stub")
@@ -45,7 +45,14 @@ def _texts(nb, kind: str) -> list[str]:
 @pytest.mark.notebooks
 @pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_runs_at_smoke_profile(nb, tmp_path):
-    executed = _execute(nb, tmp_path, profile="smoke")
+    try:
+        executed = _execute(nb, tmp_path, profile="smoke")
+    except papermill.PapermillExecutionError as e:
+        # Like the real-data tests: without ../shared/data/weights and offline, the chapters that
+        # reuse ImageNet features cannot run here. They stop in their first cell, naming the file.
+        if e.ename == "WeightsUnavailableError" and not WEIGHTS_DIR.is_dir():
+            pytest.skip(f"{nb.name} needs ImageNet weights: not in {WEIGHTS_DIR} and not downloadable ({e.evalue[:160]})")
+        raise
     stderr = "".join(_texts(executed, "stderr"))
     assert not NOISE.search(stderr), f"TensorFlow log noise in {nb.name}: {NOISE.search(stderr).group(0)}"
     assert len(_texts(executed, "image")) >= 1, f"{nb.name} drew no figure"
