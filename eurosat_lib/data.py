@@ -202,8 +202,8 @@ class EuroSAT:
             split=None if self.split is None else self.split[idx],
         )
 
-    def get_split(self, name: str) -> "EuroSAT":
-        """One split of the committed manifest: ``"train"``, ``"val"`` or ``"test"``."""
+    def split_indices(self, name: str) -> np.ndarray:
+        """Positions of one split of the committed manifest (``"train"``, ``"val"``, ``"test"``)."""
         if name not in SPLIT_NAMES:
             raise ValueError(f"split must be one of {SPLIT_NAMES}, got {name!r}")
         if self.split is None:
@@ -211,7 +211,21 @@ class EuroSAT:
                 "this EuroSAT object carries no split; load it with load_eurosat() (manifest "
                 f"{MANIFEST_PATH.name}) or make_synthetic(), which assign one"
             )
-        return self.take(np.flatnonzero(self.split == name))
+        return np.flatnonzero(self.split == name)
+
+    def get_split(
+        self, name: str, n_per_class: int | None = None, fraction: float | None = None, seed: int = 0
+    ) -> "EuroSAT":
+        """One split of the committed manifest, or its nested stratified subset.
+
+        ``get_split("train", n_per_class=5, seed=1)`` is ``nested_subset(get_split("train"),
+        n_per_class=5, seed=1)``, but copies only the chosen images (the whole training split
+        is 200 MB of pixels; studies take a few hundred images of it many times).
+        """
+        idx = self.split_indices(name)
+        if n_per_class is not None or fraction is not None:
+            idx = idx[subset_indices(self.labels[idx], n_per_class, fraction, seed, self.num_classes)]
+        return self.take(idx)
 
     def splits(self) -> tuple["EuroSAT", "EuroSAT", "EuroSAT"]:
         """``(train, val, test)`` of the committed manifest."""

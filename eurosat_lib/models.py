@@ -501,6 +501,11 @@ def build_backbone(
     model = spec.build_fn()(include_top=False, weights=None, input_shape=(image_size, image_size, 3), **kwargs)
     if path is None:
         return model
+    st = os.stat(path)
+    key = (spec.name, tuple(sorted(kwargs.items())), str(Path(path).resolve()), st.st_mtime_ns, st.st_size)
+    cached = _LOADED_WEIGHTS.get(key)
+    if cached is not None and _set_weights_if_they_fit(model, cached):
+        return model
     try:
         model.load_weights(path)
     except (ValueError, KeyError, IndexError, TypeError, OSError) as e:
@@ -514,7 +519,23 @@ def build_backbone(
         ) from e
     if spec.imagenet_std_fix and Path(path).name == spec.weights_file(**weights_kwargs).fname:
         _fold_efficientnet_std(model)
+    _LOADED_WEIGHTS[key] = model.get_weights()
     return model
+
+
+#: (backbone, constructor options, weights file, its mtime and size) -> the loaded weights.
+#: Studies build the same pretrained backbone dozens of times per process; reading the HDF5
+#: file through Keras' legacy loader costs more than building the layers, copying arrays in
+#: almost nothing. A few MB per backbone (ResNet50: 95 MB), kept for the process's life.
+_LOADED_WEIGHTS: dict[tuple, list[np.ndarray]] = {}
+
+
+def _set_weights_if_they_fit(model: keras.Model, weights: list[np.ndarray]) -> bool:
+    ws = model.weights
+    if len(ws) != len(weights) or any(tuple(w.shape) != a.shape for w, a in zip(ws, weights)):
+        return False  # e.g. an input size that changes a weight's shape: load from the file
+    model.set_weights(weights)
+    return True
 
 
 # --------------------------------------------------------------------------------------------

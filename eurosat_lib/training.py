@@ -19,6 +19,9 @@ The recipe the book studies is two-phase transfer::
   entry in ``state.json``. Re-running the same call after a crash skips finished phases and
   continues the interrupted one from its last completed epoch. Batch order and dropout noise are
   derived from ``(seed, epoch)``, so a resumed run ends with the same weights as an unbroken one.
+  ``checkpoints=False`` drops the per-epoch checkpoints (runs of a few seconds, the ``smoke``
+  profile: saving the model twice an epoch costs more than re-running it); finished phases are
+  still kept, so such a run resumes at the start of its interrupted phase.
 * Early stopping and "best" checkpoints watch the **validation** split, never the test split.
 """
 
@@ -31,6 +34,7 @@ import json
 import math
 import os
 import time
+import weakref
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -295,12 +299,21 @@ def _seed_generators(model: keras.Model) -> list:
 # --------------------------------------------------------------------------------------------
 
 
+#: extractor -> digest of its config. A built model's architecture never changes, and
+#: serialising MobileNetV2's config costs more than hashing its weights; weights can change
+#: (fine-tuning), so they are hashed on every call.
+_CONFIG_DIGESTS: "weakref.WeakKeyDictionary[keras.Model, bytes]" = weakref.WeakKeyDictionary()
+
+
 def _extractor_key(extractor: keras.Model, images: np.ndarray) -> str:
     """Key a feature cache by everything that determines the features: config, weights, pixels."""
-    h = hashlib.sha256()
-    h.update(json.dumps(extractor.get_config(), sort_keys=True, default=str).encode())
-    for w in extractor.weights:
-        h.update(np.ascontiguousarray(keras.ops.convert_to_numpy(w)).tobytes())
+    cfg = _CONFIG_DIGESTS.get(extractor)
+    if cfg is None:
+        cfg = hashlib.sha256(json.dumps(extractor.get_config(), sort_keys=True, default=str).encode()).digest()
+        _CONFIG_DIGESTS[extractor] = cfg
+    h = hashlib.sha256(cfg)
+    for w in extractor.get_weights():
+        h.update(np.ascontiguousarray(w).tobytes())
     h.update(str(images.shape).encode())
     h.update(hashlib.sha256(np.ascontiguousarray(images)).digest())
     return h.hexdigest()[:32]
@@ -413,12 +426,13 @@ def fit_phase(
     accelerator: Accelerator | None = None,
     verbose: int = 0,
     tensorboard: bool = True,
+    checkpoints: bool = True,
     extra_callbacks: Sequence[keras.callbacks.Callback] = (),
 ) -> PhaseResult:
     """Train ``model`` for one phase; resumable when ``run_dir`` is given.
 
     Returns the phase's history (all epochs, across restarts) and timings. See the module
-    docstring for the resume contract.
+    docstring for the resume contract (and what ``checkpoints=False`` gives up).
     """
     acc = accelerator or Accelerator()
     run_dir = Path(run_dir) if run_dir is not None else None
@@ -456,13 +470,14 @@ def fit_phase(
     if run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
         backup = run_dir / "checkpoints" / phase.name
-        resumed = (backup / "training_metadata.json").is_file()
-        callbacks.append(keras.callbacks.BackupAndRestore(str(backup), double_checkpoint=True))
+        resumed = checkpoints and (backup / "training_metadata.json").is_file()
+        if checkpoints:
+            callbacks.append(keras.callbacks.BackupAndRestore(str(backup), double_checkpoint=True))
         csv_path = run_dir / f"history_{phase.name}.csv"
         if not resumed and csv_path.exists():
             csv_path.unlink()  # a stale log from an earlier, abandoned attempt
         callbacks.append(keras.callbacks.CSVLogger(str(csv_path), append=True))
-        if vseq is not None:
+        if vseq is not None and checkpoints:
             callbacks.append(
                 keras.callbacks.ModelCheckpoint(
                     str(run_dir / "checkpoints" / f"best_{phase.name}.weights.h5"),

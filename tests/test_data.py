@@ -467,6 +467,12 @@ def test_nested_subsets_of_the_real_train_split(real_data):
     assert len(small) == 50 and len(big) == 1000
     assert set(small.file_ids.tolist()) <= set(big.file_ids.tolist())
     assert (small.split == "train").all()
+    # the one-copy form the experiments use picks exactly the same images, pixels included
+    for kw in (dict(n_per_class=5, seed=0), dict(n_per_class=100, seed=3), dict(fraction=0.01, seed=2)):
+        direct = real_data.get_split("train", **kw)
+        two_step = D.nested_subset(train, **kw)
+        assert direct.file_ids.tolist() == two_step.file_ids.tolist()
+        assert np.array_equal(direct.images, two_step.images) and np.array_equal(direct.labels, two_step.labels)
 
 
 def test_synthetic_data_is_eurosat_shaped_and_learnable():

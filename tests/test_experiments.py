@@ -183,6 +183,7 @@ def test_run_notebooks_skips_unchanged_and_never_leaves_half_written_chapters(tm
 # ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_predict_cli_classifies_a_file_a_folder_and_a_zip(tmp_path):
     syn = D.make_synthetic(n_per_class=20)
     X.run_experiment(_spec(), syn, tmp_path / "runs", accelerator=T.Accelerator(run_eagerly=True))

@@ -81,6 +81,16 @@ def test_negative_transfer_parameters_are_validated():
     assert set(resolve_params("02_negative_transfer", profile="cpu").cases) <= set(NT.CASES)
 
 
+def test_regularisation_configs_are_a_parameter_with_the_baseline():
+    from eurosat_lib.experiments import overfitting as OF
+
+    assert resolve_params("04_overfitting", profile="cpu").reg_configs == list(OF.REG_CONFIGS)
+    assert resolve_params("04_overfitting", profile="smoke", reg_configs=["none", "dropout"]).reg_configs == ["none", "dropout"]
+    for bad in (["dropout"], ["none", "weight decay"], ["none", "none"], "none"):
+        with pytest.raises(ParameterError, match=r"'reg_configs' must be a list of distinct names .* includes 'none'"):
+            resolve_params("04_overfitting", profile="smoke", reg_configs=bad)
+
+
 def test_scratch_momentum_reaches_nested_batchnorm():
     model = M.build_model("MobileNetV2", weights=None, image_size=32, backbone_kwargs={"alpha": 0.35})
     assert M.set_bn_momentum(model, 0.9) > 40

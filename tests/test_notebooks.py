@@ -66,6 +66,12 @@ def test_notebook_runs_at_smoke_profile(nb, tmp_path):
         records = list((tmp_path / "runs").rglob("record.json"))
         assert records, f"{nb.name} wrote no run records"
         assert all(json.loads(r.read_text())["status"] == "complete" for r in records)
+        # Smoke runs skip per-epoch checkpoints (training.fit_phase(checkpoints=False)) but still
+        # record every finished phase, so a re-run reuses them.
+        assert not list((tmp_path / "runs").rglob("checkpoints")), f"{nb.name}: smoke runs wrote per-epoch checkpoints"
+        for state in (tmp_path / "runs").rglob("state.json"):
+            done = json.loads(state.read_text())["completed"]
+            assert done and all((state.parent / f"phase_{name}.weights.h5").is_file() for name in done), state
 
 
 def _first_code_after_parameters(nb) -> int:

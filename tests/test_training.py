@@ -69,6 +69,7 @@ def _tiny_model(seed=0):
     )  # fmt: skip
 
 
+@pytest.mark.slow
 def test_two_phases_train_and_record_history(tmp_path):
     syn = D.make_synthetic(n_per_class=12, seed=0)
     train, val, _ = syn.splits()
@@ -169,6 +170,7 @@ def test_killed_and_resumed_run_matches_an_unbroken_run(tmp_path):
 
 
 @needs_real_data
+@pytest.mark.slow
 def test_cached_features_match_end_to_end_frozen_training(real_data, tmp_path):
     train = D.nested_subset(real_data.get_split("train"), n_per_class=30, seed=0)
     val = D.nested_subset(real_data.get_split("val"), n_per_class=20, seed=0)
@@ -210,17 +212,20 @@ def test_feature_cache_is_reused_and_keyed_by_weights(tmp_path, monkeypatch):
 
 _JAX_TRAIN = textwrap.dedent(
     """
-    import keras
+    import keras, numpy as np
     from eurosat_lib import data as D, models as M, training as T
     assert keras.backend.backend() == "jax"
     syn = D.make_synthetic(n_per_class=6, seed=0)
     train, val, _ = syn.splits()
-    # VGG16 at 32 px: the smallest graph to compile on JAX's CPU backend (MobileNetV2 takes minutes)
-    model = M.build_model("VGG16", weights=None, image_size=32, head=M.HeadConfig(dense_units=(8,)))
+    # VGG16 at 32 px: the smallest graph to compile on JAX's CPU backend (MobileNetV2 takes
+    # minutes), with the in-model augmentation layers, which hold JAX seed state
+    model = M.build_model("VGG16", weights=None, image_size=32, augment="flip", seed=0, head=M.HeadConfig(dense_units=(8,)))
     M.set_trainable(model, "frozen")
     res = T.train_phases(model, train, val, [
         T.PhaseConfig("head", epochs=1, batch_size=16, use_feature_cache=True),
         T.PhaseConfig("finetune", epochs=1, batch_size=16, learning_rate=1e-4, unfreeze="block5")])
+    losses = [v for r in res for v in r.history["loss"] + r.history["val_loss"]]
+    assert len(losses) == 4 and all(np.isfinite(losses)), losses
     print("OK", keras.backend.backend(), [r.epochs_run for r in res])
     """
 )

@@ -94,7 +94,7 @@ register_notebook_params(
         "smoke": dict(candidates=["MobileNetV2:0.35", "MobileNetV3Small"], scratch_if_missing=True, image_size=32,
                       scratch_image_size=32, n_per_class=5, val_n_per_class=3, test_n_per_class=5,
                       leaderboard_test_n_per_class=3, epochs_head=1, epochs_finetune=1, unfreeze_fraction=0.5,
-                      lr_scratch=1e-3, seeds=1, scratch_seeds=1, batch_size=16),
+                      lr_scratch=1e-3, seeds=1, scratch_seeds=1, batch_size=64),
         "cpu": dict(candidates=["MobileNetV2:0.35", "MobileNetV2:0.5", "MobileNet:0.25", "EfficientNetB0"],
                     scratch_if_missing=True, image_size=128, scratch_image_size=64, n_per_class=50, val_n_per_class=30,
                     test_n_per_class=None, leaderboard_test_n_per_class=50, epochs_head=30, epochs_finetune=3,
@@ -312,9 +312,8 @@ def final_test(P: SimpleNamespace, data: D.EuroSAT, runs: dict, chosen: str) -> 
     Returns ``(one row per seed, {seed: evaluate_predictions metrics})``. The metrics are stored
     in each run folder (``final_test.json``), so a re-run reuses them.
     """
-    part = data.get_split("test")
-    if P.test_n_per_class:  # the same fixed stratified subset (seed 0) as core.eval_split
-        part = D.nested_subset(part, n_per_class=P.test_n_per_class, seed=0)
+    # the same fixed stratified subset (seed 0) as core.eval_split when test_n_per_class is set
+    part = data.get_split("test", n_per_class=P.test_n_per_class or None, seed=0)
     rows, all_metrics = [], {}
     for (label, seed), res in runs.items():
         if label != chosen:

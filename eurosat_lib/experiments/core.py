@@ -154,19 +154,17 @@ class RunResult:
 
 def train_subset(data: D.EuroSAT, spec: ExperimentSpec) -> D.EuroSAT:
     """The training images a spec uses: the manifest's train split, optionally a nested subset."""
-    train = data.get_split("train")
     if spec.n_per_class is not None:
-        return D.nested_subset(train, n_per_class=spec.n_per_class, seed=spec.seed)
+        return data.get_split("train", n_per_class=spec.n_per_class, seed=spec.seed)
     if spec.train_fraction is not None and spec.train_fraction < 1:
-        return D.nested_subset(train, fraction=spec.train_fraction, seed=spec.seed)
-    return train
+        return data.get_split("train", fraction=spec.train_fraction, seed=spec.seed)
+    return data.get_split("train")
 
 
 def eval_split(data: D.EuroSAT, split: str, spec: ExperimentSpec) -> D.EuroSAT:
     """A validation/test split, or its fixed stratified subset when the spec asks for one."""
-    part = data.get_split(split)
     n = {"val": spec.val_n_per_class, "test": spec.test_n_per_class}.get(split)
-    return D.nested_subset(part, n_per_class=n, seed=0) if n else part
+    return data.get_split(split, n_per_class=n, seed=0) if n else data.get_split(split)
 
 
 def data_identity(data: D.EuroSAT) -> dict[str, Any]:
@@ -209,12 +207,14 @@ def run_experiment(
     verbose: int = 0,
     model_fn: Callable[[ExperimentSpec], Any] | None = None,
     train_data: D.EuroSAT | None = None,
+    checkpoints: bool = True,
 ) -> RunResult:
     """Train and evaluate one spec into ``out_dir/<spec.name>``; reuse or resume when possible.
 
     ``model_fn`` replaces :func:`build_from_spec` (e.g. a base pretrained elsewhere);
     ``train_data`` replaces the spec's training subset (e.g. labels deliberately shuffled).
     Metrics are computed on the ``eval_splits`` of ``data`` (validation and test by default).
+    ``checkpoints=False`` skips per-epoch checkpoints (see :func:`training.fit_phase`).
     """
     run_dir = Path(out_dir) / spec.name
     record_path = run_dir / E.RUN_RECORD
@@ -246,7 +246,8 @@ def run_experiment(
     train = train_data if train_data is not None else train_subset(data, spec)
     val = eval_split(data, "val", spec)
     try:
-        results = T.train_phases(model, train, val, list(spec.phases), seed=spec.seed, run_dir=run_dir, accelerator=acc, verbose=verbose)
+        results = T.train_phases(model, train, val, list(spec.phases), seed=spec.seed, run_dir=run_dir, accelerator=acc,
+                                 verbose=verbose, checkpoints=checkpoints)  # fmt: skip
     except BaseException:
         E.write_run_record(run_dir, params=params, status="failed")
         raise
@@ -316,8 +317,13 @@ def accelerator_for(profile: str) -> T.Accelerator:
 
 
 def run(P, spec: ExperimentSpec, data: D.EuroSAT, **kwargs: Any) -> RunResult:
-    """:func:`run_experiment` with a notebook's profile settings and output folder."""
+    """:func:`run_experiment` with a notebook's profile settings and output folder.
+
+    ``smoke`` runs last seconds: they skip per-epoch checkpoints (resuming one mid-phase would
+    save less time than the checkpoints cost).
+    """
     kwargs.setdefault("accelerator", accelerator_for(P.profile))
+    kwargs.setdefault("checkpoints", P.profile != "smoke")
     return run_experiment(spec, data, P.out_dir, **kwargs)
 
 

@@ -41,8 +41,8 @@ register_notebook_params(
         "small_batch": (_pos_int, "batch size of the BatchNorm-pitfall runs"),
     },
     {
-        "smoke": dict(n_per_class=6, unfreeze_fraction=0.1, unfreeze_fractions=[0.0, 0.1], learning_rates=[1e-4],
-                      val_n_per_class=4, small_batch=32, epochs_head=1, epochs_finetune=1, seeds=1, image_size=64),
+        "smoke": dict(n_per_class=6, unfreeze_fraction=0.1, unfreeze_fractions=[0.1], learning_rates=[1e-4],
+                      val_n_per_class=4, small_batch=64, batch_size=64, epochs_head=1, epochs_finetune=1, seeds=1, image_size=64),
         "cpu": dict(n_per_class=50, unfreeze_fraction=0.5, unfreeze_fractions=[0.0, 0.25, 1.0],
                     learning_rates=[1e-5, 1e-4, 1e-2], val_n_per_class=30, small_batch=16,
                     epochs_head=30, epochs_finetune=3, seeds=2, image_size=128),

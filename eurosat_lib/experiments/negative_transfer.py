@@ -77,7 +77,7 @@ register_notebook_params(
         "val_n_per_class": (_pos_int, "validation images per class (monitoring only)"),
     },
     {
-        "smoke": dict(n_grid=[2, 4], case_n=4, min_steps=1, epochs=1, batch_size=64, lr=1e-3, lr_gentle=1e-4,
+        "smoke": dict(n_grid=[4], case_n=4, min_steps=1, epochs=1, batch_size=64, lr=1e-3, lr_gentle=1e-4,
                       lr_aggressive=1e-2, small_size=32, source_n_per_class=3, source_epochs=1,
                       source_init="scratch", val_n_per_class=2, test_n_per_class=4, seeds=1, image_size=64,
                       cases=["imagenet_frozen", "tiny_raw_pixels", "shuffled_source_frozen", "imagenet_aggressive"]),
@@ -204,10 +204,11 @@ def shuffle_labels(labels: np.ndarray, seed: int = 0) -> np.ndarray:
 
 def shuffled_source_data(P: SimpleNamespace, data: D.EuroSAT) -> D.EuroSAT:
     """The source task: EuroSAT training images (disjoint from every target subset) with shuffled labels."""
-    train = data.get_split("train")
+    pos = data.split_indices("train")
+    labels = data.labels[pos]
     n_target = max([P.case_n, *P.n_grid])
-    exclude = np.concatenate([D.subset_indices(train.labels, n_per_class=n_target, seed=s, num_classes=train.num_classes) for s in P.seeds])
-    src = train.take(source_indices(train.labels, P.source_n_per_class, exclude, num_classes=train.num_classes))
+    exclude = np.concatenate([D.subset_indices(labels, n_per_class=n_target, seed=s, num_classes=data.num_classes) for s in P.seeds])
+    src = data.take(pos[source_indices(labels, P.source_n_per_class, exclude, num_classes=data.num_classes)])
     from dataclasses import replace
 
     return replace(src, labels=shuffle_labels(src.labels, seed=777))

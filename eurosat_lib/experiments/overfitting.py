@@ -58,6 +58,11 @@ def _fractions_or_empty(v: Any) -> str | None:
     return None if ok else "must be a (possibly empty) list of fractions in (0, 1]"
 
 
+def _reg_configs(v: Any) -> str | None:
+    ok = isinstance(v, (list, tuple)) and "none" in v and all(c in REG_CONFIGS for c in v) and len(set(v)) == len(v)
+    return None if ok else f"must be a list of distinct names from {list(REG_CONFIGS)} that includes 'none' (the baseline)"
+
+
 def _opt_pos_int(v: Any) -> str | None:
     return None if v is None or _pos_int(v) is None else "must be a positive integer or None"
 
@@ -71,6 +76,7 @@ register_notebook_params(
         "pool_n_per_class": (_opt_pos_int, "training pool per class for sections 2 and 4 (None: the whole training split)"),
         "fractions": (_fractions, "fractions of the training pool in the nested-subset curve"),
         "finetune_fractions": (_fractions_or_empty, "fractions that also get a fine-tuned point (may be empty)"),
+        "reg_configs": (_reg_configs, "regularisation configurations of section 3 (names of REG_CONFIGS, with 'none')"),
         "reg_n": (_pos_int, "training images per class of the regularisation runs (section 3)"),
         "reg_epochs": (_pos_int, "epochs of the regularisation runs"),
         "reg_hidden": (_pos_int, "hidden units of the head in the regularisation runs"),
@@ -84,16 +90,19 @@ register_notebook_params(
     {
         "smoke": dict(n_small=3, big_alpha=0.35, lr_scratch=1e-3, pool_n_per_class=6, fractions=[0.5, 1.0],
                       finetune_fractions=[0.5], reg_n=3, reg_epochs=2, reg_hidden=16, reg_dropout=0.5, patience=1,
+                      # the baseline and all three together run every code path (augmented images
+                      # through the frozen base, dropout, early stopping) in two runs instead of five
+                      reg_configs=["none", "all three"],
                       n_configs=3, test_sizes=[2], n_draws=50, epochs=1, epochs_head=2, epochs_finetune=1,
-                      val_n_per_class=2, test_n_per_class=6, seeds=1, image_size=64, batch_size=32),
+                      val_n_per_class=2, test_n_per_class=6, seeds=1, image_size=64, batch_size=64),
         "cpu": dict(n_small=50, big_alpha=0.35, lr_scratch=1e-3, pool_n_per_class=None,
                     fractions=[0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0], finetune_fractions=[],
-                    reg_n=20, reg_epochs=30, reg_hidden=256, reg_dropout=0.5, patience=5, n_configs=20, test_sizes=[5, 20, 100],
+                    reg_configs=list(REG_CONFIGS), reg_n=20, reg_epochs=30, reg_hidden=256, reg_dropout=0.5, patience=5, n_configs=20, test_sizes=[5, 20, 100],
                     n_draws=2000, epochs=20, epochs_head=20, epochs_finetune=1, lr_finetune=1e-4,
                     val_n_per_class=30, test_n_per_class=None, seeds=2, image_size=64, batch_size=32),
         "gpu": dict(n_small=50, big_alpha=1.0, lr_scratch=1e-3, pool_n_per_class=None,
                     fractions=[0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0], finetune_fractions=[0.01, 0.05, 0.25, 1.0],
-                    reg_n=20, reg_epochs=60, reg_hidden=512, reg_dropout=0.5, patience=8, n_configs=40, test_sizes=[5, 20, 100],
+                    reg_configs=list(REG_CONFIGS), reg_n=20, reg_epochs=60, reg_hidden=512, reg_dropout=0.5, patience=8, n_configs=40, test_sizes=[5, 20, 100],
                     n_draws=5000, epochs=60, epochs_head=30, epochs_finetune=5, lr_finetune=1e-4,
                     val_n_per_class=None, test_n_per_class=None, seeds=5, image_size=128, batch_size=64),
     },  # fmt: skip
@@ -290,7 +299,8 @@ def feature_head_run(
     head = build_head(x_tr.shape[1], hidden, dropout)
     val = _as_dataset(*evals["val"]) if "val" in evals else None
     acc = accelerator_for(P.profile)
-    res = T.fit_phase(head, _as_dataset(x_tr, y_tr), val, phase, seed=seed, run_dir=run_dir, accelerator=acc, tensorboard=False)
+    res = T.fit_phase(head, _as_dataset(x_tr, y_tr), val, phase, seed=seed, run_dir=run_dir, accelerator=acc, tensorboard=False,
+                      checkpoints=P.profile != "smoke")
     metrics, preds = {}, {}
     for split, (x, y) in evals.items():
         import keras
@@ -328,14 +338,12 @@ class FeatureBank:
 
 
 def _eval_part(data: D.EuroSAT, split: str, n: int | None) -> D.EuroSAT:
-    part = data.get_split(split)
-    return D.nested_subset(part, n_per_class=n, seed=0) if n else part
+    return data.get_split(split, n_per_class=n, seed=0) if n else data.get_split(split)
 
 
 def training_pool(P: SimpleNamespace, data: D.EuroSAT) -> D.EuroSAT:
     """The training images sections 2 and 4 draw from: the training split, or a fixed stratified part of it."""
-    train = data.get_split("train")
-    return D.nested_subset(train, n_per_class=P.pool_n_per_class, seed=0) if P.pool_n_per_class else train
+    return data.get_split("train", n_per_class=P.pool_n_per_class, seed=0) if P.pool_n_per_class else data.get_split("train")
 
 
 # --------------------------------------------------------------------------------------------
@@ -475,10 +483,11 @@ def reg_spec(P: SimpleNamespace, config: str, seed: int) -> ExperimentSpec:
 
 
 def regularisation_study(P: SimpleNamespace, data: D.EuroSAT) -> pd.DataFrame:
-    """Section 3: every configuration of :data:`REG_CONFIGS` per seed: train (inference mode), val, test accuracy."""
+    """Section 3: each configuration in ``P.reg_configs`` (default: all of :data:`REG_CONFIGS`) per seed:
+    train (inference mode), val and test accuracy."""
     rows = []
     eager = accelerator_for(P.profile).run_eagerly
-    for config in REG_CONFIGS:
+    for config in getattr(P, "reg_configs", None) or list(REG_CONFIGS):
         for seed in P.seeds:
             spec = reg_spec(P, config, seed)
             res = run(P, spec, data)

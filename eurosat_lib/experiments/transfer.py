@@ -81,7 +81,7 @@ register_notebook_params(
     {
         "smoke": dict(n_per_class=5, val_n_per_class=3, test_n_per_class=5, compare_image_size=32, image_size=32,
                       resolutions=[32, 48], preprocessing_modes=["auto", "unit"], heads=[[], [16]],
-                      head_dropout=0.2, epochs=1, epochs_head=1, lr_head=1e-3, lr_scratch=1e-3, batch_size=16, seeds=1),
+                      head_dropout=0.2, epochs=1, epochs_head=1, lr_head=1e-3, lr_scratch=1e-3, batch_size=64, seeds=1),
         "cpu": dict(n_per_class=100, val_n_per_class=100, test_n_per_class=None, compare_image_size=64, image_size=128,
                     resolutions=[64, 128, 224], preprocessing_modes=["auto", "unit", "caffe", "none"],
                     heads=[[], [256], [512, 256]], head_dropout=0.2, epochs=15, epochs_head=30, lr_head=1e-3,

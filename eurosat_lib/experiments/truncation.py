@@ -65,7 +65,7 @@ register_notebook_params(
     },
     {
         "smoke": dict(n_per_class=8, cuts=[0.5, 1.0], val_n_per_class=4, tolerance=0.01, n_finetune=0,
-                      speed_images=16, seeds=1, image_size=64, epochs_head=1, lr_head=2e-2, epochs_finetune=1, batch_size=32),
+                      speed_images=16, seeds=1, image_size=64, epochs_head=1, lr_head=2e-2, epochs_finetune=1, batch_size=128),
         "cpu": dict(n_per_class=100, cuts=STAGES, val_n_per_class=50, tolerance=0.01, n_finetune=1,
                     speed_images=256, seeds=2, image_size=128, epochs_head=15, lr_head=2e-2, epochs_finetune=2,
                     lr_finetune=3e-4, batch_size=32),
