@@ -33,6 +33,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import time
 import weakref
 from dataclasses import asdict, dataclass
@@ -473,6 +474,10 @@ def fit_phase(
         resumed = checkpoints and (backup / "training_metadata.json").is_file()
         if checkpoints:
             callbacks.append(keras.callbacks.BackupAndRestore(str(backup), double_checkpoint=True))
+        elif backup.exists():
+            # From an earlier checkpointed attempt: this one starts the phase afresh (its history
+            # log too), so a later checkpointed run must not resume from that older state.
+            shutil.rmtree(backup)
         csv_path = run_dir / f"history_{phase.name}.csv"
         if not resumed and csv_path.exists():
             csv_path.unlink()  # a stale log from an earlier, abandoned attempt

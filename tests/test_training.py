@@ -99,6 +99,29 @@ def test_two_phases_train_and_record_history(tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
+def test_without_checkpoints_a_phase_is_recorded_and_stale_backups_are_dropped(tmp_path):
+    """checkpoints=False (smoke runs): no per-epoch files, the finished phase still recorded and
+    reused; a backup left by an earlier checkpointed attempt is removed, never resumed later."""
+    import keras
+
+    syn = D.make_synthetic(n_per_class=4, seed=0)
+    train, val, _ = syn.splits()
+    model = keras.Sequential([keras.Input((64, 64, 3)), keras.layers.Rescaling(1 / 255), keras.layers.GlobalAveragePooling2D(),
+                              keras.layers.Dense(10, activation="softmax")])  # fmt: skip
+    run = tmp_path / "run"
+    stale = run / "checkpoints" / "head"
+    stale.mkdir(parents=True)
+    (stale / "training_metadata.json").write_text('{"epoch": 1, "batch": 0}')
+    phase = T.PhaseConfig("head", epochs=2, batch_size=8)
+    res = T.fit_phase(model, train, val, phase, run_dir=run, accelerator=T.Accelerator(run_eagerly=True), checkpoints=False)
+    assert res.epochs_run == 2 and not res.resumed and len(res.history["val_loss"]) == 2
+    assert not (run / "checkpoints").exists() or not any((run / "checkpoints").rglob("*"))
+    assert (run / "phase_head.weights.h5").is_file()
+    assert json.loads((run / "state.json").read_text())["completed"]["head"]["epochs_run"] == 2
+    again = T.fit_phase(model, train, val, phase, run_dir=run, accelerator=T.Accelerator(run_eagerly=True), checkpoints=False)
+    assert again.skipped
+
+
 _RESUME_SCRIPT = textwrap.dedent(
     """
     import os, sys, numpy as np
