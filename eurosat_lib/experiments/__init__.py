@@ -10,6 +10,7 @@
 from .core import (
     ExperimentSpec,
     accelerator_for,
+    checkpoints_for,
     run,
     RunResult,
     build_from_spec,
@@ -40,7 +41,7 @@ from .params import (
 )
 
 __all__ = [
-    "accelerator_for", "run",
+    "accelerator_for", "checkpoints_for", "run",
     "NOTEBOOKS", "PROFILES", "ExperimentSpec", "ParameterError", "RunResult", "backbone_kwargs",
     "build_from_spec", "data_identity", "hardware_summary", "header_table", "inference_speed",
     "library_fingerprint", "load_data", "load_run_model", "params_from", "predict", "register_notebook_params", "require_weights",

@@ -313,7 +313,7 @@ def final_test(P: SimpleNamespace, data: D.EuroSAT, runs: dict, chosen: str) -> 
     in each run folder (``final_test.json``), so a re-run reuses them.
     """
     # the same fixed stratified subset (seed 0) as core.eval_split when test_n_per_class is set
-    part = data.get_split("test", n_per_class=P.test_n_per_class or None, seed=0)
+    part = data.get_split("test", n_per_class=P.test_n_per_class, seed=0)
     rows, all_metrics = [], {}
     for (label, seed), res in runs.items():
         if label != chosen:

@@ -164,7 +164,7 @@ def train_subset(data: D.EuroSAT, spec: ExperimentSpec) -> D.EuroSAT:
 def eval_split(data: D.EuroSAT, split: str, spec: ExperimentSpec) -> D.EuroSAT:
     """A validation/test split, or its fixed stratified subset when the spec asks for one."""
     n = {"val": spec.val_n_per_class, "test": spec.test_n_per_class}.get(split)
-    return data.get_split(split, n_per_class=n, seed=0) if n else data.get_split(split)
+    return data.get_split(split, n_per_class=n, seed=0)
 
 
 def data_identity(data: D.EuroSAT) -> dict[str, Any]:
@@ -316,14 +316,19 @@ def accelerator_for(profile: str) -> T.Accelerator:
     return _ACCELERATORS[profile]
 
 
-def run(P, spec: ExperimentSpec, data: D.EuroSAT, **kwargs: Any) -> RunResult:
-    """:func:`run_experiment` with a notebook's profile settings and output folder.
+def checkpoints_for(profile: str) -> bool:
+    """Whether a profile's runs keep per-epoch checkpoints (:func:`training.fit_phase`).
 
-    ``smoke`` runs last seconds: they skip per-epoch checkpoints (resuming one mid-phase would
-    save less time than the checkpoints cost).
+    ``smoke`` runs last seconds: resuming one mid-phase would save less time than the
+    checkpoints cost.
     """
+    return profile != "smoke"
+
+
+def run(P, spec: ExperimentSpec, data: D.EuroSAT, **kwargs: Any) -> RunResult:
+    """:func:`run_experiment` with a notebook's profile settings and output folder."""
     kwargs.setdefault("accelerator", accelerator_for(P.profile))
-    kwargs.setdefault("checkpoints", P.profile != "smoke")
+    kwargs.setdefault("checkpoints", checkpoints_for(P.profile))
     return run_experiment(spec, data, P.out_dir, **kwargs)
 
 

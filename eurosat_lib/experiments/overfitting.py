@@ -31,7 +31,7 @@ from .. import evaluation as E
 from .. import models as M
 from .. import training as T
 from .._io import write_json_atomic
-from .core import ExperimentSpec, RunResult, accelerator_for, eval_split, predict, run, train_subset
+from .core import ExperimentSpec, RunResult, accelerator_for, checkpoints_for, eval_split, predict, run, train_subset
 from .finetune import unfreeze_policy
 from .negative_transfer import BN_MOMENTUM, build_model_fn
 from .params import _fraction, _int_list, _is_num, _pos_int, _pos_num, backbone_kwargs, register_notebook_params
@@ -300,7 +300,7 @@ def feature_head_run(
     val = _as_dataset(*evals["val"]) if "val" in evals else None
     acc = accelerator_for(P.profile)
     res = T.fit_phase(head, _as_dataset(x_tr, y_tr), val, phase, seed=seed, run_dir=run_dir, accelerator=acc, tensorboard=False,
-                      checkpoints=P.profile != "smoke")
+                      checkpoints=checkpoints_for(P.profile))
     metrics, preds = {}, {}
     for split, (x, y) in evals.items():
         import keras
@@ -324,8 +324,8 @@ class FeatureBank:
     def __init__(self, P: SimpleNamespace, data: D.EuroSAT):
         self.P = P
         self.pool = training_pool(P, data)
-        self.val = _eval_part(data, "val", P.val_n_per_class)
-        self.test = data.get_split("test") if P.test_n_per_class is None else _eval_part(data, "test", P.test_n_per_class)
+        self.val = data.get_split("val", n_per_class=P.val_n_per_class, seed=0)
+        self.test = data.get_split("test", n_per_class=P.test_n_per_class, seed=0)
         model = M.build_model(P.backbone, weights=P.weights, image_size=P.image_size, backbone_kwargs=backbone_kwargs(P.backbone, P.alpha))
         self.extractor, _ = M.split_feature_extractor(model)
         eager = accelerator_for(P.profile).run_eagerly
@@ -337,13 +337,9 @@ class FeatureBank:
         return {"val": (self.x_val, self.val.labels), "test": (self.x_test, self.test.labels)}
 
 
-def _eval_part(data: D.EuroSAT, split: str, n: int | None) -> D.EuroSAT:
-    return data.get_split(split, n_per_class=n, seed=0) if n else data.get_split(split)
-
-
 def training_pool(P: SimpleNamespace, data: D.EuroSAT) -> D.EuroSAT:
     """The training images sections 2 and 4 draw from: the training split, or a fixed stratified part of it."""
-    return data.get_split("train", n_per_class=P.pool_n_per_class, seed=0) if P.pool_n_per_class else data.get_split("train")
+    return data.get_split("train", n_per_class=P.pool_n_per_class, seed=0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -483,11 +479,11 @@ def reg_spec(P: SimpleNamespace, config: str, seed: int) -> ExperimentSpec:
 
 
 def regularisation_study(P: SimpleNamespace, data: D.EuroSAT) -> pd.DataFrame:
-    """Section 3: each configuration in ``P.reg_configs`` (default: all of :data:`REG_CONFIGS`) per seed:
+    """Section 3: each configuration in ``P.reg_configs`` (names of :data:`REG_CONFIGS`) per seed:
     train (inference mode), val and test accuracy."""
     rows = []
     eager = accelerator_for(P.profile).run_eagerly
-    for config in getattr(P, "reg_configs", None) or list(REG_CONFIGS):
+    for config in P.reg_configs:
         for seed in P.seeds:
             spec = reg_spec(P, config, seed)
             res = run(P, spec, data)
