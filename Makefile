@@ -1,7 +1,8 @@
 # One entry point for people and CI. Every target creates the virtual environment if missing.
 #   make book         set up, then build the HTML book (the main job)
 #   make test         set up, then run the whole test suite (what .ci/run calls); 2 workers,
-#                     tests sharing an expensive fixture (the built book, benchmark runs) stay together
+#                     (expensive shared fixtures, the built book and benchmark runs, run once per
+#                     test run whichever worker asks first: tests/conftest.py once_per_run)
 #   make experiments  re-run the notebooks into the book (PROFILE=cpu|gpu|smoke)
 #   make bench        run the benchmark scripts
 SHELL := /bin/bash

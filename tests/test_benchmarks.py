@@ -1,9 +1,10 @@
 """benchmarks/: every script runs with ``--quick``, writes its JSON, and make_report renders them.
 
-The four ``--quick`` runs are started together (module fixture) and each test waits for its
-own: they are mostly interpreter start-up, imports and graph tracing, so running them side by
-side keeps this file near a minute on 2 cores. Figures from ``--quick`` are meaningless; only
-the plumbing (and the absence of TensorFlow from the JAX script) is checked.
+The four ``--quick`` runs are started together, once per test run (``conftest.once_per_run``),
+and each test waits for its own: they are mostly interpreter start-up, imports and graph
+tracing, so running them side by side keeps this file near a minute on 2 cores. Figures from
+``--quick`` are meaningless; only the plumbing (and the absence of TensorFlow from the JAX
+script) is checked.
 """
 
 from __future__ import annotations
@@ -12,15 +13,17 @@ import importlib.util
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, once_per_run
 
-# One worker starts the four --quick runs once for every test here (--dist loadgroup).
+# Kept on one worker where pytest-xdist's loadgroup works; once_per_run makes it a nicety.
 pytestmark = pytest.mark.xdist_group("benchmarks")
 
 BENCH = REPO / "benchmarks"
@@ -34,35 +37,41 @@ RUNS = {
     "gpu_jax": (["--cpu-reference", "measure"], {"KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}),
 }
 TIMEOUT = 600
+#: the runs this worker started (it waits for them before it exits: another worker may be waiting on them)
+_STARTED: list[subprocess.Popen] = []
 
 
-@pytest.fixture(scope="module")
-def quick_runs(tmp_path_factory):
-    out = tmp_path_factory.mktemp("bench_results")
-    procs = {}
+def _start(out: Path) -> None:
     for name, (extra, extra_env) in RUNS.items():
         env = dict(os.environ, EUROSAT_PROGRESS="0", TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="", **extra_env)
         env["EUROSAT_DATA_DIR"] = str(out / f"cache_{name}")
-        log = open(out / f"{name}.log", "w")
         cmd = [sys.executable, str(BENCH / f"bench_{name}.py"), "--quick", "--results-dir", str(out), *extra]
-        procs[name] = (subprocess.Popen(cmd, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT), log)
-    yield out, procs
-    for proc, log in procs.values():
-        if proc.poll() is None:
-            proc.kill()
+        # The exit status goes to a file (written whole, then renamed) that any worker can wait for.
+        script = '"$@" > "$BENCH_LOG" 2>&1; echo $? > "$BENCH_RC.part" && mv "$BENCH_RC.part" "$BENCH_RC"'
+        env.update(BENCH_LOG=str(out / f"{name}.log"), BENCH_RC=str(out / f"{name}.rc"))
+        _STARTED.append(subprocess.Popen(["sh", "-c", script, "sh", *cmd], env=env, cwd=REPO, start_new_session=True))
+
+
+@pytest.fixture(scope="session")
+def quick_runs(run_dir):
+    yield once_per_run(run_dir, "bench_results", _start)
+    deadline = time.monotonic() + TIMEOUT
+    for proc in _STARTED:
+        try:
+            proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-        log.close()
 
 
-def finish(quick_runs, name: str) -> tuple[dict, str]:
-    out, procs = quick_runs
-    proc, _ = procs[name]
-    try:
-        rc = proc.wait(timeout=TIMEOUT)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-        pytest.fail(f"bench_{name}.py --quick did not finish in {TIMEOUT} s")
+def finish(out: Path, name: str) -> tuple[dict, str]:
+    rc_file = out / f"{name}.rc"
+    deadline = time.monotonic() + TIMEOUT
+    while not rc_file.exists():
+        if time.monotonic() > deadline:
+            pytest.fail(f"bench_{name}.py --quick did not finish in {TIMEOUT} s")
+        time.sleep(0.5)
+    rc = int(rc_file.read_text())
     text = (out / f"{name}.log").read_text()
     assert rc == 0, f"bench_{name}.py --quick exited {rc}:\n{text[-4000:]}"
     result = json.loads((out / f"{name}.json").read_text())
@@ -151,7 +160,7 @@ def test_bench_gpu_jax_quick_runs_without_tensorflow(quick_runs):
 def test_make_report_renders_tables_and_plot(quick_runs, tmp_path):
     for name in RUNS:
         finish(quick_runs, name)
-    out, _ = quick_runs
+    out = quick_runs
     page = tmp_path / "book" / "performance.md"
     r = subprocess.run([sys.executable, str(BENCH / "make_report.py"), "--results-dir", str(out), "--out", str(page)],
                        capture_output=True, text=True, timeout=180, cwd=REPO)  # fmt: skip

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO
+from conftest import REPO, once_per_run
 
-# One worker builds the book once for every test here (make test runs --dist loadgroup).
+# The book is built once per test run (conftest.once_per_run), whichever worker asks first.
 pytestmark = pytest.mark.xdist_group("book")
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -50,9 +50,7 @@ def _toc_files() -> list[str]:
     return files
 
 
-@pytest.fixture(scope="module")
-def built_book(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("book")
+def _build(out: Path) -> None:
     jb = Path(sys.executable).parent / "jupyter-book"
     r = subprocess.run(
         [str(jb), "build", "book/", "--path-output", str(out), "--warningiserror", "--keep-going"],
@@ -60,7 +58,11 @@ def built_book(tmp_path_factory) -> Path:
     )  # fmt: skip
     assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
     assert "warning" not in r.stderr.lower(), r.stderr[-3000:]
-    return out / "_build" / "html"
+
+
+@pytest.fixture(scope="session")
+def built_book(run_dir) -> Path:
+    return once_per_run(run_dir, "book", _build) / "_build" / "html"
 
 
 def test_book_builds_every_toc_page(built_book):
