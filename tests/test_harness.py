@@ -1,0 +1,54 @@
+"""The test harness itself: shared expensive fixtures run once per test run, whatever the scheduler."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+from conftest import REPO
+
+_WORKER = textwrap.dedent(
+    """
+    import sys, time
+    sys.path.insert(0, sys.argv[2])
+    from pathlib import Path
+    from conftest import once_per_run
+
+    def produce(folder):
+        with open(Path(sys.argv[1]) / "calls.txt", "a") as f:
+            f.write("call\\n")
+        time.sleep(1.0)  # the other process asks meanwhile: it must wait, not produce again
+        (folder / "result.txt").write_text("done")
+
+    folder = once_per_run(Path(sys.argv[1]), "shared", produce)
+    print((folder / "result.txt").read_text())
+    """
+)
+
+
+def test_once_per_run_produces_once_for_concurrent_workers(tmp_path):
+    """Two processes (as two xdist workers) ask at once: one produces, both see the result."""
+    script = tmp_path / "worker.py"
+    script.write_text(_WORKER)
+    procs = [subprocess.Popen([sys.executable, str(script), str(tmp_path), str(REPO / "tests")], stdout=subprocess.PIPE, text=True)
+             for _ in range(2)]  # fmt: skip
+    outs = [p.communicate(timeout=60)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0]
+    assert [o.strip() for o in outs] == ["done", "done"]
+    assert (tmp_path / "calls.txt").read_text() == "call\n"
+
+
+def test_once_per_run_retries_after_a_failed_attempt(tmp_path):
+    from conftest import once_per_run
+
+    def fail(folder):
+        (folder / "partial.txt").write_text("half")
+        raise RuntimeError("build failed")
+
+    try:
+        once_per_run(tmp_path, "thing", fail)
+    except RuntimeError:
+        pass
+    folder = once_per_run(tmp_path, "thing", lambda f: (f / "ok.txt").write_text("ok"))
+    assert sorted(p.name for p in folder.iterdir()) == [".done", "ok.txt"]  # no leftovers of the failed attempt
