@@ -41,6 +41,8 @@ def test_profiles_fill_defaults_and_explicit_values_win():
         ({"weights": "imagenet21k"}, r"parameter 'weights' must be 'imagenet', 'none'"),
         ({"epochs_finetune": 1.5}, r"parameter 'epochs_finetune' must be a non-negative integer"),
         ({"image_size": 16, "backbone": "MobileNetV2"}, r"'image_size' is 16 but MobileNetV2 needs at least 32 px"),
+        ({"image_size": "large"}, r"parameter 'image_size' must be a positive integer, got 'large'"),
+        ({"lr_finetune": -0.1}, r"parameter 'lr_finetune' must be a positive number, got -0\.1"),
         ({"learning_rates": [1e-3, -1]}, r"parameter 'learning_rates' must be a non-empty list of positive"),
         ({"colour": "red"}, r"unknown parameter\(s\) \['colour'\] for 03_finetune"),
     ],
