@@ -160,14 +160,19 @@ def gpu_names() -> list[str]:
     return []
 
 
+def _jit_by_default() -> bool:
+    """XLA compilation where no GPU asks for it. On JAX, ``jit_compile=False`` is not a graph
+    without XLA (as on TensorFlow) but op-by-op dispatch, each op compiled on its own: JAX
+    always jits unless told otherwise. TensorFlow's plain graphs are the faster choice on CPU."""
+    return keras.backend.backend() == "jax"
+
+
 @dataclass(frozen=True)
 class Accelerator:
     """Resolved accelerator switches. Build and compile models inside :meth:`scope`."""
 
     mixed_precision: bool = False
-    #: On JAX, ``jit_compile=False`` is not a graph without XLA (as on TensorFlow) but op-by-op
-    #: dispatch, each op compiled on its own; so JAX always jits unless told otherwise.
-    jit_compile: bool = field(default_factory=lambda: keras.backend.backend() == "jax")
+    jit_compile: bool = field(default_factory=_jit_by_default)
     multi_gpu: bool = False
     gpus: tuple[str, ...] = ()
     #: Skip graph tracing. Tracing a MobileNetV2 train step costs 10-50 s on 2 CPU cores, far
@@ -196,7 +201,7 @@ def configure_accelerator(
     run_eagerly: bool = False,
 ) -> Accelerator:
     """Turn on GPU speed-ups where they help; ``"auto"`` means on with a GPU, off on CPU (except
-    ``jit_compile`` on JAX, which is always on: see :class:`Accelerator`).
+    ``jit_compile`` on JAX, which is always on: see :func:`_jit_by_default`).
 
     Mixed precision sets Keras' global dtype policy (``mixed_float16``; model outputs stay
     float32). Several GPUs use ``tf.distribute.MirroredStrategy`` on TensorFlow and
@@ -213,7 +218,7 @@ def configure_accelerator(
 
     acc = Accelerator(
         mixed_precision=pick(mixed_precision, bool(gpus), "mixed_precision"),
-        jit_compile=pick(jit_compile, bool(gpus) or Accelerator().jit_compile, "jit_compile"),
+        jit_compile=pick(jit_compile, bool(gpus) or _jit_by_default(), "jit_compile"),
         multi_gpu=pick(multi_gpu, len(gpus) > 1, "multi_gpu"),
         gpus=gpus,
         run_eagerly=bool(run_eagerly),

@@ -195,9 +195,9 @@ def test_killed_and_resumed_run_matches_an_unbroken_run(tmp_path):
 @needs_real_data
 @pytest.mark.slow
 def test_cached_features_match_end_to_end_frozen_training(real_data, tmp_path):
-    train = D.nested_subset(real_data.get_split("train"), n_per_class=30, seed=0)
-    val = D.nested_subset(real_data.get_split("val"), n_per_class=20, seed=0)
-    test = D.nested_subset(real_data.get_split("test"), n_per_class=50, seed=0)
+    train = real_data.get_split("train", n_per_class=30, seed=0)
+    val = real_data.get_split("val", n_per_class=20, seed=0)
+    test = real_data.get_split("test", n_per_class=50, seed=0)
     accs, secs = {}, {}
     for cached in (False, True):
         T.set_seed(0)
@@ -240,8 +240,8 @@ _JAX_TRAIN = textwrap.dedent(
     assert keras.backend.backend() == "jax"
     syn = D.make_synthetic(n_per_class=6, seed=0)
     train, val, _ = syn.splits()
-    # VGG16 at 32 px cut after block3: the smallest graph to compile on JAX's CPU backend
-    # (MobileNetV2 takes minutes), with the in-model augmentation layers, which hold JAX seed state
+    # VGG16 at 32 px cut after block3: a small graph to compile on JAX's CPU backend, with the
+    # in-model augmentation layers, which hold JAX seed state
     model = M.build_model("VGG16", weights=None, image_size=32, augment="flip", seed=0, truncate_at="block3",
                           head=M.HeadConfig(dense_units=(8,)))
     M.set_trainable(model, "frozen")
