@@ -145,6 +145,14 @@ class ImageSizeError(EuroSATError):
     """An image is not 64x64 and resizing was not asked for."""
 
 
+class ImageDepthError(EuroSATError):
+    """An image is not 8 bits per channel (e.g. a 16-bit or multispectral GeoTIFF)."""
+
+
+class CacheNotWritableError(PermissionError):
+    """The cache directory cannot be written (read-only disk, another user's folder)."""
+
+
 class SplitManifestError(EuroSATError):
     """The data does not match the committed split manifest."""
 
@@ -425,10 +433,36 @@ def content_digest(file_ids: Sequence[str], blobs: Sequence[bytes]) -> str:
     return h.hexdigest()
 
 
-def _decode(blob: bytes, name: str, where: str, resize: bool) -> np.ndarray:
+#: Pillow modes that hold 8 bits per channel; anything else (``I;16``, ``I``, ``F``) would be
+#: clipped to 255 by ``convert("RGB")``, turning a 16-bit image white without a word.
+_EIGHT_BIT_MODES = {"1", "L", "P", "RGB", "RGBA", "LA", "PA", "CMYK", "YCbCr", "LAB", "HSV", "RGBX", "RGBa", "La"}
+
+
+def _check_depth(img: Image.Image, name: str, where: str) -> None:
+    bits = img.tag_v2.get(258) if hasattr(img, "tag_v2") else None  # TIFF BitsPerSample
+    bits = max(bits) if isinstance(bits, tuple) and bits else bits
+    if img.mode not in _EIGHT_BIT_MODES or (isinstance(bits, int) and bits > 8):
+        depth = f"{bits}-bit" if isinstance(bits, int) and bits > 8 else f"Pillow mode {img.mode!r}"
+        raise ImageDepthError(
+            f"image {name} (in {where}) is not an 8-bit image ({depth}); this loader is for the EuroSAT "
+            "RGB release (8-bit JPEGs). The multispectral (MS) GeoTIFFs and other 16-bit images would be "
+            "clipped, so they are refused: convert them to 8-bit RGB yourself, choosing the scaling, "
+            f"or use the RGB archive from {ZENODO_PAGE}"
+        )
+
+
+def _decode(blob: bytes, name: str, where: str, resize: bool, converted: list | None = None) -> np.ndarray:
+    """Decode one image to ``(64, 64, 3)`` uint8, naming ``name`` in every error.
+
+    Images that are 8-bit but not RGB (grayscale, palette, RGBA) are converted; their names and
+    modes are appended to ``converted`` so the load can say the data differ from the published set.
+    """
     try:
         with Image.open(io.BytesIO(blob)) as img:
             img.load()  # force the full decode now so truncation surfaces here, with the name
+            _check_depth(img, name, where)
+            if img.mode != "RGB" and converted is not None:
+                converted.append(f"{name} ({img.mode})")
             if img.size != (IMAGE_SIZE, IMAGE_SIZE):
                 if not resize:
                     raise ImageSizeError(
@@ -438,7 +472,7 @@ def _decode(blob: bytes, name: str, where: str, resize: bool) -> np.ndarray:
                     )
                 img = img.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR)
             return np.asarray(img.convert("RGB"), dtype=np.uint8)
-    except ImageSizeError:
+    except (ImageSizeError, ImageDepthError):
         raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise CorruptImageError(
@@ -531,7 +565,7 @@ def _read_cache(entry: Path, mmap: bool) -> EuroSAT | None:
         file_ids=file_ids,
         source=meta["source"],
         skipped=tuple(meta.get("skipped", ())),
-        info={k: meta[k] for k in ("content_digest", "cache_key") if k in meta} | {"cache": str(entry)},
+        info={k: meta[k] for k in ("content_digest", "cache_key", "converted") if k in meta} | {"cache": str(entry)},
     )
 
 
@@ -680,8 +714,8 @@ def load_eurosat(
             its checksum, and notebooks running side by side share one copy in the page cache.
             The array is then read-only; pass ``mmap=False`` for a private, writable copy.
         use_cache: read/write the decoded-array cache (``$EUROSAT_DATA_DIR/arrays``).
-        with_split: attach the v1 split manifest (raises :class:`SplitManifestError` if the
-            data do not match it).
+        with_split: attach the v1 split manifest (raises :class:`SplitManifestError` for images
+            the manifest does not know; a subset of the published images loads with a warning).
     """
     if isinstance(source, str) and source.lower() == "tfds":
         data = _load_tfds()
@@ -710,27 +744,48 @@ def _load_path(path: Path, *, skip_corrupt: bool, resize: bool, mmap: bool, use_
         _open_source(path)  # raises the explanatory FileNotFoundError
     key = _fingerprint(path)
     if not use_cache:
-        return _decode_source(path, key, skip_corrupt, resize)[0]
+        return _report_load(_decode_source(path, key, skip_corrupt, resize)[0], path)
     entry = _cache_entry(key, resize)
     data = _read_cache(entry, mmap)
     if data is not None and (skip_corrupt or not data.skipped):
-        return _warn_skipped(data)
-    entry.parent.mkdir(parents=True, exist_ok=True)
-    # The lock makes a second process wait for the first one's decode instead of duplicating it;
-    # the atomic rename inside _write_cache is what keeps readers safe even without the lock.
-    with FileLock(str(entry) + ".lock", timeout=600):
-        data = _read_cache(entry, mmap)
-        if data is None or (data.skipped and not skip_corrupt):
-            data, meta = _decode_source(path, key, skip_corrupt, resize)
-            _write_cache(entry, data, meta)
-            data = _read_cache(entry, mmap) or data
-    return _warn_skipped(data)
+        return _report_load(data, path)
+    try:
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        # The lock makes a second process wait for the first one's decode instead of duplicating it;
+        # the atomic rename inside _write_cache is what keeps readers safe even without the lock.
+        with FileLock(str(entry) + ".lock", timeout=600):
+            data = _read_cache(entry, mmap)
+            if data is None or (data.skipped and not skip_corrupt):
+                data, meta = _decode_source(path, key, skip_corrupt, resize)
+                _write_cache(entry, data, meta)
+                data = _read_cache(entry, mmap) or data
+    except PermissionError as e:
+        raise CacheNotWritableError(
+            f"the EuroSAT cache directory {entry.parent} is not writable ({e.strerror or e}); set "
+            "EUROSAT_DATA_DIR to a writable folder, or pass use_cache=False to decode without caching"
+        ) from e
+    return _report_load(data, path)
 
 
-def _warn_skipped(data: EuroSAT) -> EuroSAT:
+def _report_load(data: EuroSAT, path: Path) -> EuroSAT:
+    """Name the path asked for, and warn about skipped or converted images.
+
+    The cache is keyed by content, so a cached entry remembers whichever path built it; the
+    caller's path is what records and messages must show.
+    """
+    data = replace(data, source=str(path))
     if data.skipped:
         shown = ", ".join(data.skipped[:10]) + (" ..." if len(data.skipped) > 10 else "")
         warnings.warn(f"skipped {len(data.skipped)} corrupt image(s): {shown}", stacklevel=3)
+    converted = data.info.get("converted") or []
+    if converted:
+        shown = ", ".join(converted[:5]) + (" ..." if len(converted) > 5 else "")
+        warnings.warn(
+            f"{len(converted)} image(s) in {path} are not RGB and were converted to RGB ({shown}): these "
+            "data differ from the published EuroSAT RGB set (content digest "
+            f"{data.info.get('content_digest', '?')[:12]}..., published {PUBLISHED_CONTENT_DIGEST[:12]}...)",
+            stacklevel=3,
+        )
     return data
 
 
@@ -741,6 +796,7 @@ def _decode_source(path: Path, key: str, skip_corrupt: bool, resize: bool) -> tu
         images = np.empty((len(ids), *IMAGE_SHAPE), dtype=np.uint8)
         keep = np.ones(len(ids), dtype=bool)
         skipped: list[str] = []
+        converted: list[str] = []
         file_hashes = hashlib.sha256()
         t0 = time.perf_counter()
         for i, fid in enumerate(progress(ids, desc="decode EuroSAT", unit="img")):
@@ -748,7 +804,7 @@ def _decode_source(path: Path, key: str, skip_corrupt: bool, resize: bool) -> tu
             blob = listing.read(member)
             file_hashes.update(f"{fid} {hashlib.sha256(blob).hexdigest()}\n".encode())
             try:
-                images[i] = _decode(blob, member, listing.description, resize)
+                images[i] = _decode(blob, member, listing.description, resize, converted)
             except CorruptImageError:
                 if not skip_corrupt:
                     raise
@@ -766,7 +822,7 @@ def _decode_source(path: Path, key: str, skip_corrupt: bool, resize: bool) -> tu
         file_ids=ids_arr[keep],
         source=str(path),
         skipped=tuple(skipped),
-        info={"content_digest": digest, "cache_key": key},
+        info={"content_digest": digest, "cache_key": key, "converted": converted},
     )
     meta = {
         "source": str(path),
@@ -775,6 +831,7 @@ def _decode_source(path: Path, key: str, skip_corrupt: bool, resize: bool) -> tu
         "matches_published": digest == PUBLISHED_CONTENT_DIGEST,
         "num_images": len(data),
         "skipped": skipped,
+        "converted": converted,
         "decode_seconds": round(decode_s, 2),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
@@ -883,8 +940,9 @@ def write_manifest(file_ids: Sequence[str], labels: Sequence[int], path: str | o
 def attach_split(data: EuroSAT, manifest: str | os.PathLike = MANIFEST_PATH) -> EuroSAT:
     """Assign each image its split from the manifest; mismatching data is an error.
 
-    Files missing from the data are allowed only if they were skipped as corrupt (and are
-    reported); files unknown to the manifest are never allowed.
+    Files missing from the data are allowed: skipped corrupt files are reported by the load, other
+    absent files with a warning counting them (a deliberate subset keeps its published splits);
+    files unknown to the manifest are never allowed.
     """
     m_ids, m_split = _manifest_columns(manifest)
     # Fast path (every load of the real data): the data are in canonical order, as the manifest
@@ -904,10 +962,15 @@ def attach_split(data: EuroSAT, manifest: str | os.PathLike = MANIFEST_PATH) -> 
     present = set(ids)
     missing = [f for f in table if f not in present and f not in skipped_ids]
     if missing:
-        raise SplitManifestError(
-            f"{len(missing)} image(s) of split manifest {Path(manifest).name} are missing from "
-            f"{data.source} (e.g. {', '.join(missing[:5])}); the archive is incomplete — "
-            "download it again. The split is never silently recomputed."
+        # A deliberate subset of the published images (a teaching copy, a CI fixture) keeps each
+        # present image's published split; the split is never recomputed. Say how much is absent,
+        # since an accidentally incomplete archive looks the same.
+        warnings.warn(
+            f"{len(missing)} of the {len(table)} images of split manifest {Path(manifest).name} are missing "
+            f"from {data.source} (e.g. {', '.join(missing[:3])}); loading the {len(ids)} present images "
+            "with their published splits. If you meant the full dataset, the archive is incomplete — "
+            "download it again.",
+            stacklevel=2,
         )
     return replace(data, split=np.array([table[f] for f in ids]))
 
