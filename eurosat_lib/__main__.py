@@ -110,7 +110,15 @@ def cmd_experiments(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from .report import build_results_page
 
-    path = build_results_page(args.book_dir, args.profile)
+    book_dir = Path(args.book_dir or "book")
+    # The page belongs in the project's book: without --book-dir, a folder that is not the
+    # book (no _toc.yml) means we were started elsewhere, and writing would leave a stray page.
+    if not (book_dir / "_toc.yml").is_file() and not (args.book_dir and book_dir.is_dir()):
+        raise FileNotFoundError(
+            f"{book_dir.resolve()} is not this project's book (no _toc.yml there): run the command from "
+            "the repository root, or pass --book-dir pointing at the book's source folder"
+        )
+    path = build_results_page(book_dir, args.profile)
     print(f"results page: {path}")
     return 0
 
@@ -142,11 +150,11 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--profile", default="cpu", choices=["smoke", "cpu", "gpu"])
     e.add_argument("--only", nargs="*", help="notebook names, e.g. 03_finetune")
     e.add_argument("--force", action="store_true", help="re-run even if unchanged")
-    e.add_argument("--book-dir", default="book", help=argparse.SUPPRESS)
+    e.add_argument("--book-dir", default=None, help=argparse.SUPPRESS)
     e.set_defaults(func=cmd_experiments)
     r = sub.add_parser("report", help="regenerate book/results.md from the run records")
     r.add_argument("--profile", default="cpu", choices=["smoke", "cpu", "gpu"])
-    r.add_argument("--book-dir", default="book", help="the book's source folder")
+    r.add_argument("--book-dir", help="the book's source folder (default: book/ of the repository you are in)")
     r.set_defaults(func=cmd_report)
     i = sub.add_parser("info", help="where data and weights are looked for; versions and hardware")
     i.set_defaults(func=cmd_info)
