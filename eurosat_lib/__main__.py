@@ -48,7 +48,13 @@ def _iter_images(paths: list[str]) -> Iterator[tuple[str, bytes]]:
             yield str(p), p.read_bytes()
 
 
+#: Images more than this factor away from EuroSAT's 64 px patches are resized with a warning:
+#: the models learned 64 px at 10 m/pixel, and a 4000 px scene shrunk to 64 px is another scale.
+SCALE_WARN_FACTOR = 2
+
+
 def _decode(name: str, blob: bytes) -> np.ndarray:
+    """One image as ``(64, 64, 3)`` uint8; ValueError naming ``name`` if it cannot be read."""
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -58,8 +64,79 @@ def _decode(name: str, blob: bytes) -> np.ndarray:
                 # The models take EuroSAT's 64x64 patches (10 m/px); other sizes are resized.
                 img = img.resize((64, 64), Image.Resampling.BILINEAR)
             return np.asarray(img, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError) as e:
+    except Image.DecompressionBombError as e:
+        raise ValueError(
+            f"{name} is too large to open safely ({e}); "
+            "the models classify EuroSAT's 64x64 px patches at 10 m/pixel: cut the scene into 64 px tiles first"
+        ) from e
+    except UnidentifiedImageError as e:
+        # Pillow's own message names the in-memory buffer (<_io.BytesIO ...>), not the file.
+        raise ValueError(f"{name} is not a readable image (unknown or damaged format)") from e
+    except (OSError, SyntaxError) as e:
         raise ValueError(f"{name} is not a readable image ({e})") from e
+
+
+def _image_size(blob: bytes) -> tuple[int, int] | None:
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(blob)) as img:
+            return img.size
+    except Exception:  # noqa: BLE001 - _decode reports unreadable files with their name
+        return None
+
+
+def read_images(paths: list[str], skip_bad: bool = False) -> tuple[list[str], np.ndarray, list[str]]:
+    """Decode every image under ``paths`` for prediction.
+
+    Args:
+        paths: image files, folders or zip archives.
+        skip_bad: skip undecodable files (returned in the third item) instead of failing.
+
+    Returns:
+        ``(names, images (N, 64, 64, 3) uint8, skipped messages)``.
+
+    Raises:
+        FileNotFoundError: a path does not exist or holds no images.
+        ValueError: an image cannot be decoded (without ``skip_bad``), naming the file.
+    """
+    names, images, skipped, off_scale = [], [], [], []
+    for name, blob in _iter_images(paths):
+        try:
+            images.append(_decode(name, blob))
+        except ValueError as e:
+            if not skip_bad:
+                raise ValueError(f"{e}. Pass --skip-bad to skip such files and list them") from e
+            skipped.append(str(e))
+            continue
+        names.append(name)
+        size = _image_size(blob)
+        if size and (max(size) > 64 * SCALE_WARN_FACTOR or min(size) < 64 / SCALE_WARN_FACTOR):
+            off_scale.append(f"{name} ({size[0]}x{size[1]})")
+    if off_scale:
+        print(
+            f"warning: {len(off_scale)} image(s) are far from EuroSAT's 64x64 px patches at 10 m/pixel and were "
+            f"resized to 64x64, which changes their scale ({', '.join(off_scale[:5])}"
+            f"{' ...' if len(off_scale) > 5 else ''}); predictions for them are unreliable: cut large scenes into "
+            "64 px tiles at 10 m/pixel",
+            file=sys.stderr,
+        )
+    if not images:
+        raise ValueError("no image could be decoded: " + "; ".join(skipped[:5]))
+    return names, np.stack(images), skipped
+
+
+def _check_model_file(path: Path) -> None:
+    """A ``.keras`` file is a zip with ``config.json``; say so before Keras calls it 'not found'."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            if "config.json" not in zf.namelist():
+                raise zipfile.BadZipFile("no config.json inside")
+    except (zipfile.BadZipFile, OSError, EOFError) as e:
+        raise ValueError(
+            f"model file {path} is corrupt or truncated ({e}; {path.stat().st_size:,} bytes): delete it and "
+            "re-create it by re-running the run that saved it"
+        ) from e
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -68,14 +145,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .evaluation import run_model_path
 
     # Bad input fails before the seconds-long Keras/TensorFlow import and model load.
-    run_model_path(args.run_dir)
-    names, images = [], []
-    for name, blob in _iter_images(args.images):
-        names.append(name)
-        images.append(_decode(name, blob))
+    _check_model_file(run_model_path(args.run_dir))
+    names, batch, skipped = read_images(args.images, skip_bad=args.skip_bad)
     from .experiments import load_run_model
 
-    probs = np.asarray(load_run_model(args.run_dir).predict(np.stack(images), batch_size=256, verbose=0))
+    probs = np.asarray(load_run_model(args.run_dir).predict(batch, batch_size=256, verbose=0))
     with contextlib.ExitStack() as stack:
         out = sys.stdout
         if args.csv:  # written to a temporary file and renamed: never a half-written table
@@ -96,6 +170,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         for n, p in zip(names, probs):
             top = np.argsort(p)[::-1][: args.top]
             print(n, " ".join(f"{CLASS_NAMES[i]}={p[i]:.3f}" for i in top))
+    if skipped:
+        print(f"skipped {len(skipped)} unreadable file(s):", *skipped, sep="\n  ", file=sys.stderr)
     return 0
 
 
@@ -145,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--csv", help="write the table to this file instead of stdout")
     p.add_argument("--json", action="store_true", help="JSON instead of CSV")
     p.add_argument("--top", type=int, default=3, help="with --csv: also print the top-k classes per image")
+    p.add_argument("--skip-bad", action="store_true", help="skip undecodable images (listed on stderr) instead of stopping")
     p.set_defaults(func=cmd_predict)
     e = sub.add_parser("experiments", help="run the notebooks into the book (make experiments)")
     e.add_argument("--profile", default="cpu", choices=["smoke", "cpu", "gpu"])

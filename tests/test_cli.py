@@ -91,3 +91,54 @@ def test_experiments_kernels_do_not_log_the_tcp_warning(tmp_path, capfd):
     out, err = capfd.readouterr()
     assert "[run ] 00_data" in out
     assert "without encryption" not in out + err
+
+
+# ------------------------------------------------------------------------------------------
+# predict: input problems named by file, before any model is loaded
+# ------------------------------------------------------------------------------------------
+
+
+def _png(path: Path, size=(64, 64)) -> Path:
+    from PIL import Image
+
+    Image.new("RGB", size, (20, 90, 40)).save(path)
+    return path
+
+
+def test_predict_input_problems_are_named_and_skippable(tmp_path, monkeypatch, capsys):
+    from PIL import Image
+
+    from eurosat_lib.__main__ import read_images
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    _png(folder / "a_ok.png")
+    _png(folder / "b_scene.png", size=(1000, 800))
+    (folder / "c_junk.jpg").write_bytes(b"not an image at all")
+    good = folder / "d_cut.jpg"
+    _png(tmp_path / "full.png")
+    Image.open(tmp_path / "full.png").save(good, format="JPEG")
+    good.write_bytes(good.read_bytes()[:200])  # a truncated JPEG
+    # one bad file stops the folder, naming the file (not <_io.BytesIO ...>) and --skip-bad
+    with pytest.raises(ValueError, match=r"c_junk\.jpg is not a readable image.*--skip-bad") as e:
+        read_images([str(folder)])
+    assert "BytesIO" not in str(e.value)
+    names, batch, skipped = read_images([str(folder)], skip_bad=True)
+    assert [Path(n).name for n in names] == ["a_ok.png", "b_scene.png"] and batch.shape == (2, 64, 64, 3)
+    assert len(skipped) == 2 and "c_junk.jpg" in skipped[0] and "d_cut.jpg" in skipped[1]
+    # a scene far from 64 px at 10 m/pixel is resized with a warning naming it
+    assert "b_scene.png (1000x800)" in capsys.readouterr().err
+    # a decompression bomb is a clear error, not Pillow's raw DecompressionBombError
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    with pytest.raises(ValueError, match=r"a_ok\.png is too large to open safely.*64 px tiles"):
+        read_images([str(folder / "a_ok.png")])
+
+
+def test_predict_reports_a_truncated_model_as_corrupt(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model.keras").write_bytes(b"PK\x03\x04" + b"\0" * 100)  # the start of a zip, cut short
+    img = _png(tmp_path / "x.png")
+    assert main(["predict", str(run), str(img)]) == 2
+    err = capsys.readouterr().err
+    assert "model.keras is corrupt or truncated" in err and "not found" not in err.lower()
