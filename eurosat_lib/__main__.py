@@ -203,13 +203,29 @@ def cmd_info(args: argparse.Namespace) -> int:
     from . import config, data
     from .experiments import hardware_summary
 
+    # Every diagnostic is printed even when one of them fails: info is what people run when
+    # something is wrong, so one bad setting must not hide the others.
+    problems = []
+    try:
+        archive = str(data.find_archive())
+    except (OSError, ValueError) as e:
+        archive = None
+        problems.append(str(e))
+    weights_dirs = config.weights_search_dirs()
+    weight_files = sorted(
+        str(f) for d in weights_dirs if d.is_dir() for f in d.iterdir() if f.suffix in (".h5", ".keras") and f.is_file()
+    )
     print(json.dumps({
         "cache_dir": str(config.cache_dir()),
-        "archive": str(data.find_archive()),
-        "weights_dirs": [str(d) for d in config.weights_search_dirs()],
+        "archive": archive,
+        "weights_dirs": [str(d) for d in weights_dirs],
+        "weight_files": weight_files,
         **hardware_summary(),
+        **({"problems": problems} if problems else {}),
     }, indent=1))  # fmt: skip
-    return 0
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    return 1 if problems else 0
 
 
 def main(argv: list[str] | None = None) -> int:

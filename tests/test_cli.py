@@ -142,3 +142,18 @@ def test_predict_reports_a_truncated_model_as_corrupt(tmp_path, capsys):
     assert main(["predict", str(run), str(img)]) == 2
     err = capsys.readouterr().err
     assert "model.keras is corrupt or truncated" in err and "not found" not in err.lower()
+
+
+def test_info_prints_everything_despite_a_bad_archive_setting(tmp_path, monkeypatch, capsys):
+    import json
+
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    (weights / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5").write_bytes(b"x")
+    monkeypatch.setenv("EUROSAT_WEIGHTS_DIR", str(weights))
+    monkeypatch.setenv("EUROSAT_ARCHIVE", str(tmp_path / "missing.zip"))
+    assert main(["info"]) == 1
+    out, err = capsys.readouterr()
+    info = json.loads(out)
+    assert "missing.zip does not exist" in err and info["cache_dir"] and info["archive"] is None
+    assert str(weights / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5") in info["weight_files"]
