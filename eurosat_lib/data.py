@@ -33,8 +33,6 @@ import os
 import re
 import shutil
 import time
-import urllib.error
-import urllib.request
 import warnings
 import zipfile
 import zlib
@@ -613,29 +611,53 @@ def download_eurosat(
 ) -> Path:
     """Download the EuroSAT RGB archive into ``dest_dir`` (default: the cache dir).
 
-    Streams with a progress bar into a temporary file, checks the archive's SHA-256 (where
-    known) and the content digest of its images, then renames it into place. Each source is
-    tried once with a short timeout — offline, this fails within seconds with a message
-    saying where to put the archive by hand.
+    ``pooch`` streams each source with a progress bar into a temporary file and checks the
+    archive's SHA-256 (where known); the content digest of its images is checked in any case
+    before the archive is renamed into place. Each source is tried once with a short timeout —
+    offline, this fails within seconds with a message saying where to put the archive by hand.
+
+    Args:
+        dest_dir: folder for the archive (created if missing).
+        sources: tried in order until one gives the published images.
+        timeout: seconds to wait for a server before trying the next source.
+
+    Returns:
+        The path of the downloaded archive.
+
+    Raises:
+        DownloadError: no source gave the published archive; lists each source's reason and
+            where to put a copy downloaded elsewhere.
     """
+    import pooch
+    import requests
+
     dest = Path(dest_dir) if dest_dir is not None else config.cache_dir()
     errors = []
     for src in sources:
         final = dest / src.filename
         try:
             with atomic_path(final) as tmp:
-                sha = _stream(src.url, tmp, timeout)
-                if src.sha256 and sha != src.sha256:
-                    raise DownloadError(f"SHA-256 mismatch: expected {src.sha256}, got {sha}")
+                # total=1 until pooch sets the real size: pooch skips a bar whose truth value is False
+                bar = progress(None, total=1, unit="B", unit_scale=True, leave=False, desc=f"download {src.filename}")
+                downloader = pooch.HTTPDownloader(progressbar=bar, timeout=timeout, headers={"User-Agent": "eurosat_lib"})
+                level = pooch.get_logger().level
+                pooch.get_logger().setLevel("WARNING")  # not its "SHA256 hash of downloaded file" advice
+                try:
+                    known = f"sha256:{src.sha256}" if src.sha256 else None
+                    pooch.retrieve(src.url, known_hash=known, fname=tmp.name, path=tmp.parent, downloader=downloader)
+                except ValueError as e:  # pooch's hash check
+                    raise DownloadError(f"SHA-256 mismatch: expected {src.sha256} ({e})") from e
+                finally:
+                    pooch.get_logger().setLevel(level)
+                    bar.close()
                 digest = _archive_content_digest(tmp)
                 if digest != PUBLISHED_CONTENT_DIGEST:
                     raise DownloadError(
                         f"the downloaded images do not match the published EuroSAT RGB (content digest {digest})"
                     )
             return final
-        except (urllib.error.URLError, OSError, DownloadError, ArchiveError, TimeoutError) as e:
-            reason = getattr(e, "reason", None) or e
-            errors.append(f"{src.url}: {reason}")
+        except (requests.RequestException, OSError, DownloadError, ArchiveError) as e:
+            errors.append(f"{src.url}: {_download_reason(e)}")
     tried = "\n  ".join(errors)
     raise DownloadError(
         "Could not download EuroSAT RGB. Tried:\n  "
@@ -646,23 +668,18 @@ def download_eurosat(
     )
 
 
-def _stream(url: str, out: Path, timeout: float) -> str:
-    req = urllib.request.Request(url, headers={"User-Agent": "eurosat_lib"})
-    h = hashlib.sha256()
-    with urllib.request.urlopen(req, timeout=timeout) as resp, open(out, "wb") as f:
-        total = int(resp.headers.get("Content-Length") or 0) or None
-        bar = progress(None, total=total, unit="B", unit_scale=True, desc=f"download {out.name}")
-        while True:
-            chunk = resp.read(1 << 20)
-            if not chunk:
-                break
-            f.write(chunk)
-            h.update(chunk)
-            bar.update(len(chunk))
-        bar.close()
-        if total is not None and f.tell() != total:
-            raise DownloadError(f"connection closed after {f.tell()} of {total} bytes")
-    return h.hexdigest()
+def _download_reason(e: Exception) -> str:
+    """One short line for a failed download (requests' messages carry object reprs and retries)."""
+    import requests
+
+    if isinstance(e, requests.exceptions.ChunkedEncodingError):
+        return "connection closed before the end of the file (incomplete download)"
+    if isinstance(e, requests.ConnectionError):
+        m = re.search(r"\[Errno -?\d+\] [^'\")]+", str(e))
+        return f"no connection ({m.group(0) if m else type(e).__name__})"
+    if isinstance(e, requests.Timeout):
+        return f"no answer ({type(e).__name__})"
+    return str(e)
 
 
 def _archive_content_digest(path: Path) -> str:
