@@ -20,7 +20,7 @@ from typing import Iterator
 
 import numpy as np
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp"}
+from .data import IMAGE_SIZE, IMAGE_SUFFIXES
 
 
 def _iter_images(paths: list[str]) -> Iterator[tuple[str, bytes]]:
@@ -60,9 +60,9 @@ def _decode(name: str, blob: bytes) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(blob)) as img:
             img = img.convert("RGB")
-            if img.size != (64, 64):
+            if img.size != (IMAGE_SIZE, IMAGE_SIZE):
                 # The models take EuroSAT's 64x64 patches (10 m/px); other sizes are resized.
-                img = img.resize((64, 64), Image.Resampling.BILINEAR)
+                img = img.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR)
             return np.asarray(img, dtype=np.uint8)
     except Image.DecompressionBombError as e:
         raise ValueError(
@@ -111,7 +111,7 @@ def read_images(paths: list[str], skip_bad: bool = False) -> tuple[list[str], np
             continue
         names.append(name)
         size = _image_size(blob)
-        if size and (max(size) > 64 * SCALE_WARN_FACTOR or min(size) < 64 / SCALE_WARN_FACTOR):
+        if size and (max(size) > IMAGE_SIZE * SCALE_WARN_FACTOR or min(size) < IMAGE_SIZE / SCALE_WARN_FACTOR):
             off_scale.append(f"{name} ({size[0]}x{size[1]})")
     if off_scale:
         print(

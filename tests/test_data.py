@@ -83,7 +83,7 @@ def test_malformed_manifest_line_is_an_error(tmp_path):
 
 @needs_real_data
 def test_manifest_is_reproduced_exactly_by_the_generator(tmp_path):
-    listing = D._open_source(REAL_ARCHIVE)
+    listing = D.open_source(REAL_ARCHIVE)
     listing.close()
     ids = list(listing.members)
     labels = [D.CLASS_NAMES.index(i.split("/")[0]) for i in ids]
