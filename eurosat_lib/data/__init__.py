@@ -120,6 +120,19 @@ def load_eurosat(
         use_cache: read/write the decoded-array cache (``$EUROSAT_DATA_DIR/arrays``).
         with_split: attach the v1 split manifest (raises :class:`SplitManifestError` for images
             the manifest does not know; a subset of the published images loads with a warning).
+
+    Returns:
+        An :class:`EuroSAT` whose ``source`` is the path asked for.
+
+    Raises:
+        FileNotFoundError: no archive was found and ``download=False``, or ``source`` does not exist.
+        ArchiveError: the archive is unreadable or laid out unexpectedly (names the file).
+        CorruptImageError: an image cannot be decoded and ``skip_corrupt=False`` (names the image).
+        ImageSizeError: an image is not 64x64 and ``resize=False``.
+        ImageDepthError: an image is not 8 bits per channel (e.g. a multispectral GeoTIFF).
+        SplitManifestError: an image is unknown to the split manifest.
+        CacheNotWritableError: the cache directory is not writable (``use_cache=False`` avoids it).
+        DownloadError: the archive had to be downloaded and could not be.
     """
     if isinstance(source, str) and source.lower() == "tfds":
         data = _load_tfds()

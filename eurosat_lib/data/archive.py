@@ -210,6 +210,21 @@ def decode_image(blob: bytes, name: str, where: str, resize: bool, converted: li
 
     Images that are 8-bit but not RGB (grayscale, palette, RGBA) are converted; their names and
     modes are appended to ``converted`` so the load can say the data differ from the published set.
+
+    Args:
+        blob: the file's bytes.
+        name: the file's name, for messages.
+        where: the archive or folder it came from, for messages.
+        resize: resize other sizes to 64x64 instead of raising :class:`ImageSizeError`.
+        converted: if given, receives ``"<name> (<mode>)"`` for each non-RGB image.
+
+    Returns:
+        ``(64, 64, 3)`` uint8 RGB.
+
+    Raises:
+        CorruptImageError: the bytes are not a decodable image.
+        ImageSizeError: the image is not 64x64 and ``resize`` is false.
+        ImageDepthError: the image is not 8 bits per channel (it would be clipped).
     """
     try:
         with Image.open(io.BytesIO(blob)) as img:

@@ -61,6 +61,7 @@ def fingerprint(path: Path) -> str:
 
 
 def cache_entry(key: str, resize: bool) -> Path:
+    """The cache folder for a source's :func:`fingerprint` (resized decodes are kept apart)."""
     tag = f"{key[:24]}-f{CACHE_FORMAT}" + ("-resized" if resize else "")
     return config.cache_dir() / "arrays" / tag
 
@@ -144,6 +145,7 @@ def read_cache(entry: Path, mmap: bool) -> EuroSAT | None:
 
 
 def write_cache(entry: Path, data: EuroSAT, meta: dict) -> None:
+    """Write ``data``'s arrays, their CRC-32s and ``meta`` into ``entry``, atomically."""
     with atomic_path(entry) as tmp:
         tmp.mkdir()
         arrays = dict(zip(_CACHE_FILES, (np.ascontiguousarray(data.images), data.labels, data.file_ids)))

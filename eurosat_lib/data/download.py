@@ -37,6 +37,12 @@ def find_archive() -> Path | None:
 
     Looks at ``$EUROSAT_ARCHIVE``, then each of :func:`config.archive_search_dirs` for the
     known archive names and extracted root folders.
+
+    Returns:
+        The archive or folder, or None if there is none.
+
+    Raises:
+        FileNotFoundError: ``$EUROSAT_ARCHIVE`` is set to a path that does not exist.
     """
     env = os.environ.get("EUROSAT_ARCHIVE")
     if env:

@@ -107,6 +107,16 @@ def attach_split(data: EuroSAT, manifest: str | os.PathLike = MANIFEST_PATH) -> 
     Files missing from the data are allowed: skipped corrupt files are reported by the load, other
     absent files with a warning counting them (a deliberate subset keeps its published splits);
     files unknown to the manifest are never allowed.
+
+    Args:
+        data: images with file ids.
+        manifest: the split manifest (default: the committed v1).
+
+    Returns:
+        ``data`` with ``split`` set from the manifest.
+
+    Raises:
+        SplitManifestError: the manifest is missing or malformed, or an image is unknown to it.
     """
     m_ids, m_split = _manifest_columns(manifest)
     # Fast path (every load of the real data): the data are in canonical order, as the manifest
@@ -155,6 +165,20 @@ def subset_indices(
 
     Each class's indices are shuffled by a generator seeded with ``(seed, class)`` and the
     first ``n`` are taken, so ``n=5`` ⊂ ``n=10`` ⊂ ... ⊂ all for a given seed.
+
+    Args:
+        labels: class index per image.
+        n_per_class: images per class (give this or ``fraction``).
+        fraction: share of each class, at least one image (give this or ``n_per_class``).
+        seed: which nested family of subsets.
+        num_classes: classes to take from (default: those present in ``labels``).
+
+    Returns:
+        Sorted positions into ``labels``.
+
+    Raises:
+        ValueError: both or neither of ``n_per_class``/``fraction``, or more images asked for
+            than a class has.
     """
     if (n_per_class is None) == (fraction is None):
         raise ValueError("give exactly one of n_per_class or fraction")

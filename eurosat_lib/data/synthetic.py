@@ -14,6 +14,14 @@ def make_synthetic(n_per_class: int = 30, seed: int = 0, noise: float = 18.0) ->
     Same container, class names, id format and (freshly computed, stratified 60/20/20) split as
     the real data, so code and notebooks run where the real archive is absent. Not a stand-in
     for real results.
+
+    Args:
+        n_per_class: images per class.
+        seed: draws the noise and stripe phases (the class palette is fixed).
+        noise: standard deviation of the Gaussian pixel noise.
+
+    Returns:
+        An :class:`EuroSAT` with a stratified 60/20/20 split.
     """
     rng = np.random.default_rng(seed)
     k = len(CLASS_NAMES)
