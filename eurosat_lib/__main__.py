@@ -35,7 +35,11 @@ def _iter_images(paths: list[str]) -> Iterator[tuple[str, bytes]]:
             for f in files:
                 yield str(f), f.read_bytes()
         elif p.suffix.lower() == ".zip":
-            with zipfile.ZipFile(p) as zf:
+            try:
+                zf = zipfile.ZipFile(p)
+            except (zipfile.BadZipFile, OSError) as e:
+                raise ValueError(f"{p} is not a readable zip archive ({e})") from e
+            with zf:
                 names = sorted(
                     n for n in zf.namelist()
                     if Path(n).suffix.lower() in IMAGE_SUFFIXES and "__MACOSX" not in n and not Path(n).name.startswith(".")

@@ -193,7 +193,7 @@ def _report_load(data: EuroSAT, path: Path) -> EuroSAT:
     data = replace(data, source=str(path))
     if data.skipped:
         shown = ", ".join(data.skipped[:10]) + (" ..." if len(data.skipped) > 10 else "")
-        warnings.warn(f"skipped {len(data.skipped)} corrupt image(s): {shown}", stacklevel=3)
+        warnings.warn(f"skipped {len(data.skipped)} corrupt image(s): {shown}", stacklevel=4)
     converted = data.info.get("converted") or []
     if converted:
         shown = ", ".join(converted[:5]) + (" ..." if len(converted) > 5 else "")
@@ -201,7 +201,7 @@ def _report_load(data: EuroSAT, path: Path) -> EuroSAT:
             f"{len(converted)} image(s) in {path} are not RGB and were converted to RGB ({shown}): these "
             "data differ from the published EuroSAT RGB set (content digest "
             f"{data.info.get('content_digest', '?')[:12]}..., published {PUBLISHED_CONTENT_DIGEST[:12]}...)",
-            stacklevel=3,
+            stacklevel=4,
         )
     return data
 
