@@ -373,8 +373,8 @@ class ChapterParams:
         example = f.metadata["example"]
         if example is None:
             cpu = f.metadata["profiles"][DEFAULT_PROFILE]
-            example = cpu if isinstance(cpu, list) and cpu else [1, 2]
-        text = _literal(example)
+            example = cpu[:2] if isinstance(cpu, list) and cpu else [1, 2]
+        text = repr(list(example))  # single-quoted strings: the hint is pasted inside shell double quotes
         return f'-p {name} "{text}" (a list), or -y "{name}: {text}"'
 
     @classmethod
