@@ -32,8 +32,8 @@ from .core import RunResult, accelerator_for, predict, run, weights_available
 from .finetune import recipe_spec
 from .transfer import SCRATCH_BN_MOMENTUM, scratch_model_fn
 from .params import (
-    ChapterParams, ParameterError, backbone_kwargs, boolean, fraction, is_int, nonneg_int, no_weights_as_none, optional,
-    param, pos_int, pos_num, seeds_list, seeds_spec, weights_spec,
+    ChapterParams, ParameterError, backbone_kwargs, boolean, fraction, is_int, nonneg_int, optional, param, pos_int,
+    pos_num, seeds_param, seeds_spec, weights_param,
 )  # fmt: skip
 
 NOTEBOOK = "05_backbones"
@@ -87,7 +87,7 @@ class BackbonesParams(ChapterParams, notebook=NOTEBOOK):
         gpu=["MobileNetV2:0.35", "MobileNetV2:0.5", "MobileNetV2:1.0", "MobileNet:0.25", "EfficientNetB0", "ResNet50",
              "DenseNet121"],
     )  # fmt: skip
-    weights: str | None = param(weights_spec, "imagenet | none", default="imagenet", convert=no_weights_as_none)
+    weights: str | None = weights_param("imagenet | none")
     scratch_if_missing: bool = param(boolean, "train from scratch where ImageNet weights are unavailable",
                                      smoke=True, cpu=True, gpu=False)
     image_size: int = param(pos_int, "input size of pretrained candidates", smoke=32, cpu=128, gpu=224)
@@ -106,8 +106,7 @@ class BackbonesParams(ChapterParams, notebook=NOTEBOOK):
                                                      smoke=3, cpu=50, gpu=None)
     test_n_per_class: int | None = param(optional(pos_int), "test images per class for the chosen model",
                                          smoke=5, cpu=None, gpu=None)
-    seeds: list[int] = param(seeds_spec, "seeds of pretrained candidates (number or list)", smoke=1, cpu=2, gpu=3,
-                             convert=seeds_list, example=[0, 1])
+    seeds: list[int] = seeds_param("seeds of pretrained candidates (number or list)", smoke=1, cpu=2, gpu=3)
     scratch_seeds: int | list[int] = param(seeds_spec, "seeds of candidates trained from scratch (number or list)",
                                            smoke=1, cpu=1, gpu=3, example=[0])
 

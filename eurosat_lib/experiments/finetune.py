@@ -18,8 +18,8 @@ from .. import models as M
 from .. import training as T
 from .core import ExperimentSpec, RunResult, run
 from .params import (
-    ChapterParams, backbone_kwargs, backbone_name, fraction, interval, list_of, no_weights_as_none, nonneg_int,
-    optional, param, pos_int, pos_num, seeds_list, seeds_spec, weights_spec,
+    ChapterParams, backbone_kwargs, backbone_name, fraction, interval, list_of, nonneg_int, optional, param,
+    pos_int, pos_num, seeds_param, weights_param,
 )  # fmt: skip
 
 NOTEBOOK = "03_finetune"
@@ -31,8 +31,7 @@ class FinetuneParams(ChapterParams, notebook=NOTEBOOK):
 
     backbone: str = param(backbone_name, "any name from eurosat_lib.models.list_backbones()", default="MobileNetV2")
     alpha: float | None = param(optional(pos_num), "MobileNet width multiplier", smoke=0.35, cpu=0.35, gpu=None)
-    weights: str | None = param(weights_spec, "imagenet | none | path to a weights file", default="imagenet",
-                                convert=no_weights_as_none)
+    weights: str | None = weights_param()
     image_size: int = param(pos_int, "input size the 64 px images are resized to", smoke=64, cpu=128, gpu=224)
     epochs_head: int = param(nonneg_int, "epochs of head training on the frozen base", smoke=1, cpu=30, gpu=30)
     epochs_finetune: int = param(nonneg_int, "epochs of fine-tuning", smoke=1, cpu=3, gpu=10)
@@ -53,8 +52,7 @@ class FinetuneParams(ChapterParams, notebook=NOTEBOOK):
     )
     learning_rates: list[float] = param(list_of(pos_num, "positive learning rates"), "fine-tuning learning rates swept",
                                         smoke=[1e-4], cpu=[1e-5, 1e-4, 1e-2], gpu=[1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 1e-2])
-    seeds: list[int] = param(seeds_spec, "number of seeds or list of seeds", smoke=1, cpu=2, gpu=3, convert=seeds_list,
-                             example=[0, 1])
+    seeds: list[int] = seeds_param(smoke=1, cpu=2, gpu=3)
 
 
 def unfreeze_policy(backbone: str, fraction: float) -> str:

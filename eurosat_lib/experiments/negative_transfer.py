@@ -32,8 +32,8 @@ from .. import models as M
 from .. import training as T
 from .core import ExperimentSpec, RunResult, build_from_spec, run
 from .params import (
-    ChapterParams, at_least, backbone_kwargs, backbone_name, choice, int_list, list_of, no_weights_as_none,
-    nonneg_int, optional, param, pos_int, pos_num, seeds_list, seeds_spec, weights_spec,
+    ChapterParams, at_least, backbone_kwargs, backbone_name, choice, int_list, list_of, nonneg_int, optional, param,
+    pos_int, pos_num, seeds_param, weights_param,
 )  # fmt: skip
 
 NOTEBOOK = "02_negative_transfer"
@@ -57,8 +57,7 @@ class NegativeTransferParams(ChapterParams, notebook=NOTEBOOK):
 
     backbone: str = param(backbone_name, "the network of every arm", default="MobileNetV2")
     alpha: float | None = param(optional(pos_num), "MobileNet width multiplier", smoke=0.35, cpu=0.35, gpu=None)
-    weights: str | None = param(weights_spec, "the pretrained start of the transfer arms", default="imagenet",
-                                convert=no_weights_as_none)
+    weights: str | None = weights_param("the pretrained start of the transfer arms")
     image_size: int = param(pos_int, "input size of every arm", default=64)
     n_grid: list[int] = param(int_list, "labelled training images per class swept in section 1",
                               smoke=[4], cpu=[5, 25, 100], gpu=[5, 10, 25, 50, 100, 250, 500, 1000])
@@ -81,8 +80,7 @@ class NegativeTransferParams(ChapterParams, notebook=NOTEBOOK):
     source_epochs: int = param(pos_int, "pretraining epochs on the shuffled-label source", smoke=1, cpu=10, gpu=30)
     source_init: str = param(choice("scratch", "imagenet"), "scratch or imagenet: start of the shuffled-label pretraining",
                              default="scratch")
-    seeds: list[int] = param(seeds_spec, "number of seeds or list of seeds", smoke=1, cpu=3, gpu=5, convert=seeds_list,
-                             example=[0, 1])
+    seeds: list[int] = seeds_param(smoke=1, cpu=3, gpu=5)
     val_n_per_class: int | None = param(pos_int, "validation images per class, monitoring only",
                                         smoke=2, cpu=20, gpu=None)
     test_n_per_class: int | None = param(optional(pos_int), "test images per class scored",

@@ -36,8 +36,8 @@ from .core import ExperimentSpec, RunResult, accelerator_for, checkpoints_for, e
 from .finetune import unfreeze_policy
 from .negative_transfer import BN_MOMENTUM, build_model_fn
 from .params import (
-    ChapterParams, backbone_kwargs, backbone_name, choice, fraction, int_list, list_of, no_weights_as_none,
-    nonneg_int, optional, param, pos_int, pos_num, satisfies, seeds_list, seeds_spec, weights_spec,
+    ChapterParams, backbone_kwargs, backbone_name, choice, fraction, int_list, list_of, nonneg_int, optional, param,
+    pos_int, pos_num, satisfies, seeds_param, weights_param,
 )  # fmt: skip
 
 NOTEBOOK = "04_overfitting"
@@ -59,8 +59,7 @@ class OverfittingParams(ChapterParams, notebook=NOTEBOOK):
     backbone: str = param(backbone_name, "backbone of every model", default="MobileNetV2")
     alpha: float | None = param(optional(pos_num), "width of the pretrained MobileNetV2", smoke=0.35, cpu=0.35, gpu=None)
     big_alpha: float = param(pos_num, "width of the MobileNetV2 trained from scratch in section 1", smoke=0.35, cpu=0.35, gpu=1.0)
-    weights: str | None = param(weights_spec, "imagenet | none | path to a weights file", default="imagenet",
-                                convert=no_weights_as_none)
+    weights: str | None = weights_param()
     image_size: int = param(pos_int, "input size the 64 px images are resized to", smoke=64, cpu=64, gpu=128)
     n_small: int = param(pos_int, "training images per class in sections 1 and 5", smoke=3, cpu=50, gpu=50)
     epochs: int = param(nonneg_int, "epochs of section 1", smoke=1, cpu=20, gpu=60)
@@ -95,8 +94,7 @@ class OverfittingParams(ChapterParams, notebook=NOTEBOOK):
     test_sizes: list[int] = param(int_list, "test images per class of the small test sets in section 5",
                                   smoke=[2], cpu=[5, 20, 100], gpu=[5, 20, 100])
     n_draws: int = param(pos_int, "random test sets drawn per scenario", smoke=50, cpu=2000, gpu=5000)
-    seeds: list[int] = param(seeds_spec, "number of seeds or list of seeds", smoke=1, cpu=2, gpu=5, convert=seeds_list,
-                             example=[0, 1])
+    seeds: list[int] = seeds_param(smoke=1, cpu=2, gpu=5)
     val_n_per_class: int | None = param(optional(pos_int), "validation images per class",
                                         smoke=2, cpu=30, gpu=None)
     test_n_per_class: int | None = param(optional(pos_int), "test images per class",

@@ -251,6 +251,16 @@ def param(
     return dataclasses.field(metadata=meta)
 
 
+def seeds_param(help: str = "number of seeds or list of seeds", **profiles: Any) -> Any:
+    """The ``seeds`` field: a number n (seeds 0..n-1) or a list of seeds; resolved to a list."""
+    return param(seeds_spec, help, convert=seeds_list, example=[0, 1], **profiles)
+
+
+def weights_param(help: str = "imagenet | none | path to a weights file") -> Any:
+    """The ``weights`` field: ImageNet by default; ``"none"`` resolves to ``None`` (random init)."""
+    return param(weights_spec, help, default="imagenet", convert=no_weights_as_none)
+
+
 @dataclass(frozen=True)
 class ChapterParams:
     """Base of the chapters' parameter dataclasses: the parameters every chapter has.

@@ -26,8 +26,8 @@ from .. import models as M
 from .. import training as T
 from .core import ExperimentSpec, RunResult, run
 from .params import (
-    ChapterParams, at_least, backbone_kwargs, backbone_name, choice, interval, list_of, no_weights_as_none,
-    nonneg_int, optional, param, pos_int, pos_num, seeds_list, seeds_spec, weights_spec,
+    ChapterParams, at_least, backbone_kwargs, backbone_name, choice, interval, list_of, nonneg_int, optional, param,
+    pos_int, pos_num, seeds_param, weights_param,
 )  # fmt: skip
 
 NOTEBOOK = "01_transfer_learning"
@@ -54,8 +54,7 @@ class TransferParams(ChapterParams, notebook=NOTEBOOK):
 
     backbone: str = param(backbone_name, "the pretrained network studied", default="MobileNetV2")
     alpha: float | None = param(optional(pos_num), "MobileNet width multiplier", smoke=0.35, cpu=0.35, gpu=None)
-    weights: str | None = param(weights_spec, "imagenet | none | path to a weights file", default="imagenet",
-                                convert=no_weights_as_none)
+    weights: str | None = weights_param()
     compare_image_size: int = param(pos_int, "input size of section 1 (all three models)", smoke=32, cpu=64, gpu=128)
     image_size: int = param(pos_int, "input size of sections 3 and 4", smoke=32, cpu=128, gpu=224)
     resolutions: list[int] = param(list_of(at_least(32), "input sizes (ints >= 32)"),
@@ -80,8 +79,7 @@ class TransferParams(ChapterParams, notebook=NOTEBOOK):
                                         smoke=3, cpu=100, gpu=None)
     test_n_per_class: int | None = param(optional(pos_int), "test images per class scored in section 1",
                                          smoke=5, cpu=None, gpu=None)
-    seeds: list[int] = param(seeds_spec, "number of seeds or list of seeds", smoke=1, cpu=2, gpu=5, convert=seeds_list,
-                             example=[0, 1])
+    seeds: list[int] = seeds_param(smoke=1, cpu=2, gpu=5)
 
 
 # --------------------------------------------------------------------------------------------

@@ -30,8 +30,8 @@ from .. import models as M
 from .. import training as T
 from .core import ExperimentSpec, RunResult, run
 from .params import (
-    ChapterParams, any_of, backbone_kwargs, backbone_name, choice, fraction, interval, is_num, list_of,
-    no_weights_as_none, nonneg_int, optional, param, pos_int, pos_num, seeds_list, seeds_spec, string, weights_spec,
+    ChapterParams, any_of, backbone_kwargs, backbone_name, choice, fraction, interval, is_num, list_of, nonneg_int,
+    optional, param, pos_int, pos_num, seeds_param, string, weights_param,
 )  # fmt: skip
 
 NOTEBOOK = "06_truncation"
@@ -51,8 +51,7 @@ class TruncationParams(ChapterParams, notebook=NOTEBOOK):
 
     backbone: str = param(backbone_name, "any name from eurosat_lib.models.list_backbones()", default="MobileNetV2")
     alpha: float | None = param(optional(pos_num), "MobileNet width multiplier", smoke=0.35, cpu=0.35, gpu=None)
-    weights: str | None = param(weights_spec, "imagenet | none | path to a weights file", default="imagenet",
-                                convert=no_weights_as_none)
+    weights: str | None = weights_param()
     image_size: int = param(pos_int, "input size the 64 px images are resized to", smoke=64, cpu=128, gpu=224)
     cuts: str | list[str | float] = param(
         any_of(choice(STAGES), list_of(any_of(string, fraction, message=""), ""),
@@ -73,8 +72,7 @@ class TruncationParams(ChapterParams, notebook=NOTEBOOK):
                              "accuracy a cut may lose and still count as safe, 0.01 is one point", default=0.01)
     n_finetune: int = param(nonneg_int, "cuts besides the full backbone given a short fine-tune", smoke=0, cpu=1, gpu=3)
     speed_images: int = param(pos_int, "images per timed inference batch", smoke=16, cpu=256, gpu=256)
-    seeds: list[int] = param(seeds_spec, "number of seeds or list of seeds", smoke=1, cpu=2, gpu=5, convert=seeds_list,
-                             example=[0, 1])
+    seeds: list[int] = seeds_param(smoke=1, cpu=2, gpu=5)
 
 
 # --------------------------------------------------------------------------------------------
