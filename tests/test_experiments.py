@@ -274,6 +274,10 @@ def test_run_notebooks_skips_unchanged_and_never_leaves_half_written_chapters(tm
     outputs = [o for c in nb.cells for o in c.get("outputs", [])]
     assert any("smoke" in o.get("text", "") for o in outputs)
     assert not any(o.get("name") == "stderr" for o in outputs), "stderr noise must be stripped"
+    # the book shows one parameters cell: papermill's injected copy is removed from the page
+    injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert len(injected) == 1 and "remove-cell" in injected[0].metadata.tags
+    assert not any("remove-cell" in c.metadata.get("tags", []) for c in nb.cells if "parameters" in c.metadata.get("tags", []))
     assert X.run_notebooks("smoke", ["00_data"], templates_dir=templates, book_dir=book, log=logs.append)[0]["status"] == "skipped"
     # a template that fails: the previous chapter stays, no temporary file is left behind
     before = out.read_bytes()
