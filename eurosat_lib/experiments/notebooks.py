@@ -148,6 +148,11 @@ def run_notebooks(
             # papermill records the temporary file's absolute path; the book shows where the chapter lives.
             nb.metadata.setdefault("papermill", {})["output_path"] = out.as_posix()
             _strip_noise(nb)
+            # One parameters cell on the page: the template's (every name, with its help);
+            # papermill's injected copy holds only profile and out_dir, shown in the header.
+            for cell in nb.cells:
+                if "injected-parameters" in cell.metadata.get("tags", []):
+                    cell.metadata["tags"] = [*cell.metadata["tags"], "remove-cell"]
             nbformat.write(nb, tmp)
         secs = time.perf_counter() - t0
         log(f"[done] {name} in {secs:.0f} s -> {out}")
