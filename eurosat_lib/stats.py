@@ -1,0 +1,169 @@
+"""Comparisons with their uncertainty: one place decides how the book states a difference.
+
+* :func:`paired_diff` — two arms run with the same seeds (same training images per seed):
+  the mean of the per-seed differences with a Student-t 95 % interval (n - 1 degrees of
+  freedom). With two seeds the t quantile is 12.7, so the interval is wide — which is the
+  honest answer; :attr:`Diff.note` says so. With one seed there is no interval.
+* :func:`bootstrap_diff` — two single runs scored on the *same* test images: the accuracy
+  difference with a paired percentile bootstrap over images (``scipy.stats.bootstrap``,
+  ``paired=True``) on the per-image correctness.
+* :func:`binomial_se` — the standard error of one accuracy, ``sqrt(p (1 - p) / n)``.
+* :func:`verdict` — ``"better"`` / ``"worse"`` only when the interval excludes zero,
+  otherwise ``"no measurable difference"``. Prose may use those words only through it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+__all__ = ["Diff", "VERDICTS", "binomial_se", "bootstrap_diff", "format_diff", "paired_diff", "verdict"]
+
+#: The only words a comparison may end in.
+VERDICTS = ("better", "worse", "no measurable difference")
+
+
+@dataclass(frozen=True)
+class Diff:
+    """A difference ``a - b`` with its interval.
+
+    Attributes:
+        mean: the estimated difference (proportion units, e.g. 0.021 = 2.1 points).
+        low: lower end of the interval (NaN when it cannot be computed, e.g. one seed).
+        high: upper end of the interval.
+        n: number of pairs (seeds) or images behind it.
+        method: ``"t over seeds"``, ``"bootstrap over images"`` or ``"single pair"``.
+        confidence: the interval's level (0.95).
+        note: a caveat a reader needs (e.g. only two seeds), or ``""``.
+    """
+
+    mean: float
+    low: float
+    high: float
+    n: int
+    method: str
+    confidence: float = 0.95
+    note: str = ""
+
+    @property
+    def ci(self) -> tuple[float, float]:
+        return (self.low, self.high)
+
+    @property
+    def verdict(self) -> str:
+        return verdict(self.mean, self.ci)
+
+
+def binomial_se(p: float, n: int) -> float:
+    """Standard error of an accuracy ``p`` measured on ``n`` images: ``sqrt(p (1 - p) / n)``.
+
+    Raises:
+        ValueError: if ``n`` < 1 or ``p`` is outside [0, 1].
+    """
+    if n < 1:
+        raise ValueError(f"binomial_se needs n >= 1 images, got {n}")
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"binomial_se needs a proportion in [0, 1], got {p}")
+    return math.sqrt(p * (1.0 - p) / n)
+
+
+def paired_diff(a: Sequence[float], b: Sequence[float], confidence: float = 0.95) -> Diff:
+    """Mean paired difference ``a - b`` over seeds with a Student-t interval.
+
+    Args:
+        a: one value per seed for arm A (e.g. test accuracy).
+        b: the same seeds' values for arm B, in the same order.
+        confidence: interval level.
+
+    Returns:
+        A :class:`Diff` (``method="t over seeds"``; with one pair, ``"single pair"`` and a NaN interval).
+
+    Raises:
+        ValueError: if the lengths differ, nothing is given, or a value is not finite.
+    """
+    from scipy import stats
+
+    x, y = np.asarray(a, dtype=float).ravel(), np.asarray(b, dtype=float).ravel()
+    if x.size != y.size:
+        raise ValueError(f"paired_diff needs one value per seed in both arms; got {x.size} and {y.size} (pair them by seed)")
+    if x.size == 0:
+        raise ValueError("paired_diff needs at least one pair of values")
+    if not (np.isfinite(x).all() and np.isfinite(y).all()):
+        raise ValueError("paired_diff got a NaN or infinite value; drop the failed run or fix its record")
+    d = x - y
+    n = d.size
+    if n == 1:
+        return Diff(float(d[0]), math.nan, math.nan, 1, "single pair", confidence, "one seed: no interval, no verdict")
+    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1) * d.std(ddof=1) / math.sqrt(n))
+    note = f"only 2 seeds: the t quantile is {stats.t.ppf(0.5 + confidence / 2, 1):.1f}, so the interval is wide" if n == 2 else ""
+    m = float(d.mean())
+    return Diff(m, m - half, m + half, n, "t over seeds", confidence, note)
+
+
+def bootstrap_diff(
+    correct_a: Sequence[bool], correct_b: Sequence[bool], confidence: float = 0.95, n_resamples: int = 2000, seed: int = 0
+) -> Diff:
+    """Accuracy difference of two runs on the same test images, with a paired bootstrap interval.
+
+    Args:
+        correct_a: per-image correctness (bool or 0/1) of run A.
+        correct_b: the same images' correctness for run B, in the same order.
+        confidence: interval level.
+        n_resamples: bootstrap resamples.
+        seed: random seed of the resampling (the interval is reproducible).
+
+    Returns:
+        A :class:`Diff` with ``method="bootstrap over images"`` (percentile interval).
+
+    Raises:
+        ValueError: if the arrays differ in length or are empty.
+    """
+    from scipy import stats
+
+    x = np.asarray(correct_a, dtype=float).ravel()
+    y = np.asarray(correct_b, dtype=float).ravel()
+    if x.size != y.size:
+        raise ValueError(f"bootstrap_diff needs both runs scored on the same images; got {x.size} and {y.size} predictions")
+    if x.size == 0:
+        raise ValueError("bootstrap_diff needs at least one image")
+    m = float(x.mean() - y.mean())
+    if np.array_equal(x, y):  # identical predictions: the difference is exactly zero, no spread
+        return Diff(0.0, 0.0, 0.0, int(x.size), "bootstrap over images", confidence)
+    res = stats.bootstrap(
+        (x, y), lambda u, v, axis=-1: u.mean(axis=axis) - v.mean(axis=axis), paired=True, vectorized=True,
+        confidence_level=confidence, n_resamples=n_resamples, method="percentile", rng=np.random.default_rng(seed),
+    )  # fmt: skip
+    ci = res.confidence_interval
+    return Diff(m, float(ci.low), float(ci.high), int(x.size), "bootstrap over images", confidence)
+
+
+def verdict(diff: float, ci: tuple[float, float]) -> str:
+    """``"better"`` if the whole interval is above zero, ``"worse"`` if below, else ``"no measurable difference"``.
+
+    Args:
+        diff: the estimated difference (A - B, higher = A better).
+        ci: its interval ``(low, high)``; NaN ends (no interval) never give a verdict word.
+
+    Returns:
+        One of :data:`VERDICTS`.
+    """
+    low, high = ci
+    if not (math.isfinite(diff) and math.isfinite(low) and math.isfinite(high)):
+        return "no measurable difference"
+    if low > 0:
+        return "better"
+    if high < 0:
+        return "worse"
+    return "no measurable difference"
+
+
+def format_diff(d: Diff, scale: float = 100.0, unit: str = " points", digits: int = 1) -> str:
+    """``"+2.1 points (95 % CI −0.4 to +4.6, 3 seeds)"``; the interval is omitted when there is none."""
+    head = f"{scale * d.mean:+.{digits}f}{unit}"
+    what = f"{d.n} seeds" if d.method == "t over seeds" else (f"{d.n:,} images" if d.method == "bootstrap over images" else "1 seed")
+    if not (math.isfinite(d.low) and math.isfinite(d.high)):
+        return f"{head} ({what}, no interval)"
+    return f"{head} ({round(100 * d.confidence)} % CI {scale * d.low:+.{digits}f} to {scale * d.high:+.{digits}f}, {what})"
