@@ -7,6 +7,8 @@
 * :func:`bootstrap_diff` — two single runs scored on the *same* test images: the accuracy
   difference with a paired percentile bootstrap over images (``scipy.stats.bootstrap``,
   ``paired=True``) on the per-image correctness.
+* :func:`independent_diff` — two accuracies whose per-image predictions were not kept: a normal
+  interval from both binomial standard errors (conservative when the images are shared).
 * :func:`binomial_se` — the standard error of one accuracy, ``sqrt(p (1 - p) / n)``.
 * :func:`verdict` — ``"better"`` / ``"worse"`` only when the interval excludes zero,
   otherwise ``"no measurable difference"``. Prose may use those words only through it.
@@ -20,7 +22,8 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["Diff", "VERDICTS", "binomial_se", "bootstrap_diff", "format_diff", "paired_diff", "verdict"]
+__all__ = ["Diff", "VERDICTS", "binomial_se", "bootstrap_diff", "diff_from_moments", "format_diff", "independent_diff",
+           "paired_diff", "verdict"]  # fmt: skip
 
 #: The only words a comparison may end in.
 VERDICTS = ("better", "worse", "no measurable difference")
@@ -94,13 +97,46 @@ def paired_diff(a: Sequence[float], b: Sequence[float], confidence: float = 0.95
     if not (np.isfinite(x).all() and np.isfinite(y).all()):
         raise ValueError("paired_diff got a NaN or infinite value; drop the failed run or fix its record")
     d = x - y
-    n = d.size
-    if n == 1:
-        return Diff(float(d[0]), math.nan, math.nan, 1, "single pair", confidence, "one seed: no interval, no verdict")
-    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1) * d.std(ddof=1) / math.sqrt(n))
-    note = f"only 2 seeds: the t quantile is {stats.t.ppf(0.5 + confidence / 2, 1):.1f}, so the interval is wide" if n == 2 else ""
-    m = float(d.mean())
-    return Diff(m, m - half, m + half, n, "t over seeds", confidence, note)
+    return diff_from_moments(float(d.mean()), float(d.std(ddof=1)) if d.size > 1 else math.nan, int(d.size), confidence)
+
+
+def diff_from_moments(mean: float, sd: float, n: int, confidence: float = 0.95) -> Diff:
+    """:func:`paired_diff` from the mean and sd (ddof=1) of ``n`` per-seed differences.
+
+    For tables that kept only the summary of the paired differences, not the pairs themselves.
+
+    Raises:
+        ValueError: if ``n`` < 1.
+    """
+    from scipy import stats
+
+    if n < 1:
+        raise ValueError(f"diff_from_moments needs n >= 1 pairs, got {n}")
+    if n == 1 or not math.isfinite(sd):
+        return Diff(mean, math.nan, math.nan, n, "single pair", confidence, "one seed: no interval, no verdict")
+    q = float(stats.t.ppf(0.5 + confidence / 2, n - 1))
+    half = q * sd / math.sqrt(n)
+    note = f"only 2 seeds: the t quantile is {q:.1f}, so the interval is wide" if n == 2 else ""
+    return Diff(mean, mean - half, mean + half, n, "t over seeds", confidence, note)
+
+
+def independent_diff(p_a: float, n_a: int, p_b: float, n_b: int, confidence: float = 0.95) -> Diff:
+    """Difference of two accuracies measured on separate (or unpaired) image sets: normal interval.
+
+    ``SE = sqrt(p_a (1 - p_a) / n_a + p_b (1 - p_b) / n_b)``. When both runs were in fact scored
+    on the same images but their per-image predictions were not kept, this is conservative
+    (pairing can only narrow the interval when the runs agree on most images).
+
+    Raises:
+        ValueError: if an ``n`` < 1 or a proportion is outside [0, 1].
+    """
+    from scipy import stats
+
+    se = math.hypot(binomial_se(p_a, n_a), binomial_se(p_b, n_b))
+    q = float(stats.norm.ppf(0.5 + confidence / 2))
+    m = p_a - p_b
+    return Diff(m, m - q * se, m + q * se, min(n_a, n_b), "unpaired binomial", confidence,
+                "per-image predictions not stored: unpaired interval (conservative)")  # fmt: skip
 
 
 def bootstrap_diff(
@@ -163,7 +199,8 @@ def verdict(diff: float, ci: tuple[float, float]) -> str:
 def format_diff(d: Diff, scale: float = 100.0, unit: str = " points", digits: int = 1) -> str:
     """``"+2.1 points (95 % CI −0.4 to +4.6, 3 seeds)"``; the interval is omitted when there is none."""
     head = f"{scale * d.mean:+.{digits}f}{unit}"
-    what = f"{d.n} seeds" if d.method == "t over seeds" else (f"{d.n:,} images" if d.method == "bootstrap over images" else "1 seed")
+    what = {"t over seeds": f"{d.n} seeds", "bootstrap over images": f"{d.n:,} images",
+            "unpaired binomial": f"{d.n:,} images, unpaired"}.get(d.method, "1 seed")  # fmt: skip
     if not (math.isfinite(d.low) and math.isfinite(d.high)):
         return f"{head} ({what}, no interval)"
     return f"{head} ({round(100 * d.confidence)} % CI {scale * d.low:+.{digits}f} to {scale * d.high:+.{digits}f}, {what})"

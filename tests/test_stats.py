@@ -110,3 +110,17 @@ def test_format_diff():
     assert S.format_diff(d) == "+2.1 points (95 % CI -0.4 to +4.6, 3 seeds)"
     assert S.format_diff(S.paired_diff([0.9], [0.8])) == "+10.0 points (1 seed, no interval)"
     assert "5,400 images" in S.format_diff(S.Diff(0.01, 0.0, 0.02, 5400, "bootstrap over images"))
+
+
+def test_moments_and_unpaired_intervals_known_answers():
+    d = S.paired_diff([0.90, 0.80, 0.85], [0.80, 0.75, 0.80])
+    m = S.diff_from_moments(d.mean, float(np.std([0.10, 0.05, 0.05], ddof=1)), 3)
+    assert (m.low, m.high) == pytest.approx((d.low, d.high))
+    assert S.diff_from_moments(0.1, float("nan"), 1).method == "single pair"
+    # 96.8 % vs 93.5 % on 5,400 images each: SE = sqrt(.968*.032/5400 + .935*.065/5400) = 0.004122
+    u = S.independent_diff(0.968, 5400, 0.935, 5400)
+    assert u.mean == pytest.approx(0.033)
+    assert u.high - u.mean == pytest.approx(1.959964 * 0.004122, abs=2e-6)
+    assert u.verdict == "better" and "unpaired" in S.format_diff(u)
+    # 88.3 % vs 86.7 % on 300 validation images: within noise
+    assert S.independent_diff(0.8833, 300, 0.8667, 300).verdict == "no measurable difference"
