@@ -73,13 +73,20 @@ def binomial_se(p: float, n: int) -> float:
     return math.sqrt(p * (1.0 - p) / n)
 
 
-def paired_diff(a: Sequence[float], b: Sequence[float], confidence: float = 0.95) -> Diff:
+def paired_diff(a: Sequence[float], b: Sequence[float], confidence: float = 0.95, n_eval: int | None = None) -> Diff:
     """Mean paired difference ``a - b`` over seeds with a Student-t interval.
+
+    Seeds share one evaluation set, so their spread shows training randomness only. Given
+    ``n_eval`` (the images each accuracy was measured on), the evaluation set's own sampling
+    noise is added to the variance of the mean, ``(p_a (1 - p_a) + p_b (1 - p_b)) / n_eval`` (its
+    unpaired upper bound), with Welch-Satterthwaite degrees of freedom; this also keeps two
+    seeds that happen to agree from giving a zero-width interval.
 
     Args:
         a: one value per seed for arm A (e.g. test accuracy).
         b: the same seeds' values for arm B, in the same order.
         confidence: interval level.
+        n_eval: images behind each accuracy (None: seed spread only).
 
     Returns:
         A :class:`Diff` (``method="t over seeds"``; with one pair, ``"single pair"`` and a NaN interval).
@@ -97,13 +104,19 @@ def paired_diff(a: Sequence[float], b: Sequence[float], confidence: float = 0.95
     if not (np.isfinite(x).all() and np.isfinite(y).all()):
         raise ValueError("paired_diff got a NaN or infinite value; drop the failed run or fix its record")
     d = x - y
-    return diff_from_moments(float(d.mean()), float(d.std(ddof=1)) if d.size > 1 else math.nan, int(d.size), confidence)
+    eval_var = 0.0
+    if n_eval is not None:
+        pa, pb = float(np.clip(x.mean(), 0, 1)), float(np.clip(y.mean(), 0, 1))
+        eval_var = binomial_se(pa, int(n_eval)) ** 2 + binomial_se(pb, int(n_eval)) ** 2
+    sd = float(d.std(ddof=1)) if d.size > 1 else math.nan
+    return diff_from_moments(float(d.mean()), sd, int(d.size), confidence, eval_var=eval_var)
 
 
-def diff_from_moments(mean: float, sd: float, n: int, confidence: float = 0.95) -> Diff:
+def diff_from_moments(mean: float, sd: float, n: int, confidence: float = 0.95, eval_var: float = 0.0) -> Diff:
     """:func:`paired_diff` from the mean and sd (ddof=1) of ``n`` per-seed differences.
 
     For tables that kept only the summary of the paired differences, not the pairs themselves.
+    ``eval_var`` is added to the squared standard error of the mean (see :func:`paired_diff`).
 
     Raises:
         ValueError: if ``n`` < 1.
@@ -114,9 +127,14 @@ def diff_from_moments(mean: float, sd: float, n: int, confidence: float = 0.95) 
         raise ValueError(f"diff_from_moments needs n >= 1 pairs, got {n}")
     if n == 1 or not math.isfinite(sd):
         return Diff(mean, math.nan, math.nan, n, "single pair", confidence, "one seed: no interval, no verdict")
-    q = float(stats.t.ppf(0.5 + confidence / 2, n - 1))
-    half = q * sd / math.sqrt(n)
-    note = f"only 2 seeds: the t quantile is {q:.1f}, so the interval is wide" if n == 2 else ""
+    v_seed = sd * sd / n
+    # Welch-Satterthwaite: the seed part is estimated (n - 1 df), the evaluation noise is known
+    # from the binomial model (infinite df); the interval's df lie between the two.
+    df = (v_seed + eval_var) ** 2 / (v_seed**2 / (n - 1)) if v_seed > 0 else math.inf
+    q = float(stats.t.ppf(0.5 + confidence / 2, df)) if math.isfinite(df) else float(stats.norm.ppf(0.5 + confidence / 2))
+    half = q * math.sqrt(v_seed + eval_var)
+    q1 = float(stats.t.ppf(0.5 + confidence / 2, 1))
+    note = f"only 2 seeds: the seed spread carries a t quantile of up to {q1:.1f}, so the interval is wide" if n == 2 else ""
     return Diff(mean, mean - half, mean + half, n, "t over seeds", confidence, note)
 
 

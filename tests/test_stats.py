@@ -124,3 +124,21 @@ def test_moments_and_unpaired_intervals_known_answers():
     assert u.verdict == "better" and "unpaired" in S.format_diff(u)
     # 88.3 % vs 86.7 % on 300 validation images: within noise
     assert S.independent_diff(0.8833, 300, 0.8667, 300).verdict == "no measurable difference"
+
+
+def test_evaluation_noise_widens_the_seed_interval():
+    # Two seeds that agree exactly: seed spread alone gives a zero-width interval (an artefact).
+    # With the 1,000 shared validation images the evaluation noise is a known binomial variance
+    # (normal quantile): +4.9 +- 1.96 * sqrt(.887 * .113 / 1000 + .838 * .162 / 1000).
+    a, b = [0.888, 0.886], [0.839, 0.837]
+    bare = S.paired_diff(a, b)
+    assert bare.high - bare.low == pytest.approx(0.0, abs=1e-12)
+    d = S.paired_diff(a, b, n_eval=1000)
+    se = math.sqrt(0.887 * 0.113 / 1000 + 0.838 * 0.162 / 1000)
+    assert d.high - d.mean == pytest.approx(1.959964 * se, rel=1e-4)
+    assert d.verdict == "better"
+    # The same gap measured on 50 images is within noise.
+    assert S.paired_diff(a, b, n_eval=50).verdict == "no measurable difference"
+    # Seed spread dominating: the quantile approaches t with n - 1 df (12.7 for two seeds).
+    wide = S.paired_diff([0.90, 0.80], [0.85, 0.85], n_eval=10**9)
+    assert wide.high - wide.mean == pytest.approx(12.7062 * 0.05, rel=1e-3)
