@@ -338,13 +338,39 @@ def _grouped(df, by: str, col: str, **kw) -> list[tuple[Any, str, int]]:
     return [(k, _mean_sd(g[col], **kw), len(g)) for k, g in df.groupby(by, sort=False)]
 
 
-def _setting(summary: Mapping[str, Any], with_n: bool = True) -> str:
+def run_image_size(record: Mapping[str, Any] | None) -> int | None:
+    """The input size a run's network actually saw (its parameters, else its model description)."""
+    if not record:
+        return None
+    size = (record.get("params") or {}).get("image_size") or (record.get("model_info") or {}).get("image_size")
+    return int(size) if isinstance(size, (int, float)) else None
+
+
+def chapter_sizes(chapter_dir: Path | None) -> dict[int, int]:
+    """Input size -> number of completed runs at that size, over a chapter's run folders."""
+    out: dict[int, int] = {}
+    if chapter_dir is None or not chapter_dir.is_dir():
+        return out
+    for path in sorted(chapter_dir.glob("*/record.json")):
+        size = run_image_size(_read(path))
+        if size:
+            out[size] = out.get(size, 0) + 1
+    return out
+
+
+def _setting(summary: Mapping[str, Any], with_n: bool = True, ctx: _Ctx | None = None) -> str:
+    """Backbone, input size(s), images per class and seeds; the sizes are read from the chapter's records."""
     p = summary.get("parameters", {})
     bits = []
     if p.get("backbone"):
         alpha = p.get("alpha")
         bits.append(f"{p['backbone']}" + (f" α = {alpha}" if alpha else ""))
-    if p.get("image_size"):
+    sizes = chapter_sizes(ctx.chapter_dir) if ctx is not None else {}
+    if sizes:
+        main = max(sizes, key=lambda k: (sizes[k], k == p.get("image_size")))
+        others = ", ".join(f"{k} px in {v} of {sum(sizes.values())} runs" for k, v in sorted(sizes.items()) if k != main)
+        bits.append(f"{main} px" + (f" ({others})" if others else ""))
+    elif p.get("image_size"):
         bits.append(f"{p['image_size']} px")
     if with_n and p.get("n_per_class"):
         bits.append(f"{p['n_per_class']} training images per class")
@@ -492,7 +518,7 @@ def render_negative(summary: Mapping[str, Any], source: str, ctx: _Ctx | None = 
     out = ["## Negative transfer (" + _chapter_link("02_negative_transfer", "chapter 2") + ")", "",
            f"Gap = test error with transfer − test error from scratch (same network, images and budget, paired by seed); "
            f"a gap above zero is negative transfer. *Negative* / *positive transfer* only when the 95 % interval of the "
-           f"gap excludes zero. Setting: {_setting(summary, with_n=False)}. Source: {source}.", ""]
+           f"gap excludes zero. Setting: {_setting(summary, with_n=False, ctx=ctx)}. Source: {source}.", ""]
     verdicts: dict[str, list[str]] = {"negative": [], "positive": [], "none": []}
     for name, runs_name, key, header in (("gap_vs_n", "gap_runs", "n_per_class", "labelled images per class"),
                                          ("cases", "case_runs", "case", "case")):  # fmt: skip
@@ -528,7 +554,7 @@ def render_finetune(summary: Mapping[str, Any], source: str, ctx: _Ctx | None = 
     ctx = ctx or _Ctx()
     n = summary.get("numbers", {})
     out = ["## Fine-tuning (" + _chapter_link("03_finetune", "chapter 3") + ")", "",
-           f"Setting: {_setting(summary)}. Source: {source}.", ""]
+           f"Setting: {_setting(summary, ctx=ctx)}. Source: {source}.", ""]
     recipe = ctx.record(str(ctx.chapter_dir / "recipe")) if ctx.chapter_dir is not None else None
     if "recipe_test_accuracy" in n:
         nval = (recipe or {}).get("metrics", {}).get("val", {}).get("n")
@@ -573,7 +599,7 @@ def render_overfitting(summary: Mapping[str, Any], source: str, ctx: _Ctx | None
     images_dir = images_dir or ctx.images_dir
     n = summary.get("numbers", {})
     out = ["## Overfitting and honest evaluation (" + _chapter_link("04_overfitting", "chapter 4") + ")", "",
-           f"Setting: {_setting(summary, with_n=False)}. Source: {source}.", ""]
+           f"Setting: {_setting(summary, with_n=False, ctx=ctx)}. Source: {source}.", ""]
     gaps = _frame(summary, "gaps")
     if gaps is not None:
         rows = [{"m": r["model"], "tr": pct(r.get("train"), 1), "va": pct(r.get("val"), 1), "te": pct(r.get("test"), 1),
@@ -673,7 +699,7 @@ def render_truncation(summary: Mapping[str, Any], source: str, ctx: _Ctx | None 
     ctx = ctx or _Ctx()
     n = summary.get("numbers", {})
     out = ["## Truncating the backbone (" + _chapter_link("06_truncation", "chapter 6") + ")", "",
-           f"Setting: {_setting(summary)}. Source: {source}.", ""]
+           f"Setting: {_setting(summary, ctx=ctx)}. Source: {source}.", ""]
     cuts = _frame(summary, "cuts")
     if cuts is not None:
         per_seed = _cut_seeds(ctx)
