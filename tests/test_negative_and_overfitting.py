@@ -179,3 +179,31 @@ def test_small_and_skewed_test_sets_spread_around_the_truth():
     skew = table.loc["class-skewed 200"]
     assert skew.p95 - skew.p5 > 0.3
     assert OF._apportion(np.array([0.5, 0.3, 0.2]), 7).tolist() == [4, 2, 1]
+
+
+def test_scenario_plot_draws_each_leak_against_its_own_reference():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from eurosat_lib import plots
+
+    scen = pd.DataFrame({"scenario": ["random 50"] * 3 + ["stratified 50"] * 3, "accuracy": [0.88, 0.9, 0.92, 0.89, 0.9, 0.91]})
+    reported = {"good model on its training images": (0.99, 0.90), "scratch model on its training images": (0.82, 0.42),
+                "best of 20 heads on a 50-image test set": (0.88, 0.82)}  # fmt: skip
+    fig = plots.plot_eval_scenarios(scen, 0.90, reported)
+    ax = fig.axes[0]
+    rows = {2: (0.90, 0.99), 3: (0.42, 0.82), 4: (0.82, 0.88)}  # y row -> (own reference, leaky)
+    connectors = {round(line.get_ydata()[0]): tuple(line.get_xdata()) for line in ax.get_lines()
+                  if len(line.get_ydata()) == 2 and line.get_ydata()[0] == line.get_ydata()[1]}  # fmt: skip
+    for y, (ref, leak) in rows.items():
+        assert connectors[y] == pytest.approx((ref, leak)), (y, connectors)
+    texts = [t.get_text() for t in ax.texts]
+    assert any("+40.0 points vs its honest 42.0%" in t for t in texts), texts  # scratch: vs scratch's own test accuracy
+    assert any("+6.0 points vs its honest 82.0%" in t for t in texts), texts  # leaky choice: vs what it delivers
+    # A bare float still means "against the good model's honest number".
+    fig2 = plots.plot_eval_scenarios(scen, 0.90, {"x": 0.95})
+    assert any("+5.0 points vs its honest 90.0%" in t.get_text() for t in fig2.axes[0].texts)
+    plt.close(fig)
+    plt.close(fig2)
