@@ -1,15 +1,15 @@
 """Chapter 05 — choosing a base model.
 
 Every candidate backbone is trained with the chapter-3 two-phase recipe
-(:func:`eurosat_lib.experiments.finetune.recipe_spec`: head on cached features of the frozen
+(:func:`eurosat_lib.experiments.recipes.two_phase_spec`: head on cached features of the frozen
 base, then fine-tuning), on the same training images. The best candidate is chosen by
 **validation** accuracy; only the chosen one is then scored on the whole test split.
 
 Candidates are written ``"Backbone"`` or ``"Backbone:alpha"`` (``"MobileNetV2:0.35"``). A
 candidate uses ImageNet weights when they can be had; where they cannot (no file on disk, no
 network) and ``scratch_if_missing`` is set, it is trained from random weights instead — at its
-own (smaller) input size, with all layers and BatchNorm training (BatchNorm momentum 0.99, see
-:data:`eurosat_lib.experiments.transfer.SCRATCH_BN_MOMENTUM`) and a higher learning rate — and
+own (smaller) input size, with all layers and BatchNorm training (BatchNorm momentum
+:data:`eurosat_lib.models.SCRATCH_BN_MOMENTUM`, 0.9) and a higher learning rate — and
 labelled "from scratch" everywhere.
 """
 
@@ -29,9 +29,8 @@ from .. import evaluation as E
 from .. import models as M
 from .._io import write_json_atomic
 from .core import RunResult, accelerator_for, predict, run, weights_available
-from .finetune import recipe_spec
-from .transfer import SCRATCH_BN_MOMENTUM, scratch_model_fn
 from .params import ParameterError, _fraction, _is_int, _pos_int, _pos_num, backbone_kwargs, register_notebook_params
+from .recipes import scratch_model_fn, two_phase_spec
 
 NOTEBOOK = "05_backbones"
 
@@ -142,7 +141,7 @@ class Candidate:
         return f"{self.name.lower()}_{'imagenet' if self.pretrained else 'scratch'}_{self.image_size}px"
 
     def namespace(self, P: SimpleNamespace) -> SimpleNamespace:
-        """``P`` with this candidate's backbone, alpha, weights and size (what recipe_spec reads)."""
+        """``P`` with this candidate's backbone, alpha, weights and size (what two_phase_spec reads)."""
         return SimpleNamespace(**{**vars(P), "backbone": self.backbone, "alpha": self.alpha,
                                   "weights": "imagenet" if self.pretrained else None, "image_size": self.image_size})  # fmt: skip
 
@@ -198,8 +197,9 @@ def candidate_spec(P: SimpleNamespace, c: Candidate, seed: int):
     """
     ns = c.namespace(P)
     ns.test_n_per_class = P.leaderboard_test_n_per_class
-    spec = recipe_spec(
+    spec = two_phase_spec(
         ns,
+        chapter=NOTEBOOK,
         name=f"{c.slug}_seed{seed}",
         fraction=P.unfreeze_fraction if c.pretrained else 1.0,
         lr=P.lr_finetune if c.pretrained else P.lr_scratch,
@@ -207,10 +207,10 @@ def candidate_spec(P: SimpleNamespace, c: Candidate, seed: int):
         freeze_bn=c.pretrained,
         full_test=True,
     )
-    tags = {**spec.tags, "chapter": NOTEBOOK, "recipe": "03_finetune.recipe_spec", "candidate": c.label,
-            "init": c.init}  # fmt: skip
-    if not c.pretrained:  # see transfer.SCRATCH_BN_MOMENTUM: MobileNets' 0.999 never settles in a short run
-        tags["bn_momentum"] = SCRATCH_BN_MOMENTUM
+    # "recipe" names chapter 3's recipe as runs have recorded it since the start (part of their keys).
+    tags = {**spec.tags, "recipe": "03_finetune.recipe_spec", "candidate": c.label, "init": c.init}
+    if not c.pretrained:  # see models.SCRATCH_BN_MOMENTUM: MobileNets' 0.999 never settles in a short run
+        tags["bn_momentum"] = M.SCRATCH_BN_MOMENTUM
     return dataclasses.replace(spec, tags=tags)
 
 
@@ -262,7 +262,7 @@ def compare_backbones(P: SimpleNamespace, data: D.EuroSAT, cands: Sequence[Candi
     for c in cands:
         for seed in seeds_for(P, c):
             spec = candidate_spec(P, c, seed)
-            kw = {} if c.pretrained else {"model_fn": scratch_model_fn(data.num_classes, spec.tags["bn_momentum"])}
+            kw = {} if c.pretrained else {"model_fn": scratch_model_fn(data.num_classes)}  # momentum from the tags
             res = run(P, spec, data, **kw)
             runs[(c.label, seed)] = res
             rows.append(leaderboard_row(c, seed, res))

@@ -1,0 +1,132 @@
+"""Import rules of the library, read from the source (ast): imports flow one way, down the
+pipeline data -> models -> training/evaluation -> runs -> experiments -> report/plots/CLI,
+and chapter modules never import each other."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+
+PKG = REPO / "eurosat_lib"
+
+#: Each module's floor; a module may import its own floor or below, never above. A module of a
+#: package takes the package's floor unless it has its own entry (the longest prefix wins).
+FLOORS: dict[str, int] = {
+    "eurosat_lib": 0,  # the package face (``__version__``)
+    "eurosat_lib._io": 0,
+    "eurosat_lib._quiet": 0,
+    "eurosat_lib.config": 0,
+    "eurosat_lib.data": 1,
+    "eurosat_lib.models": 2,
+    "eurosat_lib.training": 3,
+    "eurosat_lib.evaluation": 3,
+    "eurosat_lib.stats": 3,
+    "eurosat_lib.gradcam": 4,
+    "eurosat_lib.runs": 4,
+    "eurosat_lib.sanity": 4,
+    "eurosat_lib.experiments": 5,
+    "eurosat_lib.experiments.params": 5,
+    "eurosat_lib.experiments.notebooks": 6,
+    "eurosat_lib.experiments.core": 6,
+    "eurosat_lib.experiments.recipes": 7,
+    # the chapters (CHAPTERS below) sit at 8, the package face that lists them at 9
+    "eurosat_lib.experiments.__init__": 9,
+    "eurosat_lib.plots": 10,
+    "eurosat_lib.report": 10,
+    "eurosat_lib.__main__": 11,
+}
+
+CHAPTERS = ("data_overview", "transfer", "negative_transfer", "finetune", "overfitting", "backbones", "truncation")
+for _c in CHAPTERS:
+    FLOORS[f"eurosat_lib.experiments.{_c}"] = 8
+
+
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(REPO).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__" and len(parts) > 1 and parts[:-1] != ["eurosat_lib"]:
+        # a subpackage's face: its own entry if it has one (experiments), else the package's floor
+        return ".".join(parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def _floor(module: str) -> int | None:
+    best = None
+    for name, floor in FLOORS.items():
+        if (module == name or module.startswith(name + ".")) and (best is None or len(name) > len(best[0])):
+            best = (name, floor)
+    return None if best is None else best[1]
+
+
+def _imports(path: Path) -> list[tuple[int, str, list[str]]]:
+    """``(line, absolute module, imported names)`` of every import in ``path``, nested ones too."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    package = _module_name(path).removesuffix(".__init__")
+    if path.name != "__init__.py":
+        package = package.rsplit(".", 1)[0]
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out.extend((node.lineno, a.name, []) for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - (node.level - 1)]
+                module = ".".join(base + ([node.module] if node.module else []))
+            else:
+                module = node.module or ""
+            names = [a.name for a in node.names]
+            # "from . import models" imports the module eurosat_lib.models
+            subs = [f"{module}.{n}" for n in names if (PKG.parent / f"{module}.{n}".replace(".", "/")).exists()
+                    or (PKG.parent / (f"{module}.{n}".replace(".", "/") + ".py")).exists()]
+            if subs:
+                out.extend((node.lineno, s, []) for s in subs)
+                rest = [n for n in names if f"{module}.{n}" not in subs]
+                if rest:
+                    out.append((node.lineno, module, rest))
+            else:
+                out.append((node.lineno, module, names))
+    return [(line, m, names) for line, m, names in out if m == "eurosat_lib" or m.startswith("eurosat_lib.")]
+
+
+SOURCES = sorted(PKG.rglob("*.py"))
+
+
+def test_every_library_module_has_a_floor():
+    missing = [_module_name(p) for p in SOURCES if _floor(_module_name(p)) is None]
+    assert not missing, f"give these modules a floor in tests/test_imports.py FLOORS: {missing}"
+
+
+def test_imports_flow_down_the_pipeline():
+    upward = []
+    for path in SOURCES:
+        me = _module_name(path)
+        mine = _floor(me)
+        for line, module, _ in _imports(path):
+            theirs = _floor(module)
+            if mine is not None and theirs is not None and theirs > mine:
+                upward.append(f"{path.relative_to(REPO)}:{line} ({me}, floor {mine}) imports {module} (floor {theirs})")
+    assert not upward, "imports that run up the pipeline:\n" + "\n".join(upward)
+
+
+def test_chapters_do_not_import_each_other():
+    crossing = []
+    for chapter in CHAPTERS:
+        path = PKG / "experiments" / f"{chapter}.py"
+        for line, module, _ in _imports(path):
+            other = module.removeprefix("eurosat_lib.experiments.").split(".")[0]
+            if module.startswith("eurosat_lib.experiments.") and other in CHAPTERS and other != chapter:
+                crossing.append(f"{path.relative_to(REPO)}:{line} imports chapter {other}")
+    assert not crossing, "chapters share code through experiments/recipes.py, never directly:\n" + "\n".join(crossing)
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_chapter_modules_are_where_the_rule_expects(chapter):
+    # the rule above would pass vacuously if a chapter were renamed or moved
+    assert (PKG / "experiments" / f"{chapter}.py").is_file()
