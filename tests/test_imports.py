@@ -1,6 +1,6 @@
 """Import rules of the library, read from the source (ast): imports flow one way, down the
 pipeline data -> models -> training/evaluation -> runs -> experiments -> report/plots/CLI,
-and chapter modules never import each other."""
+chapter modules never import each other, and no module imports another module's private name."""
 
 from __future__ import annotations
 
@@ -126,7 +126,55 @@ def test_chapters_do_not_import_each_other():
     assert not crossing, "chapters share code through experiments/recipes.py, never directly:\n" + "\n".join(crossing)
 
 
+def _models_aliases(tree: ast.AST) -> set[str]:
+    """Local names bound to ``eurosat_lib.models`` (``from eurosat_lib import models as M`` ...)."""
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module in ("eurosat_lib", None) or (
+            isinstance(node, ast.ImportFrom) and node.level and node.module is None
+        ):
+            names |= {a.asname or a.name for a in node.names if a.name == "models"}
+        elif isinstance(node, ast.Import):
+            names |= {a.asname or "eurosat_lib" for a in node.names if a.name == "eurosat_lib.models"}
+    return names
+
+
+def test_no_private_name_of_models_is_used_outside_it():
+    """What other modules, tests, benchmarks or scripts need from ``models`` is public."""
+    files = [p for p in SOURCES if "models" not in p.relative_to(PKG).parts[:1]]
+    files += sorted((REPO / "tests").glob("*.py")) + sorted((REPO / "benchmarks").glob("*.py"))
+    files += sorted((REPO / "scripts").glob("*.py"))
+    crossing = []
+    for path in files:
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").endswith("models") and (
+                node.module.startswith("eurosat_lib") or node.level
+            ):
+                crossing += [f"{path.relative_to(REPO)}:{node.lineno} imports {a.name}" for a in node.names
+                             if a.name.startswith("_")]
+        aliases = _models_aliases(tree)
+        for node in ast.walk(tree):
+            value = node.value if isinstance(node, ast.Attribute) else None
+            if isinstance(value, ast.Attribute) and isinstance(value.value, ast.Name) and value.value.id == "eurosat_lib":
+                value = ast.Name(id="eurosat_lib.models") if value.attr == "models" else None
+                aliases = aliases | {"eurosat_lib.models"}
+            if (isinstance(value, ast.Name) and value.id in aliases and node.attr.startswith("_")
+                    and not node.attr.startswith("__")):
+                crossing.append(f"{path.relative_to(REPO)}:{node.lineno} uses models.{node.attr}")
+    assert not crossing, "private names of models used outside it (make them public):\n" + "\n".join(crossing)
+
+
 @pytest.mark.parametrize("chapter", CHAPTERS)
 def test_chapter_modules_are_where_the_rule_expects(chapter):
     # the rule above would pass vacuously if a chapter were renamed or moved
     assert (PKG / "experiments" / f"{chapter}.py").is_file()
+
+
+def test_every_subpackage_is_installed():
+    """pyproject lists packages by name: a subpackage missing there is absent from the wheel."""
+    import tomllib
+
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(REPO).parts) for p in PKG.rglob("__init__.py")}
+    assert found <= listed, f"add to [tool.setuptools] packages in pyproject.toml: {sorted(found - listed)}"

@@ -159,7 +159,7 @@ def test_backbone_builds_preprocesses_like_keras_and_has_blocks(name):
     assert names[: len(first)] == first
     assert names[-len(last) :] == last
     assert len(names) == count == len(set(names))
-    table = M._block_table(bb, spec.family)
+    table = M.block_table(bb, spec.family)
     assert table[0][1] == 1 and table[-1][2] == len(bb.operations) - 1
     assert all(b[1] == a[2] + 1 for a, b in zip(table, table[1:]))
     assert_clean_boundaries(bb, [end for _, _, end in table])
@@ -399,7 +399,7 @@ def test_efficientnet_official_file_gets_keras_imagenet_normalisation():
     norm.adapt_mean.assign(mean)
     norm.adapt_variance.assign(var)
     norm.finalize_state()
-    M._fold_efficientnet_std(bb)
+    M.fold_efficientnet_std(bb)
     x = np.random.default_rng(0).uniform(0, 1, (1, 4, 4, 3)).astype("float32")
     expected = (x - mean) / np.sqrt(var) / np.sqrt(np.array([0.229, 0.224, 0.225], "float32"))
     np.testing.assert_allclose(np_(norm(x)), expected, rtol=1e-5)
@@ -655,6 +655,22 @@ def test_split_feature_extractor_shares_the_head():
     np.testing.assert_allclose(np_(head(np_(extractor(x)))), after, atol=1e-6)
 
 
+def test_build_head_alone_is_the_head_build_model_puts_after_pooling():
+    """Heads trained on a feature matrix (chapter 4) have the same layers as a whole model's."""
+    cfg = M.HeadConfig(dense_units=(16, 8), dropout=0.3)
+    _, inside = M.split_feature_extractor(M.build_small_cnn(head=cfg, filters=(8, 16)))
+    alone = M.build_head(16, cfg, num_classes=10)
+
+    def anatomy(model):
+        return [(type(layer).__name__, layer.name, getattr(layer, "units", None), getattr(layer, "rate", None))
+                for layer in model.layers]
+
+    assert anatomy(alone) == anatomy(inside)
+    assert alone.get_layer("predictions").dtype_policy.compute_dtype == "float32"
+    plain = M.build_head(5, M.HeadConfig(dropout=0.0), num_classes=3)
+    assert [layer.name for layer in plain.layers] == ["features", "predictions"] and plain.output.shape[-1] == 3
+
+
 def test_save_and_reload_keras_file(tmp_path):
     model = M.build_model(
         "MobileNetV2", weights=None, image_size=48, backbone_kwargs={"alpha": 0.35}, augment="light",
@@ -679,7 +695,7 @@ def test_save_and_reload_keras_file(tmp_path):
 
 
 def test_keras_saving_skipsets_are_cached_and_saving_still_round_trips(tmp_path):
-    """models.py works around Keras' never-hitting skip-set cache (see _cache_keras_saving_skipsets)."""
+    """The models package works around Keras' never-hitting skip-set cache (see _cache_keras_saving_skipsets)."""
     from keras.src.saving import saving_lib
 
     assert saving_lib.get_attr_skipset("Layer") is saving_lib.get_attr_skipset("Layer")

@@ -236,18 +236,7 @@ def _as_dataset(x: np.ndarray, y: np.ndarray) -> D.EuroSAT:
 
 def build_head(dim: int, hidden: Sequence[int] = (), dropout: float = 0.0, num_classes: int = 10, name: str = "head"):
     """The classification head alone, on ``dim``-dimensional pooled features (same layers as ``build_model``)."""
-    import keras
-    from keras import layers
-
-    x = inp = keras.Input((dim,), name="features")
-    for i, units in enumerate(hidden):
-        if dropout > 0:
-            x = layers.Dropout(dropout, name=f"head_dropout_{i}")(x)
-        x = layers.Dense(units, activation="relu", name=f"head_dense_{i}")(x)
-    if dropout > 0:
-        x = layers.Dropout(dropout, name="head_dropout")(x)
-    out = layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions")(x)
-    return keras.Model(inp, out, name=name)
+    return M.build_head(dim, M.HeadConfig(dense_units=tuple(hidden), dropout=dropout), num_classes, name)
 
 
 def feature_head_run(
