@@ -309,6 +309,28 @@ def test_wrong_architecture_weights_file_gives_clear_error():
     assert V2_035 in str(ei.value)
 
 
+@pytest.mark.parametrize("content", [b"", np.random.default_rng(0).bytes(50_000)], ids=["empty", "random-bytes"])
+def test_corrupt_weights_file_is_called_corrupt_not_a_misfit(tmp_path, monkeypatch, content):
+    """Issue 16: an empty or random-bytes file is corrupt (delete it, fetch it again), not a file
+    that "does not fit the backbone"; the message names the path and what the official file is."""
+    found = tmp_path / "weights"
+    found.mkdir()
+    (found / V2_035).write_bytes(content)  # the official name, found by weights="imagenet"
+    monkeypatch.setenv("EUROSAT_WEIGHTS_DIR", str(found))
+    with pytest.raises(M.CorruptWeightsError) as ei:
+        M.build_model("MobileNetV2", weights="imagenet", backbone_kwargs={"alpha": 0.35}, image_size=32)
+    msg = str(ei.value)
+    assert str(found / V2_035) in msg and "corrupt" in msg and "does not fit" not in msg
+    assert "delete it" in msg.lower() and "mobilenet_v2/" + V2_035 in msg  # where to fetch it again
+    assert "2,019,640 bytes" in msg and "df1c3db1d0d9193719c4c70f707c56f7021f999f825bdc57454c275cf6def19f" in msg
+    assert isinstance(ei.value, ValueError)  # callers that catch the old error still do
+
+    own = tmp_path / "my base.weights.h5"  # a file of the user's own: named by its path
+    own.write_bytes(content)
+    with pytest.raises(M.CorruptWeightsError, match=r"(?s)my base\.weights\.h5.*is corrupt.*[Dd]elete it"):
+        M.build_backbone("MobileNetV2", 32, str(own), alpha=0.35)
+
+
 def test_resolve_weights_paths_and_bad_values(tmp_path):
     for w in (None, "none", "None"):
         assert M.resolve_weights("MobileNetV2", w) is None

@@ -71,6 +71,7 @@ from .layers import (  # noqa: E402
 from .registry import (  # noqa: E402
     BACKBONES,
     BLOCK_RULES,
+    KNOWN_FILES,
     BackboneSpec,
     BlockRule,
     WeightsFile,
@@ -80,11 +81,13 @@ from .registry import (  # noqa: E402
 )
 from .weights import (  # noqa: E402
     RESERVED_KWARGS,
+    CorruptWeightsError,
     WeightsUnavailableError,
     build_backbone,
     find_local_weights,
     fold_efficientnet_std,
     resolve_weights,
+    weights_file_problem,
 )
 
 
@@ -119,11 +122,13 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "INPUT_SIZE",
+    "KNOWN_FILES",
     "PREPROCESSING_MODES",
     "RESERVED_KWARGS",
     "SCRATCH_BN_MOMENTUM",
     "BackboneSpec",
     "BlockRule",
+    "CorruptWeightsError",
     "HeadConfig",
     "Preprocess",
     "RandomDihedral",
@@ -153,4 +158,5 @@ __all__ = [
     "set_trainable",
     "split_feature_extractor",
     "truncate_backbone",
+    "weights_file_problem",
 ]

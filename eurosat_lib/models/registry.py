@@ -7,6 +7,7 @@ with, the input-size limits, the official no-top weights file (name, URL, checks
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -16,11 +17,29 @@ import keras
 
 @dataclass(frozen=True)
 class WeightsFile:
-    """An official Keras weights file: where Keras publishes it and its checksum (if any)."""
+    """An official Keras weights file: where Keras publishes it and how to recognise it.
+
+    ``file_hash`` is the checksum Keras' own download checks (md5 or sha256, by its length; None
+    where Keras has none); ``size`` and ``sha256`` are known for the files in :data:`KNOWN_FILES`.
+    """
 
     fname: str
     url: str
     file_hash: str | None = None
+    size: int | None = None
+    sha256: str | None = None
+
+
+#: Size in bytes and sha256 of official files checked here (the ones the project's tests and
+#: book use), so a damaged copy can be told apart from a file for another architecture.
+KNOWN_FILES: dict[str, tuple[int, str]] = {
+    "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5":
+        (2_019_640, "df1c3db1d0d9193719c4c70f707c56f7021f999f825bdc57454c275cf6def19f"),
+    "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.5_224_no_top.h5":
+        (3_201_480, "279052de2cfa801003aa6cc25cc4d007d35dd0b76f06935268c79788b7642d05"),
+    "mobilenet_2_5_224_tf_no_top.h5":
+        (2_108_140, "dbdb03ee2a22fd895301636cd328b234bb3a9952358f436d82f46b81e0d5b0bf"),
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -83,7 +102,11 @@ class BackboneSpec:
 
     def weights_file(self, **backbone_kwargs: Any) -> WeightsFile:
         """The official ImageNet no-top weights file for these constructor kwargs."""
-        return self.weights(**backbone_kwargs)
+        wf = self.weights(**backbone_kwargs)
+        if wf.fname in KNOWN_FILES:
+            size, sha256 = KNOWN_FILES[wf.fname]
+            wf = dataclasses.replace(wf, size=size, sha256=sha256)
+        return wf
 
     def build_fn(self) -> Callable[..., keras.Model]:
         """The ``keras.applications`` constructor."""

@@ -9,9 +9,11 @@ convolution weights do not depend on the input size).
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import numbers
 import os
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -23,7 +25,7 @@ from keras import layers, ops
 from eurosat_lib import config
 
 from .layers import IMAGENET_STD
-from .registry import BackboneSpec, describe_kwargs, get_backbone_spec
+from .registry import BackboneSpec, WeightsFile, describe_kwargs, get_backbone_spec
 
 #: Constructor keys build_model/build_backbone set themselves; passing them in
 #: ``backbone_kwargs`` would silently change the model anatomy.
@@ -34,6 +36,58 @@ RESERVED_KWARGS = (
 
 class WeightsUnavailableError(FileNotFoundError):
     """Official weights are neither in the search dirs nor downloadable (e.g. offline)."""
+
+
+class CorruptWeightsError(ValueError):
+    """A weights file that cannot be a weights file at all: empty, cut short, or other bytes."""
+
+
+def weights_file_problem(path: str | os.PathLike, official: WeightsFile | None = None) -> str | None:
+    """Why ``path`` is not a readable weights file, or None if it looks like one.
+
+    Args:
+        path: an existing file.
+        official: the official file it is meant to be; its size and sha256 (where known) are
+            checked when ``path`` has the official file's name.
+
+    Returns:
+        A short reason ("it is empty, 0 bytes", "it is not an HDF5 file" ...) or None.
+    """
+    p = Path(path)
+    size = p.stat().st_size
+    if size == 0:
+        return "it is empty, 0 bytes"
+    is_official = official is not None and p.name == official.fname
+    if is_official and official.size is not None and size != official.size:
+        return f"it has {size:,} bytes, the official file {official.size:,}"
+    if p.suffix == ".keras":
+        if not zipfile.is_zipfile(p):
+            return "it is not a zip archive, which .keras files are"
+    else:
+        import h5py  # Keras' own dependency for .h5 files
+
+        if not h5py.is_hdf5(p):
+            return "it is not an HDF5 file"
+    if is_official and official.sha256 is not None:
+        digest = hashlib.sha256(p.read_bytes()).hexdigest()
+        if digest != official.sha256:
+            return f"its sha256 is {digest}, not the official file's"
+    return None
+
+
+def _corrupt_message(path: str | os.PathLike, problem: str, official: WeightsFile | None) -> str:
+    head = f"weights file {path} is corrupt ({problem})."
+    if official is None or Path(path).name != official.fname:
+        return f"{head} Delete it and write it again (re-run what saved it, or copy it again)."
+    facts = []
+    if official.size is not None:
+        facts.append(f"{official.size:,} bytes")
+    if official.sha256 is not None:
+        facts.append(f"sha256 {official.sha256}")
+    elif official.file_hash is not None:
+        facts.append(f"{'md5' if len(official.file_hash) == 32 else 'sha256'} {official.file_hash}")
+    known = f" The official file is {', '.join(facts)}." if facts else ""
+    return f"{head} Delete it and fetch it again from {official.url}.{known}"
 
 
 def find_local_weights(backbone: str, **backbone_kwargs: Any) -> Path | None:
@@ -162,6 +216,9 @@ def build_backbone(
         The backbone, a functional ``keras.Model``.
 
     Raises:
+        CorruptWeightsError: the weights file is empty, cut short or not a weights file (a
+            ``ValueError``; the message names the path, and for an official file where to fetch
+            it again and its size or checksum).
         ValueError: bad size or options, or a weights file that does not fit the architecture
             (wrong backbone or ``alpha``; the message names the expected file).
         FileNotFoundError: see :func:`resolve_weights`.
@@ -191,9 +248,14 @@ def build_backbone(
         model.load_weights(path)
     except (ValueError, KeyError, IndexError, TypeError, OSError) as e:
         try:
-            expected = f"the official file is {spec.weights_file(**weights_kwargs).fname!r}"
+            official = spec.weights_file(**weights_kwargs)
+            expected = f"the official file is {official.fname!r}"
         except ValueError as e2:
-            expected = str(e2)
+            official, expected = None, str(e2)
+        # A file that is no weights file at all is damaged, not meant for another architecture.
+        problem = weights_file_problem(path, official)
+        if problem is not None:
+            raise CorruptWeightsError(_corrupt_message(path, problem, official)) from e
         raise ValueError(
             f"weights file {path} does not fit backbone {spec.name}{describe_kwargs(kwargs)} "
             f"({expected}); Keras said: {e}"
