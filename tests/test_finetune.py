@@ -183,3 +183,26 @@ def test_run_recipe_is_scored_on_validation_and_test(runs):
     assert spec.phases[1].unfreeze == R.unfreeze_policy(P.backbone, P.unfreeze_fraction)
     assert res.record["metrics"]["test"]["accuracy"] == pytest.approx(res.record["metrics"]["val"]["accuracy"] - 0.01)
     assert isinstance(FT.sweep_lr(P, data=None), pd.DataFrame)
+
+
+# ------------------------------------------------------------------------------------------
+# The shared from-scratch model_fn
+# ------------------------------------------------------------------------------------------
+
+
+def test_scratch_model_fn_sets_the_batchnorm_momentum_the_spec_records():
+    from eurosat_lib import training as T
+    from eurosat_lib.experiments.core import ExperimentSpec, build_from_spec
+
+    def momenta(model):
+        return {layer.momentum for layer in model._flatten_layers(include_self=False, recursive=True)
+                if isinstance(layer, keras.layers.BatchNormalization)}
+
+    phase = (T.PhaseConfig("scratch", epochs=1, unfreeze="all", freeze_bn=False),)
+    common = dict(backbone="MobileNetV2", backbone_kwargs={"alpha": 0.35}, weights=None, image_size=32, phases=phase)
+    keras_default = momenta(build_from_spec(ExperimentSpec("plain", **common)))
+    assert keras_default == {0.999}  # what the recipe exists to change
+    tagged = R.scratch_model_fn(num_classes=3)(ExperimentSpec("tagged", tags={"bn_momentum": 0.8}, **common))
+    assert momenta(tagged) == {0.8} and tagged.output.shape[-1] == 3
+    untagged = R.scratch_model_fn()(ExperimentSpec("untagged", **common))
+    assert momenta(untagged) == {M.SCRATCH_BN_MOMENTUM}
