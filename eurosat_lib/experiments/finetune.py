@@ -7,13 +7,14 @@ the notebook plots; the runs themselves are ordinary run folders under ``P.out_d
 
 from __future__ import annotations
 
+import functools
 from types import SimpleNamespace
 from typing import Any
 
 import pandas as pd
 
 from .. import data as D
-from .core import ExperimentSpec, RunResult, run
+from .core import RunResult, run
 from .params import _fraction, _is_num, _pos_int, register_notebook_params
 from .recipes import two_phase_spec, unfreeze_policy
 
@@ -52,21 +53,9 @@ register_notebook_params(
 )
 
 
-def recipe_spec(
-    P: SimpleNamespace,
-    *,
-    name: str,
-    fraction: float,
-    lr: float,
-    seed: int,
-    freeze_bn: bool = True,
-    batch_size: int | None = None,
-    full_test: bool = False,
-) -> ExperimentSpec:
-    """This chapter's run of the shared two-phase recipe (:func:`.recipes.two_phase_spec`):
-    head on the frozen base (cached features), then fine-tune the top ``fraction`` of the blocks."""
-    return two_phase_spec(P, chapter=NOTEBOOK, name=name, fraction=fraction, lr=lr, seed=seed, freeze_bn=freeze_bn,
-                          batch_size=batch_size, full_test=full_test)  # fmt: skip
+#: This chapter's runs of the shared two-phase recipe (:func:`.recipes.two_phase_spec`): head on
+#: the frozen base (cached features), then fine-tune the top ``fraction`` of the blocks.
+recipe_spec = functools.partial(two_phase_spec, chapter=NOTEBOOK)
 
 
 def _name(fraction: float, lr: float, batch_size: int, freeze_bn: bool, seed: int) -> str:

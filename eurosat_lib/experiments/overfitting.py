@@ -33,7 +33,7 @@ from .. import training as T
 from .._io import write_json_atomic
 from .core import ExperimentSpec, RunResult, accelerator_for, checkpoints_for, eval_split, predict, run, train_subset
 from .params import _fraction, _int_list, _is_num, _pos_int, _pos_num, backbone_kwargs, register_notebook_params
-from .recipes import scratch_model_fn, two_phases
+from .recipes import model_fields, scratch_model_fn, two_phases
 
 NOTEBOOK = "04_overfitting"
 
@@ -501,10 +501,7 @@ def good_model_spec(P: SimpleNamespace, name: str = "good_model", fraction: floa
         n, frac = max(1, round(fraction * n)), None
     return ExperimentSpec(
         name=name,
-        backbone=P.backbone,
-        backbone_kwargs=backbone_kwargs(P.backbone, P.alpha),
-        weights=P.weights,
-        image_size=P.image_size,
+        **model_fields(P),
         augment="flip",
         phases=two_phases(P, fraction=0.5, lr=P.lr_finetune),
         seed=seed,

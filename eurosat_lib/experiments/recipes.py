@@ -20,6 +20,20 @@ from .params import backbone_kwargs
 BN_MOMENTUM_TAG = "bn_momentum"
 
 
+def model_fields(P: SimpleNamespace) -> dict[str, Any]:
+    """The :class:`.core.ExperimentSpec` fields naming the model the notebook parameters describe.
+
+    Args:
+        P: resolved notebook parameters (``backbone``, ``alpha``, ``weights``, ``image_size``).
+
+    Returns:
+        ``backbone``, ``backbone_kwargs`` (its ``alpha`` where it takes one), ``weights`` and
+        ``image_size``, to unpack into ``ExperimentSpec(...)``.
+    """
+    return dict(backbone=P.backbone, backbone_kwargs=backbone_kwargs(P.backbone, P.alpha), weights=P.weights,
+                image_size=P.image_size)  # fmt: skip
+
+
 # --------------------------------------------------------------------------------------------
 # Networks trained from scratch
 # --------------------------------------------------------------------------------------------
@@ -138,10 +152,7 @@ def two_phase_spec(
     bs = batch_size or P.batch_size
     return ExperimentSpec(
         name=name,
-        backbone=P.backbone,
-        backbone_kwargs=backbone_kwargs(P.backbone, P.alpha),
-        weights=P.weights,
-        image_size=P.image_size,
+        **model_fields(P),
         augment="flip",
         phases=two_phases(P, fraction=fraction, lr=lr, batch_size=bs, freeze_bn=freeze_bn),
         seed=seed,

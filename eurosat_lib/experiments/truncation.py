@@ -29,6 +29,7 @@ from .. import models as M
 from .. import training as T
 from .core import ExperimentSpec, RunResult, run
 from .params import _is_num, _nonneg_int, _pos_int, backbone_kwargs, register_notebook_params
+from .recipes import model_fields
 
 NOTEBOOK = "06_truncation"
 
@@ -188,10 +189,7 @@ def cut_spec(P: SimpleNamespace, block: str, seed: int, *, with_test: bool = Fal
     name = f"cut-{block}" + ("_finetune" if finetune else "") + ("_test" if with_test else "") + f"_seed{seed}"
     return ExperimentSpec(
         name=name,
-        backbone=P.backbone,
-        backbone_kwargs=backbone_kwargs(P.backbone, P.alpha),
-        weights=P.weights,
-        image_size=P.image_size,
+        **model_fields(P),
         truncate_at=None if full else block,
         head=PROBE_HEAD,
         phases=tuple(phases),

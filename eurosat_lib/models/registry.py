@@ -176,32 +176,24 @@ def _mobilenet_v3_weights(model_type: str) -> Callable[..., WeightsFile]:
     return rule
 
 
-def _efficientnet(variant: str, default_size: int, file_hash: str) -> BackboneSpec:
-    fname = f"efficientnet{variant}_notop.h5"
+def _efficientnet(variant: str, default_size: int, file_hash: str, v2: bool = False) -> BackboneSpec:
+    name = f"EfficientNet{'V2' if v2 else ''}{variant.upper()}"
+    if v2:
+        fname = f"efficientnetv2-{variant}_notop.h5"
+        url = _GCS + "efficientnet_v2/" + fname
+    else:  # v1 files are published outside the tensorflow/ folder
+        fname = f"efficientnet{variant}_notop.h5"
+        url = "https://storage.googleapis.com/keras-applications/" + fname
     return BackboneSpec(
-        name=f"EfficientNet{variant.upper()}",
-        constructor=f"EfficientNet{variant.upper()}",
-        module="efficientnet",
+        name=name,
+        constructor=name,
+        module="efficientnet_v2" if v2 else "efficientnet",
         preprocessing="none",
         min_size=32,
         default_size=default_size,
         family="efficientnet",
-        weights=_fixed(fname, "https://storage.googleapis.com/keras-applications/" + fname, file_hash),
-        imagenet_std_fix=True,
-    )
-
-
-def _efficientnet_v2(variant: str, default_size: int, file_hash: str) -> BackboneSpec:
-    fname = f"efficientnetv2-{variant}_notop.h5"
-    return BackboneSpec(
-        name=f"EfficientNetV2{variant.upper()}",
-        constructor=f"EfficientNetV2{variant.upper()}",
-        module="efficientnet_v2",
-        preprocessing="none",
-        min_size=32,
-        default_size=default_size,
-        family="efficientnet",
-        weights=_fixed(fname, _GCS + "efficientnet_v2/" + fname, file_hash),
+        weights=_fixed(fname, url, file_hash),
+        imagenet_std_fix=not v2,  # Keras' extra Rescaling exists for v1 only
     )
 
 
@@ -222,9 +214,9 @@ _SPECS = [
     _efficientnet("b1", 240, "74c4e6b3e1f6a1eea24c589628592432"),
     _efficientnet("b2", 260, "111f8e2ac8aa800a7a99e3239f7bfb39"),
     _efficientnet("b3", 300, "af6d107764bb5b1abb91932881670226"),
-    _efficientnet_v2("b0", 224, "893217f2bb855e2983157299931e43ff"),
-    _efficientnet_v2("b1", 240, "0e80663031ca32d657f9caa404b6ec37"),
-    _efficientnet_v2("b2", 260, "1dfe2e7a5d45b6632553a8961ea609eb"),
+    _efficientnet("b0", 224, "893217f2bb855e2983157299931e43ff", v2=True),
+    _efficientnet("b1", 240, "0e80663031ca32d657f9caa404b6ec37", v2=True),
+    _efficientnet("b2", 260, "1dfe2e7a5d45b6632553a8961ea609eb", v2=True),
     _simple("ResNet50", "resnet50", "caffe", "resnet", "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
             "resnet/", "4d473c1dd8becc155b73f8504c6f6626"),
     _simple("ResNet50V2", "resnet_v2", "tf", "resnet_v2", "resnet50v2_weights_tf_dim_ordering_tf_kernels_notop.h5",
