@@ -263,8 +263,24 @@ def build_small_cnn(
     ``block<i>_conv`` (3x3) -> ``block<i>_bn`` -> ``block<i>_relu``, with 2x2 max-pooling
     (``block<i>_pool``) after every block but the last, so it ends in the last conv feature
     map; its layer names follow the VGG block rule, so :func:`block_names` and
-    :func:`set_trainable` policies by block work too. Built fully trainable. BatchNorm momentum
-    defaults to :data:`SCRATCH_BN_MOMENTUM` (Keras' 0.99 lags behind in short runs).
+    :func:`set_trainable` policies by block work too. Built fully trainable.
+
+    Args:
+        num_classes: outputs of the softmax layer.
+        filters: output channels of each block.
+        augment: None or an augmentation policy of :func:`make_augmentation`.
+        head: pooling, hidden layers and dropout of the head.
+        seed: seed of the augmentation layers.
+        bn_momentum: BatchNorm momentum; default :data:`SCRATCH_BN_MOMENTUM` (Keras' 0.99 lags
+            behind in short runs).
+        name: the model's name.
+
+    Returns:
+        An uncompiled functional ``keras.Model``.
+
+    Raises:
+        ValueError: empty or non-positive ``filters``, a ``head`` that is not a
+            :class:`HeadConfig`, or an unknown ``augment`` policy.
     """
     momentum = SCRATCH_BN_MOMENTUM if bn_momentum is None else float(bn_momentum)
     filters = tuple(int(f) for f in filters)
