@@ -206,3 +206,32 @@ def test_scratch_model_fn_sets_the_batchnorm_momentum_the_spec_records():
     assert momenta(tagged) == {0.8} and tagged.output.shape[-1] == 3
     untagged = R.scratch_model_fn()(ExperimentSpec("untagged", **common))
     assert momenta(untagged) == {M.SCRATCH_BN_MOMENTUM}
+
+
+# ------------------------------------------------------------------------------------------
+# The committed runs of the book
+# ------------------------------------------------------------------------------------------
+
+
+def test_recipe_rebuilds_the_specs_of_the_books_committed_runs():
+    """The recipe functions still describe the runs the book's chapter 3 was made from (same spec
+    key), so a refactor cannot silently retrain them or orphan their records."""
+    import json
+
+    from conftest import REPO
+
+    records = sorted((REPO / "book" / "runs" / "cpu" / FT.NOTEBOOK).glob("*/record.json"))
+    assert len(records) >= 5
+    for path in records:
+        p = json.loads(path.read_text())["params"]
+        head, tune = p["phases"]
+        P = resolve_params(
+            FT.NOTEBOOK, profile="cpu", backbone=p["backbone"], alpha=p["backbone_kwargs"].get("alpha"),
+            weights=p["weights"], image_size=p["image_size"], epochs_head=head["epochs"], lr_head=head["learning_rate"],
+            epochs_finetune=tune["epochs"], n_per_class=p["n_per_class"], val_n_per_class=p["val_n_per_class"],
+            test_n_per_class=p["test_n_per_class"],
+        )  # fmt: skip
+        t = p["tags"]
+        spec = FT.recipe_spec(P, name=p["name"], fraction=t["unfreeze_fraction"], lr=t["lr_finetune"], seed=p["seed"],
+                              freeze_bn=t["freeze_bn"], batch_size=t["batch_size"], full_test="test" in p["eval_splits"])  # fmt: skip
+        assert spec.key() == p["spec_key"], path.parent.name
