@@ -425,9 +425,21 @@ def build_results_page(
     """Write ``book/results.md`` (or ``out``) from the run records of ``profile``.
 
     Figures go to ``images_dir`` (default ``book/images``), linked as ``images/<name>``.
+
+    Raises:
+        FileNotFoundError: ``book/runs/<profile>/`` holds no run record or chapter summary; the
+            page is then left as it is (a page from zero records would wipe the committed one).
     """
     book_dir = Path(book_dir)
     runs_dir = book_dir / "runs" / profile
+    target = Path(out) if out else book_dir / "results.md"
+    if not runs_dir.is_dir() or not any(
+        p.name in ("record.json", "summary.json", "data_summary.json") for p in runs_dir.rglob("*.json")
+    ):
+        raise FileNotFoundError(
+            f"no run records for profile {profile!r} under {runs_dir}: {target} left unchanged. "
+            f"Run `make experiments PROFILE={profile}` first (from the repository root)."
+        )
     ref_text, ref = reference_section(runs_dir, book_dir)
     best = max(ref.values(), key=lambda r: r["metrics"]["test"]["accuracy"]) if ref else None
     data_path = runs_dir / "00_data" / "data_summary.json"
@@ -444,7 +456,6 @@ def build_results_page(
         published_section(best),
         chapter_sections(runs_dir, book_dir, RENDERERS, Path(images_dir) if images_dir else None),
     ]
-    target = Path(out) if out else book_dir / "results.md"
     with atomic_path(target, suffix=".md") as tmp:
         tmp.write_text("\n".join(page).rstrip() + "\n")
     return target

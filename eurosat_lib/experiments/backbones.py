@@ -29,7 +29,10 @@ from .. import evaluation as E
 from .. import models as M
 from .._io import write_json_atomic
 from .core import RunResult, accelerator_for, predict, run, weights_available
-from .params import ParameterError, _fraction, _is_int, _pos_int, _pos_num, backbone_kwargs, register_notebook_params
+from .params import (
+    ChapterParams, ParameterError, backbone_kwargs, boolean, fraction, is_int, nonneg_int, optional, param, pos_int,
+    pos_num, seeds_param, seeds_spec, weights_param,
+)  # fmt: skip
 from .recipes import scratch_model_fn, two_phase_spec
 
 NOTEBOOK = "05_backbones"
@@ -72,40 +75,39 @@ def _candidates(v: Any) -> str | None:
     return None
 
 
-def _bool(v: Any) -> str | None:
-    return None if isinstance(v, bool) else "must be True or False"
+@dataclass(frozen=True)
+class BackbonesParams(ChapterParams, notebook=NOTEBOOK):
+    """Chapter 05's parameters (validators and per-profile defaults: :mod:`.params`)."""
 
-
-register_notebook_params(
-    NOTEBOOK,
-    {
-        "candidates": (_candidates, "backbones compared, 'Name' or 'Name:alpha'"),
-        "scratch_if_missing": (_bool, "train a candidate from scratch when its ImageNet weights are unavailable"),
-        "scratch_image_size": (_pos_int, "input size of candidates trained from scratch"),
-        "scratch_seeds": (lambda v: None if (_is_int(v) and v > 0) or (isinstance(v, (list, tuple)) and v and all(_is_int(s) for s in v)) else "must be a number of seeds or a list of int seeds",
-                          "seeds of candidates trained from scratch (the expensive ones)"),
-        "lr_scratch": (_pos_num, "learning rate of the all-layers phase for candidates trained from scratch"),
-        "unfreeze_fraction": (_fraction, "share of a pretrained backbone's blocks fine-tuned (from the top)"),
-        "val_n_per_class": (_pos_int, "validation images per class used for the choice"),
-        "leaderboard_test_n_per_class": (_pos_int, "test images per class scored for every candidate in the leaderboard"),
-    },
-    {
-        "smoke": dict(candidates=["MobileNetV2:0.35", "MobileNetV3Small"], scratch_if_missing=True, image_size=32,
-                      scratch_image_size=32, n_per_class=5, val_n_per_class=3, test_n_per_class=5,
-                      leaderboard_test_n_per_class=3, epochs_head=1, epochs_finetune=1, unfreeze_fraction=0.5,
-                      lr_scratch=1e-3, seeds=1, scratch_seeds=1, batch_size=64),
-        "cpu": dict(candidates=["MobileNetV2:0.35", "MobileNetV2:0.5", "MobileNet:0.25", "EfficientNetB0"],
-                    scratch_if_missing=True, image_size=128, scratch_image_size=64, n_per_class=50, val_n_per_class=30,
-                    test_n_per_class=None, leaderboard_test_n_per_class=50, epochs_head=30, epochs_finetune=3,
-                    unfreeze_fraction=0.5, lr_scratch=1e-3, seeds=2, scratch_seeds=1, batch_size=64),
-        "gpu": dict(candidates=["MobileNetV2:0.35", "MobileNetV2:0.5", "MobileNetV2:1.0", "MobileNet:0.25",
-                                "EfficientNetB0", "ResNet50", "DenseNet121"],
-                    scratch_if_missing=False, image_size=224, scratch_image_size=224, n_per_class=None,
-                    val_n_per_class=None, test_n_per_class=None, leaderboard_test_n_per_class=None, epochs_head=30,
-                    epochs_finetune=10, unfreeze_fraction=0.5, lr_scratch=1e-3, seeds=3, scratch_seeds=3,
-                    batch_size=128),
-    },  # fmt: skip
-)
+    candidates: list[str] = param(
+        _candidates, "backbones compared, Name or Name:alpha",
+        smoke=["MobileNetV2:0.35", "MobileNetV3Small"],
+        cpu=["MobileNetV2:0.35", "MobileNetV2:0.5", "MobileNet:0.25", "EfficientNetB0"],
+        gpu=["MobileNetV2:0.35", "MobileNetV2:0.5", "MobileNetV2:1.0", "MobileNet:0.25", "EfficientNetB0", "ResNet50",
+             "DenseNet121"],
+    )  # fmt: skip
+    weights: str | None = weights_param("imagenet | none")
+    scratch_if_missing: bool = param(boolean, "train from scratch where ImageNet weights are unavailable",
+                                     smoke=True, cpu=True, gpu=False)
+    image_size: int = param(pos_int, "input size of pretrained candidates", smoke=32, cpu=128, gpu=224)
+    scratch_image_size: int = param(pos_int, "input size of candidates trained from scratch", smoke=32, cpu=64, gpu=224)
+    epochs_head: int = param(nonneg_int, "epochs of head training on the frozen base", smoke=1, cpu=30, gpu=30)
+    epochs_finetune: int = param(nonneg_int, "epochs of fine-tuning", smoke=1, cpu=3, gpu=10)
+    lr_head: float = param(pos_num, "learning rate of the head phase", default=1e-3)
+    lr_finetune: float = param(pos_num, "fine-tuning rate of pretrained candidates", smoke=1e-4, cpu=3e-4, gpu=1e-4)
+    lr_scratch: float = param(pos_num, "all-layers rate of candidates trained from scratch", default=1e-3)
+    unfreeze_fraction: float = param(fraction, "share of a pretrained backbone's blocks fine-tuned (from the top)", default=0.5)
+    batch_size: int = param(pos_int, "images per fine-tuning step", smoke=64, cpu=64, gpu=128)
+    n_per_class: int | None = param(optional(pos_int), "training images per class", smoke=5, cpu=50, gpu=None)
+    val_n_per_class: int | None = param(pos_int, "validation images per class used for the choice",
+                                        smoke=3, cpu=30, gpu=None)
+    leaderboard_test_n_per_class: int | None = param(pos_int, "test images per class scored for every candidate",
+                                                     smoke=3, cpu=50, gpu=None)
+    test_n_per_class: int | None = param(optional(pos_int), "test images per class for the chosen model",
+                                         smoke=5, cpu=None, gpu=None)
+    seeds: list[int] = seeds_param("seeds of pretrained candidates (number or list)", smoke=1, cpu=2, gpu=3)
+    scratch_seeds: int | list[int] = param(seeds_spec, "seeds of candidates trained from scratch (number or list)",
+                                           smoke=1, cpu=1, gpu=3, example=[0])
 
 
 # --------------------------------------------------------------------------------------------
@@ -218,7 +220,7 @@ def seeds_for(P: SimpleNamespace, c: Candidate) -> list[int]:
     if c.pretrained:
         return list(P.seeds)
     s = P.scratch_seeds
-    return list(range(int(s))) if _is_int(s) else list(s)
+    return list(range(int(s))) if is_int(s) else list(s)
 
 
 # --------------------------------------------------------------------------------------------

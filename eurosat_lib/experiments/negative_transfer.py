@@ -19,6 +19,7 @@ the sections share runs they have in common and reruns reuse them.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Sequence
@@ -30,7 +31,10 @@ from .. import data as D
 from .. import models as M
 from .. import training as T
 from .core import ExperimentSpec, RunResult, run
-from .params import _int_list, _is_int, _pos_int, _pos_num, backbone_kwargs, register_notebook_params
+from .params import (
+    ChapterParams, at_least, backbone_kwargs, backbone_name, choice, int_list, list_of, nonneg_int, optional, param,
+    pos_int, pos_num, seeds_param, weights_param,
+)  # fmt: skip
 from .recipes import scratch_model_fn
 
 NOTEBOOK = "02_negative_transfer"
@@ -48,51 +52,40 @@ CASES: dict[str, str] = {
 }
 
 
-def _small_size(v: Any) -> str | None:
-    return None if _is_int(v) and v >= 32 else "must be an integer >= 32 (MobileNetV2's minimum input size)"
+@dataclass(frozen=True)
+class NegativeTransferParams(ChapterParams, notebook=NOTEBOOK):
+    """Chapter 02's parameters (validators and per-profile defaults: :mod:`.params`)."""
 
-
-def _case_list(v: Any) -> str | None:
-    ok = isinstance(v, (list, tuple)) and v and all(c in CASES for c in v)
-    return None if ok else f"must be a non-empty list of case names from {list(CASES)}"
-
-
-def _source_init(v: Any) -> str | None:
-    return None if v in ("scratch", "imagenet") else "must be 'scratch' or 'imagenet'"
-
-
-register_notebook_params(
-    NOTEBOOK,
-    {
-        "n_grid": (_int_list, "labelled training images per class swept in section 1"),
-        "case_n": (_pos_int, "labelled training images per class for the cases of section 2"),
-        "cases": (_case_list, "which transfer cases section 2 runs"),
-        "min_steps": (_pos_int, "minimum optimiser steps per run: tiny subsets get more epochs"),
-        "lr": (_pos_num, "learning rate of the scratch arm and of every head (same optimiser: Adam)"),
-        "lr_gentle": (_pos_num, "learning rate of the gentle full fine-tuning phase"),
-        "lr_aggressive": (_pos_num, "learning rate of the aggressive full unfreezing"),
-        "small_size": (_small_size, "tiny input size of the mismatched-resolution case"),
-        "source_n_per_class": (_pos_int, "images per class of the shuffled-label source task"),
-        "source_epochs": (_pos_int, "epochs of pretraining on the shuffled-label source task"),
-        "source_init": (_source_init, "start of the shuffled-label pretraining: 'scratch' or 'imagenet'"),
-        "val_n_per_class": (_pos_int, "validation images per class (monitoring only)"),
-    },
-    {
-        "smoke": dict(n_grid=[4], case_n=4, min_steps=1, epochs=1, batch_size=64, lr=1e-3, lr_gentle=1e-4,
-                      lr_aggressive=1e-2, small_size=32, source_n_per_class=3, source_epochs=1,
-                      source_init="scratch", val_n_per_class=2, test_n_per_class=4, seeds=1, image_size=64,
-                      cases=["imagenet_frozen", "tiny_raw_pixels", "shuffled_source_frozen", "imagenet_aggressive"]),
-        "cpu": dict(n_grid=[5, 25, 100], case_n=100, min_steps=60, epochs=10, batch_size=32, lr=1e-3,
-                    lr_gentle=1e-4, lr_aggressive=1e-2, small_size=32, source_n_per_class=100, source_epochs=10,
-                    source_init="scratch", val_n_per_class=20, test_n_per_class=100, seeds=3, image_size=64,
-                    cases=["imagenet_frozen", "imagenet_gentle", "raw_pixels", "tiny_input", "tiny_raw_pixels",
-                           "shuffled_source_frozen", "imagenet_aggressive"]),
-        "gpu": dict(n_grid=[5, 10, 25, 50, 100, 250, 500, 1000], case_n=100, min_steps=200, epochs=30,
-                    batch_size=32, lr=1e-3, lr_gentle=1e-4, lr_aggressive=1e-2, small_size=32,
-                    source_n_per_class=1000, source_epochs=30, source_init="scratch", val_n_per_class=None,
-                    test_n_per_class=None, seeds=5, image_size=64, cases=list(CASES)),
-    },  # fmt: skip
-)
+    backbone: str = param(backbone_name, "the network of every arm", default="MobileNetV2")
+    alpha: float | None = param(optional(pos_num), "MobileNet width multiplier", smoke=0.35, cpu=0.35, gpu=None)
+    weights: str | None = weights_param("the pretrained start of the transfer arms")
+    image_size: int = param(pos_int, "input size of every arm", default=64)
+    n_grid: list[int] = param(int_list, "labelled training images per class swept in section 1",
+                              smoke=[4], cpu=[5, 25, 100], gpu=[5, 10, 25, 50, 100, 250, 500, 1000])
+    case_n: int = param(pos_int, "labelled training images per class in section 2", smoke=4, cpu=100, gpu=100)
+    cases: list[str] = param(
+        list_of(choice(*CASES), f"case names from {list(CASES)}"), "which transfer cases section 2 runs",
+        smoke=["imagenet_frozen", "tiny_raw_pixels", "shuffled_source_frozen", "imagenet_aggressive"],
+        cpu=["imagenet_frozen", "imagenet_gentle", "raw_pixels", "tiny_input", "tiny_raw_pixels",
+             "shuffled_source_frozen", "imagenet_aggressive"],
+        gpu=list(CASES),
+    )  # fmt: skip
+    epochs: int = param(nonneg_int, "training budget in epochs, the same for every arm", smoke=1, cpu=10, gpu=30)
+    min_steps: int = param(pos_int, "minimum optimiser steps per run: tiny subsets get more epochs", smoke=1, cpu=60, gpu=200)
+    batch_size: int = param(pos_int, "images per step", smoke=64, cpu=32, gpu=32)
+    lr: float = param(pos_num, "Adam learning rate of the scratch arm and of every head", default=1e-3)
+    lr_gentle: float = param(pos_num, "learning rate of the gentle fine-tuning phase", default=1e-4)
+    lr_aggressive: float = param(pos_num, "learning rate of the aggressive full unfreezing", default=1e-2)
+    small_size: int = param(at_least(32), "tiny input size of the resolution-mismatch cases (MobileNetV2: >= 32)", default=32)
+    source_n_per_class: int = param(pos_int, "images per class of the shuffled-label source task", smoke=3, cpu=100, gpu=1000)
+    source_epochs: int = param(pos_int, "pretraining epochs on the shuffled-label source", smoke=1, cpu=10, gpu=30)
+    source_init: str = param(choice("scratch", "imagenet"), "scratch or imagenet: start of the shuffled-label pretraining",
+                             default="scratch")
+    seeds: list[int] = seeds_param(smoke=1, cpu=3, gpu=5)
+    val_n_per_class: int | None = param(pos_int, "validation images per class, monitoring only",
+                                        smoke=2, cpu=20, gpu=None)
+    test_n_per_class: int | None = param(optional(pos_int), "test images per class scored",
+                                         smoke=4, cpu=100, gpu=None)
 
 
 #: The ``model_fn`` of every run of this chapter: arms whose BatchNorm layers train get the
