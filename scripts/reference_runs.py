@@ -22,6 +22,7 @@ from eurosat_lib import data as D
 from eurosat_lib import experiments as X
 from eurosat_lib import models as M
 from eurosat_lib import training as T
+from eurosat_lib.experiments.recipes import scratch_model_fn
 
 COMMON = dict(backbone="MobileNetV2", backbone_kwargs={"alpha": 0.35}, image_size=128, augment="flip",
               head=M.HeadConfig(dropout=0.2))  # fmt: skip
@@ -52,13 +53,8 @@ def main(argv: list[str]) -> int:
     data = D.load_eurosat()
     for key in args.only:
         spec = SPECS[key]
-        momentum = spec.tags.get("bn_momentum")
-        model_fn = None
-        if momentum is not None:
-            def model_fn(s, m=momentum):
-                model = X.build_from_spec(s)
-                M.set_bn_momentum(model, m)
-                return model
+        # the from-scratch run gets the BatchNorm momentum its tags record (the chapters' recipe)
+        model_fn = scratch_model_fn() if "bn_momentum" in spec.tags else None
         res = X.run_experiment(spec, data, args.out, verbose=2, model_fn=model_fn)
         m = res.record["metrics"]["test"]
         print(json.dumps({"run": key, "test_accuracy": m["accuracy"], "test_macro_f1": m["macro_f1"],
