@@ -313,3 +313,43 @@ def test_make_publish_pushes_the_built_book_with_ghp_import():
     publish = [line for line in r.stdout.splitlines() if "ghp-import" in line]
     assert publish and "_build/html" in publish[0] and " -p" in publish[0], r.stdout[-1000:]
     assert "jupyter-book build book/" in r.stdout  # it builds first (make book)
+
+
+_CITE = re.compile(r"\{cite(?::[a-z]+)?\}`([^`]+)`")
+
+
+def _book_markdown() -> dict[str, str]:
+    """The prose of the book: its Markdown pages and the markdown cells of its chapters."""
+    import nbformat
+
+    texts = {str(p.relative_to(REPO)): p.read_text() for p in (REPO / "book").glob("*.md")}
+    for p in sorted((REPO / "book" / "chapters").glob("*.ipynb")):
+        nb = nbformat.read(p, as_version=4)
+        texts[str(p.relative_to(REPO))] = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    return texts
+
+
+def test_every_bibliography_entry_is_cited_and_every_citation_exists():
+    """The bibliography lists only what the book cites (no `:all:`), so an uncited entry would
+    silently vanish and a missing key would only warn: check both here."""
+    keys = set(re.findall(r"^@\w+\{([^,\s]+),", (REPO / "book" / "references.bib").read_text(), re.MULTILINE))
+    cited: dict[str, set[str]] = {}
+    for name, text in _book_markdown().items():
+        for group in _CITE.findall(text):
+            for key in group.split(","):
+                cited.setdefault(key.strip(), set()).add(name)
+    assert not set(cited) - keys, f"cited but not in references.bib: {sorted(set(cited) - keys)}"
+    assert not keys - set(cited), f"bibliography entries no page cites: {sorted(keys - set(cited))}"
+    # No raw links to papers where a bibliography entry belongs.
+    raw = {n for n, t in _book_markdown().items() if re.search(r"\]\(https?://arxiv\.org/", t)}
+    assert not raw, f"raw arXiv links instead of citations in {raw}"
+
+
+def test_chapter_prose_matches_its_template():
+    """The executed chapters carry the templates' markdown cells verbatim (edits reach both)."""
+    import nbformat
+
+    for t in sorted((REPO / "notebooks").glob("*.ipynb")):
+        c = REPO / "book" / "chapters" / t.name
+        md = [[x.source for x in nbformat.read(p, as_version=4).cells if x.cell_type == "markdown"] for p in (t, c)]
+        assert md[0] == md[1], f"{t.name}: markdown cells differ between notebooks/ and book/chapters/"
