@@ -353,3 +353,28 @@ def test_chapter_prose_matches_its_template():
         c = REPO / "book" / "chapters" / t.name
         md = [[x.source for x in nbformat.read(p, as_version=4).cells if x.cell_type == "markdown"] for p in (t, c)]
         assert md[0] == md[1], f"{t.name}: markdown cells differ between notebooks/ and book/chapters/"
+
+
+def test_prose_building_cells_show_their_text_not_their_code():
+    """Cells that build a paragraph with f-strings (``display(Markdown(...))``) are tagged
+    ``remove-input`` (or ``hide-input``, collapsed, where they also call the library), in the
+    template and in its executed chapter alike."""
+    import nbformat
+
+    for t in sorted((REPO / "notebooks").glob("*.ipynb")):
+        chapter = nbformat.read(REPO / "book" / "chapters" / t.name, as_version=4)
+        tags_in_chapter = {c.source: set(c.metadata.get("tags", [])) for c in chapter.cells if c.cell_type == "code"}
+        for cell in nbformat.read(t, as_version=4).cells:
+            if cell.cell_type != "code" or "Markdown(" not in cell.source or len(cell.source.splitlines()) < 6:
+                continue
+            tags = set(cell.metadata.get("tags", []))
+            assert tags & {"remove-input", "hide-input"}, f"{t.name}: prose cell shown as code: {cell.source[:60]!r}"
+            if cell.source in tags_in_chapter:
+                assert tags_in_chapter[cell.source] >= tags & {"remove-input", "hide-input"}, f"{t.name}: tags differ"
+
+
+def test_pages_show_no_prose_building_code(rendered):
+    """No page shows a multi-line paragraph builder (a one-line status message may stay)."""
+    builder = re.compile(r"display\(Markdown\(\s*\n|display\(Markdown\(f\'\'\'")
+    shown = {f: len(builder.findall(i["text"])) for f, i in rendered.items() if builder.search(i["text"])}
+    assert not shown, f"pages show the f-string code that builds their text: {shown}"
