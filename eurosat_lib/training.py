@@ -509,7 +509,16 @@ def fit_phase(
 
     # shuffle=False: the sequence shuffles itself from (seed, epoch). Keras' own PyDataset
     # shuffling draws from Python's global RNG, which a resumed process cannot replay.
-    hist = fit_model.fit(seq, validation_data=vseq, epochs=phase.epochs, callbacks=callbacks, verbose=verbose, shuffle=False)
+    # Keras' BackupAndRestore resumes by setting the model's private ``_initial_epoch``, and
+    # ``fit`` prefers that over its own ``initial_epoch`` argument - also in the NEXT fit of the
+    # same model. Left in place, a phase resumed at epoch k would make the following phase start
+    # at epoch k and silently run k epochs too few. Clear it around every fit, so each phase
+    # starts at epoch 0 unless its own backup says otherwise.
+    _clear_resumed_epoch(fit_model)
+    try:
+        hist = fit_model.fit(seq, validation_data=vseq, epochs=phase.epochs, callbacks=callbacks, verbose=verbose, shuffle=False)
+    finally:
+        _clear_resumed_epoch(fit_model)
     seconds = time.perf_counter() - t_start
     history = _read_csv_history(run_dir / f"history_{phase.name}.csv") if run_dir else {}
     if not history:
@@ -531,6 +540,16 @@ def fit_phase(
             model.save_weights(str(tmp))
         state.mark(phase.name, result)
     return result
+
+
+def _clear_resumed_epoch(model: keras.Model) -> None:
+    """Forget the epoch a ``BackupAndRestore`` restore left on ``model`` (see :func:`fit_phase`).
+
+    ``_initial_epoch`` is Keras-private (``keras.src.trainers.Trainer``); there is no public way
+    to reset it. Checked with ``hasattr`` so a Keras without it changes nothing here.
+    """
+    if hasattr(model, "_initial_epoch"):
+        model._initial_epoch = None
 
 
 def _tensorboard_available() -> bool:
