@@ -35,8 +35,9 @@ import math
 import os
 import shutil
 import time
+import warnings
 import weakref
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -407,13 +408,40 @@ def _read_csv_history(path: Path) -> dict[str, list[float]]:
 
 
 class _State:
-    """``run_dir/state.json``: which phases finished (atomic rewrite on every change)."""
+    """``run_dir/state.json``: which phases finished (atomic rewrite on every change).
+
+    A state file that cannot be read (flipped bytes, a hand edit, another layout) is reported by
+    path with a warning and treated as "no phase finished": the per-epoch checkpoints still
+    resume the interrupted phase, and a finished phase is simply trained again. A run must never
+    fail the same way on every retry because of a bookkeeping file.
+    """
 
     def __init__(self, run_dir: Path | None):
         self.path = run_dir / "state.json" if run_dir else None
         self.data: dict[str, Any] = {"completed": {}}
         if self.path and self.path.is_file():
-            self.data = json.loads(self.path.read_text())
+            self.data = {"completed": self._read(self.path)}
+
+    @staticmethod
+    def _read(path: Path) -> dict[str, dict]:
+        known = {f.name for f in fields(PhaseResult)}
+        try:
+            data = json.loads(path.read_bytes().decode("utf-8"))
+            completed = data["completed"]
+            if not isinstance(completed, dict) or not all(
+                isinstance(v, dict) and {"name", "history", "seconds", "epochs_run", "trainable_params"} <= set(v) <= known
+                for v in completed.values()
+            ):
+                raise ValueError("'completed' is not a mapping of phase results")
+            return completed
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
+            warnings.warn(
+                f"{path} is unreadable ({type(e).__name__}: {e}); treating it as 'no completed phases' "
+                "(per-epoch checkpoints still resume the interrupted phase)",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+            return {}
 
     def done(self, name: str) -> dict | None:
         return self.data["completed"].get(name)
@@ -447,7 +475,7 @@ def fit_phase(
     run_dir = Path(run_dir) if run_dir is not None else None
     state = _State(run_dir)
     done = state.done(phase.name)
-    if done is not None and run_dir is not None:
+    if done is not None and run_dir is not None and (run_dir / f"phase_{phase.name}.weights.h5").is_file():
         if phase.unfreeze is not None:
             M.set_trainable(model, phase.unfreeze, freeze_bn=phase.freeze_bn)
         model.load_weights(run_dir / f"phase_{phase.name}.weights.h5")

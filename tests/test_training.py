@@ -298,3 +298,28 @@ def test_a_resumed_phase_does_not_shorten_the_next_phase(tmp_path):
     rows = (run / "history_finetune.csv").read_text().strip().splitlines()[1:]
     assert [r.split(",")[0] for r in rows] == ["0", "1", "2"]
     assert getattr(model, "_initial_epoch", None) is None  # nothing left for a later fit
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        pytest.param(lambda b: bytes([b[0] ^ 0xFF]) + b[1:] if b else b"\xff", id="flipped-bytes"),
+        pytest.param(lambda b: b'{"done": []}', id="other-layout"),
+        pytest.param(lambda b: b'{"completed": {"head": {"name": "head"}}}', id="partial-entry"),
+    ],
+)
+def test_an_unreadable_state_file_is_reported_and_means_no_finished_phase(tmp_path, damage):
+    """Issue 16 item 4: a damaged state.json gave UnicodeDecodeError/KeyError with no file named,
+    and every retry failed the same way. Now: a warning naming the file, the phase trained again."""
+    syn = D.make_synthetic(n_per_class=4, seed=0)
+    train, val, _ = syn.splits()
+    run = tmp_path / "run"
+    acc = T.Accelerator(run_eagerly=True)
+    phase = T.PhaseConfig("head", epochs=1, batch_size=8)
+    T.fit_phase(_tiny_dense_model(), train, val, phase, run_dir=run, accelerator=acc, checkpoints=False)
+    state = run / "state.json"
+    state.write_bytes(damage(state.read_bytes()))
+    with pytest.warns(RuntimeWarning, match=r"state\.json is unreadable .*no completed phases"):
+        res = T.fit_phase(_tiny_dense_model(), train, val, phase, run_dir=run, accelerator=acc, checkpoints=False)
+    assert not res.skipped and res.epochs_run == 1
+    assert json.loads(state.read_text())["completed"]["head"]["epochs_run"] == 1  # repaired
