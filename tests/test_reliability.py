@@ -127,7 +127,7 @@ def _last_progress(path: Path) -> tuple[int, int] | None:
 
 @pytest.mark.slow
 def test_run_killed_mid_epoch_from_outside_resumes_to_a_whole_record(tmp_path, monkeypatch):
-    from eurosat_lib import evaluation as E
+    from eurosat_lib import runs as E
 
     (tmp_path / "spec_def.py").write_text(_SPEC_MODULE)
     child = tmp_path / "train_child.py"
@@ -169,7 +169,7 @@ def test_run_killed_mid_epoch_from_outside_resumes_to_a_whole_record(tmp_path, m
     assert set(records_seen) <= {"running"} and records_seen
 
     # What a killed run leaves: a whole record saying "running", the epochs backed up so far.
-    record = E.read_run_record(run_dir)
+    record = E.read(run_dir)
     assert record["status"] == "running" and record["metrics"] is None
     epochs_done = json.loads(meta_path.read_text())["epoch"]
     n_batches = int(np.ceil(120 / 8))
@@ -190,7 +190,7 @@ def test_run_killed_mid_epoch_from_outside_resumes_to_a_whole_record(tmp_path, m
     res = __import__("eurosat_lib.experiments", fromlist=["run_experiment"]).run_experiment(spec, spec_def.make_data(), out_dir)
     sys.modules.pop("spec_def", None)
 
-    record = E.read_run_record(run_dir)
+    record = E.read(run_dir)
     assert record == res.record
     assert record["status"] == "complete"
     assert record["params"]["spec_key"] == spec.key()
