@@ -600,16 +600,3 @@ def train_phases(
     if len(set(names)) != len(names):
         raise ValueError(f"phase names must be unique, got {names}")
     return [fit_phase(model, train, val, p, **kwargs) for p in phases]
-
-
-def merge_histories(results: Sequence[PhaseResult]) -> dict[str, Any]:
-    """Concatenate phase histories for plotting, with the epoch where each phase starts."""
-    merged: dict[str, list[float]] = {}
-    boundaries = []
-    n = 0
-    for r in results:
-        boundaries.append(n)
-        for k, v in r.history.items():
-            merged.setdefault(k, []).extend(v)
-        n += r.epochs_run
-    return {"history": merged, "phase_starts": boundaries, "phases": [r.name for r in results]}

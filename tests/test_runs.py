@@ -153,3 +153,236 @@ def test_gather_runs(tmp_path):
     assert list(runs.gather(tmp_path / "exp" / "empty").columns)[:2] == ["run", "status"]
 
 
+
+
+# --------------------------------------------------------------------------------------------
+# Records written before runs.py still load, losslessly
+# --------------------------------------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+COMMITTED = sorted((REPO / "book" / "runs").glob("**/record.json"))
+
+
+def test_committed_records_load_and_round_trip_losslessly():
+    assert len(COMMITTED) > 50
+    for path in COMMITTED:
+        original = json.loads(path.read_text())
+        rec = runs.read(path.parent)
+        assert rec.complete and rec.key == original["params"]["spec_key"], path
+        assert rec.warnings == [] and rec["metrics"] == original["metrics"]
+        again = rec.to_dict()
+        assert again.pop("warnings") == []
+        assert again == original, path
+
+
+def test_results_page_from_records_rewritten_by_runs_is_byte_identical(tmp_path):
+    """Every committed record read and written back through RunRecord: the results page
+    (``python -m eurosat_lib report --profile cpu``) comes out byte-identical."""
+    import shutil
+
+    from eurosat_lib import report
+
+    book = tmp_path / "book"
+    shutil.copytree(REPO / "book" / "runs" / "cpu", book / "runs" / "cpu")
+    for path in sorted(book.glob("runs/**/record.json")):
+        runs.write(path.parent, runs.read(path))
+        assert "warnings" in json.loads(path.read_text())  # really rewritten in the new layout
+    page = report.build_results_page(book, "cpu", out=tmp_path / "results.md", images_dir=tmp_path / "images")
+    assert page.read_bytes() == (REPO / "book" / "results.md").read_bytes()
+
+
+def test_run_record_is_typed_and_names_bad_input(tmp_path):
+    rec = runs.RunRecord(params={"spec_key": "k"}, metrics={"test": {"accuracy": 0.5}}, warnings=["at chance level"],
+                         history=[{"name": "head", "history": {"loss": [1.0, 0.5]}}])  # fmt: skip
+    runs.write(tmp_path, rec)
+    back = runs.read(tmp_path)
+    assert back.warnings == ["at chance level"] and back.phase_histories() == {"head": {"loss": [1.0, 0.5]}}
+    assert back.environment["cpu_count"] and dict(back)["metrics"] == {"test": {"accuracy": 0.5}}
+    with pytest.raises(TypeError, match="warnings must be a list of strings"):
+        runs.RunRecord(params={}, warnings="oops")
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "record.json").write_text('{"schema": 1}')
+    with pytest.raises(ValueError, match=r"x/record\.json lacks 'status'/'params'"):
+        runs.read(tmp_path / "x")
+
+
+def test_the_light_modules_import_no_pandas_sklearn_or_keras():
+    """``eurosat predict`` finds the model through runs.run_model_path before importing Keras."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from eurosat_lib import runs; from eurosat_lib.__main__ import cmd_predict; "
+            "heavy = {'pandas', 'sklearn', 'keras', 'tensorflow', 'jax'} & set(sys.modules); assert not heavy, heavy")  # fmt: skip
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_missing_model_error_names_the_command_that_makes_it(tmp_path):
+    ref = tmp_path / "book" / "runs" / "cpu" / "reference" / "mobilenetv2_035_finetune"
+    ref.mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match=r"Make it with: python scripts/reference_runs\.py --only finetune$"):
+        runs.run_model_path(ref)
+    smoke = tmp_path / "book" / "runs" / "smoke" / "reference" / "mobilenetv2_035_frozen"
+    smoke.mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match=r"--only frozen --profile smoke$"):
+        runs.run_model_path(smoke)
+    with pytest.raises(FileNotFoundError, match="running again the chapter or script"):
+        runs.run_model_path(tmp_path)
+
+
+# --------------------------------------------------------------------------------------------
+# reuse_or_run
+# --------------------------------------------------------------------------------------------
+
+
+def _producer(calls, files=("model.keras",), fail=False):
+    def produce(folder):
+        calls.append(folder)
+        if fail:
+            raise RuntimeError("training blew up")
+        for f in files:
+            (folder / f).write_text("weights")
+        return runs.RunRecord(params={}, metrics={"test": {"accuracy": 0.9}}, timings={"fit_seconds": 1.5})
+
+    return produce
+
+
+def test_reuse_or_run_reuses_reruns_and_records_failures(tmp_path):
+    folder = tmp_path / "run"
+    calls = []
+    rec = runs.reuse_or_run(folder, {"spec_key": "a", "lr": 1}, _producer(calls))
+    assert len(calls) == 1 and rec.complete and rec.params == {"spec_key": "a", "lr": 1}
+    assert json.loads((folder / "params.json").read_text()) == {"spec_key": "a", "lr": 1}
+    assert rec.timings["fit_seconds"] == 1.5 and "contended" in rec.timings and "start" in rec.timings["machine_load"]
+    assert runs.reuse_or_run(folder, {"spec_key": "a", "lr": 1}, _producer(calls)) == rec and len(calls) == 1
+    # Issue 16 item 7: a finished run whose model a later step needs is re-created, not reused.
+    (folder / "model.keras").unlink()
+    assert runs.reuse_or_run(folder, {"spec_key": "a"}, _producer(calls)).complete and len(calls) == 1  # not needed
+    runs.reuse_or_run(folder, {"spec_key": "a"}, _producer(calls), needs=["model.keras"])
+    assert len(calls) == 2 and (folder / "model.keras").is_file()
+    # A different run under the same name starts clean (no stale files resumed).
+    (folder / "stale.txt").write_text("x")
+    runs.reuse_or_run(folder, {"spec_key": "b"}, _producer(calls))
+    assert len(calls) == 3 and not (folder / "stale.txt").exists()
+    with pytest.raises(RuntimeError, match="blew up"):
+        runs.reuse_or_run(folder, {"spec_key": "c"}, _producer(calls, fail=True))
+    assert runs.read(folder).status == "failed"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".run.lock", "run"]  # the lock lives beside the folder
+
+
+@pytest.mark.parametrize("damage", [b"\xff\xfe{", b'{"spec_key": ', b"[1, 2]"], ids=["bytes", "truncated", "other-layout"])
+def test_unreadable_params_json_is_reported_and_rewritten(tmp_path, damage):
+    """Issue 16 item 4: a damaged params.json no longer bricks the run; the folder's
+    checkpoints are kept (it is not known to be another run) and the file is rewritten."""
+    folder = tmp_path / "run"
+    (folder / "checkpoints").mkdir(parents=True)
+    (folder / "checkpoints" / "keep.txt").write_text("resume me")
+    (folder / "params.json").write_bytes(damage)
+    calls = []
+    if damage == b"[1, 2]":  # valid JSON without a key: treated like a folder of another run
+        runs.reuse_or_run(folder, {"spec_key": "a"}, _producer(calls))
+        assert not (folder / "checkpoints").exists()
+    else:
+        with pytest.warns(RuntimeWarning, match=r"params\.json is unreadable .*rewriting it"):
+            runs.reuse_or_run(folder, {"spec_key": "a"}, _producer(calls))
+        assert (folder / "checkpoints" / "keep.txt").is_file()
+    assert json.loads((folder / "params.json").read_text()) == {"spec_key": "a"} and len(calls) == 1
+
+
+_LOCK_CHILD = """
+import json, sys, time
+from pathlib import Path
+from eurosat_lib import runs
+folder, log = Path(sys.argv[1]), Path(sys.argv[2])
+def produce(f):
+    with open(log, "a") as fh:
+        fh.write("produce\\n")
+    time.sleep(1.5)  # long enough for the other process to arrive while this one holds the folder
+    return runs.RunRecord(params={}, metrics={"test": {"accuracy": 0.75}})
+rec = runs.reuse_or_run(folder, {"spec_key": "same"}, produce)
+print(json.dumps(rec.metrics))
+"""
+
+
+def test_two_processes_in_one_run_folder_produce_once(tmp_path):
+    """Issue 16 item 2 (the lock itself; tests/test_reliability.py runs real training): the second
+    process waits for the first, says who holds the folder, then reuses the finished run."""
+    import subprocess
+    import sys
+    import time
+
+    script, log, folder = tmp_path / "child.py", tmp_path / "log.txt", tmp_path / "runs" / "r"
+    script.write_text(_LOCK_CHILD)
+    first = subprocess.Popen([sys.executable, str(script), str(folder), str(log)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not log.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    second = subprocess.Popen([sys.executable, str(script), str(folder), str(log)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out1, err1 = first.communicate(timeout=60)
+    out2, err2 = second.communicate(timeout=60)
+    assert first.returncode == 0 and second.returncode == 0, err1 + err2
+    assert log.read_text() == "produce\n"
+    assert json.loads(out1) == json.loads(out2) == {"test": {"accuracy": 0.75}}
+    assert f"run folder {folder} is in use by process {first.pid}" in err2
+    assert runs.read(folder).complete
+
+
+def test_busy_folder_fails_after_the_timeout_naming_folder_and_holder(tmp_path):
+    import os
+
+    folder = tmp_path / "r"
+    with runs.run_lock(folder):
+        # A second lock object, from another thread: flock() locks belong to the open file,
+        # so it waits like another process would (tests/test_reliability.py uses processes).
+        import threading
+
+        err = []
+
+        def other():
+            try:
+                with runs.run_lock(folder, timeout=0.2):
+                    pass
+            except runs.RunFolderBusy as e:
+                err.append(str(e))
+
+        t = threading.Thread(target=other)
+        t.start()
+        t.join()
+    assert err and str(folder) in err[0] and f"process {os.getpid()}" in err[0]
+
+
+# --------------------------------------------------------------------------------------------
+# Machine load (issue 15 item 1)
+# --------------------------------------------------------------------------------------------
+
+
+def test_machine_load_and_the_contended_rule(monkeypatch):
+    monkeypatch.setattr(runs.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(runs, "_busy_cores", lambda window: 1.9)
+    monkeypatch.setattr(runs, "_LAST_SAMPLE", None)
+    monkeypatch.setattr(runs, "_process_start", lambda: runs.time.time() - 600)
+    monkeypatch.setattr(runs, "_own_cpu_seconds", lambda: 60.0)  # 0.1 core over 10 minutes
+    monkeypatch.setattr(runs.os, "getloadavg", lambda: (1.6, 1.2, 0.8))
+    busy = runs.machine_load()
+    assert busy["loadavg"] == [1.6, 1.2, 0.8] and busy["own_cores"] == pytest.approx(0.1, abs=0.01)
+    assert busy["other_cores"] == pytest.approx(1.5, abs=0.01) and busy["busy_cores"] == 1.9
+    monkeypatch.setattr(runs.os, "getloadavg", lambda: (0.9, 0.9, 0.9))
+    quiet = runs.machine_load()
+    assert quiet["other_cores"] < 1.0
+    assert runs.is_contended(busy) and not runs.is_contended(quiet)
+    t = runs.load_timings(quiet, busy)
+    assert t["contended"] is True and t["machine_load"]["start"] == quiet and "rule" in t["machine_load"]
+    # This process's own training is not counted as contention: 1.9 load, 1.8 of it ours.
+    monkeypatch.setattr(runs, "_LAST_SAMPLE", (runs.time.time() - 120, 60.0 - 216.0, 0.0))
+    monkeypatch.setattr(runs.os, "getloadavg", lambda: (1.9, 1.9, 1.5))
+    own = runs.machine_load()
+    assert own["own_cores"] == pytest.approx(1.8, abs=0.01) and not runs.is_contended(own)
+
+
+def test_records_carry_the_contended_flag(tmp_path, monkeypatch):
+    monkeypatch.setattr(runs, "machine_load", lambda window=0.1: {"loadavg": [5.0, 5.0, 5.0], "busy_cores": 2.0,
+                                                                  "own_cores": 0.0, "other_cores": 5.0, "cpu_count": 2})  # fmt: skip
+    rec = runs.reuse_or_run(tmp_path / "r", {"spec_key": "a"}, _producer([]))
+    assert rec.timings["contended"] is True and rec.timings["machine_load"]["end"]["other_cores"] == 5.0
+    table = runs.gather(tmp_path)
+    assert table["contended"].tolist() == [True] and "machine_load.start.loadavg" not in table.columns
