@@ -386,3 +386,70 @@ def test_records_carry_the_contended_flag(tmp_path, monkeypatch):
     assert rec.timings["contended"] is True and rec.timings["machine_load"]["end"]["other_cores"] == 5.0
     table = runs.gather(tmp_path)
     assert table["contended"].tolist() == [True] and "machine_load.start.loadavg" not in table.columns
+
+
+# --------------------------------------------------------------------------------------------
+# A finished run whose model a later step needs is re-created (issue 16 item 7)
+# --------------------------------------------------------------------------------------------
+
+
+def _fresh_clone(folder: Path) -> None:
+    """What a clone has of a run folder: only the committed files (see .gitignore)."""
+    for p in sorted(folder.rglob("*"), reverse=True):
+        if p.is_file() and p.name not in ("record.json", "params.json", "state.json") and not p.name.startswith("history_"):
+            p.unlink()
+        elif p.is_dir() and not any(p.iterdir()):
+            p.rmdir()
+
+
+@pytest.mark.slow
+def test_chapter_02_source_model_is_re_created_in_a_fresh_clone(tmp_path):
+    """Chapter 02's transfer_cases loads source_shuffled_*/model.keras; its committed record made
+    the run count as done and the chapter stopped. Now the step re-creates the model."""
+    from eurosat_lib import data as D
+    from eurosat_lib.experiments import negative_transfer as NT
+    from eurosat_lib.experiments import resolve_params
+
+    data = D.make_synthetic(n_per_class=40, seed=0)
+    P = resolve_params("02_negative_transfer", profile="smoke", source_n_per_class=3, n_grid=[2], case_n=2, seeds=[0],
+                       weights=None, image_size=32, out_dir=str(tmp_path / "02"))  # fmt: skip
+    first, path = NT.pretrain_shuffled_source(P, data)
+    assert path.is_file() and (first.run_dir / "model.keras").is_file()
+    _fresh_clone(first.run_dir)
+    assert not (first.run_dir / "model.keras").exists() and (first.run_dir / "record.json").is_file()
+    again, path = NT.pretrain_shuffled_source(P, data)  # failed with "model.keras does not exist"
+    assert path.is_file() and (again.run_dir / "model.keras").is_file() and again.record["status"] == "complete"
+
+
+@pytest.mark.slow
+def test_readme_reference_run_then_predict_at_smoke_size(tmp_path, capsys):
+    """README: `python scripts/reference_runs.py --only finetune`, then `python -m eurosat_lib
+    predict <run> my_images/`; from a fresh clone (record, no model) the script retrained nothing
+    and predict failed. At smoke size, in-process (the commands' own main functions)."""
+    import importlib.util
+
+    from PIL import Image
+
+    from eurosat_lib import data as D
+    from eurosat_lib.__main__ import main as cli
+
+    spec = importlib.util.spec_from_file_location("reference_runs", REPO / "scripts" / "reference_runs.py")
+    ref = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ref)
+    out = tmp_path / "reference"
+    assert ref.main(["--profile", "smoke", "--only", "finetune", "--out", str(out)]) == 0
+    run = out / "mobilenetv2_035_finetune"
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["trained"] is True
+    _fresh_clone(run)
+    with pytest.raises(FileNotFoundError, match="reference_runs.py --only finetune --out"):
+        runs.run_model_path(run)
+    assert ref.main(["--profile", "smoke", "--only", "finetune", "--out", str(out)]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["trained"] is True  # retrained, not reused
+    images = tmp_path / "my_images"
+    images.mkdir()
+    syn = D.make_synthetic(n_per_class=1, seed=3)
+    for i in range(3):
+        Image.fromarray(syn.images[i]).save(images / f"img{i}.png")
+    assert cli(["predict", str(run), str(images), "--csv", str(tmp_path / "pred.csv")]) == 0
+    rows = (tmp_path / "pred.csv").read_text().strip().splitlines()
+    assert rows[0].startswith("image,prediction,confidence") and len(rows) == 4
