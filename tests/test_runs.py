@@ -447,3 +447,21 @@ def test_readme_reference_run_then_predict_at_smoke_size(tmp_path, capsys):
     assert cli(["predict", str(run), str(images), "--csv", str(tmp_path / "pred.csv")]) == 0
     rows = (tmp_path / "pred.csv").read_text().strip().splitlines()
     assert rows[0].startswith("image,prediction,confidence") and len(rows) == 4
+
+
+def test_benchmark_results_carry_machine_load(tmp_path, monkeypatch):
+    """Issue 15 item 1 for benchmarks: benchmarks/_common.write_results stores the load at the
+    script's start and end and the contended flag (mocked: another process on both cores)."""
+    import argparse
+    import importlib.util
+    import time
+
+    spec = importlib.util.spec_from_file_location("_bench_common", REPO / "benchmarks" / "_common.py")
+    common = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(common)
+    busy = {"loadavg": [2.5, 2.0, 1.0], "busy_cores": 2.0, "own_cores": 0.1, "other_cores": 2.4, "cpu_count": 2}
+    monkeypatch.setattr(runs, "machine_load", lambda window=0.1: busy)
+    args = argparse.Namespace(quick=True, results_dir=tmp_path)
+    data = json.loads(common.write_results(args, "demo", figures={}, ratios={}, started=time.perf_counter()).read_text())
+    assert data["contended"] is True and data["machine_load"]["end"] == busy and data["machine_load"]["start"]["cpu_count"]
+    assert data["environment"]["machine_load"] == busy and data["environment"]["python"]
