@@ -645,6 +645,8 @@ def reuse_or_run(
         except BaseException:
             write(folder, RunRecord(params=params, status="failed"))
             raise
+        # Hook for findings about the finished run (chance level, diverged, unconverged): the
+        # caller's produce() may fill record.warnings; sanity checks belong here once they exist.
         record.params = params
         record.status = "complete"
         record.timings = {**record.timings, **load_timings(load_start, machine_load())}

@@ -465,3 +465,13 @@ def test_benchmark_results_carry_machine_load(tmp_path, monkeypatch):
     data = json.loads(common.write_results(args, "demo", figures={}, ratios={}, started=time.perf_counter()).read_text())
     assert data["contended"] is True and data["machine_load"]["end"] == busy and data["machine_load"]["start"]["cpu_count"]
     assert data["environment"]["machine_load"] == busy and data["environment"]["python"]
+
+
+def test_cached_json_reuses_by_key_and_reads_the_older_layout(tmp_path):
+    path = tmp_path / "final_test.json"
+    path.write_text(json.dumps({"key": {"n": 5}, "metrics": {"accuracy": 0.5}}))  # as committed today
+    assert runs.cached_json(path, {"n": 5}, lambda: pytest.fail("recomputed")) == {"accuracy": 0.5}
+    assert runs.cached_json(path, {"n": 6}, lambda: {"accuracy": np.float32(0.75)}) == {"accuracy": 0.75}
+    assert runs.cached_json(path, {"n": 6}, lambda: pytest.fail("recomputed")) == {"accuracy": 0.75}
+    path.write_bytes(b"\xff")
+    assert runs.cached_json(path, {"n": 6}, lambda: 1) == 1
