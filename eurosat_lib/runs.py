@@ -217,13 +217,20 @@ def _process_start() -> float:
 _IMPORTED_AT = time.time()
 
 
+_PSUTIL_PRIMED = False
+
+
 def _busy_cores(window: float) -> float | None:
-    """Cores busy (whole machine) over ``window`` seconds, or None without psutil."""
+    """Cores busy (whole machine) since the previous call — over ``window`` seconds the first
+    time — or None without psutil. Between a run's start and end samples that is the average
+    over the whole run, at no cost (no second waiting window)."""
+    global _PSUTIL_PRIMED
     try:
         import psutil
     except ImportError:
         return None
-    per_cpu = psutil.cpu_percent(interval=window, percpu=True)
+    per_cpu = psutil.cpu_percent(interval=None if _PSUTIL_PRIMED else window, percpu=True)
+    _PSUTIL_PRIMED = True
     return round(sum(per_cpu) / 100.0, 2)
 
 
@@ -238,7 +245,8 @@ def machine_load(window: float = 0.1) -> dict[str, Any]:
     """How busy the machine is now, and how much of that is other processes.
 
     Returns a dict: ``loadavg`` (1, 5, 15 min; None where the OS has none), ``busy_cores``
-    (cores busy over the last ``window`` seconds, psutil; None without it), ``own_cores`` (this
+    (cores busy since the previous sample, or over ``window`` seconds the first time; psutil;
+    None without it), ``own_cores`` (this
     process's CPU use over about the last minute, in cores: its own part of the load), and
     ``other_cores``: the 1-minute load average minus ``own_cores`` (or ``busy_cores`` minus this
     process's share where there is no load average), never below 0. Load averages count this
