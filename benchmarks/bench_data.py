@@ -96,7 +96,7 @@ def small_archive(src: Path | None, per_class: int, out: Path) -> tuple[Path, st
 
     with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED) as zo:
         if src is not None:
-            listing = D._open_source(src)  # zip or folder, any of the layouts load_eurosat accepts
+            listing = D.open_source(src)  # zip or folder, any of the layouts load_eurosat accepts
             try:
                 for cls in D.CLASS_NAMES:
                     for i in range(1, per_class + 1):

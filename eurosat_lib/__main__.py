@@ -20,7 +20,7 @@ from typing import Iterator
 
 import numpy as np
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp"}
+from .data import IMAGE_SIZE, IMAGE_SUFFIXES
 
 
 def _iter_images(paths: list[str]) -> Iterator[tuple[str, bytes]]:
@@ -35,7 +35,11 @@ def _iter_images(paths: list[str]) -> Iterator[tuple[str, bytes]]:
             for f in files:
                 yield str(f), f.read_bytes()
         elif p.suffix.lower() == ".zip":
-            with zipfile.ZipFile(p) as zf:
+            try:
+                zf = zipfile.ZipFile(p)
+            except (zipfile.BadZipFile, OSError) as e:
+                raise ValueError(f"{p} is not a readable zip archive ({e})") from e
+            with zf:
                 names = sorted(
                     n for n in zf.namelist()
                     if Path(n).suffix.lower() in IMAGE_SUFFIXES and "__MACOSX" not in n and not Path(n).name.startswith(".")
@@ -48,18 +52,95 @@ def _iter_images(paths: list[str]) -> Iterator[tuple[str, bytes]]:
             yield str(p), p.read_bytes()
 
 
+#: Images more than this factor away from EuroSAT's 64 px patches are resized with a warning:
+#: the models learned 64 px at 10 m/pixel, and a 4000 px scene shrunk to 64 px is another scale.
+SCALE_WARN_FACTOR = 2
+
+
 def _decode(name: str, blob: bytes) -> np.ndarray:
+    """One image as ``(64, 64, 3)`` uint8; ValueError naming ``name`` if it cannot be read."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(io.BytesIO(blob)) as img:
             img = img.convert("RGB")
-            if img.size != (64, 64):
+            if img.size != (IMAGE_SIZE, IMAGE_SIZE):
                 # The models take EuroSAT's 64x64 patches (10 m/px); other sizes are resized.
-                img = img.resize((64, 64), Image.Resampling.BILINEAR)
+                img = img.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR)
             return np.asarray(img, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError) as e:
+    except Image.DecompressionBombError as e:
+        raise ValueError(
+            f"{name} is too large to open safely ({e}); "
+            "the models classify EuroSAT's 64x64 px patches at 10 m/pixel: cut the scene into 64 px tiles first"
+        ) from e
+    except UnidentifiedImageError as e:
+        # Pillow's own message names the in-memory buffer (<_io.BytesIO ...>), not the file.
+        raise ValueError(f"{name} is not a readable image (unknown or damaged format)") from e
+    except (OSError, SyntaxError) as e:
         raise ValueError(f"{name} is not a readable image ({e})") from e
+
+
+def _image_size(blob: bytes) -> tuple[int, int] | None:
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(blob)) as img:
+            return img.size
+    except Exception:  # noqa: BLE001 - _decode reports unreadable files with their name
+        return None
+
+
+def read_images(paths: list[str], skip_bad: bool = False) -> tuple[list[str], np.ndarray, list[str]]:
+    """Decode every image under ``paths`` for prediction.
+
+    Args:
+        paths: image files, folders or zip archives.
+        skip_bad: skip undecodable files (returned in the third item) instead of failing.
+
+    Returns:
+        ``(names, images (N, 64, 64, 3) uint8, skipped messages)``.
+
+    Raises:
+        FileNotFoundError: a path does not exist or holds no images.
+        ValueError: an image cannot be decoded (without ``skip_bad``), naming the file.
+    """
+    names, images, skipped, off_scale = [], [], [], []
+    for name, blob in _iter_images(paths):
+        try:
+            images.append(_decode(name, blob))
+        except ValueError as e:
+            if not skip_bad:
+                raise ValueError(f"{e}. Pass --skip-bad to skip such files and list them") from e
+            skipped.append(str(e))
+            continue
+        names.append(name)
+        size = _image_size(blob)
+        if size and (max(size) > IMAGE_SIZE * SCALE_WARN_FACTOR or min(size) < IMAGE_SIZE / SCALE_WARN_FACTOR):
+            off_scale.append(f"{name} ({size[0]}x{size[1]})")
+    if off_scale:
+        print(
+            f"warning: {len(off_scale)} image(s) are far from EuroSAT's 64x64 px patches at 10 m/pixel and were "
+            f"resized to 64x64, which changes their scale ({', '.join(off_scale[:5])}"
+            f"{' ...' if len(off_scale) > 5 else ''}); predictions for them are unreliable: cut large scenes into "
+            "64 px tiles at 10 m/pixel",
+            file=sys.stderr,
+        )
+    if not images:
+        raise ValueError("no image could be decoded: " + "; ".join(skipped[:5]))
+    return names, np.stack(images), skipped
+
+
+def _check_model_file(path: Path) -> None:
+    """A ``.keras`` file is a zip with ``config.json``; say so before Keras calls it 'not found'."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            if "config.json" not in zf.namelist():
+                raise zipfile.BadZipFile("no config.json inside")
+    except (zipfile.BadZipFile, OSError, EOFError) as e:
+        raise ValueError(
+            f"model file {path} is corrupt or truncated ({e}; {path.stat().st_size:,} bytes): delete it and "
+            "re-create it by re-running the run that saved it"
+        ) from e
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -68,14 +149,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .runs import run_model_path
 
     # Bad input fails before the seconds-long Keras/TensorFlow import and model load.
-    run_model_path(args.run_dir)
-    names, images = [], []
-    for name, blob in _iter_images(args.images):
-        names.append(name)
-        images.append(_decode(name, blob))
+    _check_model_file(run_model_path(args.run_dir))
+    names, batch, skipped = read_images(args.images, skip_bad=args.skip_bad)
     from .experiments import load_run_model
 
-    probs = np.asarray(load_run_model(args.run_dir).predict(np.stack(images), batch_size=256, verbose=0))
+    probs = np.asarray(load_run_model(args.run_dir).predict(batch, batch_size=256, verbose=0))
     with contextlib.ExitStack() as stack:
         out = sys.stdout
         if args.csv:  # written to a temporary file and renamed: never a half-written table
@@ -96,6 +174,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         for n, p in zip(names, probs):
             top = np.argsort(p)[::-1][: args.top]
             print(n, " ".join(f"{CLASS_NAMES[i]}={p[i]:.3f}" for i in top))
+    if skipped:
+        print(f"skipped {len(skipped)} unreadable file(s):", *skipped, sep="\n  ", file=sys.stderr)
     return 0
 
 
@@ -110,7 +190,15 @@ def cmd_experiments(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from .report import build_results_page
 
-    path = build_results_page(args.book_dir, args.profile)
+    book_dir = Path(args.book_dir or "book")
+    # The page belongs in the project's book: without --book-dir, a folder that is not the
+    # book (no _toc.yml) means we were started elsewhere, and writing would leave a stray page.
+    if not (book_dir / "_toc.yml").is_file() and not (args.book_dir and book_dir.is_dir()):
+        raise FileNotFoundError(
+            f"{book_dir.resolve()} is not this project's book (no _toc.yml there): run the command from "
+            "the repository root, or pass --book-dir pointing at the book's source folder"
+        )
+    path = build_results_page(book_dir, args.profile)
     print(f"results page: {path}")
     return 0
 
@@ -119,13 +207,29 @@ def cmd_info(args: argparse.Namespace) -> int:
     from . import config, data
     from .experiments import hardware_summary
 
+    # Every diagnostic is printed even when one of them fails: info is what people run when
+    # something is wrong, so one bad setting must not hide the others.
+    problems = []
+    try:
+        archive = str(data.find_archive())
+    except (OSError, ValueError) as e:
+        archive = None
+        problems.append(str(e))
+    weights_dirs = config.weights_search_dirs()
+    weight_files = sorted(
+        str(f) for d in weights_dirs if d.is_dir() for f in d.iterdir() if f.suffix in (".h5", ".keras") and f.is_file()
+    )
     print(json.dumps({
         "cache_dir": str(config.cache_dir()),
-        "archive": str(data.find_archive()),
-        "weights_dirs": [str(d) for d in config.weights_search_dirs()],
+        "archive": archive,
+        "weights_dirs": [str(d) for d in weights_dirs],
+        "weight_files": weight_files,
         **hardware_summary(),
+        **({"problems": problems} if problems else {}),
     }, indent=1))  # fmt: skip
-    return 0
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    return 1 if problems else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -137,16 +241,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--csv", help="write the table to this file instead of stdout")
     p.add_argument("--json", action="store_true", help="JSON instead of CSV")
     p.add_argument("--top", type=int, default=3, help="with --csv: also print the top-k classes per image")
+    p.add_argument("--skip-bad", action="store_true", help="skip undecodable images (listed on stderr) instead of stopping")
     p.set_defaults(func=cmd_predict)
     e = sub.add_parser("experiments", help="run the notebooks into the book (make experiments)")
     e.add_argument("--profile", default="cpu", choices=["smoke", "cpu", "gpu"])
     e.add_argument("--only", nargs="*", help="notebook names, e.g. 03_finetune")
     e.add_argument("--force", action="store_true", help="re-run even if unchanged")
-    e.add_argument("--book-dir", default="book", help=argparse.SUPPRESS)
+    e.add_argument("--book-dir", default=None, help=argparse.SUPPRESS)
     e.set_defaults(func=cmd_experiments)
     r = sub.add_parser("report", help="regenerate book/results.md from the run records")
     r.add_argument("--profile", default="cpu", choices=["smoke", "cpu", "gpu"])
-    r.add_argument("--book-dir", default="book", help="the book's source folder")
+    r.add_argument("--book-dir", help="the book's source folder (default: book/ of the repository you are in)")
     r.set_defaults(func=cmd_report)
     i = sub.add_parser("info", help="where data and weights are looked for; versions and hardware")
     i.set_defaults(func=cmd_info)

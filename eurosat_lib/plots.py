@@ -712,24 +712,45 @@ def plot_accuracy_curve(df: pd.DataFrame, x: str, y: str, hue: str | None = None
     return fig
 
 
-def plot_eval_scenarios(scenarios: pd.DataFrame, honest: float, reported: Mapping[str, float] | None = None,
+def plot_eval_scenarios(scenarios: pd.DataFrame, honest: float,
+                        reported: Mapping[str, float | tuple[float, float]] | None = None,
                         ax: Axes | None = None) -> Figure:  # fmt: skip
-    """Accuracy a model would be credited with under each evaluation scenario (one box per scenario
-    of random draws, plus single leaky numbers as diamonds), against the honest full-test number."""
+    """Accuracy a model would be credited with under each evaluation scenario, against honest numbers.
+
+    Boxes: random test sets resampled from the chapter's good model (5th-95th percentile), against
+    its honest full-test accuracy ``honest`` (dashed line). Diamonds: single leaky numbers, each
+    drawn against **its own** honest reference — a leak is only measured against the number the
+    same model (or the same choice) earns honestly, not against another model's.
+
+    Args:
+        scenarios: rows ``scenario``, ``accuracy`` (from ``overfitting.test_set_scenarios``).
+        honest: the good model's accuracy on the full test split.
+        reported: label -> ``(leaky, own_reference)``; a bare float uses ``honest`` as its reference
+            (only right when the leaky number is the good model's own).
+        ax: axes to draw on (a new figure if None).
+
+    Returns:
+        The figure.
+    """
     fig, ax = _new_ax(ax, (9, 0.5 * (scenarios["scenario"].nunique() + len(reported or {})) + 1.8))
     order = list(dict.fromkeys(scenarios["scenario"]))
     sns.boxplot(scenarios, x="accuracy", y="scenario", order=order, whis=(5, 95), showfliers=False, color="tab:blue",
                 ax=ax, width=0.6)  # fmt: skip
     labels = order[:]
+    ax.axvline(honest, color="black", linestyle="--", linewidth=1.2, label=f"good model, full test split ({honest:.1%})")
     if reported:
-        for i, (name, value) in enumerate(reported.items()):
+        for i, (name, pair) in enumerate(reported.items()):
+            value, ref = (pair if isinstance(pair, (tuple, list)) else (pair, honest))
             yi = len(order) + i
-            ax.scatter([value], [yi], marker="D", color="tab:red", zorder=3)
-            ax.annotate(f" {value:.1%}", (value, yi), va="center", fontsize=8)
+            ax.plot([ref, value], [yi, yi], color="0.5", linewidth=1.5, zorder=2)
+            ax.scatter([ref], [yi], marker="|", s=260, linewidths=2.5, color="black", zorder=3,
+                       label="its own honest number" if i == 0 else None)  # fmt: skip
+            ax.scatter([value], [yi], marker="D", color="tab:red", zorder=4, label="leaky number" if i == 0 else None)
+            ax.annotate(f" {value:.1%} ({100 * (value - ref):+.1f} points vs its honest {ref:.1%})", (max(value, ref), yi),
+                        va="center", fontsize=8)  # fmt: skip
             labels.append(name)
         ax.set_yticks(range(len(labels)), labels)
         ax.set_ylim(len(labels) - 0.5, -0.5)
-    ax.axvline(honest, color="black", linestyle="--", linewidth=1.2, label=f"honest: full test split ({honest:.1%})")
     ax.set_xlabel("accuracy that would be reported (boxes: 5th-95th percentile of random draws)")
     ax.set_ylabel("")
     ax.set_title("What the evaluation would have reported")

@@ -401,7 +401,9 @@ def _read_csv_history(path: Path) -> dict[str, list[float]]:
     hist: dict[str, list[float]] = {}
     for row in rows:
         for k, v in row.items():
-            if k == "epoch" or v in (None, ""):
+            # Keras' CSVLogger writes "NA" for a metric an epoch did not log (val_* when a phase
+            # runs without validation data): such a column is not part of the history.
+            if k == "epoch" or v in (None, "", "NA"):
                 continue
             hist.setdefault(k, []).append(float(v))
     return hist

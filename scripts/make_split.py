@@ -21,7 +21,7 @@ def main(argv: list[str]) -> int:
     if source is None:
         print("no EuroSAT archive found; pass its path", file=sys.stderr)
         return 2
-    listing = data._open_source(source)
+    listing = data.open_source(source)
     listing.close()
     ids = list(listing.members)
     labels = [data.CLASS_NAMES.index(i.split("/", 1)[0]) for i in ids]

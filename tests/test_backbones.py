@@ -84,7 +84,7 @@ def test_missing_weights_fail_fast_when_scratch_is_not_allowed(on_disk):
         BB.resolve_candidates(P)
 
 
-def test_candidate_specs_use_the_chapter_3_recipe(on_disk):
+def test_candidate_specs_pretrained_use_the_chapter_3_recipe_scratch_its_own(on_disk):
     P = resolve_params(BB.NOTEBOOK, profile="cpu", candidates=["MobileNetV2:0.35", "ResNet50"])
     pre, scr = BB.resolve_candidates(P)
     a, b = BB.candidate_spec(P, pre, seed=1), BB.candidate_spec(P, scr, seed=0)
@@ -94,9 +94,16 @@ def test_candidate_specs_use_the_chapter_3_recipe(on_disk):
     assert a.phases == ref.phases and a.backbone_kwargs == {"alpha": 0.35} and a.weights == "imagenet"
     head, tune = a.phases
     assert head.use_feature_cache and tune.unfreeze == FT.unfreeze_policy("MobileNetV2", P.unfreeze_fraction) and tune.freeze_bn
-    head_b, tune_b = b.phases
-    assert b.weights is None and b.backbone_kwargs == {} and b.image_size == P.scratch_image_size
-    assert head_b.use_feature_cache and tune_b.unfreeze == "all" and not tune_b.freeze_bn and tune_b.learning_rate == P.lr_scratch
+    # From scratch: never a head phase on a frozen random backbone; one phase, every layer and
+    # BatchNorm training from the first step, cosine schedule, early stopping, the same epoch cap.
+    (only,) = b.phases
+    assert b.weights is None and b.backbone_kwargs == {} and b.image_size == P.scratch_image_size and b.freeze_bn is False
+    assert only.name == "scratch" and not only.use_feature_cache and only.unfreeze == "all" and not only.freeze_bn
+    assert only.learning_rate == P.lr_scratch and only.schedule == "cosine" and only.early_stopping == BB.SCRATCH_PATIENCE
+    assert only.epochs == P.epochs_head + P.epochs_finetune and b.augment == "flip"
+    assert b.tags["bn_momentum"] == BB.SCRATCH_BN_MOMENTUM and b.tags["init"] == "from scratch"
+    with pytest.raises(ValueError, match="without ImageNet weights"):
+        BB.scratch_spec(P, pre, seed=0)
     for s in (a, b):
         assert s.eval_splits == ("val", "test") and s.test_n_per_class == P.leaderboard_test_n_per_class
         assert s.tags["chapter"] == BB.NOTEBOOK and s.val_n_per_class == P.val_n_per_class and s.n_per_class == P.n_per_class
@@ -162,3 +169,22 @@ def test_final_test_scores_only_the_chosen_candidate_and_reuses_saved_metrics(tm
     assert (final_all["test_n"] == len(data.get_split("test"))).all() and model.calls == 4  # new subset: recomputed
     with pytest.raises(ValueError, match="no runs of candidate 'Z'"):
         BB.final_test(P, data, runs, "Z")
+
+
+def test_a_scratch_candidate_trains_every_layer_from_the_first_step_at_smoke_size(tmp_path):
+    """A real (smoke-size) run of a candidate without weights: its record shows one all-layers
+    phase, no head phase on frozen random features, and almost every backbone weight trainable."""
+    data = D.make_synthetic(n_per_class=30, seed=0)
+    P = resolve_params(BB.NOTEBOOK, profile="smoke", out_dir=str(tmp_path), weights="none",
+                       candidates=["MobileNetV2:0.35"], data_source="synthetic")  # fmt: skip
+    (cand,) = BB.resolve_candidates(P)
+    assert not cand.pretrained
+    df, runs = BB.compare_backbones(P, data, [cand])
+    rec = runs[(cand.label, 0)].record
+    assert [ph["name"] for ph in rec["history"]] == ["scratch"]
+    assert rec["params"]["phases"][0]["unfreeze"] == "all" and rec["params"]["phases"][0]["use_feature_cache"] is False
+    bp = rec["model_info"]["backbone_params"]
+    # only BatchNorm's moving statistics are non-trainable
+    assert bp["trainable"] > 0.95 * bp["total"], bp
+    assert rec["model_info"]["bn_frozen"] is False
+    assert df["init"].tolist() == ["from scratch"]

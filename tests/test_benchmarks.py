@@ -32,6 +32,7 @@ RUNS = {
     "data": ([], {}),
     "transfer": ([], {}),
     "backbones": ([], {}),
+    "engine": ([], {}),
     # the CPU reference is measured in a subprocess (the path a GPU machine without
     # backbones.json takes), not read from the backbones.json written beside it
     "gpu_jax": (["--cpu-reference", "measure"], {"KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}),
@@ -138,6 +139,20 @@ def test_bench_backbones_quick(quick_runs):
                     c["trace_inference_seconds"], c["peak_rss_mib"], c["rss_after_import_mib"])  # fmt: skip
     assert c["peak_rss_mib"] >= c["rss_after_import_mib"]
     assert all(positive(v) for v in r["ratios"].values())
+
+
+@pytest.mark.slow
+def test_bench_engine_quick(quick_runs):
+    r, text = finish(quick_runs, "engine")
+    f, q = r["figures"], r["ratios"]
+    (rnd,) = f["rounds"]
+    assert set(rnd) == {"engine", "plain"}
+    for m in rnd.values():
+        assert positive(m["images_per_s"], m["timed_epoch_seconds"], m["first_epoch_seconds"])
+        assert m["load_before"] >= 0 and m["load_after"] >= 0
+    assert q["engine_over_plain"] == pytest.approx(rnd["engine"]["images_per_s"] / rnd["plain"]["images_per_s"], rel=1e-3)
+    assert r["goals"]["engine_vs_plain"]["target"] == 0.95
+    assert isinstance(f["contended"], list) and "engine / plain" in text
 
 
 @pytest.mark.slow

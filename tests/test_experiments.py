@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ast
+import dataclasses
 import json
+import re
 import subprocess
 import sys
 import zipfile
@@ -17,6 +20,7 @@ from eurosat_lib import data as D
 from eurosat_lib import experiments as X
 from eurosat_lib import models as M
 from eurosat_lib import training as T
+from eurosat_lib.experiments import params as PP
 
 
 # ------------------------------------------------------------------------------------------
@@ -52,10 +56,103 @@ def test_bad_parameters_are_named(given, message):
         X.resolve_params("03_finetune", **given)
 
 
-def test_params_from_reads_only_known_names():
-    ns = {"profile": "smoke", "image_size": 48, "unrelated_variable": 1, "plt": object()}
-    P = X.params_from(ns, "03_finetune")
-    assert P.image_size == 48 and not hasattr(P, "unrelated_variable")
+FIRST_CELL = 'import eurosat_lib.models\nP = X.params_from(globals(), "03_finetune")'
+
+
+def _kernel(*cells: str) -> dict:
+    """A notebook namespace after running ``cells`` (the last is the running one), as IPython keeps it."""
+    ns: dict = {"X": X, "np": np}
+    for source in cells[:-1]:
+        exec(source, ns)
+    del ns["__builtins__"]
+    history = ["", *cells]
+    return {**ns, "In": history, "_ih": history, "Out": {}, "get_ipython": print}
+
+
+def test_a_misspelled_notebook_parameter_fails_naming_the_closest():
+    """papermill ... -p profile smoke -p backbonee VGG16: the injected name is refused, not ignored."""
+    params_cell = PP.parameters_cell("03_finetune")
+    injected = '# Parameters\nprofile = "smoke"\nbackbonee = "VGG16"\n'
+    ns = _kernel(params_cell, injected, FIRST_CELL)
+    with pytest.raises(X.ParameterError, match=r"unknown parameter\(s\) \['backbonee'\] for 03_finetune \('backbonee': did you mean 'backbone'\?\)"):
+        X.params_from(ns, "03_finetune")
+    # the same values, correctly spelled, are taken from the injected cell
+    P = X.params_from(_kernel(params_cell, '# Parameters\nprofile = "smoke"\nbackbone = "ResNet50"\n', FIRST_CELL), "03_finetune")
+    assert P.profile == "smoke" and P.backbone == "ResNet50" and P.image_size == 64
+    # variables of other cells (the first cell re-run in Jupyter after later ones) are not parameters
+    rerun = _kernel(params_cell, "best = 0.9", "table = X.resolve_params('03_finetune')", FIRST_CELL)
+    assert X.params_from(rerun, "03_finetune").profile == "cpu"
+    # papermill writes non-finite floats as float('nan'): still a parameters cell, still checked
+    with pytest.raises(X.ParameterError, match=r"'lr_finetun': did you mean 'lr_finetune'"):
+        X.params_from(_kernel(params_cell, "# Parameters\nlr_finetun = float('nan')\n", FIRST_CELL), "03_finetune")
+    # outside IPython every plain-data variable counts; modules, functions and objects do not
+    ns = {"profile": "smoke", "image_size": 48, "plt": object(), "np": np, "X": X, "_private": 1}
+    assert X.params_from(ns, "03_finetune").image_size == 48
+    with pytest.raises(X.ParameterError, match=r"'imagesize': did you mean 'image_size'"):
+        X.params_from({**ns, "imagesize": 96}, "03_finetune")
+    with pytest.raises(X.ParameterError, match=r"unknown parameter\(s\) \['backbonee'\] for 03_finetune.*did you mean 'backbone'"):
+        X.resolve_params("03_finetune", backbonee="VGG16")
+
+
+def test_list_parameters_accept_a_list_literal_and_the_hint_says_how():
+    """papermill's -p passes "[0,1]" as text; list-typed parameters read it as a list."""
+    P = X.resolve_params("03_finetune", profile="smoke", seeds="[0,1]", learning_rates=" [1e-4, 3e-4]")
+    assert P.seeds == [0, 1] and P.learning_rates == [1e-4, 3e-4]
+    assert X.resolve_params("06_truncation", cuts="[0.5, 1.0]").cuts == [0.5, 1.0]
+    assert X.resolve_params("06_truncation", cuts="stages").cuts == "stages"
+    with pytest.raises(X.ParameterError, match=r"""parameter 'seeds' must be .*got '0,1'.* -p seeds "\[0, 1\]" \(a list\), or -y "seeds: \[0, 1\]\""""):
+        X.resolve_params("03_finetune", seeds="0,1")
+    with pytest.raises(X.ParameterError, match=r"parameter 'seeds' got the text '\[0, 1', which is not a Python list\. With papermill: -p seeds"):
+        X.resolve_params("03_finetune", seeds="[0, 1")
+    # a parameter that is not a list stays text, and its hint stays -p name <value>
+    with pytest.raises(X.ParameterError, match=r"parameter 'image_size' must be a positive integer, got '\[64\]'.*-p image_size <value>"):
+        X.resolve_params("03_finetune", image_size="[64]")
+
+
+def test_chapters_are_one_explicit_list_of_typed_dataclasses():
+    assert X.NOTEBOOKS == tuple(X.CHAPTERS) == tuple(p.stem for p in sorted((REPO / "notebooks").glob("*.ipynb")))
+    for notebook in X.NOTEBOOKS:
+        cls = X.chapter_params(notebook)
+        assert issubclass(cls, X.ChapterParams) and dataclasses.is_dataclass(cls) and cls.NOTEBOOK == notebook
+        for profile in X.PROFILES:
+            P = X.resolve_params(notebook, profile=profile)
+            assert type(P) is cls and P.notebook == notebook and P.profile == profile
+            assert list(vars(P)) == cls.names()  # what the header and summary.json show: the declared fields
+    # a wrong value names the field however the instance is made
+    P = X.resolve_params("03_finetune", profile="smoke")
+    with pytest.raises(X.ParameterError, match=r"parameter 'lr_finetune' must be a positive number, got -1"):
+        dataclasses.replace(P, lr_finetune=-1)
+    # the registry is the list in params.CHAPTERS: importing the package registers nothing
+    init = ast.parse((REPO / "eurosat_lib" / "experiments" / "__init__.py").read_text())
+    imported = {a.name for n in ast.walk(init) if isinstance(n, ast.ImportFrom) and n.module is None for a in n.names}
+    imported |= {n.module for n in ast.walk(init) if isinstance(n, ast.ImportFrom) and n.module}
+    assert not imported & {module for module, _ in X.CHAPTERS.values()}, imported
+
+
+def test_chapter_modules_import_no_private_names():
+    for path in sorted((REPO / "eurosat_lib" / "experiments").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                private = [a.name for a in node.names if a.name.startswith("_") and not a.name.startswith("__")]
+                assert not private, f"{path.name} imports private {private} from {node.module}"
+
+
+@pytest.mark.parametrize("notebook", PP.NOTEBOOKS)
+def test_template_parameters_cell_agrees_with_the_chapter_dataclass(notebook):
+    nb = nbformat.read(REPO / "notebooks" / f"{notebook}.ipynb", as_version=4)
+    cells = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(cells) == 1, f"{notebook}: {len(cells)} parameters cells"
+    source = cells[0].source
+    assigned = {t.id: ast.literal_eval(node.value) for node in ast.parse(source).body for t in node.targets}
+    cls = X.chapter_params(notebook)
+    assert set(assigned) == set(cls.names()), (
+        f"{notebook}: the parameters cell lacks {sorted(set(cls.names()) - set(assigned))} "
+        f"and has undeclared {sorted(set(assigned) - set(cls.names()))}"
+    )
+    cpu = cls.defaults(X.params.DEFAULT_PROFILE)
+    assert {k: v for k, v in assigned.items() if v is not None and v != cpu[k]} == {}, f"{notebook}: cell values differ from the default profile"
+    regenerate = 'python -c "from eurosat_lib.experiments.params import sync_parameters_cells as s; s()"'
+    assert source == PP.parameters_cell(notebook), f"{notebook}: the parameters cell is not the generated one; run {regenerate}"
 
 
 def test_require_weights_fails_fast_naming_the_file(tmp_path, monkeypatch):
@@ -128,13 +225,22 @@ def test_a_changed_spec_under_the_same_name_starts_clean(tmp_path):
     assert rec["params"]["seed"] == 5 and rec["params"]["spec_key"] == _spec(seed=5).key()
 
 
-def test_header_table_shows_parameters_data_and_hardware():
-    P = X.resolve_params("03_finetune", profile="smoke")
-    table = X.header_table(P, D.make_synthetic(n_per_class=2))
-    groups = set(table.index.get_level_values(0))
-    assert groups == {"parameter", "data", "hardware"}
-    assert table.loc[("parameter", "profile"), "value"] == "smoke"
-    assert "cores" in table.loc[("hardware", "cpu"), "value"]
+def test_header_shows_only_the_chapters_parameters_in_a_closed_dropdown():
+    P = X.resolve_params("00_data", profile="smoke")
+    html = X.header_table(P, D.make_synthetic(n_per_class=2), notes={"cut after": "block_5"}).data
+    assert html.startswith("<details") and "<details open" not in html and html.rstrip().endswith("</details>")
+    summary = re.search(r"<summary>(.*?)</summary>", html, re.S).group(1)
+    assert "profile <b>smoke</b>" in summary and "5 parameters" in summary and "20 images" in summary
+    assert "CPU only" in summary or "GPU" in summary
+    rows = re.findall(r"<th>([^<]+)</th>\s*<td>([^<]*)</td>", html)
+    names = [n for n, _ in rows]
+    assert names[: len(P.names())] == P.names() == ["profile", "data_source", "out_dir", "seed", "grid_per_class"]
+    assert {"epochs_head", "lr_finetune", "backbone", "train_fraction"}.isdisjoint(names)  # chapter 00 trains nothing
+    assert {"content_digest", "num_images", "cpu", "keras", "cut after"} <= set(names)
+    groups = re.findall(r'<th rowspan="\d+" valign="top">(\w+)</th>', html)
+    assert groups == ["parameter", "data", "hardware"]  # "note" has one row: no rowspan
+    lists = X.header_table(X.resolve_params("03_finetune", profile="smoke")).data
+    assert "<td>[0.1]</td>" in lists and "<td>[0]</td>" in lists  # unfreeze_fractions, seeds as typed
 
 
 # ------------------------------------------------------------------------------------------
@@ -168,6 +274,10 @@ def test_run_notebooks_skips_unchanged_and_never_leaves_half_written_chapters(tm
     outputs = [o for c in nb.cells for o in c.get("outputs", [])]
     assert any("smoke" in o.get("text", "") for o in outputs)
     assert not any(o.get("name") == "stderr" for o in outputs), "stderr noise must be stripped"
+    # the book shows one parameters cell: papermill's injected copy is removed from the page
+    injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert len(injected) == 1 and "remove-cell" in injected[0].metadata.tags
+    assert not any("remove-cell" in c.metadata.get("tags", []) for c in nb.cells if "parameters" in c.metadata.get("tags", []))
     assert X.run_notebooks("smoke", ["00_data"], templates_dir=templates, book_dir=book, log=logs.append)[0]["status"] == "skipped"
     # a template that fails: the previous chapter stays, no temporary file is left behind
     before = out.read_bytes()

@@ -23,29 +23,66 @@ from eurosat_lib.experiments import overfitting as OF
 
 
 @pytest.mark.parametrize(
-    "mean, sd, expected",
-    [(0.05, 0.01, "negative"), (-0.05, 0.01, "positive"), (0.005, 0.01, "inconclusive"), (-0.01, 0.02, "inconclusive"),
-     (0.02, float("nan"), "negative (1 seed)"), (-0.02, float("nan"), "positive (1 seed)"), (float("nan"), 0.1, "inconclusive")],
+    "mean, sd, n, expected",
+    [(0.05, 0.01, 3, "negative"), (-0.05, 0.01, 3, "positive"), (0.005, 0.01, 3, "inconclusive"), (-0.01, 0.02, 3, "inconclusive"),
+     # +5 ± 3 points over 2 seeds: beyond one sd (the old rule said "negative"), but the 95 % t interval
+     # (12.7 x 3 / sqrt 2 = ±27 points) includes zero
+     (0.05, 0.03, 2, "inconclusive"),
+     (0.02, float("nan"), 1, "inconclusive (1 seed)"), (-0.02, float("nan"), 1, "inconclusive (1 seed)"),
+     (float("nan"), 0.1, 3, "inconclusive")],
 )  # fmt: skip
-def test_verdict_needs_the_gap_beyond_one_seed_sd(mean, sd, expected):
-    assert NT.verdict(mean, sd) == expected
+def test_verdict_needs_the_95_percent_interval_to_exclude_zero(mean, sd, n, expected):
+    assert NT.verdict(mean, sd, n) == expected
+
+
+def test_verdict_counts_the_test_images_noise():
+    # -3 points on every one of 5 seeds: almost no seed spread, but on 100 shared test images that is noise.
+    assert NT.verdict(-0.03, 0.001, 5) == "positive"
+    assert NT.verdict(-0.03, 0.001, 5, eval_var=2 * 0.8 * 0.2 / 100) == "inconclusive"
+    assert NT.verdict(-0.03, 0.0, 5, eval_var=2 * 0.8 * 0.2 / 100) == "inconclusive"
 
 
 def test_paired_gaps_and_summary():
-    transfer = pd.DataFrame({"n_per_class": [5, 5, 100, 100], "seed": [0, 1, 0, 1], "test_error": [0.30, 0.34, 0.20, 0.22],
-                             "run": ["t0", "t1", "t2", "t3"]})  # fmt: skip
-    scratch = pd.DataFrame({"n_per_class": [5, 5, 100, 100], "seed": [0, 1, 0, 1], "test_error": [0.60, 0.62, 0.10, 0.14],
-                            "run": ["s0", "s1", "s2", "s3"]})  # fmt: skip
+    transfer = pd.DataFrame({"n_per_class": [5, 5, 5, 100, 100, 100], "seed": [0, 1, 2] * 2,
+                             "test_error": [0.30, 0.34, 0.32, 0.20, 0.22, 0.21], "run": [f"t{i}" for i in range(6)]})  # fmt: skip
+    scratch = pd.DataFrame({"n_per_class": [5, 5, 5, 100, 100, 100], "seed": [0, 1, 2] * 2,
+                            "test_error": [0.60, 0.62, 0.61, 0.10, 0.14, 0.12], "run": [f"s{i}" for i in range(6)]})  # fmt: skip
     gaps = NT.paired_gaps(transfer, scratch)
-    np.testing.assert_allclose(gaps["gap"], [-0.30, -0.28, 0.10, 0.08])
-    assert list(gaps["run_scratch"]) == ["s0", "s1", "s2", "s3"]
+    np.testing.assert_allclose(gaps["gap"], [-0.30, -0.28, -0.29, 0.10, 0.08, 0.09])
+    assert list(gaps["run_scratch"]) == [f"s{i}" for i in range(6)]
     s = NT.summarise_gaps(gaps, "n_per_class").set_index("n_per_class")
     assert s.loc[5, "verdict"] == "positive" and s.loc[100, "verdict"] == "negative"
-    assert s.loc[100, "gap_mean"] == pytest.approx(0.09) and s.loc[100, "gap_sd"] == pytest.approx(math.sqrt(2e-4))
-    assert s.loc[100, "seeds_negative"] == 2 and s.loc[5, "seeds_negative"] == 0 and s.loc[5, "seeds"] == 2
+    assert s.loc[100, "gap_mean"] == pytest.approx(0.09) and s.loc[100, "gap_sd"] == pytest.approx(0.01)
+    # 95 % t interval, 2 df: 0.09 ± 4.303 x 0.01 / sqrt 3
+    assert (s.loc[100, "gap_low"], s.loc[100, "gap_high"]) == pytest.approx((0.09 - 0.0248414, 0.09 + 0.0248414), abs=1e-6)
+    assert s.loc[100, "seeds_negative"] == 3 and s.loc[5, "seeds_negative"] == 0 and s.loc[5, "seeds"] == 3
+    # Two seeds of the same gaps: the interval includes zero, so no verdict word.
+    two = NT.summarise_gaps(gaps[gaps.seed < 2], "n_per_class").set_index("n_per_class")
+    assert two.loc[100, "verdict"] == "inconclusive" and two.loc[5, "verdict"] == "positive"
     # A scratch row matching two transfer rows is a bug in the caller, not a silent duplicate.
     with pytest.raises(pd.errors.MergeError):
         NT.paired_gaps(transfer, pd.concat([scratch, scratch]))
+
+
+def _case_summary(case: str, gaps: list[float]) -> pd.DataFrame:
+    df = pd.DataFrame({"case": case, "seed": range(len(gaps)), "gap": gaps, "err_transfer": [0.4 + g for g in gaps],
+                       "err_scratch": 0.4, "test_images": 1000})  # fmt: skip
+    return NT.summarise_gaps(df, "case")
+
+
+def test_why_sentences_follow_the_measured_verdict():
+    # imagenet_aggressive measured *positive* must not be explained as harmful (the committed bug).
+    pos = NT.explain(_case_summary("imagenet_aggressive", [-0.13, -0.12, -0.14]))[0]
+    assert "**positive**" in pos and "kept an advantage" in pos and "badly initialised" not in pos
+    assert "95 % CI" in pos
+    neg = NT.explain(_case_summary("imagenet_aggressive", [0.13, 0.12, 0.14]))[0]
+    assert "**negative**" in neg and "badly initialised" in neg
+    unclear = NT.explain(_case_summary("tiny_raw_pixels", [0.02, 0.15, 0.09]))[0]
+    assert "**inconclusive**" in unclear and "why:" not in unclear and "no effect to explain" in unclear
+    for case in NT.CASES:
+        assert NT.why(case, "negative") and NT.why(case, "positive"), case
+        assert NT.why(case, "negative") != NT.why(case, "positive"), case
+        assert NT.why(case, "inconclusive") is None
 
 
 def test_every_arm_gets_the_same_step_budget():
@@ -142,3 +179,31 @@ def test_small_and_skewed_test_sets_spread_around_the_truth():
     skew = table.loc["class-skewed 200"]
     assert skew.p95 - skew.p5 > 0.3
     assert OF._apportion(np.array([0.5, 0.3, 0.2]), 7).tolist() == [4, 2, 1]
+
+
+def test_scenario_plot_draws_each_leak_against_its_own_reference():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from eurosat_lib import plots
+
+    scen = pd.DataFrame({"scenario": ["random 50"] * 3 + ["stratified 50"] * 3, "accuracy": [0.88, 0.9, 0.92, 0.89, 0.9, 0.91]})
+    reported = {"good model on its training images": (0.99, 0.90), "scratch model on its training images": (0.82, 0.42),
+                "best of 20 heads on a 50-image test set": (0.88, 0.82)}  # fmt: skip
+    fig = plots.plot_eval_scenarios(scen, 0.90, reported)
+    ax = fig.axes[0]
+    rows = {2: (0.90, 0.99), 3: (0.42, 0.82), 4: (0.82, 0.88)}  # y row -> (own reference, leaky)
+    connectors = {round(line.get_ydata()[0]): tuple(line.get_xdata()) for line in ax.get_lines()
+                  if len(line.get_ydata()) == 2 and line.get_ydata()[0] == line.get_ydata()[1]}  # fmt: skip
+    for y, (ref, leak) in rows.items():
+        assert connectors[y] == pytest.approx((ref, leak)), (y, connectors)
+    texts = [t.get_text() for t in ax.texts]
+    assert any("+40.0 points vs its honest 42.0%" in t for t in texts), texts  # scratch: vs scratch's own test accuracy
+    assert any("+6.0 points vs its honest 82.0%" in t for t in texts), texts  # leaky choice: vs what it delivers
+    # A bare float still means "against the good model's honest number".
+    fig2 = plots.plot_eval_scenarios(scen, 0.90, {"x": 0.95})
+    assert any("+5.0 points vs its honest 90.0%" in t.get_text() for t in fig2.axes[0].texts)
+    plt.close(fig)
+    plt.close(fig2)

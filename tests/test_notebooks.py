@@ -99,6 +99,23 @@ def test_bad_parameters_fail_in_the_first_cell(tmp_path):
 
 
 @pytest.mark.notebooks
+def test_a_misspelled_parameter_fails_in_the_first_cell(tmp_path):
+    """`papermill notebooks/03_finetune.ipynb out.ipynb -p profile smoke -p backbonee VGG16` used to
+    exit 0 and train the default backbone (papermill only logs "Passed unknown parameter")."""
+    nb = REPO / "notebooks" / "03_finetune.ipynb"
+    out, runs = tmp_path / "out.ipynb", tmp_path / "runs"
+    with pytest.raises(papermill.PapermillExecutionError) as e:
+        papermill.execute_notebook(str(nb), str(out), parameters={"profile": "smoke", "backbonee": "VGG16", "out_dir": str(runs)},
+                                   cwd=str(REPO), kernel_name="python3", progress_bar=False)  # fmt: skip
+    message = r"unknown parameter\(s\) \['backbonee'\] for 03_finetune \('backbonee': did you mean 'backbone'\?\)"
+    assert e.value.ename == "ParameterError" and re.search(message, e.value.evalue), e.value.evalue
+    executed = nbformat.read(out, as_version=4)
+    failed = [i for i, c in enumerate(executed.cells) if any(o.get("output_type") == "error" for o in c.get("outputs", []))]
+    assert failed == [_first_code_after_parameters(executed)]
+    assert not runs.exists(), "nothing may train after a misspelled parameter"
+
+
+@pytest.mark.notebooks
 def test_card_command_fails_fast_offline_naming_the_weights_file(tmp_path):
     """`papermill notebooks/03_finetune.ipynb out.ipynb -p backbone EfficientNetB0`, exactly, offline."""
     env = dict(os.environ, KERAS_HOME=str(tmp_path / "keras"), EUROSAT_WEIGHTS_DIR=str(tmp_path / "none"))

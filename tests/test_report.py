@@ -41,7 +41,7 @@ def test_prose_numbers_come_from_the_records():
 
 def _summary(tmp_path, notebook: str, numbers: dict, tables: dict) -> None:
     d = tmp_path / "book" / "runs" / "cpu" / notebook
-    d.mkdir(parents=True)
+    d.mkdir(parents=True, exist_ok=True)
     (d / "summary.json").write_text(json.dumps({"notebook": notebook, "profile": "cpu", "numbers": numbers,
                                                 "tables": tables, "parameters": {"seeds": [0, 1]}}))  # fmt: skip
 
@@ -62,9 +62,11 @@ def test_renderers_aggregate_seeds_and_name_their_source(tmp_path):
     _summary(tmp_path, "04_overfitting", {}, {"fraction_curve": curve})
     out = R.build_results_page(tmp_path / "book", "cpu")
     text = out.read_text()
-    assert "| 5 | 30.0 % | 60.0 % | -30.0 ± 2.0 | 0/2 | **positive** |" in text
-    assert "| raw_pixels | 50.0 % | 40.0 % | +10.0 ± 3.0 | 2/2 | **negative** |" in text
-    assert "Negative in this run: `raw_pixels`" in text
+    # mean ± sd of the paired gaps, and the 95 % t interval (1 df: 12.706 x sd / sqrt 2) deciding the verdict
+    assert "| 5 | 30.0 % | 60.0 % | -30.0 ± 2.0 | -48.0 to -12.0 | 0/2 | **positive transfer** |" in text
+    # +10 ± 3 points over 2 seeds: both seeds negative, yet the interval (-17 to +37) includes zero
+    assert "| raw_pixels | 50.0 % | 40.0 % | +10.0 ± 3.0 | -17.0 to +37.0 | 2/2 | no measurable difference |" in text
+    assert "Measured negative transfer: none; positive: none; no measurable difference: `raw_pixels`." in text
     # mean ± sd (ddof=1) of 0.80/0.84 and 0.90/0.92
     assert "| frozen features + head | 100 | 82.0 ± 2.8 % | 2 |" in text
     assert "| frozen features + head | 1,000 | 91.0 ± 1.4 % | 2 |" in text
@@ -142,3 +144,87 @@ def test_committed_benchmarks_meet_their_goals():
     assert len({c["backbone"] for c in configs}) >= 3 and {c["image_size"] for c in configs} >= {64, 224}
     for c in configs:
         assert not c.get("error") and c["train_images_per_s"] > 0 and c["inference_images_per_s"] > 0 and c["peak_rss_mib"] > 0, c
+
+
+def _record(tmp_path, run: str, *, val: float, image_size: int = 64, warnings: list | None = None, n: int = 300) -> str:
+    d = tmp_path / "book" / "runs" / "cpu" / run
+    d.mkdir(parents=True, exist_ok=True)
+    rec = {"schema": 1, "status": "complete", "params": {"image_size": image_size},
+           "metrics": {"val": {"accuracy": val, "n": n}, "test": {"accuracy": val, "n": 5400}},
+           "history": [{"name": "head", "history": {"loss": [2.0, 1.0], "val_accuracy": [val, val]}}]}  # fmt: skip
+    if warnings is not None:
+        rec["warnings"] = warnings
+    (d / "record.json").write_text(json.dumps(rec))
+    return f"book/runs/cpu/{run}"
+
+
+def test_flagged_runs_show_their_flag_and_are_never_a_finding(tmp_path):
+    ch = "03_finetune"
+    depth, lrs = [], []
+    for seed in (0, 1):
+        for frac, acc in ((0.0, 0.88), (1.0, 0.85 + 0.01 * seed)):
+            depth.append({"unfreeze_fraction": frac, "seed": seed, "val_accuracy": acc,
+                          "run": _record(tmp_path, f"{ch}/u{frac}_s{seed}", val=acc, warnings=[])})  # fmt: skip
+        for lr, acc, fl in ((1e-4, 0.885, []), (0.01, 0.10, ["chance-level", "diverged"])):
+            lrs.append({"lr_finetune": lr, "seed": seed, "val_accuracy": acc,
+                        "run": _record(tmp_path, f"{ch}/lr{lr}_s{seed}", val=acc, warnings=fl)})  # fmt: skip
+    _summary(tmp_path, ch, {}, {"depth": depth, "learning_rate": lrs})
+    text = R.build_results_page(tmp_path / "book", "cpu").read_text()
+    assert "unfreeze top 0 of the blocks" not in text
+    assert "| base frozen (head only) | 88.0 ± 0.0 % |" in text
+    assert "| all blocks unfrozen |" in text
+    row = next(line for line in text.splitlines() if line.startswith("| fine-tuning learning rate 0.01 |"))
+    assert "10.0 ± 0.0 % ⚠ chance-level (2/2 runs), diverged (2/2 runs) — collapsed, not a finding" in row
+    assert "not compared" in row and "**" not in row  # no verdict word for a collapsed run
+
+
+def test_chapter1_sizes_come_from_the_run_records(tmp_path):
+    ch = "01_transfer_learning"
+    rows = []
+    for model, acc in (("frozen + head", 0.84), ("from scratch", 0.55)):
+        for seed in (0, 1):
+            rows.append({"model": model, "seed": seed, "image_size": 128, "test_accuracy": acc + 0.002 * seed,
+                         "test_macro_f1": acc, "trainable_params": 10, "fit_seconds": 10.0,
+                         "run": _record(tmp_path, f"{ch}/{model[:4]}{seed}", val=acc, image_size=64, warnings=[])})  # fmt: skip
+    d = tmp_path / "book" / "runs" / "cpu" / ch
+    (d / "summary.json").write_text(json.dumps({"notebook": ch, "numbers": {}, "tables": {"compare": rows},
+                                                "parameters": {"seeds": [0, 1], "image_size": 128, "backbone": "MobileNetV2"}}))  # fmt: skip
+    text = R.build_results_page(tmp_path / "book", "cpu").read_text()
+    section = text[text.index("## Reusing ImageNet features"):]
+    assert "128 px" not in section  # the chapter's default size is not the comparison's size
+    assert "| from scratch | 64 px |" in section
+    # 29 points on 5,400 test images per seed: measured, with its interval
+    assert "-29.0 points (95 % CI" in section and "**worse**" in section
+
+
+def test_a_chance_level_candidate_is_left_out_of_the_choice(tmp_path):
+    ch = "05_backbones"
+    runs = []
+    for cand, accs, fl in (("A", (0.86, 0.84), []), ("B", (0.82, 0.83), []), ("C · from scratch", (0.10,), ["chance-level"])):
+        for seed, acc in enumerate(accs):
+            runs.append({"candidate": cand, "seed": seed, "val_accuracy": acc,
+                         "run": _record(tmp_path, f"{ch}/{cand[0]}{seed}", val=acc, warnings=fl)})  # fmt: skip
+    board = [{"candidate": c, "init": "from scratch" if "scratch" in c else "ImageNet", "image_size": 64, "val_accuracy": v,
+              "val_sd": None, "test_accuracy": v, "params_M": 1.0, "images_per_s": 1.0, "fit_seconds": 1.0}
+             for c, v in (("A", 0.85), ("B", 0.825), ("C · from scratch", 0.10))]  # fmt: skip
+    _summary(tmp_path, ch, {"chosen": "A", "chosen_test_accuracy": 0.85, "test_n": 5400}, {"leaderboard": board, "runs": runs})
+    text = R.build_results_page(tmp_path / "book", "cpu").read_text()
+    assert "| C · from scratch | from scratch | 64 | 10.0 % ⚠ chance-level — not a finding |" in text
+    assert "**C · from scratch** ⚠ chance-level: left out of the choice." in text
+    assert "frozen, randomly initialised backbone" in text
+    # the choice is compared with the best unflagged runner-up, and 2 seeds on 300 images cannot separate them
+    assert "Against the runner-up **B** on validation:" in text and "**no measurable difference**" in text
+
+
+def test_committed_page_flags_the_broken_runs_and_fixes_the_labels():
+    page = (BOOK / "results.md").read_text()
+    assert "unfreeze top 0 of the blocks" not in page
+    assert "EfficientNetB0 · from scratch · 64px | from scratch | 64 | 10.0 % ⚠ chance-level — not a finding" in page
+    assert "10.0 ± 0.0 % ⚠ chance-level (2/2 runs), diverged (2/2 runs)" in page
+    ch1 = page[page.index("## Reusing ImageNet features"):page.index("## Negative transfer")]
+    assert "| same network, from scratch | 64 px |" in ch1 and "Setting: MobileNetV2 α = 0.35, 128 px" not in ch1
+    assert "79.02 % ⚠ not converged" in page
+    # every verdict word on the page sits next to a 95 % interval
+    for line in page.splitlines():
+        if re.search(r"\*\*(better|worse)\*\*", line):
+            assert "95 % CI" in line, line

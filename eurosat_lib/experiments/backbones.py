@@ -8,9 +8,10 @@ base, then fine-tuning), on the same training images. The best candidate is chos
 Candidates are written ``"Backbone"`` or ``"Backbone:alpha"`` (``"MobileNetV2:0.35"``). A
 candidate uses ImageNet weights when they can be had; where they cannot (no file on disk, no
 network) and ``scratch_if_missing`` is set, it is trained from random weights instead — at its
-own (smaller) input size, with all layers and BatchNorm training (BatchNorm momentum 0.99, see
-:data:`eurosat_lib.experiments.transfer.SCRATCH_BN_MOMENTUM`) and a higher learning rate — and
-labelled "from scratch" everywhere.
+own (smaller) input size, in one phase with all layers and BatchNorm training from the first step
+(BatchNorm momentum 0.99, see :data:`eurosat_lib.experiments.transfer.SCRATCH_BN_MOMENTUM`), a
+cosine schedule and early stopping (:func:`scratch_spec`) — never a head phase on a frozen random
+backbone — and labelled "from scratch" everywhere.
 """
 
 from __future__ import annotations
@@ -27,11 +28,15 @@ import pandas as pd
 from .. import data as D
 from .. import evaluation as E
 from .. import models as M
+from .. import training as T
 from .._io import write_json_atomic
-from .core import RunResult, accelerator_for, predict, run, weights_available
+from .core import ExperimentSpec, RunResult, accelerator_for, predict, run, weights_available
 from .finetune import recipe_spec
 from .transfer import SCRATCH_BN_MOMENTUM, scratch_model_fn
-from .params import ParameterError, _fraction, _is_int, _pos_int, _pos_num, backbone_kwargs, register_notebook_params
+from .params import (
+    ChapterParams, ParameterError, backbone_kwargs, boolean, fraction, is_int, nonneg_int, optional, param, pos_int,
+    pos_num, seeds_param, seeds_spec, weights_param,
+)  # fmt: skip
 
 NOTEBOOK = "05_backbones"
 
@@ -73,40 +78,39 @@ def _candidates(v: Any) -> str | None:
     return None
 
 
-def _bool(v: Any) -> str | None:
-    return None if isinstance(v, bool) else "must be True or False"
+@dataclass(frozen=True)
+class BackbonesParams(ChapterParams, notebook=NOTEBOOK):
+    """Chapter 05's parameters (validators and per-profile defaults: :mod:`.params`)."""
 
-
-register_notebook_params(
-    NOTEBOOK,
-    {
-        "candidates": (_candidates, "backbones compared, 'Name' or 'Name:alpha'"),
-        "scratch_if_missing": (_bool, "train a candidate from scratch when its ImageNet weights are unavailable"),
-        "scratch_image_size": (_pos_int, "input size of candidates trained from scratch"),
-        "scratch_seeds": (lambda v: None if (_is_int(v) and v > 0) or (isinstance(v, (list, tuple)) and v and all(_is_int(s) for s in v)) else "must be a number of seeds or a list of int seeds",
-                          "seeds of candidates trained from scratch (the expensive ones)"),
-        "lr_scratch": (_pos_num, "learning rate of the all-layers phase for candidates trained from scratch"),
-        "unfreeze_fraction": (_fraction, "share of a pretrained backbone's blocks fine-tuned (from the top)"),
-        "val_n_per_class": (_pos_int, "validation images per class used for the choice"),
-        "leaderboard_test_n_per_class": (_pos_int, "test images per class scored for every candidate in the leaderboard"),
-    },
-    {
-        "smoke": dict(candidates=["MobileNetV2:0.35", "MobileNetV3Small"], scratch_if_missing=True, image_size=32,
-                      scratch_image_size=32, n_per_class=5, val_n_per_class=3, test_n_per_class=5,
-                      leaderboard_test_n_per_class=3, epochs_head=1, epochs_finetune=1, unfreeze_fraction=0.5,
-                      lr_scratch=1e-3, seeds=1, scratch_seeds=1, batch_size=64),
-        "cpu": dict(candidates=["MobileNetV2:0.35", "MobileNetV2:0.5", "MobileNet:0.25", "EfficientNetB0"],
-                    scratch_if_missing=True, image_size=128, scratch_image_size=64, n_per_class=50, val_n_per_class=30,
-                    test_n_per_class=None, leaderboard_test_n_per_class=50, epochs_head=30, epochs_finetune=3,
-                    unfreeze_fraction=0.5, lr_scratch=1e-3, seeds=2, scratch_seeds=1, batch_size=64),
-        "gpu": dict(candidates=["MobileNetV2:0.35", "MobileNetV2:0.5", "MobileNetV2:1.0", "MobileNet:0.25",
-                                "EfficientNetB0", "ResNet50", "DenseNet121"],
-                    scratch_if_missing=False, image_size=224, scratch_image_size=224, n_per_class=None,
-                    val_n_per_class=None, test_n_per_class=None, leaderboard_test_n_per_class=None, epochs_head=30,
-                    epochs_finetune=10, unfreeze_fraction=0.5, lr_scratch=1e-3, seeds=3, scratch_seeds=3,
-                    batch_size=128),
-    },  # fmt: skip
-)
+    candidates: list[str] = param(
+        _candidates, "backbones compared, Name or Name:alpha",
+        smoke=["MobileNetV2:0.35", "MobileNetV3Small"],
+        cpu=["MobileNetV2:0.35", "MobileNetV2:0.5", "MobileNet:0.25", "EfficientNetB0"],
+        gpu=["MobileNetV2:0.35", "MobileNetV2:0.5", "MobileNetV2:1.0", "MobileNet:0.25", "EfficientNetB0", "ResNet50",
+             "DenseNet121"],
+    )  # fmt: skip
+    weights: str | None = weights_param("imagenet | none")
+    scratch_if_missing: bool = param(boolean, "train from scratch where ImageNet weights are unavailable",
+                                     smoke=True, cpu=True, gpu=False)
+    image_size: int = param(pos_int, "input size of pretrained candidates", smoke=32, cpu=128, gpu=224)
+    scratch_image_size: int = param(pos_int, "input size of candidates trained from scratch", smoke=32, cpu=64, gpu=224)
+    epochs_head: int = param(nonneg_int, "epochs of head training on the frozen base", smoke=1, cpu=30, gpu=30)
+    epochs_finetune: int = param(nonneg_int, "epochs of fine-tuning", smoke=1, cpu=3, gpu=10)
+    lr_head: float = param(pos_num, "learning rate of the head phase", default=1e-3)
+    lr_finetune: float = param(pos_num, "fine-tuning rate of pretrained candidates", smoke=1e-4, cpu=3e-4, gpu=1e-4)
+    lr_scratch: float = param(pos_num, "all-layers rate of candidates trained from scratch", default=1e-3)
+    unfreeze_fraction: float = param(fraction, "share of a pretrained backbone's blocks fine-tuned (from the top)", default=0.5)
+    batch_size: int = param(pos_int, "images per fine-tuning step", smoke=64, cpu=64, gpu=128)
+    n_per_class: int | None = param(optional(pos_int), "training images per class", smoke=5, cpu=50, gpu=None)
+    val_n_per_class: int | None = param(pos_int, "validation images per class used for the choice",
+                                        smoke=3, cpu=30, gpu=None)
+    leaderboard_test_n_per_class: int | None = param(pos_int, "test images per class scored for every candidate",
+                                                     smoke=3, cpu=50, gpu=None)
+    test_n_per_class: int | None = param(optional(pos_int), "test images per class for the chosen model",
+                                         smoke=5, cpu=None, gpu=None)
+    seeds: list[int] = seeds_param("seeds of pretrained candidates (number or list)", smoke=1, cpu=2, gpu=3)
+    scratch_seeds: int | list[int] = param(seeds_spec, "seeds of candidates trained from scratch (number or list)",
+                                           smoke=1, cpu=1, gpu=3, example=[0])
 
 
 # --------------------------------------------------------------------------------------------
@@ -188,37 +192,81 @@ def candidates_table(cands: Sequence[Candidate]) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("candidate")
 
 
-def candidate_spec(P: SimpleNamespace, c: Candidate, seed: int):
-    """The chapter-3 recipe for one candidate and seed.
+#: Early-stopping patience (epochs, on validation loss, best weights restored) of a candidate
+#: trained from scratch: it trains to its plateau within the epoch budget, not for a fixed count.
+SCRATCH_PATIENCE = 5
 
-    Pretrained: head on cached features, then the top ``unfreeze_fraction`` of blocks at
-    ``lr_finetune`` with BatchNorm frozen. From scratch: the same head phase (on random features),
-    then every layer, BatchNorm included, at ``lr_scratch``. Same images and epochs for all.
-    Scored on validation and on a fixed ``leaderboard_test_n_per_class`` test subset.
+
+def candidate_spec(P: SimpleNamespace, c: Candidate, seed: int):
+    """The training recipe of one candidate and seed.
+
+    Pretrained: the chapter-3 recipe — head on cached features of the frozen base, then the top
+    ``unfreeze_fraction`` of blocks at ``lr_finetune`` with BatchNorm frozen.
+
+    From scratch: :func:`scratch_spec`. A randomly initialised backbone is never frozen under a
+    head phase — its features are noise, so that phase only fits a head to noise (the committed
+    EfficientNetB0 run sat at ln 10 loss and chance accuracy) and wastes the budget.
+
+    Both are scored on validation and on a fixed ``leaderboard_test_n_per_class`` test subset.
     """
+    if not c.pretrained:
+        return scratch_spec(P, c, seed)
     ns = c.namespace(P)
     ns.test_n_per_class = P.leaderboard_test_n_per_class
     spec = recipe_spec(
         ns,
         name=f"{c.slug}_seed{seed}",
-        fraction=P.unfreeze_fraction if c.pretrained else 1.0,
-        lr=P.lr_finetune if c.pretrained else P.lr_scratch,
+        fraction=P.unfreeze_fraction,
+        lr=P.lr_finetune,
         seed=seed,
-        freeze_bn=c.pretrained,
+        freeze_bn=True,
         full_test=True,
     )
     tags = {**spec.tags, "chapter": NOTEBOOK, "recipe": "03_finetune.recipe_spec", "candidate": c.label,
             "init": c.init}  # fmt: skip
-    if not c.pretrained:  # see transfer.SCRATCH_BN_MOMENTUM: MobileNets' 0.999 never settles in a short run
-        tags["bn_momentum"] = SCRATCH_BN_MOMENTUM
     return dataclasses.replace(spec, tags=tags)
+
+
+def scratch_spec(P: SimpleNamespace, c: Candidate, seed: int) -> ExperimentSpec:
+    """A candidate without ImageNet weights, trained from scratch with a recipe fit for scratch.
+
+    One phase, every layer and BatchNorm training from the first step (BatchNorm momentum
+    :data:`~eurosat_lib.experiments.transfer.SCRATCH_BN_MOMENTUM`, set by the run's ``model_fn``),
+    flip augmentation, Adam at ``lr_scratch`` with a cosine schedule, and early stopping on
+    validation loss (patience :data:`SCRATCH_PATIENCE`). Its epoch cap is the pretrained
+    candidates' whole budget (``epochs_head + epochs_finetune``), so it trains to its plateau or
+    to the same number of epochs, whichever comes first; the record's sanity flags say whether it
+    was still improving.
+    """
+    if c.pretrained:
+        raise ValueError(f"scratch_spec is for candidates without ImageNet weights; {c.label} has them")
+    budget = int(P.epochs_head) + int(P.epochs_finetune)
+    return ExperimentSpec(
+        name=f"{c.slug}_seed{seed}",
+        backbone=c.backbone,
+        backbone_kwargs=backbone_kwargs(c.backbone, c.alpha),
+        weights=None,
+        image_size=c.image_size,
+        augment="flip",
+        freeze_bn=False,
+        phases=(T.PhaseConfig("scratch", epochs=budget, learning_rate=P.lr_scratch, batch_size=P.batch_size,
+                              schedule="cosine", early_stopping=SCRATCH_PATIENCE, unfreeze="all", freeze_bn=False),),
+        seed=seed,
+        n_per_class=P.n_per_class,
+        val_n_per_class=P.val_n_per_class,
+        eval_splits=("val", "test"),
+        test_n_per_class=P.leaderboard_test_n_per_class,
+        tags={"chapter": NOTEBOOK, "recipe": "from scratch: all layers, cosine, early stopping", "candidate": c.label,
+              "init": c.init, "bn_momentum": SCRATCH_BN_MOMENTUM, "epoch_budget": budget,
+              "early_stopping": SCRATCH_PATIENCE},
+    )  # fmt: skip
 
 
 def seeds_for(P: SimpleNamespace, c: Candidate) -> list[int]:
     if c.pretrained:
         return list(P.seeds)
     s = P.scratch_seeds
-    return list(range(int(s))) if _is_int(s) else list(s)
+    return list(range(int(s))) if is_int(s) else list(s)
 
 
 # --------------------------------------------------------------------------------------------

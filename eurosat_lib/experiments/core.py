@@ -376,6 +376,7 @@ def load_run_model(run_dir: str | os.PathLike):
 
 
 def hardware_summary() -> dict[str, Any]:
+    """Where a chapter ran: CPU, GPUs and the versions that matter (for its header)."""
     env = E.environment()
     return {
         "cpu": f"{env['cpu_model']} ({env['cpu_count']} cores)",
@@ -387,19 +388,47 @@ def hardware_summary() -> dict[str, Any]:
     }
 
 
-def header_table(params: SimpleNamespace, data: D.EuroSAT | None = None, notes: Mapping[str, Any] | None = None):
-    """A pandas table of the resolved parameters, data and hardware, shown at a chapter's top."""
+def header_table(
+    params: ChapterParams | SimpleNamespace, data: D.EuroSAT | None = None, notes: Mapping[str, Any] | None = None
+):
+    """A chapter's run settings, shown at its top as one line that opens into a table.
+
+    The table lists the parameters the chapter declares (the fields of its parameters
+    dataclass, nothing it does not read), then the data, the hardware and any ``notes``.
+
+    Args:
+        params: the chapter's resolved parameters (:func:`~.params.resolve_params`).
+        data: the dataset the chapter works on, if any.
+        notes: extra rows (name -> value), e.g. the blocks a chapter cuts after.
+
+    Returns:
+        An ``IPython.display.HTML`` object: a closed ``<details>`` block (a collapsed dropdown
+        in Jupyter and in the book) whose summary names profile, data and hardware.
+    """
+    import html
+
     import pandas as pd
+    from IPython.display import HTML
 
-    rows = [("parameter", k, v) for k, v in vars(params).items()]
-    if data is not None:
-        ident = data_identity(data)
-        rows += [("data", k, v) for k, v in ident.items()]
-    rows += [("hardware", k, v) for k, v in hardware_summary().items()]
-    rows += [("note", k, v) for k, v in (notes or {}).items()]
-    return pd.DataFrame(rows, columns=["group", "name", "value"]).set_index(["group", "name"])
+    def fmt(v: Any) -> str:  # one string column; lists read as typed in a parameters cell
+        return json.dumps(v) if isinstance(v, (list, tuple)) else str(v)
 
-
+    values = vars(params)
+    rows = [("parameter", k, fmt(v)) for k, v in values.items()]
+    ident = data_identity(data) if data is not None else {}
+    rows += [("data", k, fmt(v)) for k, v in ident.items()]
+    hardware = hardware_summary()
+    rows += [("hardware", k, fmt(v)) for k, v in hardware.items()]
+    rows += [("note", k, fmt(v)) for k, v in (notes or {}).items()]
+    table = pd.DataFrame(rows, columns=["group", "name", "value"]).set_index(["group", "name"])
+    parts = [f"profile <b>{html.escape(str(values.get('profile')))}</b>", f"{len(values)} parameters"]
+    if ident:
+        published = " (the published EuroSAT)" if ident.get("published_eurosat") else ""
+        parts.append(f"{ident['num_images']:,} images{published}")
+    parts.append(html.escape(hardware["gpus"] if hardware["gpus"] != "none" else f"CPU only: {hardware['cpu']}"))
+    summary = "Run settings: " + " · ".join(parts)
+    body = table.to_html(escape=True, border=0, classes="eurosat-header")
+    return HTML(f'<details class="eurosat-header">\n<summary>{summary}</summary>\n\n{body}\n</details>')
 
 
 # --------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -20,7 +21,7 @@ from .. import data as D
 from .. import models as M
 from .._io import write_json_atomic
 from .core import data_identity
-from .params import _nonneg_int, _pos_int, register_notebook_params
+from .params import ChapterParams, nonneg_int, param, pos_int
 
 NOTEBOOK = "00_data"
 SUMMARY_FILE = "data_summary.json"
@@ -32,14 +33,12 @@ IMAGENET_MEAN = tuple(float(m) for m in M._TORCH_MEAN)
 IMAGENET_STD = tuple(float(s) for s in M._TORCH_STD)
 CAFFE_MEAN_RGB = tuple(float(m) for m in reversed(M._CAFFE_MEAN_BGR))
 
-register_notebook_params(
-    NOTEBOOK,
-    {
-        "seed": (_nonneg_int, "seed of the random image samples shown"),
-        "grid_per_class": (_pos_int, "images per class in the sample grid"),
-    },
-    {"smoke": dict(seed=0, grid_per_class=3), "cpu": dict(seed=0, grid_per_class=8), "gpu": dict(seed=0, grid_per_class=8)},
-)
+@dataclass(frozen=True)
+class DataParams(ChapterParams, notebook=NOTEBOOK):
+    """Chapter 00's parameters (validators and per-profile defaults: :mod:`.params`)."""
+
+    seed: int = param(nonneg_int, "seed of the random image samples shown", default=0)
+    grid_per_class: int = param(pos_int, "images per class in the sample grid", smoke=3, cpu=8, gpu=8)
 
 
 # --------------------------------------------------------------------------------------------

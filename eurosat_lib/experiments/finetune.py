@@ -7,6 +7,7 @@ the notebook plots; the runs themselves are ordinary run folders under ``P.out_d
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
@@ -16,41 +17,42 @@ from .. import data as D
 from .. import models as M
 from .. import training as T
 from .core import ExperimentSpec, RunResult, run
-from .params import _fraction, _is_num, _pos_int, backbone_kwargs, register_notebook_params
+from .params import (
+    ChapterParams, backbone_kwargs, backbone_name, fraction, interval, list_of, nonneg_int, optional, param,
+    pos_int, pos_num, seeds_param, weights_param,
+)  # fmt: skip
 
 NOTEBOOK = "03_finetune"
 
 
-def _fractions(v: Any) -> str | None:
-    ok = isinstance(v, (list, tuple)) and v and all(_is_num(f) and 0 <= f <= 1 for f in v)
-    return None if ok else "must be a non-empty list of fractions in [0, 1] (0 = head only, 1 = all blocks)"
+@dataclass(frozen=True)
+class FinetuneParams(ChapterParams, notebook=NOTEBOOK):
+    """Chapter 03's parameters (validators and per-profile defaults: :mod:`.params`)."""
 
-
-def _rates(v: Any) -> str | None:
-    ok = isinstance(v, (list, tuple)) and v and all(_is_num(f) and f > 0 for f in v)
-    return None if ok else "must be a non-empty list of positive learning rates"
-
-
-register_notebook_params(
-    NOTEBOOK,
-    {
-        "unfreeze_fraction": (_fraction, "fraction of the backbone's blocks unfrozen (from the top) in the main recipe"),
-        "unfreeze_fractions": (_fractions, "depths swept: fractions of blocks unfrozen from the top"),
-        "learning_rates": (_rates, "fine-tuning learning rates swept"),
-        "val_n_per_class": (_pos_int, "validation images per class used for monitoring and selection"),
-        "small_batch": (_pos_int, "batch size of the BatchNorm-pitfall runs"),
-    },
-    {
-        "smoke": dict(n_per_class=6, unfreeze_fraction=0.1, unfreeze_fractions=[0.1], learning_rates=[1e-4],
-                      val_n_per_class=4, small_batch=64, batch_size=64, epochs_head=1, epochs_finetune=1, seeds=1, image_size=64),
-        "cpu": dict(n_per_class=50, unfreeze_fraction=0.5, unfreeze_fractions=[0.0, 0.25, 1.0],
-                    learning_rates=[1e-5, 1e-4, 1e-2], val_n_per_class=30, small_batch=16,
-                    epochs_head=30, epochs_finetune=3, seeds=2, image_size=128),
-        "gpu": dict(n_per_class=None, unfreeze_fraction=0.5, unfreeze_fractions=[0.0, 0.1, 0.25, 0.5, 0.75, 1.0],
-                    learning_rates=[1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 1e-2], val_n_per_class=None, small_batch=16,
-                    epochs_head=30, epochs_finetune=10, seeds=3, image_size=224),
-    },  # fmt: skip
-)
+    backbone: str = param(backbone_name, "any name from eurosat_lib.models.list_backbones()", default="MobileNetV2")
+    alpha: float | None = param(optional(pos_num), "MobileNet width multiplier", smoke=0.35, cpu=0.35, gpu=None)
+    weights: str | None = weights_param()
+    image_size: int = param(pos_int, "input size the 64 px images are resized to", smoke=64, cpu=128, gpu=224)
+    epochs_head: int = param(nonneg_int, "epochs of head training on the frozen base", smoke=1, cpu=30, gpu=30)
+    epochs_finetune: int = param(nonneg_int, "epochs of fine-tuning", smoke=1, cpu=3, gpu=10)
+    lr_head: float = param(pos_num, "learning rate of the head phase", default=1e-3)
+    lr_finetune: float = param(pos_num, "learning rate of the fine-tuning phase", smoke=1e-4, cpu=3e-4, gpu=1e-4)
+    batch_size: int = param(pos_int, "images per fine-tuning step", smoke=64, cpu=64, gpu=128)
+    small_batch: int = param(pos_int, "batch size of the BatchNorm-pitfall runs", smoke=64, cpu=16, gpu=16)
+    n_per_class: int | None = param(optional(pos_int), "training images per class", smoke=6, cpu=50, gpu=None)
+    val_n_per_class: int | None = param(pos_int, "validation images per class for monitoring and selection",
+                                        smoke=4, cpu=30, gpu=None)
+    test_n_per_class: int | None = param(optional(pos_int), "test images per class scored",
+                                         smoke=10, cpu=None, gpu=None)
+    unfreeze_fraction: float = param(fraction, "share of the backbone's blocks unfrozen (from the top) in the main recipe",
+                                     smoke=0.1, cpu=0.5, gpu=0.5)
+    unfreeze_fractions: list[float] = param(
+        list_of(interval(0, 1), "fractions in [0, 1] (0 = head only, 1 = all blocks)"), "depths swept",
+        smoke=[0.1], cpu=[0.0, 0.25, 1.0], gpu=[0.0, 0.1, 0.25, 0.5, 0.75, 1.0],
+    )
+    learning_rates: list[float] = param(list_of(pos_num, "positive learning rates"), "fine-tuning learning rates swept",
+                                        smoke=[1e-4], cpu=[1e-5, 1e-4, 1e-2], gpu=[1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 1e-2])
+    seeds: list[int] = seeds_param(smoke=1, cpu=2, gpu=3)
 
 
 def unfreeze_policy(backbone: str, fraction: float) -> str:

@@ -19,6 +19,7 @@ the sections share runs they have in common and reruns reuse them.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Sequence
@@ -30,7 +31,10 @@ from .. import data as D
 from .. import models as M
 from .. import training as T
 from .core import ExperimentSpec, RunResult, build_from_spec, run
-from .params import _int_list, _is_int, _pos_int, _pos_num, backbone_kwargs, register_notebook_params
+from .params import (
+    ChapterParams, at_least, backbone_kwargs, backbone_name, choice, int_list, list_of, nonneg_int, optional, param,
+    pos_int, pos_num, seeds_param, weights_param,
+)  # fmt: skip
 
 NOTEBOOK = "02_negative_transfer"
 
@@ -47,51 +51,40 @@ CASES: dict[str, str] = {
 }
 
 
-def _small_size(v: Any) -> str | None:
-    return None if _is_int(v) and v >= 32 else "must be an integer >= 32 (MobileNetV2's minimum input size)"
+@dataclass(frozen=True)
+class NegativeTransferParams(ChapterParams, notebook=NOTEBOOK):
+    """Chapter 02's parameters (validators and per-profile defaults: :mod:`.params`)."""
 
-
-def _case_list(v: Any) -> str | None:
-    ok = isinstance(v, (list, tuple)) and v and all(c in CASES for c in v)
-    return None if ok else f"must be a non-empty list of case names from {list(CASES)}"
-
-
-def _source_init(v: Any) -> str | None:
-    return None if v in ("scratch", "imagenet") else "must be 'scratch' or 'imagenet'"
-
-
-register_notebook_params(
-    NOTEBOOK,
-    {
-        "n_grid": (_int_list, "labelled training images per class swept in section 1"),
-        "case_n": (_pos_int, "labelled training images per class for the cases of section 2"),
-        "cases": (_case_list, "which transfer cases section 2 runs"),
-        "min_steps": (_pos_int, "minimum optimiser steps per run: tiny subsets get more epochs"),
-        "lr": (_pos_num, "learning rate of the scratch arm and of every head (same optimiser: Adam)"),
-        "lr_gentle": (_pos_num, "learning rate of the gentle full fine-tuning phase"),
-        "lr_aggressive": (_pos_num, "learning rate of the aggressive full unfreezing"),
-        "small_size": (_small_size, "tiny input size of the mismatched-resolution case"),
-        "source_n_per_class": (_pos_int, "images per class of the shuffled-label source task"),
-        "source_epochs": (_pos_int, "epochs of pretraining on the shuffled-label source task"),
-        "source_init": (_source_init, "start of the shuffled-label pretraining: 'scratch' or 'imagenet'"),
-        "val_n_per_class": (_pos_int, "validation images per class (monitoring only)"),
-    },
-    {
-        "smoke": dict(n_grid=[4], case_n=4, min_steps=1, epochs=1, batch_size=64, lr=1e-3, lr_gentle=1e-4,
-                      lr_aggressive=1e-2, small_size=32, source_n_per_class=3, source_epochs=1,
-                      source_init="scratch", val_n_per_class=2, test_n_per_class=4, seeds=1, image_size=64,
-                      cases=["imagenet_frozen", "tiny_raw_pixels", "shuffled_source_frozen", "imagenet_aggressive"]),
-        "cpu": dict(n_grid=[5, 25, 100], case_n=100, min_steps=60, epochs=10, batch_size=32, lr=1e-3,
-                    lr_gentle=1e-4, lr_aggressive=1e-2, small_size=32, source_n_per_class=100, source_epochs=10,
-                    source_init="scratch", val_n_per_class=20, test_n_per_class=100, seeds=3, image_size=64,
-                    cases=["imagenet_frozen", "imagenet_gentle", "raw_pixels", "tiny_input", "tiny_raw_pixels",
-                           "shuffled_source_frozen", "imagenet_aggressive"]),
-        "gpu": dict(n_grid=[5, 10, 25, 50, 100, 250, 500, 1000], case_n=100, min_steps=200, epochs=30,
-                    batch_size=32, lr=1e-3, lr_gentle=1e-4, lr_aggressive=1e-2, small_size=32,
-                    source_n_per_class=1000, source_epochs=30, source_init="scratch", val_n_per_class=None,
-                    test_n_per_class=None, seeds=5, image_size=64, cases=list(CASES)),
-    },  # fmt: skip
-)
+    backbone: str = param(backbone_name, "the network of every arm", default="MobileNetV2")
+    alpha: float | None = param(optional(pos_num), "MobileNet width multiplier", smoke=0.35, cpu=0.35, gpu=None)
+    weights: str | None = weights_param("the pretrained start of the transfer arms")
+    image_size: int = param(pos_int, "input size of every arm", default=64)
+    n_grid: list[int] = param(int_list, "labelled training images per class swept in section 1",
+                              smoke=[4], cpu=[5, 25, 100], gpu=[5, 10, 25, 50, 100, 250, 500, 1000])
+    case_n: int = param(pos_int, "labelled training images per class in section 2", smoke=4, cpu=100, gpu=100)
+    cases: list[str] = param(
+        list_of(choice(*CASES), f"case names from {list(CASES)}"), "which transfer cases section 2 runs",
+        smoke=["imagenet_frozen", "tiny_raw_pixels", "shuffled_source_frozen", "imagenet_aggressive"],
+        cpu=["imagenet_frozen", "imagenet_gentle", "raw_pixels", "tiny_input", "tiny_raw_pixels",
+             "shuffled_source_frozen", "imagenet_aggressive"],
+        gpu=list(CASES),
+    )  # fmt: skip
+    epochs: int = param(nonneg_int, "training budget in epochs, the same for every arm", smoke=1, cpu=10, gpu=30)
+    min_steps: int = param(pos_int, "minimum optimiser steps per run: tiny subsets get more epochs", smoke=1, cpu=60, gpu=200)
+    batch_size: int = param(pos_int, "images per step", smoke=64, cpu=32, gpu=32)
+    lr: float = param(pos_num, "Adam learning rate of the scratch arm and of every head", default=1e-3)
+    lr_gentle: float = param(pos_num, "learning rate of the gentle fine-tuning phase", default=1e-4)
+    lr_aggressive: float = param(pos_num, "learning rate of the aggressive full unfreezing", default=1e-2)
+    small_size: int = param(at_least(32), "tiny input size of the resolution-mismatch cases (MobileNetV2: >= 32)", default=32)
+    source_n_per_class: int = param(pos_int, "images per class of the shuffled-label source task", smoke=3, cpu=100, gpu=1000)
+    source_epochs: int = param(pos_int, "pretraining epochs on the shuffled-label source", smoke=1, cpu=10, gpu=30)
+    source_init: str = param(choice("scratch", "imagenet"), "scratch or imagenet: start of the shuffled-label pretraining",
+                             default="scratch")
+    seeds: list[int] = seeds_param(smoke=1, cpu=3, gpu=5)
+    val_n_per_class: int | None = param(pos_int, "validation images per class, monitoring only",
+                                        smoke=2, cpu=20, gpu=None)
+    test_n_per_class: int | None = param(optional(pos_int), "test images per class scored",
+                                         smoke=4, cpu=100, gpu=None)
 
 
 #: BatchNorm momentum for every arm whose BatchNorm layers train (see models.SCRATCH_BN_MOMENTUM).
@@ -126,28 +119,55 @@ def budget_epochs(n_images: int, batch_size: int, epochs: int, min_steps: int) -
     return max(int(epochs), math.ceil(min_steps / steps_per_epoch))
 
 
-def verdict(mean: float, sd: float) -> str:
-    """``"negative"`` if the mean gap is above zero by more than one seed sd, ``"positive"`` if
-    below by more than one sd, else ``"inconclusive"`` (zero lies within the seed spread).
+def verdict(mean: float, sd: float, n: int, eval_var: float = 0.0) -> str:
+    """``"negative"`` / ``"positive"`` only when the 95 % interval of the mean gap excludes zero.
 
-    With a single seed (sd NaN) the sign alone decides, marked as such.
+    The interval is :func:`eurosat_lib.stats.diff_from_moments` over ``n`` seeds (Student t on the
+    seed spread, plus ``eval_var``, the test images' binomial noise). Otherwise ``"inconclusive"``;
+    a single seed has no interval and gets ``"inconclusive (1 seed)"``.
+
+    Args:
+        mean: mean gap (transfer error - scratch error) over seeds.
+        sd: standard deviation (ddof=1) of the per-seed gaps.
+        n: number of seeds.
+        eval_var: added variance of the mean gap from the evaluation set.
     """
-    if not np.isfinite(mean):
+    from ..stats import diff_from_moments
+
+    if not np.isfinite(mean) or n < 1:
         return "inconclusive"
-    if not np.isfinite(sd):
-        return "negative (1 seed)" if mean > 0 else "positive (1 seed)" if mean < 0 else "inconclusive"
-    if mean - sd > 0:
-        return "negative"
-    if mean + sd < 0:
-        return "positive"
-    return "inconclusive"
+    if n == 1 or not np.isfinite(sd):
+        return "inconclusive (1 seed)"
+    # accuracy difference (transfer - scratch) = -gap: "better" means positive transfer
+    d = diff_from_moments(-float(mean), float(sd), int(n), eval_var=eval_var)
+    return {"better": "positive", "worse": "negative"}.get(d.verdict, "inconclusive")
+
+
+def gap_interval(mean: float, sd: float, n: int, eval_var: float = 0.0) -> tuple[float, float]:
+    """95 % interval of the mean gap (same computation as :func:`verdict`); NaNs with one seed."""
+    from ..stats import diff_from_moments
+
+    if n < 2 or not (np.isfinite(mean) and np.isfinite(sd)):
+        return (math.nan, math.nan)
+    d = diff_from_moments(-float(mean), float(sd), int(n), eval_var=eval_var)
+    return (-d.high, -d.low)
+
+
+def _eval_var(g: pd.DataFrame) -> float:
+    """Binomial variance of a mean gap from the shared test images (0 if their number is unknown)."""
+    if "test_images" not in g or not np.isfinite(g["test_images"].min()):
+        return 0.0
+    n = int(g["test_images"].min())
+    at, ats = 1 - float(g["err_transfer"].mean()), 1 - float(g["err_scratch"].mean())
+    return (at * (1 - at) + ats * (1 - ats)) / n
 
 
 def summarise_gaps(df: pd.DataFrame, by: str | Sequence[str]) -> pd.DataFrame:
-    """Mean, sd, min and max of ``gap`` (and both arms' errors) per group, with a :func:`verdict`.
+    """Mean, sd, min, max and 95 % interval of ``gap`` (and both arms' errors) per group, with a :func:`verdict`.
 
-    ``df`` needs columns ``gap``, ``err_transfer``, ``err_scratch`` and ``seed``. ``seeds_negative``
-    counts seeds whose own gap was > 0.
+    ``df`` needs columns ``gap``, ``err_transfer``, ``err_scratch`` and ``seed`` (``test_images``,
+    when present, adds the test set's binomial noise to the interval). ``seeds_negative`` counts
+    seeds whose own gap was > 0.
     """
     by = [by] if isinstance(by, str) else list(by)
     g = df.groupby(by, sort=False)
@@ -160,9 +180,13 @@ def summarise_gaps(df: pd.DataFrame, by: str | Sequence[str]) -> pd.DataFrame:
         "gap_max": g["gap"].max(),
         "seeds": g["seed"].nunique(),
         "seeds_negative": g["gap"].apply(lambda s: int((s > 0).sum())),
+        "eval_var": g.apply(_eval_var, include_groups=False),
     })  # fmt: skip
-    out["verdict"] = [verdict(m, s) for m, s in zip(out["gap_mean"], out["gap_sd"])]
-    return out.reset_index()
+    ci = [gap_interval(m, s, k, e) for m, s, k, e in zip(out["gap_mean"], out["gap_sd"], out["seeds"], out["eval_var"])]
+    out["gap_low"] = [lo for lo, _ in ci]
+    out["gap_high"] = [hi for _, hi in ci]
+    out["verdict"] = [verdict(m, s, k, e) for m, s, k, e in zip(out["gap_mean"], out["gap_sd"], out["seeds"], out["eval_var"])]
+    return out.drop(columns="eval_var").reset_index()
 
 
 def paired_gaps(transfer: pd.DataFrame, scratch: pd.DataFrame, on: Sequence[str] = ("n_per_class", "seed")) -> pd.DataFrame:
@@ -423,18 +447,49 @@ def transfer_cases(P: SimpleNamespace, data: D.EuroSAT) -> tuple[pd.DataFrame, d
     return out, notes
 
 
-#: Why each case behaves as it does (the mechanism); which cases actually turned negative is
-#: decided by the measured gaps, never by this table.
-WHY: dict[str, str] = {
-    "imagenet_frozen": "ImageNet features are generic enough for satellite patches, and the few labels only have to fit a linear head",
-    "imagenet_gentle": "the head is trained first, so fine-tuning starts from sensible gradients, and the low learning rate adapts the pretrained features instead of overwriting them",
-    "raw_pixels": "the frozen base expects inputs in [-1, 1]; raw 0-255 values are ~128x larger, so with frozen BatchNorm statistics the activations saturate the ReLU6 units and much of the image information is clipped away",
-    "tiny_input": "at 32 px the base's last feature map is 1x1 and the fine texture that separates land-cover classes is gone; the pretrained filters see a scale they were not trained on",
-    "tiny_raw_pixels": "both mismatches at once: saturated activations on top of an input too small for the pretrained filters",
-    "shuffled_source_frozen": "the source labels had nothing to do with the images, so the pretrained features encode no land-cover information (at best memorised noise), and freezing them stops the target labels from repairing them",
-    "shuffled_source_finetuned": "retraining every layer lets the target labels repair the features; what remains is whether a memorising start is worse than a random one",
-    "imagenet_aggressive": "a high learning rate on every layer, with a random head sending large gradients into the base and BatchNorm statistics re-estimated from small batches, overwrites the pretrained features in the first steps and leaves a badly initialised network",
+#: Why each case came out as it did, one explanation per measured outcome (case -> verdict ->
+#: mechanism). :func:`why` picks the one matching the verdict; an inconclusive case gets none,
+#: because there is no measured effect to explain.
+WHY: dict[str, dict[str, str]] = {
+    "imagenet_frozen": {
+        "positive": "ImageNet features are generic enough for satellite patches, and the few labels only have to fit a linear head",
+        "negative": "the frozen ImageNet features do not separate these land-cover classes well enough for a linear head, while the scratch network adapts every layer to them",
+    },
+    "imagenet_gentle": {
+        "positive": "the head is trained first, so fine-tuning starts from sensible gradients, and the low learning rate adapts the pretrained features instead of overwriting them",
+        "negative": "even a gentle fine-tune moved the pretrained features further than the few labels can support, ending below a network trained for this data from the start",
+    },
+    "raw_pixels": {
+        "negative": "the frozen base expects inputs in [-1, 1]; raw 0-255 values are ~128x larger, so with frozen BatchNorm statistics the activations saturate the ReLU6 units and much of the image information is clipped away",
+        "positive": "raw 0-255 inputs saturate many activations of the frozen base, but enough image structure survives for a head on its features to beat a network trained from scratch on so few images",
+    },
+    "tiny_input": {
+        "negative": "at 32 px the base's last feature map is 1x1 and the fine texture that separates land-cover classes is gone; the pretrained filters see a scale they were not trained on",
+        "positive": "even at 32 px, where the base's last feature map is 1x1, the pretrained filters keep enough colour and coarse texture to beat scratch training on so few labels",
+    },
+    "tiny_raw_pixels": {
+        "negative": "both mismatches at once: saturated activations on top of an input too small for the pretrained filters",
+        "positive": "even with both mismatches (saturated activations, an input too small for the filters) the frozen features still gave a head more to work with than scratch training on so few labels",
+    },
+    "shuffled_source_frozen": {
+        "negative": "the source labels had nothing to do with the images, so the pretrained features encode no land-cover information (at best memorised noise), and freezing them stops the target labels from repairing them",
+        "positive": "even features learned from shuffled labels (generic filters fitted to these very images) were more useful to a linear head than a random start at this data size",
+    },
+    "shuffled_source_finetuned": {
+        "negative": "retraining every layer did not undo a start that had memorised noise: it began from weights worse than a random initialisation",
+        "positive": "retraining every layer let the target labels repair the features, and pretraining on the same kind of images still gave a better start than random weights",
+    },
+    "imagenet_aggressive": {
+        "negative": "a high learning rate on every layer, with a random head sending large gradients into the base and BatchNorm statistics re-estimated from small batches, overwrites the pretrained features in the first steps and leaves a badly initialised network",
+        "positive": "despite the high learning rate on every layer (BatchNorm re-estimated from small batches), the pretrained start kept an advantage over random weights: the first steps damaged the features without erasing them",
+    },
 }
+
+
+def why(case: str, verdict: str) -> str | None:
+    """The explanation of ``case`` that matches its measured ``verdict`` (None when inconclusive or unknown)."""
+    key = "negative" if verdict.startswith("negative") else "positive" if verdict.startswith("positive") else None
+    return WHY.get(case, {}).get(key) if key else None
 
 
 def histories(df: pd.DataFrame, cases: Sequence[str], seed: int) -> dict[str, Any]:
@@ -453,13 +508,19 @@ def histories(df: pd.DataFrame, cases: Sequence[str], seed: int) -> dict[str, An
 
 
 def explain(summary: pd.DataFrame) -> list[str]:
-    """One computed sentence per case: its gap, verdict and the measured reason."""
+    """One computed sentence per case: its gap with the 95 % interval, the verdict, and the reason
+    matching that verdict (none when the interval includes zero)."""
     lines = []
     for _, r in summary.iterrows():
-        gap = f"{100 * r.gap_mean:+.1f} ± {100 * r.gap_sd:.1f} points" if np.isfinite(r.gap_sd) else f"{100 * r.gap_mean:+.1f} points"
+        lo, hi = (r.get("gap_low", math.nan), r.get("gap_high", math.nan))
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            lo, hi = gap_interval(r.gap_mean, r.gap_sd, int(r.seeds))
+        ci = (f" (95 % CI {100 * lo:+.1f} to {100 * hi:+.1f}, {int(r.seeds)} seeds)" if np.isfinite(lo) and np.isfinite(hi)
+              else f" ({int(r.seeds)} seed, no interval)")  # fmt: skip
+        reason = why(r.case, r.verdict)
         lines.append(
             f"**{r.case}** ({CASES.get(r.case, r.case)}): test error {r.err_transfer:.1%} vs {r.err_scratch:.1%} "
-            f"from scratch, gap {gap} → **{r.verdict}** ({r.seeds_negative} of {r.seeds} seeds with gap > 0)"
-            + (f"; why: {WHY[r.case]}." if r.case in WHY and not r.verdict.startswith("inconclusive") else ".")
+            f"from scratch, gap {100 * r.gap_mean:+.1f} points{ci} → **{r.verdict}** ({r.seeds_negative} of {r.seeds} seeds with gap > 0)"
+            + (f"; why: {reason}." if reason else "; the interval includes zero, so there is no effect to explain.")
         )
     return lines

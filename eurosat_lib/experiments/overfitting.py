@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Mapping, Sequence
@@ -34,7 +35,10 @@ from .._io import write_json_atomic
 from .core import ExperimentSpec, RunResult, accelerator_for, checkpoints_for, eval_split, predict, run, train_subset
 from .finetune import unfreeze_policy
 from .negative_transfer import BN_MOMENTUM, build_model_fn
-from .params import _fraction, _int_list, _is_num, _pos_int, _pos_num, backbone_kwargs, register_notebook_params
+from .params import (
+    ChapterParams, backbone_kwargs, backbone_name, choice, fraction, int_list, list_of, nonneg_int, optional, param,
+    pos_int, pos_num, satisfies, seeds_param, weights_param,
+)  # fmt: skip
 
 NOTEBOOK = "04_overfitting"
 
@@ -48,65 +52,53 @@ REG_CONFIGS: dict[str, tuple[bool, bool, bool]] = {
 }
 
 
-def _fractions(v: Any) -> str | None:
-    ok = isinstance(v, (list, tuple)) and v and all(_is_num(f) and 0 < f <= 1 for f in v)
-    return None if ok else "must be a non-empty list of fractions in (0, 1]"
+@dataclass(frozen=True)
+class OverfittingParams(ChapterParams, notebook=NOTEBOOK):
+    """Chapter 04's parameters (validators and per-profile defaults: :mod:`.params`)."""
 
-
-def _fractions_or_empty(v: Any) -> str | None:
-    ok = isinstance(v, (list, tuple)) and all(_is_num(f) and 0 < f <= 1 for f in v)
-    return None if ok else "must be a (possibly empty) list of fractions in (0, 1]"
-
-
-def _reg_configs(v: Any) -> str | None:
-    ok = isinstance(v, (list, tuple)) and "none" in v and all(c in REG_CONFIGS for c in v) and len(set(v)) == len(v)
-    return None if ok else f"must be a list of distinct names from {list(REG_CONFIGS)} that includes 'none' (the baseline)"
-
-
-def _opt_pos_int(v: Any) -> str | None:
-    return None if v is None or _pos_int(v) is None else "must be a positive integer or None"
-
-
-register_notebook_params(
-    NOTEBOOK,
-    {
-        "n_small": (_pos_int, "training images per class of the small-data sections (1 and 3)"),
-        "big_alpha": (_pos_num, "width of the MobileNetV2 trained from scratch in section 1"),
-        "lr_scratch": (_pos_num, "learning rate of the from-scratch model"),
-        "pool_n_per_class": (_opt_pos_int, "training pool per class for sections 2 and 4 (None: the whole training split)"),
-        "fractions": (_fractions, "fractions of the training pool in the nested-subset curve"),
-        "finetune_fractions": (_fractions_or_empty, "fractions that also get a fine-tuned point (may be empty)"),
-        "reg_configs": (_reg_configs, "regularisation configurations of section 3 (names of REG_CONFIGS, with 'none')"),
-        "reg_n": (_pos_int, "training images per class of the regularisation runs (section 3)"),
-        "reg_epochs": (_pos_int, "epochs of the regularisation runs"),
-        "reg_hidden": (_pos_int, "hidden units of the head in the regularisation runs"),
-        "reg_dropout": (_fraction, "dropout rate of the 'dropout' configurations"),
-        "patience": (_pos_int, "early-stopping patience in epochs (on validation loss)"),
-        "n_configs": (_pos_int, "head configurations compared in the selection-on-test demonstration"),
-        "test_sizes": (_int_list, "test images per class of the small test sets in section 5"),
-        "n_draws": (_pos_int, "random test sets drawn per scenario in section 5"),
-        "val_n_per_class": (_opt_pos_int, "validation images per class (None: the whole split)"),
-    },
-    {
-        "smoke": dict(n_small=3, big_alpha=0.35, lr_scratch=1e-3, pool_n_per_class=6, fractions=[0.5, 1.0],
-                      finetune_fractions=[0.5], reg_n=3, reg_epochs=2, reg_hidden=16, reg_dropout=0.5, patience=1,
-                      # the baseline and all three together run every code path (augmented images
-                      # through the frozen base, dropout, early stopping) in two runs instead of five
-                      reg_configs=["none", "all three"],
-                      n_configs=3, test_sizes=[2], n_draws=50, epochs=1, epochs_head=2, epochs_finetune=1,
-                      val_n_per_class=2, test_n_per_class=6, seeds=1, image_size=64, batch_size=64),
-        "cpu": dict(n_small=50, big_alpha=0.35, lr_scratch=1e-3, pool_n_per_class=None,
-                    fractions=[0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0], finetune_fractions=[],
-                    reg_configs=list(REG_CONFIGS), reg_n=20, reg_epochs=30, reg_hidden=256, reg_dropout=0.5, patience=5, n_configs=20, test_sizes=[5, 20, 100],
-                    n_draws=2000, epochs=20, epochs_head=20, epochs_finetune=1, lr_finetune=1e-4,
-                    val_n_per_class=30, test_n_per_class=None, seeds=2, image_size=64, batch_size=32),
-        "gpu": dict(n_small=50, big_alpha=1.0, lr_scratch=1e-3, pool_n_per_class=None,
-                    fractions=[0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0], finetune_fractions=[0.01, 0.05, 0.25, 1.0],
-                    reg_configs=list(REG_CONFIGS), reg_n=20, reg_epochs=60, reg_hidden=512, reg_dropout=0.5, patience=8, n_configs=40, test_sizes=[5, 20, 100],
-                    n_draws=5000, epochs=60, epochs_head=30, epochs_finetune=5, lr_finetune=1e-4,
-                    val_n_per_class=None, test_n_per_class=None, seeds=5, image_size=128, batch_size=64),
-    },  # fmt: skip
-)
+    backbone: str = param(backbone_name, "backbone of every model", default="MobileNetV2")
+    alpha: float | None = param(optional(pos_num), "width of the pretrained MobileNetV2", smoke=0.35, cpu=0.35, gpu=None)
+    big_alpha: float = param(pos_num, "width of the MobileNetV2 trained from scratch in section 1", smoke=0.35, cpu=0.35, gpu=1.0)
+    weights: str | None = weights_param()
+    image_size: int = param(pos_int, "input size the 64 px images are resized to", smoke=64, cpu=64, gpu=128)
+    n_small: int = param(pos_int, "training images per class in sections 1 and 5", smoke=3, cpu=50, gpu=50)
+    epochs: int = param(nonneg_int, "epochs of section 1", smoke=1, cpu=20, gpu=60)
+    lr_scratch: float = param(pos_num, "learning rate of the from-scratch model", default=1e-3)
+    lr_head: float = param(pos_num, "learning rate of the head phase", default=1e-3)
+    lr_finetune: float = param(pos_num, "learning rate of the fine-tuning phase", default=1e-4)
+    epochs_head: int = param(nonneg_int, "epochs of head training on the frozen base", smoke=2, cpu=20, gpu=30)
+    epochs_finetune: int = param(nonneg_int, "epochs of fine-tuning", smoke=1, cpu=1, gpu=5)
+    batch_size: int = param(pos_int, "images per step", smoke=64, cpu=32, gpu=64)
+    pool_n_per_class: int | None = param(optional(pos_int), "training pool per class for sections 2 and 4",
+                                         smoke=6, cpu=None, gpu=None)
+    fractions: list[float] = param(list_of(fraction, "fractions in (0, 1]"), "fractions of the pool in the nested-subset curve",
+                                   smoke=[0.5, 1.0], cpu=[0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0],
+                                   gpu=[0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0])
+    finetune_fractions: list[float] = param(list_of(fraction, "fractions in (0, 1]", empty_ok=True),
+                                            "fractions that also get a fine-tuned point, may be empty",
+                                            smoke=[0.5], cpu=[], gpu=[0.01, 0.05, 0.25, 1.0])
+    reg_n: int = param(pos_int, "training images per class in section 3", smoke=3, cpu=20, gpu=20)
+    reg_configs: list[str] = param(
+        satisfies(lambda v: list_of(choice(*REG_CONFIGS), "", distinct=True)(v) is None and "none" in v,
+                  f"must be a list of distinct names from {list(REG_CONFIGS)} that includes 'none' (the baseline)"),
+        "regularisation configurations in section 3 ('none' is the baseline)",
+        # the smoke baseline and all three together run every code path (augmented images
+        # through the frozen base, dropout, early stopping) in two runs instead of five
+        smoke=["none", "all three"], cpu=list(REG_CONFIGS), gpu=list(REG_CONFIGS),
+    )
+    reg_epochs: int = param(pos_int, "epochs of the regularisation runs", smoke=2, cpu=30, gpu=60)
+    reg_hidden: int = param(pos_int, "hidden units of the head in section 3", smoke=16, cpu=256, gpu=512)
+    reg_dropout: float = param(fraction, "dropout rate of the 'dropout' configurations", default=0.5)
+    patience: int = param(pos_int, "early-stopping patience in epochs (on validation loss)", smoke=1, cpu=5, gpu=8)
+    n_configs: int = param(pos_int, "configurations in the selection-on-test demonstration", smoke=3, cpu=20, gpu=40)
+    test_sizes: list[int] = param(int_list, "test images per class of the small test sets in section 5",
+                                  smoke=[2], cpu=[5, 20, 100], gpu=[5, 20, 100])
+    n_draws: int = param(pos_int, "random test sets drawn per scenario", smoke=50, cpu=2000, gpu=5000)
+    seeds: list[int] = seeds_param(smoke=1, cpu=2, gpu=5)
+    val_n_per_class: int | None = param(optional(pos_int), "validation images per class",
+                                        smoke=2, cpu=30, gpu=None)
+    test_n_per_class: int | None = param(optional(pos_int), "test images per class",
+                                         smoke=6, cpu=None, gpu=None)
 
 
 # --------------------------------------------------------------------------------------------

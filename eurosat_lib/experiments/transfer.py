@@ -25,7 +25,10 @@ from .. import data as D
 from .. import models as M
 from .. import training as T
 from .core import ExperimentSpec, RunResult, run
-from .params import _is_int, _is_num, _pos_int, _pos_num, backbone_kwargs, register_notebook_params
+from .params import (
+    ChapterParams, at_least, backbone_kwargs, backbone_name, choice, interval, list_of, nonneg_int, optional, param,
+    pos_int, pos_num, seeds_param, weights_param,
+)  # fmt: skip
 
 NOTEBOOK = "01_transfer_learning"
 
@@ -45,53 +48,38 @@ MODE_TEXT = {
 }
 
 
-def _sizes(v: Any) -> str | None:
-    ok = isinstance(v, (list, tuple)) and v and all(_is_int(s) and s >= 32 for s in v)
-    return None if ok else "must be a non-empty list of input sizes (ints >= 32)"
+@dataclass(frozen=True)
+class TransferParams(ChapterParams, notebook=NOTEBOOK):
+    """Chapter 01's parameters (validators and per-profile defaults: :mod:`.params`)."""
 
-
-def _modes(v: Any) -> str | None:
-    allowed = ("auto",) + M.PREPROCESSING_MODES
-    ok = isinstance(v, (list, tuple)) and v and all(m in allowed for m in v)
-    return None if ok else f"must be a non-empty list of preprocessing modes from {list(allowed)}"
-
-
-def _heads(v: Any) -> str | None:
-    ok = isinstance(v, (list, tuple)) and v and all(
-        isinstance(h, (list, tuple)) and all(_is_int(u) and u > 0 for u in h) for h in v
+    backbone: str = param(backbone_name, "the pretrained network studied", default="MobileNetV2")
+    alpha: float | None = param(optional(pos_num), "MobileNet width multiplier", smoke=0.35, cpu=0.35, gpu=None)
+    weights: str | None = weights_param()
+    compare_image_size: int = param(pos_int, "input size of section 1 (all three models)", smoke=32, cpu=64, gpu=128)
+    image_size: int = param(pos_int, "input size of sections 3 and 4", smoke=32, cpu=128, gpu=224)
+    resolutions: list[int] = param(list_of(at_least(32), "input sizes (ints >= 32)"),
+                                   "input sizes compared on frozen features in section 2",
+                                   smoke=[32, 48], cpu=[64, 128, 224], gpu=[64, 128, 224])
+    preprocessing_modes: list[str] = param(
+        list_of(choice("auto", *M.PREPROCESSING_MODES), f"preprocessing modes from {['auto', *M.PREPROCESSING_MODES]}"),
+        "input normalisations compared in section 3",
+        smoke=["auto", "unit"], cpu=["auto", "unit", "caffe", "none"], gpu=["auto", "unit", "caffe", "none"],
     )
-    return None if ok else "must be a non-empty list of hidden-layer lists, e.g. [[], [256], [512, 256]]"
-
-
-def _dropout(v: Any) -> str | None:
-    return None if _is_num(v) and 0 <= v < 1 else "must be a dropout rate in [0, 1)"
-
-
-register_notebook_params(
-    NOTEBOOK,
-    {
-        "compare_image_size": (_pos_int, "input size of the section-1 comparison (all three models)"),
-        "lr_scratch": (_pos_num, "learning rate of the from-scratch runs"),
-        "resolutions": (_sizes, "input sizes the 64 px images are resized to for frozen features"),
-        "preprocessing_modes": (_modes, "input normalisations compared on frozen features"),
-        "heads": (_heads, "hidden layers of the heads compared on frozen features"),
-        "head_dropout": (_dropout, "dropout rate of every head"),
-        "val_n_per_class": (_pos_int, "validation images per class used for comparisons"),
-    },
-    {
-        "smoke": dict(n_per_class=5, val_n_per_class=3, test_n_per_class=5, compare_image_size=32, image_size=32,
-                      resolutions=[32, 48], preprocessing_modes=["auto", "unit"], heads=[[], [16]],
-                      head_dropout=0.2, epochs=1, epochs_head=1, lr_head=1e-3, lr_scratch=1e-3, batch_size=64, seeds=1),
-        "cpu": dict(n_per_class=100, val_n_per_class=100, test_n_per_class=None, compare_image_size=64, image_size=128,
-                    resolutions=[64, 128, 224], preprocessing_modes=["auto", "unit", "caffe", "none"],
-                    heads=[[], [256], [512, 256]], head_dropout=0.2, epochs=15, epochs_head=30, lr_head=1e-3,
-                    lr_scratch=1e-3, batch_size=32, seeds=2),
-        "gpu": dict(n_per_class=None, val_n_per_class=None, test_n_per_class=None, compare_image_size=128, image_size=224,
-                    resolutions=[64, 128, 224], preprocessing_modes=["auto", "unit", "caffe", "none"],
-                    heads=[[], [256], [512, 256]], head_dropout=0.2, epochs=30, epochs_head=30, lr_head=1e-3,
-                    lr_scratch=1e-3, batch_size=64, seeds=5),
-    },  # fmt: skip
-)
+    heads: list[list[int]] = param(list_of(list_of(pos_int, "units", empty_ok=True), "hidden-layer lists, e.g. [[], [256], [512, 256]]"),
+                                   "hidden layers of the heads compared in section 4",
+                                   smoke=[[], [16]], cpu=[[], [256], [512, 256]], gpu=[[], [256], [512, 256]])
+    head_dropout: float = param(interval(0, 1, closed="left", what="a dropout rate"), "dropout rate of every head", default=0.2)
+    epochs: int = param(nonneg_int, "section 1 budget: epochs for every model", smoke=1, cpu=15, gpu=30)
+    epochs_head: int = param(nonneg_int, "head epochs on cached features in sections 2 to 4", smoke=1, cpu=30, gpu=30)
+    lr_head: float = param(pos_num, "learning rate of the heads", default=1e-3)
+    lr_scratch: float = param(pos_num, "learning rate of the from-scratch runs", default=1e-3)
+    batch_size: int = param(pos_int, "images per step", smoke=64, cpu=32, gpu=64)
+    n_per_class: int | None = param(optional(pos_int), "training images per class", smoke=5, cpu=100, gpu=None)
+    val_n_per_class: int | None = param(pos_int, "validation images per class used for comparisons",
+                                        smoke=3, cpu=100, gpu=None)
+    test_n_per_class: int | None = param(optional(pos_int), "test images per class scored in section 1",
+                                         smoke=5, cpu=None, gpu=None)
+    seeds: list[int] = seeds_param(smoke=1, cpu=2, gpu=5)
 
 
 # --------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import math
 import time
+from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any, Sequence
 
@@ -28,7 +29,10 @@ from .. import data as D
 from .. import models as M
 from .. import training as T
 from .core import ExperimentSpec, RunResult, run
-from .params import _is_num, _nonneg_int, _pos_int, backbone_kwargs, register_notebook_params
+from .params import (
+    ChapterParams, any_of, backbone_kwargs, backbone_name, choice, fraction, interval, is_num, list_of, nonneg_int,
+    optional, param, pos_int, pos_num, seeds_param, string, weights_param,
+)  # fmt: skip
 
 NOTEBOOK = "06_truncation"
 
@@ -41,39 +45,34 @@ HEAD_BATCH = 32
 STAGES = "stages"
 
 
-def _cuts(v: Any) -> str | None:
-    if v == STAGES:
-        return None
-    ok = isinstance(v, (list, tuple)) and v and all(
-        isinstance(c, str) or (_is_num(c) and 0 < c <= 1) for c in v
+@dataclass(frozen=True)
+class TruncationParams(ChapterParams, notebook=NOTEBOOK):
+    """Chapter 06's parameters (validators and per-profile defaults: :mod:`.params`)."""
+
+    backbone: str = param(backbone_name, "any name from eurosat_lib.models.list_backbones()", default="MobileNetV2")
+    alpha: float | None = param(optional(pos_num), "MobileNet width multiplier", smoke=0.35, cpu=0.35, gpu=None)
+    weights: str | None = weights_param()
+    image_size: int = param(pos_int, "input size the 64 px images are resized to", smoke=64, cpu=128, gpu=224)
+    cuts: str | list[str | float] = param(
+        any_of(choice(STAGES), list_of(any_of(string, fraction, message=""), ""),
+               message=f"must be {STAGES!r} or a non-empty list of block names and/or fractions in (0, 1]"),
+        "stages, or a list of block names and fractions of the blocks",
+        smoke=[0.5, 1.0], cpu=STAGES, gpu=STAGES, example=["block_6", 0.5],
     )
-    return None if ok else f"must be {STAGES!r} or a non-empty list of block names and/or fractions in (0, 1]"
-
-
-def _tolerance(v: Any) -> str | None:
-    return None if _is_num(v) and 0 <= v < 1 else "must be an accuracy difference in [0, 1), e.g. 0.01 for 1 point"
-
-
-register_notebook_params(
-    NOTEBOOK,
-    {
-        "cuts": (_cuts, "where to cut: 'stages' (every stage end) or a list of block names / fractions of the blocks"),
-        "val_n_per_class": (_pos_int, "validation images per class (None = the whole split)"),
-        "tolerance": (_tolerance, "accuracy a cut may lose against the full backbone and still count as safe"),
-        "n_finetune": (_nonneg_int, "cuts (besides the full backbone) given a short fine-tune"),
-        "speed_images": (_pos_int, "images per timed inference batch"),
-    },
-    {
-        "smoke": dict(n_per_class=8, cuts=[0.5, 1.0], val_n_per_class=4, tolerance=0.01, n_finetune=0,
-                      speed_images=16, seeds=1, image_size=64, epochs_head=1, lr_head=2e-2, epochs_finetune=1, batch_size=128),
-        "cpu": dict(n_per_class=100, cuts=STAGES, val_n_per_class=50, tolerance=0.01, n_finetune=1,
-                    speed_images=256, seeds=2, image_size=128, epochs_head=15, lr_head=2e-2, epochs_finetune=2,
-                    lr_finetune=3e-4, batch_size=32),
-        "gpu": dict(n_per_class=None, cuts=STAGES, val_n_per_class=None, tolerance=0.01, n_finetune=3,
-                    speed_images=256, seeds=5, image_size=224, epochs_head=15, lr_head=2e-2, epochs_finetune=5,
-                    lr_finetune=1e-4),
-    },  # fmt: skip
-)
+    epochs_head: int = param(nonneg_int, "epochs of the head (linear probe) at every cut", smoke=1, cpu=15, gpu=15)
+    lr_head: float = param(pos_num, "learning rate of the head phase", default=2e-2)
+    epochs_finetune: int = param(nonneg_int, "epochs of the short fine-tunes", smoke=1, cpu=2, gpu=5)
+    lr_finetune: float = param(pos_num, "learning rate of the short fine-tunes", smoke=1e-4, cpu=3e-4, gpu=1e-4)
+    batch_size: int = param(pos_int, "batch size of the fine-tuning runs", smoke=128, cpu=32, gpu=128)
+    n_per_class: int | None = param(optional(pos_int), "training images per class", smoke=8, cpu=100, gpu=None)
+    val_n_per_class: int | None = param(pos_int, "validation images per class", smoke=4, cpu=50, gpu=None)
+    test_n_per_class: int | None = param(optional(pos_int), "test images per class scored",
+                                         smoke=10, cpu=None, gpu=None)
+    tolerance: float = param(interval(0, 1, closed="left", what="an accuracy difference"),
+                             "accuracy a cut may lose and still count as safe, 0.01 is one point", default=0.01)
+    n_finetune: int = param(nonneg_int, "cuts besides the full backbone given a short fine-tune", smoke=0, cpu=1, gpu=3)
+    speed_images: int = param(pos_int, "images per timed inference batch", smoke=16, cpu=256, gpu=256)
+    seeds: list[int] = seeds_param(smoke=1, cpu=2, gpu=5)
 
 
 # --------------------------------------------------------------------------------------------
@@ -160,7 +159,7 @@ def block_at(names: Sequence[str], cut: str | float) -> str:
         if cut not in names:
             raise ValueError(f"unknown block {cut!r}; valid blocks: {', '.join(names)}")
         return cut
-    if isinstance(cut, bool) or not _is_num(cut) or not 0 < cut <= 1:
+    if isinstance(cut, bool) or not is_num(cut) or not 0 < cut <= 1:
         raise ValueError(f"a cut must be a block name or a fraction in (0, 1]; got {cut!r}")
     k = max(1, math.ceil(round(float(cut) * len(names), 9))) - 1
     return names[k]
