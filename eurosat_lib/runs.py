@@ -320,8 +320,9 @@ class RunRecord(_MappingABC):
         model_info: ``models.describe_model(model)``.
         extra: anything else (train size, accelerator).
         environment: :func:`environment` when the record was written.
-        warnings: findings a reader of the run must see (e.g. "at chance level"); the caller
-            fills them (``sanity`` checks), an empty list means none were raised.
+        warnings: findings a reader of the run must see: :func:`reuse_or_run` adds
+            :func:`eurosat_lib.sanity.flags` (``"chance-level"``, ``"diverged"``,
+            ``"not converged"``) to any the producer gave; an empty list means none.
         schema: record layout version.
     """
 
@@ -336,8 +337,10 @@ class RunRecord(_MappingABC):
     warnings: list[str] = field(default_factory=list)
     schema: int = RECORD_SCHEMA
 
-    # Field order of the JSON file: records written before ``warnings`` existed stay byte-stable.
-    _ORDER = ("schema", "status", "params", "metrics", "history", "timings", "model_info", "extra", "environment", "warnings")
+    # Field order of the JSON file, as committed records have it (``warnings`` right after
+    # ``status``, where scripts/flag_records.py put it): a record read and written back is
+    # byte-identical.
+    _ORDER = ("schema", "status", "warnings", "params", "metrics", "history", "timings", "model_info", "extra", "environment")
 
     def __post_init__(self) -> None:
         if self.status not in RUN_STATUSES:
@@ -653,10 +656,14 @@ def reuse_or_run(
         except BaseException:
             write(folder, RunRecord(params=params, status="failed"))
             raise
-        # Hook for findings about the finished run (chance level, diverged, unconverged): the
-        # caller's produce() may fill record.warnings; sanity checks belong here once they exist.
         record.params = params
         record.status = "complete"
+        # Findings about the finished run (chance level, diverged, not converged), from its own
+        # numbers, after any the caller's produce() found.
+        from .sanity import flags_from_record
+
+        found = flags_from_record(record.to_dict())
+        record.warnings = [*record.warnings, *[w for w in found if w not in record.warnings]]
         record.timings = {**record.timings, **load_timings(load_start, machine_load())}
         record.environment = {}
         write(folder, record)
