@@ -5,6 +5,8 @@
 #                     test run whichever worker asks first: tests/conftest.py once_per_run)
 #   make experiments  re-run the notebooks into the book (PROFILE=cpu|gpu|smoke)
 #   make bench        run the benchmark scripts
+#   make publish      build, then push _build/html to the gh-pages branch (ghp-import) for
+#                     GitHub Pages without Actions (.github/workflows/book.yml does it with them)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -13,7 +15,7 @@ PROFILE ?= cpu
 # pip prints one warning per package for this machine's local index mirrors; keep logs readable.
 PIP_QUIET := -q --disable-pip-version-check
 
-.PHONY: setup book book-strict test experiments bench lab clean
+.PHONY: setup book book-strict test experiments bench lab clean publish
 
 setup: $(VENV)/.installed
 
@@ -27,6 +29,10 @@ $(VENV)/.installed: pyproject.toml
 book: setup
 	$(BIN)/jupyter-book build book/ --warningiserror --keep-going
 	@echo "Book: $(CURDIR)/_build/html/index.html"
+
+# -n: .nojekyll, so Pages serves _static/; -p: push; -f: replace the branch (a built site has no history worth keeping)
+publish: book
+	$(BIN)/ghp-import -n -p -f -m "Publish the book" _build/html
 
 test: setup
 	$(BIN)/python -m pytest -n 2 --dist loadgroup tests

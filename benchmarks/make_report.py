@@ -30,6 +30,13 @@ TITLES = {
 SCRIPTS = {name: f"benchmarks/bench_{name}.py" for name in ORDER}
 
 
+
+#: Figure style of the performance page: the width it is drawn at and the smallest font used.
+FIG_WIDTH_IN = 7.5
+SMALL_PT = 10
+LEGIBLE = {"font.size": 11, "axes.titlesize": 12, "axes.labelsize": 11, "xtick.labelsize": SMALL_PT,
+           "ytick.labelsize": SMALL_PT, "legend.fontsize": SMALL_PT}  # fmt: skip
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
@@ -284,18 +291,22 @@ def plot(results: dict[str, dict], path: Path) -> None:
     if "gpu_jax" in results:
         panels.append(("gpu_jax", _plot_gpu))
     n = max(1, len(panels))
-    cols = 2 if n > 1 else 1
+    # One panel per row at about the book's text width (7.5 in at 110 dpi ~ 825 px, shown at
+    # ~750 px), with fonts of 10-12 pt: two panels side by side were shrunk to half size on the
+    # page and their 7-8 pt labels could not be read.
+    cols = 1
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(6.2 * cols, 3.9 * rows), squeeze=False)
-    for ax, (name, fn) in zip(axes.flat, panels):
-        fn(ax, results[name])
-    for ax in list(axes.flat)[len(panels) :]:
-        ax.axis("off")
-    if not panels:
-        axes[0, 0].text(0.5, 0.5, "no results", ha="center", va="center")
-    fig.tight_layout()
-    with lib_io().atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
+    with plt.rc_context(LEGIBLE):
+        fig, axes = plt.subplots(rows, cols, figsize=(FIG_WIDTH_IN, 4.3 * rows), squeeze=False)
+        for ax, (name, fn) in zip(axes.flat, panels):
+            fn(ax, results[name])
+        for ax in list(axes.flat)[len(panels) :]:
+            ax.axis("off")
+        if not panels:
+            axes[0, 0].text(0.5, 0.5, "no results", ha="center", va="center")
+        fig.tight_layout()
+        with lib_io().atomic_path(path, suffix=".png") as tmp:
+            fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
 
 
@@ -313,9 +324,10 @@ def _plot_data(ax, r):
     ax.set_xscale("log")
     ax.invert_yaxis()
     ax.set_xlabel("seconds (log scale)")
+    ax.set_xlim(right=max(v for _, v in items) * 4)  # room for the value labels
     ax.set_title(f"Load {f['num_images']:,} images into NumPy")
     for i, (_, v) in enumerate(items):
-        ax.text(v, i, f" {fmt(v)} s", va="center", fontsize=8)
+        ax.text(v, i, f" {fmt(v)} s", va="center", fontsize=SMALL_PT)
 
 
 def _plot_transfer_epoch(ax, r):
@@ -324,7 +336,7 @@ def _plot_transfer_epoch(ax, r):
     vals = [f["cached_features"]["steady_epoch_seconds"], f["end_to_end"]["steady_epoch_seconds"]]
     ax.bar(names, vals, color=["#1b9e77", "#d95f02"])
     for i, v in enumerate(vals):
-        ax.text(i, v, f"{fmt(v)} s", ha="center", va="bottom", fontsize=8)
+        ax.text(i, v, f"{fmt(v)} s", ha="center", va="bottom", fontsize=SMALL_PT)
     ratio = r["ratios"].get("per_epoch_end_to_end_vs_cached")
     ax.set_ylabel("seconds per epoch")
     ax.set_title("Head training per epoch" + (f" ({fmt(ratio)}x)" if ratio else ""))
@@ -346,23 +358,24 @@ def _plot_tta(ax, r):
     ax.set_xlabel("wall seconds from the start of training")
     ax.set_ylabel("validation accuracy")
     ax.set_title(f"Time to {target:.0%} validation accuracy")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=SMALL_PT)
 
 
 def _plot_backbones(ax, r):
     configs = [c for c in r["figures"]["configs"] if c.get("train_images_per_s")]
-    # one word per line: "MobileNetV2 alpha=0.35" would overlap its neighbours
-    labels = [_label(c).split(" (to")[0].replace(" ", "\n") + f"\n{c['image_size']} px" for c in configs]
+    # Horizontal bars: the labels ("MobileNetV2 alpha=0.35, 224 px") read on one line each,
+    # where under vertical bars they overlapped their neighbours.
+    labels = [_label(c).split(" (to")[0] + f", {c['image_size']} px" for c in configs]
     idx = list(range(len(configs)))
-    w = 0.4
-    ax.bar([i - w / 2 for i in idx], [c["train_images_per_s"] for c in configs], w, label="train", color="#d95f02")
-    ax.bar([i + w / 2 for i in idx], [c["inference_images_per_s"] for c in configs], w, label="inference", color="#1b9e77")
-    ax.set_xticks(idx, labels, fontsize=7)
-    ax.set_yscale("log")
-    ax.set_ylim(bottom=min(min(c["train_images_per_s"], c["inference_images_per_s"]) for c in configs) / 3 if configs else None)
-    ax.set_ylabel("images/s (log scale)")
+    h = 0.4
+    ax.barh([i - h / 2 for i in idx], [c["train_images_per_s"] for c in configs], h, label="train", color="#d95f02")
+    ax.barh([i + h / 2 for i in idx], [c["inference_images_per_s"] for c in configs], h, label="inference", color="#1b9e77")
+    ax.set_yticks(idx, labels, fontsize=SMALL_PT)
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    ax.set_xlabel("images per second (log scale)")
     ax.set_title("Backbones on the CPU")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=SMALL_PT, loc="lower right")
 
 
 def _plot_gpu(ax, r):
@@ -382,7 +395,7 @@ def _plot_gpu(ax, r):
     d = f["device"]
     ax.set_title(f"MobileNetV2 on {d['device_count']} x {d['device_kind']}"[:60])
     for i, v in enumerate(vals):
-        ax.text(i, v, fmt(v), ha="center", va="bottom", fontsize=8)
+        ax.text(i, v, fmt(v), ha="center", va="bottom", fontsize=SMALL_PT)
 
 
 # --------------------------------------------------------------------------------------------

@@ -28,16 +28,89 @@ __all__ = [
     "plot_confusion_matrix",
     "plot_gradcam",
     "plot_history",
+    "plot_intervals",
     "plot_leaderboard",
     "plot_mistakes",
     "plot_per_class",
     "plot_reliability",
     "plot_sample_grid",
+    "axis_label",
 ]
 
 #: Screen/book resolution; savefig(dpi=...) can raise it for print.
 DPI = 100
 _CHANNELS = ("red", "green", "blue")
+
+
+#: Axis labels in words, with units, for the columns of the run tables the chapters plot. A figure
+#: never shows a raw column name: :func:`axis_label` falls back to the name with spaces for
+#: underscores, and tests/test_plots.py fails on any snake_case label.
+AXIS_LABELS: dict[str, str] = {
+    "accuracy": "accuracy",
+    "train_accuracy": "training accuracy",
+    "val_accuracy": "validation accuracy",
+    "test_accuracy": "test accuracy",
+    "loss": "loss (cross-entropy)",
+    "val_loss": "validation loss (cross-entropy)",
+    "train_minus_test": "training − test accuracy (gap)",
+    "lr": "learning rate (log scale)",
+    "lr_head": "head learning rate (log scale)",
+    "lr_finetune": "fine-tuning learning rate (log scale)",
+    "learning_rate": "learning rate (log scale)",
+    "image_size": "input size (pixels per side)",
+    "n_per_class": "labelled training images per class",
+    "train_images": "training images",
+    "unfreeze_fraction": "fraction of the backbone unfrozen",
+    "finetune_s_per_epoch": "fine-tuning time per epoch (s)",
+    "feature_seconds": "feature extraction time (s)",
+    "fit_seconds": "training time (s)",
+    "total_seconds": "run time (s)",
+    "inference_images_per_s": "inference speed (images/s, log scale)",
+    "images_per_s": "inference speed (images/s)",
+    "total_params": "parameters (log scale)",
+    "trainable": "trainable parameters",
+    "backbone_params": "backbone parameters",
+    "params_M": "parameters (millions)",
+    "epoch": "epoch",
+    "block": "backbone cut after block",
+    "batchnorm": "BatchNorm layers during fine-tuning",
+    "config": "regularisation",
+    "label": "preprocessing",
+    "mode": "preprocessing",
+    "head": "classification head",
+    "model": "model",
+    "split": "split",
+    "stage": "stage",
+    "candidate": "candidate",
+    "backbone": "backbone",
+    "case": "case",
+    "gap": "test error(transfer) − test error(scratch)",
+}
+
+
+def axis_label(column: str) -> str:
+    """The words (with units) an axis shows for a table column, e.g. ``val_accuracy`` ->
+    ``validation accuracy``; unknown names get spaces for underscores, never a raw name."""
+    return AXIS_LABELS.get(column, str(column).replace("_", " "))
+
+
+def _is_learning_rate(column: str) -> bool:
+    return column in ("lr", "learning_rate") or column.startswith("lr_") or column.endswith("_lr")
+
+
+def _label_points(ax: Axes, xs: Sequence[float], ys: Sequence[float], texts: Sequence[str], fontsize: float = 8) -> None:
+    """Label points without overlaps: adjustText moves the labels apart (with leader lines) where
+    it is installed; otherwise labels alternate above and below their point."""
+    xs, ys, texts = list(map(float, xs)), list(map(float, ys)), [str(t) for t in texts]
+    try:
+        from adjustText import adjust_text
+    except ImportError:  # optional dependency: alternating offsets already separate neighbours
+        for i, (x, y, t) in enumerate(zip(xs, ys, texts)):
+            ax.annotate(t, (x, y), xytext=(5, 5 if i % 2 == 0 else -11), textcoords="offset points", fontsize=fontsize)
+        return
+    labels = [ax.text(x, y, t, fontsize=fontsize) for x, y, t in zip(xs, ys, texts)]
+    if len(labels) > 1:
+        adjust_text(labels, x=xs, y=ys, ax=ax, arrowprops=dict(arrowstyle="-", color="grey", lw=0.5))
 
 
 def _new_ax(ax: Axes | None, figsize: tuple[float, float]) -> tuple[Figure, Axes]:
@@ -226,8 +299,9 @@ def plot_history(
             ax.annotate(f"{names[i + 1]} starts", xy=(b + 0.5, 1.0), xycoords=("data", "axes fraction"),
                         xytext=(3, -3), textcoords="offset points", fontsize=8, va="top", color="grey")
         ax.set_xlabel("epoch")
+        ax.set_ylabel(axis_label(metric))
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_title(metric)
+        ax.set_title(metric.replace("_", " "))
         ax.legend(fontsize=8)
     sns.despine(fig=fig)
     return fig
@@ -362,13 +436,96 @@ def plot_comparison(
         raise ValueError(f"columns {missing} not in the table; available: {list(df.columns)}")
     fig, ax = _new_ax(ax, (7, 4))
     common = dict(data=df, x=x, y=y, hue=hue, errorbar=err, ax=ax)
-    if kind == "bar":
+    if _is_learning_rate(x) and pd.api.types.is_numeric_dtype(df[x]):
+        # Learning rates span decades: a numeric log axis, not evenly spaced categories.
+        _numeric_points(df, x, y, hue, err, ax)
+        ax.set_xscale("log")
+    elif kind == "bar":
         sns.barplot(**common, capsize=0.15, alpha=0.85)
         sns.stripplot(data=df, x=x, y=y, hue=hue, dodge=hue is not None, color="black", size=3.5,
                       legend=False, ax=ax, palette=None if hue is None else ["black"] * df[hue].nunique())
     else:
         sns.pointplot(**common, dodge=0.3 if hue is not None else False, capsize=0.1, linestyle="none", markers="o")
-    ax.set_title(f"{y} by {x}" + (f" and {hue}" if hue else "") + (f" (error bars: {err})" if err else ""))
+    ax.set_xlabel(axis_label(x))
+    ax.set_ylabel(axis_label(y))
+    if hue is not None and ax.get_legend() is not None:
+        ax.get_legend().set_title(axis_label(hue))
+    ax.set_title(f"{axis_label(y)} by {axis_label(x)}" + (f" and {axis_label(hue)}" if hue else "")
+                 + (f" (error bars: {_err_words(err)})" if err else ""))  # fmt: skip
+    sns.despine(ax=ax)
+    return fig
+
+
+def _err_words(err: Any) -> str:
+    if err == "sd":
+        return "± 1 sd over runs"
+    if err == "se":
+        return "± 1 standard error"
+    if isinstance(err, tuple) and err[0] == "ci":
+        return f"{err[1]}% interval"
+    return str(err)
+
+
+def _numeric_points(df: pd.DataFrame, x: str, y: str, hue: str | None, err: Any, ax: Axes) -> None:
+    """Mean ± sd of ``y`` at each numeric ``x`` (one line per ``hue``), every run as a dot."""
+    groups = [(None, df)] if hue is None else list(df.groupby(hue, sort=False))
+    for (name, part), color in zip(groups, sns.color_palette("deep")):
+        s = _mean_sd(part, x, y)
+        ax.errorbar(s[x], s["mean"], yerr=s["sd"] if err else None, marker="o", capsize=3, color=color,
+                    label=None if name is None else str(name))  # fmt: skip
+        ax.scatter(part[x], part[y], s=10, color=color, alpha=0.5)
+    ax.set_xticks(sorted(df[x].unique()), [f"{v:g}" for v in sorted(df[x].unique())])
+    ax.minorticks_off()
+    if hue is not None:
+        ax.legend(fontsize=8, title=axis_label(hue))
+
+
+def plot_intervals(
+    table: pd.DataFrame,
+    estimate: str = "diff",
+    lo: str = "lo",
+    hi: str = "hi",
+    label: str | None = None,
+    reference: float | None = 0.0,
+    xlabel: str = "difference (95% interval)",
+    title: str | None = None,
+    ax: Axes | None = None,
+) -> Figure:
+    """Dot-and-interval plot: one row per comparison, a dot at ``estimate`` and a line from ``lo``
+    to ``hi`` (e.g. a paired difference and its 95 % interval), with a ``reference`` line (0 = no
+    difference). For small differences a bar from zero hides what matters; this shows it.
+
+    Args:
+        table: one row per comparison; ``label`` column (or the index) names each row.
+        estimate, lo, hi: columns of the point estimate and the interval's ends.
+        label: column naming the rows; ``None`` uses the index.
+        reference: where to draw the "no difference" line; ``None`` for none.
+        xlabel, title: axis label and title, in words.
+        ax: draw into this axes instead of a new figure.
+
+    Returns:
+        The figure.
+
+    Raises:
+        ValueError: a named column is missing, or an interval does not contain its estimate.
+    """
+    missing = [c for c in (estimate, lo, hi) + ((label,) if label else ()) if c not in table.columns]
+    if missing:
+        raise ValueError(f"columns {missing} not in the table; available: {list(table.columns)}")
+    est, low, high = (table[c].to_numpy(dtype=float) for c in (estimate, lo, hi))
+    if np.any(low > est + 1e-12) or np.any(high < est - 1e-12):
+        raise ValueError(f"every interval [{lo}, {hi}] must contain its {estimate}")
+    names = (table[label] if label else table.index).astype(str).tolist()
+    fig, ax = _new_ax(ax, (7, 0.45 * len(table) + 1.4))
+    ypos = np.arange(len(table))[::-1]
+    ax.hlines(ypos, low, high, color="tab:blue", linewidth=2)
+    ax.plot(est, ypos, "o", color="tab:blue", markersize=6)
+    if reference is not None:
+        ax.axvline(reference, color="black", linewidth=0.8, linestyle="--")
+    ax.set_yticks(ypos, names)
+    ax.set_xlabel(xlabel)
+    if title:
+        ax.set_title(title)
     sns.despine(ax=ax)
     return fig
 
@@ -413,8 +570,8 @@ def plot_leaderboard(
     # Accuracies all above 0.5: zoom in so differences are visible; leave room for the notes.
     left = max(0.0, lo - 0.1) if 0.5 < lo <= hi <= 1.0 else min(0.0, lo)
     ax.set_xlim(left, hi + 0.6 * max(hi - left, 1e-9))
-    ax.set_xlabel(metric)
-    ax.set_title(f"Leaderboard: {metric}")
+    ax.set_xlabel(axis_label(metric))
+    ax.set_title(f"Leaderboard: {axis_label(metric)}")
     sns.despine(ax=ax)
     return fig
 
@@ -430,8 +587,14 @@ def plot_gradcam(
     titles: Sequence[str] | None = None,
     alpha: float = 0.45,
     ncols: int = 6,
+    map_cells: tuple[int, int] | None = None,
 ) -> Figure:
-    """Each image with its Grad-CAM heatmap (from :func:`eurosat_lib.evaluation.grad_cam`) on top."""
+    """Each image with its Grad-CAM heatmap (from :func:`eurosat_lib.evaluation.grad_cam`) on top.
+
+    ``map_cells``: the size of the feature map the heatmaps were computed on (e.g. ``(2, 2)`` for
+    MobileNetV2 at 64 px). Below 7 cells a side the figure says, in its title, that the map only
+    locates evidence to within a quarter of the image or so: read it as coarse.
+    """
     images = np.asarray(images)
     heatmaps = np.asarray(heatmaps)
     if images.shape[0] != heatmaps.shape[0] or images.shape[1:3] != heatmaps.shape[1:3]:
@@ -450,7 +613,11 @@ def plot_gradcam(
         a.imshow(heatmaps[i], cmap="jet", alpha=alpha, vmin=0, vmax=1, interpolation="bilinear")
         if titles is not None:
             a.set_title(titles[i], fontsize=8)
-    fig.suptitle("Grad-CAM: where the evidence for the class lies (red = most)")
+    title = "Grad-CAM: where the evidence for the class lies (red = most)"
+    if map_cells is not None and min(map_cells) < 7:
+        title += (f"\nComputed on a {map_cells[0]}×{map_cells[1]} feature map, upsampled: it can only point to"
+                  " a region of the image, not to objects")  # fmt: skip
+    fig.suptitle(title, fontsize=10)
     return fig
 
 
@@ -514,8 +681,6 @@ def plot_cut_tradeoff(
         y = table["val_mean"].to_numpy(dtype=float)
         sd = table["val_sd"].fillna(0).to_numpy(dtype=float) if "val_sd" in table else None
         ax.errorbar(x, y, yerr=sd, fmt="-o", color=sns.color_palette("deep")[0], capsize=3, markersize=5)
-        for xi, yi, name in zip(x, y, table.index):
-            ax.annotate(str(name), (xi, yi), textcoords="offset points", xytext=(4, -11), fontsize=7)
         if tolerance is not None:
             ax.axhspan(full["val_mean"] - tolerance, full["val_mean"], color="green", alpha=0.12,
                        label=f"within {100 * tolerance:g} point(s) of the full backbone")
@@ -525,6 +690,7 @@ def plot_cut_tradeoff(
                     label=f"chosen cut: {chosen}")
         if np.all(x > 0):
             ax.set_xscale("log")
+        _label_points(ax, x, y, table.index, fontsize=7)
         ax.set_xlabel(label)
         ax.set_ylabel("validation accuracy (mean ± sd over seeds)")
         ax.legend(fontsize=7, loc="lower right", frameon=False)
@@ -553,8 +719,12 @@ def plot_curves(
         raise ValueError(f"columns {missing} not in the table; available: {list(df.columns)}")
     fig, ax = _new_ax(ax, (7, 4))
     sns.lineplot(data=df, x=x, y=y, hue=hue, errorbar=err, marker="o", markersize=4, ax=ax)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_title(f"{y} per {x}" + (f" (band: {err} across runs)" if err and df.groupby([hue, x]).size().max() > 1 else ""))
+    if x == "epoch":
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel(axis_label(x))
+    ax.set_ylabel(axis_label(y))
+    ax.set_title(f"{axis_label(y)} per {axis_label(x)}"
+                 + (f" (band: {_err_words(err)})" if err and df.groupby([hue, x]).size().max() > 1 else ""))
     ax.legend(fontsize=8, title=None)
     sns.despine(ax=ax)
     return fig
@@ -588,15 +758,14 @@ def plot_accuracy_vs_cost(
         for (name, part), color in zip(groups, sns.color_palette("deep")):
             ax.errorbar(part["x"], part["y"], yerr=part["sd"].fillna(0), fmt="o", capsize=3, color=color,
                         label=name if hue else None)  # fmt: skip
-            for _, row in part.iterrows():
-                ax.annotate(str(row[label]), (row["x"], row["y"]), xytext=(5, 4), textcoords="offset points", fontsize=8)
         if logx and (agg["x"] > 0).all():
-            ax.set_xscale("log")
+            ax.set_xscale("log")  # before labelling: the label placement works in the final scale
+        _label_points(ax, agg["x"], agg["y"], agg[label])
         if hue:
-            ax.legend(fontsize=8, title=hue)
-    ax.set_xlabel(x)
-    ax.set_ylabel(y)
-    ax.set_title(f"{y} vs {x}")
+            ax.legend(fontsize=8, title=axis_label(hue))
+    ax.set_xlabel(axis_label(x))
+    ax.set_ylabel(axis_label(y))
+    ax.set_title(f"{axis_label(y)} against {axis_label(x).split(' (')[0]}")
     sns.despine(ax=ax)
     return fig
 
@@ -684,8 +853,9 @@ def plot_learning_curves(histories: Mapping[str, Any], metrics: Sequence[str] = 
                 ax.plot(ep[: len(va)], va, "--", marker="o", markersize=2.5, label="validation")
             if len(tr) and len(tr) == len(va):
                 ax.fill_between(ep, tr, va, color="tab:red", alpha=0.1, label="gap")
-            ax.set_title(f"{label}: {metric}", fontsize=10)
+            ax.set_title(f"{label}: {axis_label(metric)}", fontsize=10)
             ax.set_xlabel("epoch")
+            ax.set_ylabel(axis_label(metric))
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.legend(fontsize=7)
     sns.despine(fig=fig)
@@ -703,9 +873,9 @@ def plot_accuracy_curve(df: pd.DataFrame, x: str, y: str, hue: str | None = None
         ax.scatter(part[x], part[y], s=9, color=color, alpha=0.5)
     if logx:
         ax.set_xscale("log")
-    ax.set_xlabel(x)
-    ax.set_ylabel(y)
-    ax.set_title(f"{y} vs {x} (mean ± sd over seeds)")
+    ax.set_xlabel(axis_label(x))
+    ax.set_ylabel(axis_label(y))
+    ax.set_title(f"{axis_label(y)} against {axis_label(x)} (mean ± sd over seeds)")
     if hue is not None:
         ax.legend(fontsize=8)
     sns.despine(ax=ax)

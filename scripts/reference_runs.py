@@ -29,6 +29,7 @@ from eurosat_lib import data as D
 from eurosat_lib import experiments as X
 from eurosat_lib import models as M
 from eurosat_lib import training as T
+from eurosat_lib.experiments.recipes import scratch_model_fn
 
 COMMON = dict(backbone="MobileNetV2", backbone_kwargs={"alpha": 0.35}, image_size=128, augment="flip",
               head=M.HeadConfig(dropout=0.2))  # fmt: skip
@@ -70,13 +71,8 @@ def main(argv: list[str]) -> int:
     data = X.load_data("auto", profile="smoke") if smoke else D.load_eurosat()
     for key in args.only:
         spec = smoke_spec(SPECS[key]) if smoke else SPECS[key]
-        momentum = spec.tags.get("bn_momentum")
-        model_fn = None
-        if momentum is not None:
-            def model_fn(s, m=momentum):
-                model = X.build_from_spec(s)
-                M.set_bn_momentum(model, m)
-                return model
+        # the from-scratch run gets the BatchNorm momentum its tags record (the chapters' recipe)
+        model_fn = scratch_model_fn() if "bn_momentum" in spec.tags else None
         # needs: this script is how a user gets a model to predict with (README), so a finished
         # record without its model.keras is not enough.
         res = X.run_experiment(spec, data, out, verbose=0 if smoke else 2, model_fn=model_fn, needs=("model.keras",),

@@ -101,7 +101,7 @@ def test_candidate_specs_pretrained_use_the_chapter_3_recipe_scratch_its_own(on_
     assert only.name == "scratch" and not only.use_feature_cache and only.unfreeze == "all" and not only.freeze_bn
     assert only.learning_rate == P.lr_scratch and only.schedule == "cosine" and only.early_stopping == BB.SCRATCH_PATIENCE
     assert only.epochs == P.epochs_head + P.epochs_finetune and b.augment == "flip"
-    assert b.tags["bn_momentum"] == BB.SCRATCH_BN_MOMENTUM and b.tags["init"] == "from scratch"
+    assert b.tags["bn_momentum"] == M.SCRATCH_BN_MOMENTUM and b.tags["init"] == "from scratch"
     with pytest.raises(ValueError, match="without ImageNet weights"):
         BB.scratch_spec(P, pre, seed=0)
     for s in (a, b):

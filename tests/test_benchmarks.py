@@ -105,6 +105,10 @@ def test_bench_data_quick(quick_runs):
     assert set(r["goals"]) == {"fresh_process_warm_load", "warm_vs_image_dataset_from_directory"}
     for g in r["goals"].values():
         assert isinstance(g["met"], bool) and positive(g["target"], g["value"])
+    # each goal is judged on its measured figure (lower is better for the load time)
+    fresh, ratio = r["goals"]["fresh_process_warm_load"], r["goals"]["warm_vs_image_dataset_from_directory"]
+    assert fresh["value"] == f["fresh_process_load_seconds"] and fresh["met"] == (fresh["value"] <= fresh["target"])
+    assert ratio["value"] == q["warm_vs_image_dataset_from_directory"] and ratio["met"] == (ratio["value"] >= ratio["target"])
     assert "image_dataset_from_directory" in text and "ArraySequence" in text
 
 
@@ -120,7 +124,9 @@ def test_bench_transfer_quick(quick_runs):
     assert positive(q["per_epoch_end_to_end_vs_cached"], q["total_end_to_end_vs_cached_incl_features"])
     assert q["val_accuracy_difference"] >= 0
     assert "time_to_accuracy_finetuned_vs_frozen" in q
-    assert r["goals"]["per_epoch_speedup"]["target"] == 10.0
+    # the goal is judged on the measured ratio, not restated: value is the ratio, met follows from it
+    g = r["goals"]["per_epoch_speedup"]
+    assert g["target"] == 10.0 and g["value"] == q["per_epoch_end_to_end_vs_cached"] and g["met"] == (g["value"] >= 10.0)
     for path in ("frozen", "finetuned"):
         t = f["time_to_accuracy"][path]
         assert t["curve"] and t["epochs_run"] == len(t["curve"]) and positive(t["total_seconds"])

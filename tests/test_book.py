@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import json
 import os
 import re
 import shutil
@@ -103,15 +104,8 @@ def test_chapters_in_the_book_are_executed_cpu_runs():
 
 @pytest.fixture(scope="module")
 def server(built_book):
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(built_book))
-
-    class Quiet(handler.func):  # type: ignore[misc, name-defined]
-        def log_message(self, *a):
-            pass
-
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(built_book)))
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{srv.server_address[1]}"
+    srv, url = _serve(built_book)
+    yield url
     srv.shutdown()
 
 
@@ -125,44 +119,262 @@ def test_index_redirect_lands_on_the_intro(server):
     assert "Transfer learning on EuroSAT" in r.stdout and "The questions, and where each is tested" in r.stdout
 
 
-@needs_chromium
-def test_pages_render_with_figures_and_numbers(server, tmp_path):
+# What the browser collects from each page: the text of <main>, its images, tables and links.
+_COLLECT = """() => {
+  const main = document.querySelector('main') || document.body;
+  return {
+    title: (main.querySelector('h1') || {innerText: ''}).innerText,
+    text: main.innerText,
+    images: [...main.querySelectorAll('img')].map(e => ({src: e.currentSrc || e.src, ok: e.complete && e.naturalWidth > 0})),
+    tables: [...main.querySelectorAll('table')].map(e => e.innerText),
+    cells: [...main.querySelectorAll('table td')].map(e => e.innerText),
+    links: [...document.querySelectorAll('a[href]')].map(e => e.href),
+    assets: [...document.querySelectorAll('script[src], link[href][rel=stylesheet], img[src]')].map(e => e.src || e.href),
+    math: document.querySelectorAll('mjx-container').length,
+    buttons: [...document.querySelectorAll('.article-header-buttons a[href], .header-article-items a[href]')].map(e => e.href),
+  };
+}"""
+
+
+def _serve(folder: Path) -> tuple[http.server.ThreadingHTTPServer, str]:
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(folder)))
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv, f"http://127.0.0.1:{srv.server_address[1]}"
+
+
+def _render_pages(built: Path, out: Path) -> None:
+    """Open every page of the book once in headless Chromium with the network cut off (only the
+    local server answers, so CDN assets fail as they would offline), after MathJax has typeset
+    it; write what each page shows to ``out/pages.json`` and a full-page screenshot beside it."""
     from playwright.sync_api import sync_playwright
 
-    shots = Path(os.environ.get("EUROSAT_SCREENSHOTS", tmp_path))
-    shots.mkdir(parents=True, exist_ok=True)
-    pages = _toc_files()
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS[1:])
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        errors: list[str] = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        for f in pages:
-            url = f"{server}/{Path(f).with_suffix('.html').as_posix()}"
-            resp = page.goto(url, wait_until="load")
-            assert resp is not None and resp.ok, f"{url}: HTTP {resp.status if resp else None}"
-            h1 = page.locator("main h1").first.inner_text()
-            assert h1.strip(), f"{f}: no title"
-            images = page.eval_on_selector_all(
-                "main img", "els => els.map(e => ({src: e.currentSrc, ok: e.complete && e.naturalWidth > 0}))"
+    srv, server = _serve(built)
+    pages: dict[str, dict] = {}
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS[1:])
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.route("**/*", lambda r: r.continue_() if r.request.url.startswith(server) else r.abort())
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            for f in _toc_files():
+                errors.clear()
+                url = f"{server}/{Path(f).with_suffix('.html').as_posix()}"
+                resp = page.goto(url, wait_until="load")
+                assert resp is not None and resp.ok, f"{url}: HTTP {resp.status if resp else None}"
+                # MathJax typesets after the load event; wait for it where the page has math.
+                page.evaluate("async () => { if (window.MathJax && MathJax.startup) await MathJax.startup.promise; }")
+                info = page.evaluate(_COLLECT)
+                # Links as paths of the built book (the server's port changes between runs).
+                for key in ("links", "assets"):
+                    info[key] = [u[len(server):] if u.startswith(server) else u for u in info[key]]
+                info["errors"] = list(errors)
+                info["screenshot"] = f"{f.replace('/', '_')}.png"
+                page.screenshot(path=str(out / info["screenshot"]), full_page=True)
+                pages[f] = info
+            browser.close()
+    finally:
+        srv.shutdown()
+    (out / "pages.json").write_text(json.dumps(pages))
+    if os.environ.get("EUROSAT_SCREENSHOTS"):
+        shutil.copytree(out, os.environ["EUROSAT_SCREENSHOTS"], dirs_exist_ok=True)
+
+
+@pytest.fixture(scope="module")
+def rendered(run_dir, built_book) -> dict[str, dict]:
+    """What every page of the built book shows in headless Chromium, offline (made once per test
+    run: tests/test_chapter_outputs.py reads the same). Screenshots: $EUROSAT_SCREENSHOTS."""
+    if CHROMIUM is None:
+        pytest.skip("Chromium is not installed (Debian package 'chromium'; .ci/run installs it)")
+    folder = once_per_run(run_dir, "book_pages", lambda out: _render_pages(built_book, out))
+    pages = json.loads((folder / "pages.json").read_text())
+    for info in pages.values():
+        info["screenshot"] = folder / info["screenshot"]
+    return pages
+
+
+def test_every_page_renders_offline_with_title_screenshot_and_no_js_errors(rendered):
+    assert set(rendered) == set(_toc_files())
+    for f, info in rendered.items():
+        assert info["title"].strip(), f"{f}: no title"
+        assert info["screenshot"].stat().st_size > 10_000, f"{f}: empty screenshot"
+        # sphinx-thebe (pulled in by the theme) declares THEBE_JS_URL in a script that Jupyter
+        # Book 1.x includes twice on notebook pages; harmless (thebe is off), and not ours to fix.
+        errors = [e for e in info["errors"] if "THEBE_JS_URL" not in e]
+        assert not errors, f"{f}: JavaScript errors: {errors[:3]}"
+
+
+def test_math_is_typeset_offline(rendered):
+    """MathJax ships with the book (sphinx-mathjax-offline): with no network the equation of
+    chapter 2 is typeset, and no page shows raw LaTeX."""
+    raw = re.compile(r"\\(text|underbrace|frac|iff|qquad|mathrm)\b|\$\$|\\\[|\\\(")
+    leftovers = {f: raw.search(i["text"]).group(0) for f, i in rendered.items() if raw.search(i["text"])}
+    assert not leftovers, f"raw LaTeX in the rendered pages: {leftovers}"
+    assert rendered["chapters/02_negative_transfer"]["math"] >= 1, "chapter 2's equation was not typeset"
+
+
+def test_every_image_loads(rendered):
+    broken = {f: [i["src"][:80] for i in info["images"] if not i["ok"]] for f, info in rendered.items()}
+    broken = {f: b for f, b in broken.items() if b}
+    assert not broken, f"images that did not load: {broken}"
+    for f, info in rendered.items():
+        if f.startswith("chapters/"):
+            assert len(info["images"]) >= 2, f"{f}: expected its figures, found {len(info['images'])} images"
+
+
+def test_no_broken_internal_link(rendered, built_book):
+    """Every same-site link and asset of every page points at a file of the built book, and a
+    link's #anchor at an id on the target page."""
+    from urllib.parse import unquote, urlsplit
+
+    ids: dict[Path, set[str]] = {}
+    broken = []
+    for f, info in rendered.items():
+        for href in info["links"] + info["assets"]:
+            if not href.startswith("/"):  # another site (CDN, GitHub, Colab): not ours to check offline
+                continue
+            parts = urlsplit(href)
+            target = built_book / unquote(parts.path).lstrip("/")
+            if target.is_dir():
+                target = target / "index.html"
+            if not target.is_file():
+                broken.append((f, href))
+                continue
+            if parts.fragment and target.suffix == ".html":
+                if target not in ids:
+                    ids[target] = set(re.findall(r'\bid="([^"]+)"', target.read_text(errors="replace")))
+                if unquote(parts.fragment) not in ids[target]:
+                    broken.append((f, href))
+    assert not broken, f"{len(broken)} broken internal links, e.g. {broken[:5]}"
+
+
+def test_pages_show_figures_and_numbers(rendered):
+    for f, info in rendered.items():
+        if f.startswith("chapters/"):
+            # The parameters/profile/hardware table (after the Prerequisites table).
+            assert any("profile" in t and "cpu" in t and "hardware" in t.lower() for t in info["tables"][:4]), (
+                f"{f}: the parameters/hardware table is missing near the top"
             )
-            broken = [i["src"][:80] for i in images if not i["ok"]]
-            assert not broken, f"{f}: images that did not load: {broken}"
-            if f.startswith("chapters/"):
-                assert len(images) >= 2, f"{f}: expected its figures, found {len(images)} images"
-                # The parameters/profile/hardware table (after the Prerequisites table).
-                tables = page.eval_on_selector_all("main table", "els => els.map(e => e.innerText)")
-                assert any("profile" in t and "cpu" in t and "hardware" in t.lower() for t in tables[:4]), (
-                    f"{f}: the parameters/hardware table is missing near the top"
-                )
-            if f in ("results", "performance"):
-                cells = page.eval_on_selector_all("main table td", "els => els.map(e => e.innerText)")
-                numeric = [c for c in cells if re.search(r"\d+(\.\d+)?\s*%|\d+\.\d+", c)]
-                assert len(numeric) >= 10, f"{f}: results tables hold too few numbers ({len(numeric)})"
-            if f in ("intro", "results"):
-                page.screenshot(path=str(shots / f"{f}.png"), full_page=True)
-        browser.close()
-    # sphinx-thebe (pulled in by the theme) declares THEBE_JS_URL in a script that Jupyter Book 1.x
-    # includes twice on notebook pages; harmless (thebe is off), and not ours to fix.
-    errors = [e for e in errors if "THEBE_JS_URL" not in e]
-    assert not errors, f"JavaScript errors: {errors[:3]}"
+        if f in ("results", "performance"):
+            numeric = [c for c in info["cells"] if re.search(r"\d+(\.\d+)?\s*%|\d+\.\d+", c)]
+            assert len(numeric) >= 10, f"{f}: results tables hold too few numbers ({len(numeric)})"
+
+
+def test_repository_and_launch_buttons_point_at_each_chapter_notebook(built_book):
+    """The repository URL is set once (_config.yml ``repository``); with it every page links the
+    repository and its issues, and every chapter opens its own executed notebook in Colab/Binder.
+    Checked on the shared build (the committed config sets the URL), so no extra build."""
+    from html import unescape
+    from urllib.parse import urlsplit
+
+    repo = yaml.safe_load((REPO / "_config.yml").read_text())["repository"]
+    url, branch, book = repo["url"].rstrip("/"), repo["branch"], repo["path_to_book"].strip("/")
+    owner_repo = urlsplit(url).path.strip("/")
+    assert owner_repo.count("/") == 1, f"repository.url should be https://github.com/OWNER/REPO, got {url}"
+    for f in _toc_files():
+        hrefs = {unescape(h) for h in re.findall(r'href="([^"]+)"', (built_book / f"{f}.html").read_text())}
+        assert url in hrefs, f"{f}: no repository button"
+        assert any(h.startswith(f"{url}/issues/new") for h in hrefs), f"{f}: no issue button"
+        if f.startswith("chapters/"):
+            notebook = f"{book}/{f}.ipynb"
+            assert (REPO / notebook).is_file()
+            expected = {
+                "Colab": f"https://colab.research.google.com/github/{owner_repo}/blob/{branch}/{notebook}",
+                "Binder": f"https://mybinder.org/v2/gh/{owner_repo}/{branch}?urlpath=lab/tree/{notebook}",
+            }
+            missing = {k: v for k, v in expected.items() if v not in hrefs}
+            assert not missing, f"{f}: launch buttons missing or pointing elsewhere: {missing}"
+
+
+def test_publishing_workflow_builds_with_make_book_and_deploys_to_pages():
+    wf = yaml.safe_load((REPO / ".github" / "workflows" / "book.yml").read_text())
+    triggers = wf.get("on", wf.get(True))  # YAML 1.1 reads a bare `on:` key as True
+    assert "main" in triggers["push"]["branches"]
+    assert wf["permissions"]["pages"] == "write" and wf["permissions"]["id-token"] == "write"
+    steps = [s for job in wf["jobs"].values() for s in job["steps"]]
+    uses = [s.get("uses", "") for s in steps]
+    # The README's build command, verbatim.
+    readme = (REPO / "README.md").read_text()
+    runs = [s["run"].strip() for s in steps if "run" in s]
+    assert "make book" in readme and "make book" in runs, runs
+    upload = [s for s in steps if s.get("uses", "").startswith("actions/upload-pages-artifact@")]
+    assert upload and upload[0]["with"]["path"] == "_build/html"
+    assert any(u.startswith("actions/deploy-pages@") for u in uses)
+    assert wf["jobs"]["deploy"]["needs"] == "build"
+
+
+def test_make_publish_pushes_the_built_book_with_ghp_import():
+    r = subprocess.run(["make", "-n", "publish"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    publish = [line for line in r.stdout.splitlines() if "ghp-import" in line]
+    assert publish and "_build/html" in publish[0] and " -p" in publish[0], r.stdout[-1000:]
+    assert "jupyter-book build book/" in r.stdout  # it builds first (make book)
+
+
+_CITE = re.compile(r"\{cite(?::[a-z]+)?\}`([^`]+)`")
+
+
+def _book_markdown() -> dict[str, str]:
+    """The prose of the book: its Markdown pages and the markdown cells of its chapters."""
+    import nbformat
+
+    texts = {str(p.relative_to(REPO)): p.read_text() for p in (REPO / "book").glob("*.md")}
+    for p in sorted((REPO / "book" / "chapters").glob("*.ipynb")):
+        nb = nbformat.read(p, as_version=4)
+        texts[str(p.relative_to(REPO))] = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    return texts
+
+
+def test_every_bibliography_entry_is_cited_and_every_citation_exists():
+    """The bibliography lists only what the book cites (no `:all:`), so an uncited entry would
+    silently vanish and a missing key would only warn: check both here."""
+    keys = set(re.findall(r"^@\w+\{([^,\s]+),", (REPO / "book" / "references.bib").read_text(), re.MULTILINE))
+    cited: dict[str, set[str]] = {}
+    for name, text in _book_markdown().items():
+        for group in _CITE.findall(text):
+            for key in group.split(","):
+                cited.setdefault(key.strip(), set()).add(name)
+    assert not set(cited) - keys, f"cited but not in references.bib: {sorted(set(cited) - keys)}"
+    assert not keys - set(cited), f"bibliography entries no page cites: {sorted(keys - set(cited))}"
+    # No raw links to papers where a bibliography entry belongs.
+    raw = {n for n, t in _book_markdown().items() if re.search(r"\]\(https?://arxiv\.org/", t)}
+    assert not raw, f"raw arXiv links instead of citations in {raw}"
+
+
+def test_chapter_prose_matches_its_template():
+    """The executed chapters carry the templates' markdown cells verbatim (edits reach both)."""
+    import nbformat
+
+    for t in sorted((REPO / "notebooks").glob("*.ipynb")):
+        c = REPO / "book" / "chapters" / t.name
+        md = [[x.source for x in nbformat.read(p, as_version=4).cells if x.cell_type == "markdown"] for p in (t, c)]
+        assert md[0] == md[1], f"{t.name}: markdown cells differ between notebooks/ and book/chapters/"
+
+
+def test_prose_building_cells_show_their_text_not_their_code():
+    """Cells that build a paragraph with f-strings (``display(Markdown(...))``) are tagged
+    ``remove-input`` (or ``hide-input``, collapsed, where they also call the library), in the
+    template and in its executed chapter alike."""
+    import nbformat
+
+    for t in sorted((REPO / "notebooks").glob("*.ipynb")):
+        chapter = nbformat.read(REPO / "book" / "chapters" / t.name, as_version=4)
+        tags_in_chapter = {c.source: set(c.metadata.get("tags", [])) for c in chapter.cells if c.cell_type == "code"}
+        for cell in nbformat.read(t, as_version=4).cells:
+            if cell.cell_type != "code" or "Markdown(" not in cell.source or len(cell.source.splitlines()) < 6:
+                continue
+            tags = set(cell.metadata.get("tags", []))
+            assert tags & {"remove-input", "hide-input"}, f"{t.name}: prose cell shown as code: {cell.source[:60]!r}"
+            if cell.source in tags_in_chapter:
+                assert tags_in_chapter[cell.source] >= tags & {"remove-input", "hide-input"}, f"{t.name}: tags differ"
+
+
+def test_pages_show_no_prose_building_code(rendered):
+    """No page shows a multi-line paragraph builder (a one-line status message may stay)."""
+    builder = re.compile(r"display\(Markdown\(\s*\n|display\(Markdown\(f\'\'\'")
+    shown = {f: len(builder.findall(i["text"])) for f, i in rendered.items() if builder.search(i["text"])}
+    assert not shown, f"pages show the f-string code that builds their text: {shown}"

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, jpeg_bytes
+from eurosat_lib import config
 from eurosat_lib import data as D
 from eurosat_lib import experiments as X
 from eurosat_lib import models as M
@@ -163,7 +164,7 @@ def test_require_weights_fails_fast_naming_the_file(tmp_path, monkeypatch):
 
     monkeypatch.setattr(keras.utils, "get_file", offline)
     monkeypatch.setenv("EUROSAT_WEIGHTS_DIR", str(tmp_path))
-    monkeypatch.setattr(M.config, "SHARED_DATA_DIR", tmp_path / "none")
+    monkeypatch.setattr(config, "SHARED_DATA_DIR", tmp_path / "none")
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
     P = X.resolve_params("03_finetune", backbone="ResNet50")
     with pytest.raises(FileNotFoundError, match=r"(?s)resnet50_weights_tf_dim_ordering_tf_kernels_notop\.h5.*-p weights none"):

@@ -159,7 +159,7 @@ def test_backbone_builds_preprocesses_like_keras_and_has_blocks(name):
     assert names[: len(first)] == first
     assert names[-len(last) :] == last
     assert len(names) == count == len(set(names))
-    table = M._block_table(bb, spec.family)
+    table = M.block_table(bb, spec.family)
     assert table[0][1] == 1 and table[-1][2] == len(bb.operations) - 1
     assert all(b[1] == a[2] + 1 for a, b in zip(table, table[1:]))
     assert_clean_boundaries(bb, [end for _, _, end in table])
@@ -309,6 +309,28 @@ def test_wrong_architecture_weights_file_gives_clear_error():
     assert V2_035 in str(ei.value)
 
 
+@pytest.mark.parametrize("content", [b"", np.random.default_rng(0).bytes(50_000)], ids=["empty", "random-bytes"])
+def test_corrupt_weights_file_is_called_corrupt_not_a_misfit(tmp_path, monkeypatch, content):
+    """Issue 16: an empty or random-bytes file is corrupt (delete it, fetch it again), not a file
+    that "does not fit the backbone"; the message names the path and what the official file is."""
+    found = tmp_path / "weights"
+    found.mkdir()
+    (found / V2_035).write_bytes(content)  # the official name, found by weights="imagenet"
+    monkeypatch.setenv("EUROSAT_WEIGHTS_DIR", str(found))
+    with pytest.raises(M.CorruptWeightsError) as ei:
+        M.build_model("MobileNetV2", weights="imagenet", backbone_kwargs={"alpha": 0.35}, image_size=32)
+    msg = str(ei.value)
+    assert str(found / V2_035) in msg and "corrupt" in msg and "does not fit" not in msg
+    assert "delete it" in msg.lower() and "mobilenet_v2/" + V2_035 in msg  # where to fetch it again
+    assert "2,019,640 bytes" in msg and "df1c3db1d0d9193719c4c70f707c56f7021f999f825bdc57454c275cf6def19f" in msg
+    assert isinstance(ei.value, ValueError)  # callers that catch the old error still do
+
+    own = tmp_path / "my base.weights.h5"  # a file of the user's own: named by its path
+    own.write_bytes(content)
+    with pytest.raises(M.CorruptWeightsError, match=r"(?s)my base\.weights\.h5.*is corrupt.*[Dd]elete it"):
+        M.build_backbone("MobileNetV2", 32, str(own), alpha=0.35)
+
+
 def test_resolve_weights_paths_and_bad_values(tmp_path):
     for w in (None, "none", "None"):
         assert M.resolve_weights("MobileNetV2", w) is None
@@ -399,7 +421,7 @@ def test_efficientnet_official_file_gets_keras_imagenet_normalisation():
     norm.adapt_mean.assign(mean)
     norm.adapt_variance.assign(var)
     norm.finalize_state()
-    M._fold_efficientnet_std(bb)
+    M.fold_efficientnet_std(bb)
     x = np.random.default_rng(0).uniform(0, 1, (1, 4, 4, 3)).astype("float32")
     expected = (x - mean) / np.sqrt(var) / np.sqrt(np.array([0.229, 0.224, 0.225], "float32"))
     np.testing.assert_allclose(np_(norm(x)), expected, rtol=1e-5)
@@ -655,6 +677,22 @@ def test_split_feature_extractor_shares_the_head():
     np.testing.assert_allclose(np_(head(np_(extractor(x)))), after, atol=1e-6)
 
 
+def test_build_head_alone_is_the_head_build_model_puts_after_pooling():
+    """Heads trained on a feature matrix (chapter 4) have the same layers as a whole model's."""
+    cfg = M.HeadConfig(dense_units=(16, 8), dropout=0.3)
+    _, inside = M.split_feature_extractor(M.build_small_cnn(head=cfg, filters=(8, 16)))
+    alone = M.build_head(16, cfg, num_classes=10)
+
+    def anatomy(model):
+        return [(type(layer).__name__, layer.name, getattr(layer, "units", None), getattr(layer, "rate", None))
+                for layer in model.layers]
+
+    assert anatomy(alone) == anatomy(inside)
+    assert alone.get_layer("predictions").dtype_policy.compute_dtype == "float32"
+    plain = M.build_head(5, M.HeadConfig(dropout=0.0), num_classes=3)
+    assert [layer.name for layer in plain.layers] == ["features", "predictions"] and plain.output.shape[-1] == 3
+
+
 def test_save_and_reload_keras_file(tmp_path):
     model = M.build_model(
         "MobileNetV2", weights=None, image_size=48, backbone_kwargs={"alpha": 0.35}, augment="light",
@@ -679,7 +717,7 @@ def test_save_and_reload_keras_file(tmp_path):
 
 
 def test_keras_saving_skipsets_are_cached_and_saving_still_round_trips(tmp_path):
-    """models.py works around Keras' never-hitting skip-set cache (see _cache_keras_saving_skipsets)."""
+    """The models package works around Keras' never-hitting skip-set cache (see _cache_keras_saving_skipsets)."""
     from keras.src.saving import saving_lib
 
     assert saving_lib.get_attr_skipset("Layer") is saving_lib.get_attr_skipset("Layer")

@@ -213,3 +213,125 @@ def test_gradcam(data, tmp_path):
     with pytest.raises(ValueError, match="must match"):
         plots.plot_gradcam(imgs, heat[:3])
 
+
+
+# --- One style for every figure: axis labels in words, log learning-rate axes, integer epochs ---
+
+_SNAKE = __import__("re").compile(r"\b[a-z]+(?:_[a-z0-9]+)+\b")
+
+
+def _runs_table() -> pd.DataFrame:
+    """A run table with the columns the chapters plot (several seeds per configuration)."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for seed in range(3):
+        for i, lr in enumerate((1e-5, 1e-4, 1e-3, 1e-2)):
+            rows.append(dict(
+                seed=seed, lr_finetune=lr, image_size=(64, 96, 128, 160)[i], unfreeze_fraction=i / 4,
+                config=("none", "dropout", "augment", "early stop")[i], block=f"block_{i}",
+                candidate=f"Net{i}", backbone=f"Net{i}", init=("imagenet", "scratch")[i % 2],
+                val_accuracy=0.8 + 0.02 * i + rng.normal(0, 0.005), test_accuracy=0.79 + 0.02 * i,
+                train_accuracy=0.95, train_minus_test=0.16 - 0.02 * i, feature_seconds=3.0 + i,
+                inference_images_per_s=100.0 * (i + 1), total_params=1e6 * (i + 1), fit_seconds=30.0 + i,
+                train_images=100 * (i + 1), method=("frozen features + head", "fine-tuned")[i % 2],
+            ))  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def _book_figures() -> list[Figure]:
+    """The figures of plots.py, drawn as the chapters call them (column names as in the run tables)."""
+    df = _runs_table()
+    curves = pd.DataFrame([dict(epoch=e, val_accuracy=0.5 + 0.05 * e + 0.01 * s, model=m, seed=s)
+                           for e in range(1, 8) for s in range(2) for m in ("frozen", "scratch")])  # fmt: skip
+    hist = {"loss": [1.0, 0.7, 0.5, 0.4], "val_loss": [1.1, 0.8, 0.7, 0.7],
+            "accuracy": [0.5, 0.7, 0.8, 0.85], "val_accuracy": [0.4, 0.6, 0.7, 0.72]}  # fmt: skip
+    table = df.groupby("block").agg(val_mean=("val_accuracy", "mean"), val_sd=("val_accuracy", "std"),
+                                    backbone_params=("total_params", "first"), images_per_s=("inference_images_per_s", "first"))  # fmt: skip
+    return [
+        plots.plot_comparison(df, x="lr_finetune", y="val_accuracy", kind="point"),
+        plots.plot_comparison(df, x="image_size", y="val_accuracy", kind="point"),
+        plots.plot_comparison(df, x="image_size", y="feature_seconds", kind="bar"),
+        plots.plot_comparison(df, x="config", y="train_minus_test", kind="bar"),
+        plots.plot_comparison(df, x="unfreeze_fraction", y="val_accuracy", hue="init", kind="bar"),
+        plots.plot_curves(curves, y="val_accuracy", hue="model"),
+        plots.plot_accuracy_vs_cost(df, x="inference_images_per_s", y="val_accuracy", label="backbone", hue="init"),
+        plots.plot_accuracy_vs_cost(df, x="total_params", y="val_accuracy", label="backbone"),
+        plots.plot_accuracy_curve(df, x="train_images", y="val_accuracy", hue="method"),
+        plots.plot_leaderboard(df, metric="val_accuracy", label="candidate", params="total_params", speed="fit_seconds"),
+        plots.plot_history(hist),
+        plots.plot_learning_curves({"a": hist}),
+        plots.plot_cut_tradeoff(table, tolerance=0.01, chosen="block_2"),
+        plots.plot_intervals(pd.DataFrame({"diff": [0.01, -0.002], "lo": [0.0, -0.01], "hi": [0.02, 0.006]},
+                                          index=["224 px − 64 px", "EfficientNetB0 − MobileNetV2"])),  # fmt: skip
+    ]
+
+
+def test_axis_labels_are_words_not_column_names():
+    """No figure axis (or title) shows a raw snake_case column name such as ``val_accuracy``."""
+    raw = []
+    for fig in _book_figures():
+        for ax in fig.axes:
+            for text in (ax.get_xlabel(), ax.get_ylabel(), ax.get_title()):
+                if _SNAKE.search(text):
+                    raw.append(text)
+            leg = ax.get_legend()
+            if leg is not None and _SNAKE.search(leg.get_title().get_text()):
+                raw.append(leg.get_title().get_text())
+    assert not raw, f"raw column names on figure axes: {raw}"
+    assert plots.axis_label("val_accuracy") == "validation accuracy"
+    assert plots.axis_label("some_new_column") == "some new column"
+
+
+def test_learning_rate_axes_are_log_and_numeric():
+    df = _runs_table()
+    ax = plots.plot_comparison(df, x="lr_finetune", y="val_accuracy", kind="point").axes[0]
+    assert ax.get_xscale() == "log"
+    # Numeric positions: 1e-5 and 1e-2 sit three decades apart, not at category slots 0..3.
+    lo, hi = ax.get_xlim()
+    assert lo < 1e-5 < 1e-2 < hi
+
+
+def test_epoch_ticks_are_integers():
+    curves = pd.DataFrame([dict(epoch=e, val_accuracy=0.5 + 0.05 * e, model="m") for e in range(1, 4)])
+    hist = {"accuracy": [0.5, 0.7, 0.8], "val_accuracy": [0.4, 0.6, 0.7]}
+    for fig in (plots.plot_curves(curves), plots.plot_history(hist, metrics=("accuracy",)),
+                plots.plot_learning_curves({"a": hist}, metrics=("accuracy",))):  # fmt: skip
+        fig.canvas.draw()
+        ax = fig.axes[0]
+        lo, hi = ax.get_xlim()
+        ticks = [t for t in ax.get_xticks() if lo <= t <= hi]
+        assert ticks and all(float(t).is_integer() for t in ticks), f"fractional epoch ticks {ticks}"
+
+
+def test_point_labels_do_not_overlap():
+    """Accuracy-vs-cost labels (chapter 5) of close points are moved apart."""
+    df = pd.DataFrame({"backbone": [f"EfficientNetB{i}" for i in range(5)], "x": [100, 100.5, 101, 200, 300],
+                       "val_accuracy": [0.9, 0.9005, 0.901, 0.95, 0.99]})  # fmt: skip
+    fig = plots.plot_accuracy_vs_cost(df, x="x", y="val_accuracy", label="backbone", logx=False)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    ax = fig.axes[0]
+    boxes = [t.get_window_extent(renderer) for t in ax.texts if t.get_text().startswith("EfficientNet")]
+    assert len(boxes) == 5
+    overlaps = [(i, j) for i in range(5) for j in range(i + 1, 5) if boxes[i].overlaps(boxes[j])]
+    assert not overlaps, f"point labels overlap: {overlaps}"
+
+
+def test_intervals_plot(tmp_path):
+    t = pd.DataFrame({"arm": ["a", "b"], "diff": [0.01, -0.002], "lo": [0.0, -0.01], "hi": [0.02, 0.006]})
+    fig = saved(plots.plot_intervals(t, label="arm", xlabel="accuracy difference (95% interval)"), tmp_path)
+    ax = fig.axes[0]
+    pos = {t.get_text(): y for t, y in zip(ax.get_yticklabels(), ax.get_yticks())}
+    assert pos["a"] > pos["b"], "the table's first row is drawn on top"
+    assert ax.get_xlabel() == "accuracy difference (95% interval)"
+    with pytest.raises(ValueError, match="must contain"):
+        plots.plot_intervals(t.assign(lo=[0.05, -0.01]), label="arm")
+    with pytest.raises(ValueError, match="not in the table"):
+        plots.plot_intervals(t, estimate="nope")
+
+
+def test_gradcam_states_its_resolution_limit():
+    imgs = np.zeros((2, 64, 64, 3), np.uint8)
+    maps = np.zeros((2, 64, 64), np.float32)
+    assert "2×2 feature map" in plots.plot_gradcam(imgs, maps, map_cells=(2, 2))._suptitle.get_text()
+    assert "feature map" not in plots.plot_gradcam(imgs, maps, map_cells=(7, 7))._suptitle.get_text()

@@ -1,7 +1,7 @@
 """Chapter 05 — choosing a base model.
 
 Every candidate backbone is trained with the chapter-3 two-phase recipe
-(:func:`eurosat_lib.experiments.finetune.recipe_spec`: head on cached features of the frozen
+(:func:`eurosat_lib.experiments.recipes.two_phase_spec`: head on cached features of the frozen
 base, then fine-tuning), on the same training images. The best candidate is chosen by
 **validation** accuracy; only the chosen one is then scored on the whole test split.
 
@@ -9,9 +9,9 @@ Candidates are written ``"Backbone"`` or ``"Backbone:alpha"`` (``"MobileNetV2:0.
 candidate uses ImageNet weights when they can be had; where they cannot (no file on disk, no
 network) and ``scratch_if_missing`` is set, it is trained from random weights instead — at its
 own (smaller) input size, in one phase with all layers and BatchNorm training from the first step
-(BatchNorm momentum 0.99, see :data:`eurosat_lib.experiments.transfer.SCRATCH_BN_MOMENTUM`), a
-cosine schedule and early stopping (:func:`scratch_spec`) — never a head phase on a frozen random
-backbone — and labelled "from scratch" everywhere.
+(BatchNorm momentum :data:`eurosat_lib.models.SCRATCH_BN_MOMENTUM`), a cosine schedule and early
+stopping (:func:`scratch_spec`) — never a head phase on a frozen random backbone — and labelled
+"from scratch" everywhere.
 """
 
 from __future__ import annotations
@@ -31,12 +31,11 @@ from .. import models as M
 from .. import training as T
 from .._io import write_json_atomic
 from .core import ExperimentSpec, RunResult, accelerator_for, predict, run, weights_available
-from .finetune import recipe_spec
-from .transfer import SCRATCH_BN_MOMENTUM, scratch_model_fn
 from .params import (
     ChapterParams, ParameterError, backbone_kwargs, boolean, fraction, is_int, nonneg_int, optional, param, pos_int,
     pos_num, seeds_param, seeds_spec, weights_param,
 )  # fmt: skip
+from .recipes import scratch_model_fn, two_phase_spec
 
 NOTEBOOK = "05_backbones"
 
@@ -146,7 +145,7 @@ class Candidate:
         return f"{self.name.lower()}_{'imagenet' if self.pretrained else 'scratch'}_{self.image_size}px"
 
     def namespace(self, P: SimpleNamespace) -> SimpleNamespace:
-        """``P`` with this candidate's backbone, alpha, weights and size (what recipe_spec reads)."""
+        """``P`` with this candidate's backbone, alpha, weights and size (what two_phase_spec reads)."""
         return SimpleNamespace(**{**vars(P), "backbone": self.backbone, "alpha": self.alpha,
                                   "weights": "imagenet" if self.pretrained else None, "image_size": self.image_size})  # fmt: skip
 
@@ -213,8 +212,9 @@ def candidate_spec(P: SimpleNamespace, c: Candidate, seed: int):
         return scratch_spec(P, c, seed)
     ns = c.namespace(P)
     ns.test_n_per_class = P.leaderboard_test_n_per_class
-    spec = recipe_spec(
+    spec = two_phase_spec(
         ns,
+        chapter=NOTEBOOK,
         name=f"{c.slug}_seed{seed}",
         fraction=P.unfreeze_fraction,
         lr=P.lr_finetune,
@@ -222,6 +222,7 @@ def candidate_spec(P: SimpleNamespace, c: Candidate, seed: int):
         freeze_bn=True,
         full_test=True,
     )
+    # "recipe" names chapter 3's recipe as runs have recorded it since the start (part of their keys).
     tags = {**spec.tags, "chapter": NOTEBOOK, "recipe": "03_finetune.recipe_spec", "candidate": c.label,
             "init": c.init}  # fmt: skip
     return dataclasses.replace(spec, tags=tags)
@@ -231,7 +232,7 @@ def scratch_spec(P: SimpleNamespace, c: Candidate, seed: int) -> ExperimentSpec:
     """A candidate without ImageNet weights, trained from scratch with a recipe fit for scratch.
 
     One phase, every layer and BatchNorm training from the first step (BatchNorm momentum
-    :data:`~eurosat_lib.experiments.transfer.SCRATCH_BN_MOMENTUM`, set by the run's ``model_fn``),
+    :data:`eurosat_lib.models.SCRATCH_BN_MOMENTUM`, set by the run's ``model_fn``),
     flip augmentation, Adam at ``lr_scratch`` with a cosine schedule, and early stopping on
     validation loss (patience :data:`SCRATCH_PATIENCE`). Its epoch cap is the pretrained
     candidates' whole budget (``epochs_head + epochs_finetune``), so it trains to its plateau or
@@ -257,7 +258,7 @@ def scratch_spec(P: SimpleNamespace, c: Candidate, seed: int) -> ExperimentSpec:
         eval_splits=("val", "test"),
         test_n_per_class=P.leaderboard_test_n_per_class,
         tags={"chapter": NOTEBOOK, "recipe": "from scratch: all layers, cosine, early stopping", "candidate": c.label,
-              "init": c.init, "bn_momentum": SCRATCH_BN_MOMENTUM, "epoch_budget": budget,
+              "init": c.init, "bn_momentum": M.SCRATCH_BN_MOMENTUM, "epoch_budget": budget,
               "early_stopping": SCRATCH_PATIENCE},
     )  # fmt: skip
 
@@ -310,7 +311,7 @@ def compare_backbones(P: SimpleNamespace, data: D.EuroSAT, cands: Sequence[Candi
     for c in cands:
         for seed in seeds_for(P, c):
             spec = candidate_spec(P, c, seed)
-            kw = {} if c.pretrained else {"model_fn": scratch_model_fn(data.num_classes, spec.tags["bn_momentum"])}
+            kw = {} if c.pretrained else {"model_fn": scratch_model_fn(data.num_classes)}  # momentum from the tags
             res = run(P, spec, data, **kw)
             runs[(c.label, seed)] = res
             rows.append(leaderboard_row(c, seed, res))

@@ -29,9 +29,9 @@ CHANNELS = ("red", "green", "blue")
 
 #: The ImageNet statistics behind Keras' "torch" preprocessing (RGB, 0-1 scale) and the mean
 #: "caffe" preprocessing subtracts (stored BGR in Keras, given here in RGB order, 0-255 scale).
-IMAGENET_MEAN = tuple(float(m) for m in M._TORCH_MEAN)
-IMAGENET_STD = tuple(float(s) for s in M._TORCH_STD)
-CAFFE_MEAN_RGB = tuple(float(m) for m in reversed(M._CAFFE_MEAN_BGR))
+IMAGENET_MEAN = tuple(float(m) for m in M.IMAGENET_MEAN)
+IMAGENET_STD = tuple(float(s) for s in M.IMAGENET_STD)
+CAFFE_MEAN_RGB = tuple(float(m) for m in reversed(M.CAFFE_MEAN_BGR))
 
 @dataclass(frozen=True)
 class DataParams(ChapterParams, notebook=NOTEBOOK):

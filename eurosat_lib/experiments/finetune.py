@@ -7,6 +7,7 @@ the notebook plots; the runs themselves are ordinary run folders under ``P.out_d
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
@@ -14,13 +15,12 @@ from typing import Any
 import pandas as pd
 
 from .. import data as D
-from .. import models as M
-from .. import training as T
-from .core import ExperimentSpec, RunResult, run
+from .core import RunResult, run
 from .params import (
-    ChapterParams, backbone_kwargs, backbone_name, fraction, interval, list_of, nonneg_int, optional, param,
-    pos_int, pos_num, seeds_param, weights_param,
+    ChapterParams, backbone_name, fraction, interval, list_of, nonneg_int, optional, param, pos_int, pos_num,
+    seeds_param, weights_param,
 )  # fmt: skip
+from .recipes import two_phase_spec, unfreeze_policy
 
 NOTEBOOK = "03_finetune"
 
@@ -55,55 +55,9 @@ class FinetuneParams(ChapterParams, notebook=NOTEBOOK):
     seeds: list[int] = seeds_param(smoke=1, cpu=2, gpu=3)
 
 
-def unfreeze_policy(backbone: str, fraction: float) -> str:
-    """The ``set_trainable`` policy for unfreezing the top ``fraction`` of a backbone's blocks.
-
-    0 keeps the base frozen (only the head keeps training), 1 unfreezes everything; in between,
-    the first block of the top ``round(fraction * n_blocks)`` blocks.
-    """
-    if fraction <= 0:
-        return "frozen"
-    if fraction >= 1:
-        return "all"
-    blocks = M.block_names(backbone)
-    k = max(1, round(fraction * len(blocks)))
-    return blocks[len(blocks) - k]
-
-
-def recipe_spec(
-    P: SimpleNamespace,
-    *,
-    name: str,
-    fraction: float,
-    lr: float,
-    seed: int,
-    freeze_bn: bool = True,
-    batch_size: int | None = None,
-    full_test: bool = False,
-) -> ExperimentSpec:
-    """Two phases: head on the frozen base (cached features), then fine-tune the top blocks."""
-    bs = batch_size or P.batch_size
-    return ExperimentSpec(
-        name=name,
-        backbone=P.backbone,
-        backbone_kwargs=backbone_kwargs(P.backbone, P.alpha),
-        weights=P.weights,
-        image_size=P.image_size,
-        augment="flip",
-        phases=(
-            T.PhaseConfig("head", epochs=P.epochs_head, learning_rate=P.lr_head, batch_size=128,
-                          early_stopping=5, use_feature_cache=True),
-            T.PhaseConfig("finetune", epochs=P.epochs_finetune, learning_rate=lr, batch_size=bs,
-                          unfreeze=unfreeze_policy(P.backbone, fraction), freeze_bn=freeze_bn),
-        ),  # fmt: skip
-        seed=seed,
-        n_per_class=P.n_per_class,
-        val_n_per_class=P.val_n_per_class,
-        eval_splits=("val", "test") if full_test else ("val",),
-        test_n_per_class=P.test_n_per_class,
-        tags={"chapter": NOTEBOOK, "unfreeze_fraction": fraction, "lr_finetune": lr, "freeze_bn": freeze_bn,
-              "batch_size": bs},
-    )  # fmt: skip
+#: This chapter's runs of the shared two-phase recipe (:func:`.recipes.two_phase_spec`): head on
+#: the frozen base (cached features), then fine-tune the top ``fraction`` of the blocks.
+recipe_spec = functools.partial(two_phase_spec, chapter=NOTEBOOK)
 
 
 def _name(fraction: float, lr: float, batch_size: int, freeze_bn: bool, seed: int) -> str:

@@ -30,11 +30,12 @@ import pandas as pd
 from .. import data as D
 from .. import models as M
 from .. import training as T
-from .core import ExperimentSpec, RunResult, build_from_spec, run
+from .core import ExperimentSpec, RunResult, run
 from .params import (
     ChapterParams, at_least, backbone_kwargs, backbone_name, choice, int_list, list_of, nonneg_int, optional, param,
     pos_int, pos_num, seeds_param, weights_param,
 )  # fmt: skip
+from .recipes import scratch_model_fn
 
 NOTEBOOK = "02_negative_transfer"
 
@@ -87,15 +88,9 @@ class NegativeTransferParams(ChapterParams, notebook=NOTEBOOK):
                                          smoke=4, cpu=100, gpu=None)
 
 
-#: BatchNorm momentum for every arm whose BatchNorm layers train (see models.SCRATCH_BN_MOMENTUM).
-BN_MOMENTUM = M.SCRATCH_BN_MOMENTUM
-
-
-def build_model_fn(spec: ExperimentSpec) -> Any:
-    """``build_from_spec`` with :data:`BN_MOMENTUM` (the ``model_fn`` every run of this chapter uses)."""
-    model = build_from_spec(spec)
-    M.set_bn_momentum(model, float(spec.tags.get("bn_momentum", BN_MOMENTUM)))
-    return model
+#: The ``model_fn`` of every run of this chapter: arms whose BatchNorm layers train get the
+#: momentum recorded in their tags (models.SCRATCH_BN_MOMENTUM, see there for why).
+build_model_fn = scratch_model_fn()
 
 
 def _run(P: SimpleNamespace, spec: ExperimentSpec, data: D.EuroSAT, **kwargs: Any) -> RunResult:
@@ -252,7 +247,7 @@ def _common(P: SimpleNamespace, name: str, n: int, seed: int, **tags: Any) -> di
         n_per_class=n,
         val_n_per_class=P.val_n_per_class,
         test_n_per_class=P.test_n_per_class,
-        tags={"chapter": NOTEBOOK, "bn_momentum": BN_MOMENTUM, **tags},
+        tags={"chapter": NOTEBOOK, "bn_momentum": M.SCRATCH_BN_MOMENTUM, **tags},
     )
 
 
@@ -330,7 +325,7 @@ def source_spec(P: SimpleNamespace) -> ExperimentSpec:
         seed=0,
         val_n_per_class=P.val_n_per_class,
         eval_splits=("val",),
-        tags={"chapter": NOTEBOOK, "bn_momentum": BN_MOMENTUM, "arm": "source", "labels": "shuffled", "source_init": P.source_init,
+        tags={"chapter": NOTEBOOK, "bn_momentum": M.SCRATCH_BN_MOMENTUM, "arm": "source", "labels": "shuffled", "source_init": P.source_init,
               "source_n_per_class": P.source_n_per_class},
     )  # fmt: skip
 

@@ -33,12 +33,11 @@ from .. import models as M
 from .. import training as T
 from .._io import write_json_atomic
 from .core import ExperimentSpec, RunResult, accelerator_for, checkpoints_for, eval_split, predict, run, train_subset
-from .finetune import unfreeze_policy
-from .negative_transfer import BN_MOMENTUM, build_model_fn
 from .params import (
     ChapterParams, backbone_kwargs, backbone_name, choice, fraction, int_list, list_of, nonneg_int, optional, param,
     pos_int, pos_num, satisfies, seeds_param, weights_param,
 )  # fmt: skip
+from .recipes import model_fields, scratch_model_fn, two_phases
 
 NOTEBOOK = "04_overfitting"
 
@@ -229,18 +228,7 @@ def _as_dataset(x: np.ndarray, y: np.ndarray) -> D.EuroSAT:
 
 def build_head(dim: int, hidden: Sequence[int] = (), dropout: float = 0.0, num_classes: int = 10, name: str = "head"):
     """The classification head alone, on ``dim``-dimensional pooled features (same layers as ``build_model``)."""
-    import keras
-    from keras import layers
-
-    x = inp = keras.Input((dim,), name="features")
-    for i, units in enumerate(hidden):
-        if dropout > 0:
-            x = layers.Dropout(dropout, name=f"head_dropout_{i}")(x)
-        x = layers.Dense(units, activation="relu", name=f"head_dense_{i}")(x)
-    if dropout > 0:
-        x = layers.Dropout(dropout, name="head_dropout")(x)
-    out = layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions")(x)
-    return keras.Model(inp, out, name=name)
+    return M.build_head(dim, M.HeadConfig(dense_units=tuple(hidden), dropout=dropout), num_classes, name)
 
 
 def feature_head_run(
@@ -350,7 +338,7 @@ def _small_common(P: SimpleNamespace, name: str, seed: int, **tags: Any) -> dict
 def scratch_spec(P: SimpleNamespace, seed: int) -> ExperimentSpec:
     """MobileNetV2 (width ``big_alpha``) from random init on ``n_small`` per class: no augmentation, no early stopping."""
     return ExperimentSpec(
-        **_small_common(P, f"scratch_a{P.big_alpha:g}_n{P.n_small}_seed{seed}", seed, model="scratch", bn_momentum=BN_MOMENTUM),
+        **_small_common(P, f"scratch_a{P.big_alpha:g}_n{P.n_small}_seed{seed}", seed, model="scratch", bn_momentum=M.SCRATCH_BN_MOMENTUM),
         backbone_kwargs=backbone_kwargs(P.backbone, P.big_alpha),
         weights=None,
         phases=(T.PhaseConfig("scratch", epochs=P.epochs, learning_rate=P.lr_scratch, batch_size=P.batch_size, unfreeze="all", freeze_bn=False),),
@@ -387,7 +375,7 @@ def overfit_pair(P: SimpleNamespace, data: D.EuroSAT) -> tuple[pd.DataFrame, dic
     for model, make, cached in (("from scratch", scratch_spec, False), ("frozen ImageNet base", frozen_spec, True)):
         for seed in P.seeds:
             spec = make(P, seed)
-            res = run(P, spec, data, model_fn=build_model_fn)
+            res = run(P, spec, data, model_fn=scratch_model_fn())
             runs[(model, seed)] = res
             tr = train_metrics(res, train_subset(data, spec), cached, eager)
             m = res.record["metrics"]
@@ -506,16 +494,9 @@ def good_model_spec(P: SimpleNamespace, name: str = "good_model", fraction: floa
         n, frac = max(1, round(fraction * n)), None
     return ExperimentSpec(
         name=name,
-        backbone=P.backbone,
-        backbone_kwargs=backbone_kwargs(P.backbone, P.alpha),
-        weights=P.weights,
-        image_size=P.image_size,
+        **model_fields(P),
         augment="flip",
-        phases=(
-            T.PhaseConfig("head", epochs=P.epochs_head, learning_rate=P.lr_head, batch_size=128, early_stopping=5, use_feature_cache=True),
-            T.PhaseConfig("finetune", epochs=P.epochs_finetune, learning_rate=P.lr_finetune, batch_size=P.batch_size,
-                          unfreeze=unfreeze_policy(P.backbone, 0.5)),
-        ),  # fmt: skip
+        phases=two_phases(P, fraction=0.5, lr=P.lr_finetune),
         seed=seed,
         n_per_class=n,
         train_fraction=frac,

@@ -29,6 +29,7 @@ from .params import (
     ChapterParams, at_least, backbone_kwargs, backbone_name, choice, interval, list_of, nonneg_int, optional, param,
     pos_int, pos_num, seeds_param, weights_param,
 )  # fmt: skip
+from .recipes import scratch_model_fn
 
 NOTEBOOK = "01_transfer_learning"
 
@@ -113,26 +114,6 @@ def small_cnn_model(spec: ExperimentSpec, num_classes: int = 10):
                              bn_momentum=float(spec.tags.get("bn_momentum", M.SCRATCH_BN_MOMENTUM)))
 
 
-# Networks trained from scratch here get models.SCRATCH_BN_MOMENTUM (see there for why).
-SCRATCH_BN_MOMENTUM = M.SCRATCH_BN_MOMENTUM
-set_bn_momentum = M.set_bn_momentum
-
-
-def scratch_model_fn(num_classes: int = 10, momentum: float = SCRATCH_BN_MOMENTUM):
-    """``model_fn`` for :func:`run`: the spec's model with BatchNorm momentum ``momentum``.
-
-    Record it in the spec's tags (``bn_momentum``) so the run folder says what was trained.
-    """
-    from .core import build_from_spec
-
-    def build(spec: ExperimentSpec):
-        model = build_from_spec(spec, num_classes)
-        set_bn_momentum(model, momentum)
-        return model
-
-    return build
-
-
 def head_config(P: SimpleNamespace, dense_units: Sequence[int] = ()) -> M.HeadConfig:
     return M.HeadConfig(dense_units=tuple(dense_units), dropout=float(P.head_dropout))
 
@@ -167,11 +148,11 @@ def compare_specs(P: SimpleNamespace, seed: int) -> dict[str, ExperimentSpec]:
             name=f"compare_scratch_{size}px_seed{seed}", backbone=P.backbone, backbone_kwargs=bk, weights=None,
             image_size=size, head=head_config(P), augment="flip",
             phases=(_budget_phase(P, "scratch", P.lr_scratch, cached=False),),
-            tags={**tag(scratch, "random"), "bn_momentum": SCRATCH_BN_MOMENTUM}, **common),
+            tags={**tag(scratch, "random"), "bn_momentum": M.SCRATCH_BN_MOMENTUM}, **common),
         cnn: SmallCNNSpec(
             name=f"compare_smallcnn_seed{seed}", image_size=M.INPUT_SIZE, head=head_config(P), augment="flip",
             phases=(_budget_phase(P, "scratch", P.lr_scratch, cached=False),),
-            tags={**tag(cnn, "random"), "bn_momentum": SCRATCH_BN_MOMENTUM}, **common),
+            tags={**tag(cnn, "random"), "bn_momentum": M.SCRATCH_BN_MOMENTUM}, **common),
     }  # fmt: skip
 
 
@@ -268,7 +249,7 @@ def compare_from_scratch(P: SimpleNamespace, data: D.EuroSAT) -> tuple[pd.DataFr
             if isinstance(spec, SmallCNNSpec):
                 kw = {"model_fn": lambda s: small_cnn_model(s, data.num_classes)}
             elif spec.weights is None:
-                kw = {"model_fn": scratch_model_fn(data.num_classes, spec.tags["bn_momentum"])}
+                kw = {"model_fn": scratch_model_fn(data.num_classes)}  # BatchNorm momentum from the tags
             else:
                 kw = {}
             res = run(P, spec, data, save_model=False, **kw)  # phase weights are kept; nothing reloads these

@@ -33,6 +33,7 @@ from .params import (
     ChapterParams, any_of, backbone_kwargs, backbone_name, choice, fraction, interval, is_num, list_of, nonneg_int,
     optional, param, pos_int, pos_num, seeds_param, string, weights_param,
 )  # fmt: skip
+from .recipes import model_fields
 
 NOTEBOOK = "06_truncation"
 
@@ -187,10 +188,7 @@ def cut_spec(P: SimpleNamespace, block: str, seed: int, *, with_test: bool = Fal
     name = f"cut-{block}" + ("_finetune" if finetune else "") + ("_test" if with_test else "") + f"_seed{seed}"
     return ExperimentSpec(
         name=name,
-        backbone=P.backbone,
-        backbone_kwargs=backbone_kwargs(P.backbone, P.alpha),
-        weights=P.weights,
-        image_size=P.image_size,
+        **model_fields(P),
         truncate_at=None if full else block,
         head=PROBE_HEAD,
         phases=tuple(phases),
