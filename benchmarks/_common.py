@@ -7,9 +7,10 @@ which only starts one child per configuration, stays light.
 Every result file has the same top-level layout (``SCHEMA``)::
 
     {"benchmark": "data", "schema": 1, "quick": false, "args": {...},
-     "environment": eurosat_lib.evaluation.environment(),
+     "environment": eurosat_lib.runs.environment(),
      "figures": {...}, "ratios": {...}, "goals": {name: {"target", "value", "met", "description"}},
-     "notes": [...], "wall_seconds": 123.4}
+     "notes": [...], "wall_seconds": 123.4,
+     "machine_load": {"start": {...}, "end": {...}, "rule": "..."}, "contended": false}
 """
 
 from __future__ import annotations
@@ -37,6 +38,19 @@ SCHEMA = 1
 # A source checkout without `pip install -e .` still finds the library.
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+
+
+def _start_load() -> dict[str, Any] | None:
+    try:
+        from eurosat_lib import runs
+    except ImportError:  # the library itself is missing: the script fails later with a clear error
+        return None
+    return runs.machine_load()
+
+
+#: The machine's load when the benchmark script started (importing this module); compared with
+#: the load at the end to flag results measured under contention.
+START_LOAD = _start_load()
 
 
 # --------------------------------------------------------------------------------------------
@@ -71,57 +85,21 @@ def lib_io():
 
 
 def environment() -> dict[str, Any]:
-    """``eurosat_lib.evaluation.environment()`` (versions, CPU, GPUs, timestamp).
+    """``eurosat_lib.runs.environment()`` (versions, CPU, GPUs, timestamp) and the machine's load
+    now (``runs.machine_load``). ``eurosat_lib.runs`` needs neither pandas, scikit-learn nor a
+    Keras backend, so a lean GPU machine (JAX + Keras only) has it too."""
+    from eurosat_lib import runs
 
-    That module needs pandas and scikit-learn; a lean GPU machine (JAX + Keras only) may lack
-    them, so the same fields are then gathered here, and ``environment_fallback`` says so.
-    """
-    try:
-        from eurosat_lib.evaluation import environment as env
-    except ImportError as e:
-        return _fallback_environment(str(e))
-    return env()
+    return {**runs.environment(), "machine_load": runs.machine_load()}
 
 
-def _fallback_environment(reason: str) -> dict[str, Any]:
-    import datetime as dt
-    import importlib.metadata
-    import platform
+def load_timings(start: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``{"machine_load": {"start", "end", "rule"}, "contended": bool}`` for a result file: the
+    load when the script started (``START_LOAD``) and now. See ``eurosat_lib.runs.is_contended``."""
+    from eurosat_lib import runs
 
-    def version(name):
-        try:
-            return importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            return None
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
-    except OSError:
-        pass
-    gpus = None
-    if "jax" in sys.modules:
-        try:
-            gpus = [str(d.device_kind) for d in sys.modules["jax"].devices() if d.platform == "gpu"]
-        except Exception:  # noqa: BLE001
-            gpus = None
-    return {
-        "eurosat_lib": version("eurosat_lib"),
-        "python": platform.python_version(),
-        "numpy": version("numpy"),
-        "keras": version("keras"),
-        "keras_backend": os.environ.get("KERAS_BACKEND"),
-        "tensorflow": version("tensorflow"),
-        "jax": version("jax"),
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "cpu_model": cpu,
-        "gpus": gpus,
-        "timestamp": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "environment_fallback": f"eurosat_lib.evaluation not importable ({reason})",
-    }
+    end = runs.machine_load()
+    return runs.load_timings(start or end, end)
 
 
 def jsonable_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -151,6 +129,7 @@ def write_results(
         "goals": _clean(goals or {}),
         "notes": list(notes),
         "wall_seconds": round(time.perf_counter() - started, 2),
+        **load_timings(START_LOAD),
     }
     path = results_dir(args) / f"{name}.json"
     lib_io().write_json_atomic(path, payload)

@@ -146,7 +146,7 @@ def _check_model_file(path: Path) -> None:
 def cmd_predict(args: argparse.Namespace) -> int:
     from ._io import atomic_path
     from .data import CLASS_NAMES
-    from .evaluation import run_model_path
+    from .runs import run_model_path
 
     # Bad input fails before the seconds-long Keras/TensorFlow import and model load.
     _check_model_file(run_model_path(args.run_dir))

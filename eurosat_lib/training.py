@@ -35,8 +35,9 @@ import math
 import os
 import shutil
 import time
+import warnings
 import weakref
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -409,13 +410,40 @@ def _read_csv_history(path: Path) -> dict[str, list[float]]:
 
 
 class _State:
-    """``run_dir/state.json``: which phases finished (atomic rewrite on every change)."""
+    """``run_dir/state.json``: which phases finished (atomic rewrite on every change).
+
+    A state file that cannot be read (flipped bytes, a hand edit, another layout) is reported by
+    path with a warning and treated as "no phase finished": the per-epoch checkpoints still
+    resume the interrupted phase, and a finished phase is simply trained again. A run must never
+    fail the same way on every retry because of a bookkeeping file.
+    """
 
     def __init__(self, run_dir: Path | None):
         self.path = run_dir / "state.json" if run_dir else None
         self.data: dict[str, Any] = {"completed": {}}
         if self.path and self.path.is_file():
-            self.data = json.loads(self.path.read_text())
+            self.data = {"completed": self._read(self.path)}
+
+    @staticmethod
+    def _read(path: Path) -> dict[str, dict]:
+        known = {f.name for f in fields(PhaseResult)}
+        try:
+            data = json.loads(path.read_bytes().decode("utf-8"))
+            completed = data["completed"]
+            if not isinstance(completed, dict) or not all(
+                isinstance(v, dict) and {"name", "history", "seconds", "epochs_run", "trainable_params"} <= set(v) <= known
+                for v in completed.values()
+            ):
+                raise ValueError("'completed' is not a mapping of phase results")
+            return completed
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
+            warnings.warn(
+                f"{path} is unreadable ({type(e).__name__}: {e}); treating it as 'no completed phases' "
+                "(per-epoch checkpoints still resume the interrupted phase)",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+            return {}
 
     def done(self, name: str) -> dict | None:
         return self.data["completed"].get(name)
@@ -449,7 +477,7 @@ def fit_phase(
     run_dir = Path(run_dir) if run_dir is not None else None
     state = _State(run_dir)
     done = state.done(phase.name)
-    if done is not None and run_dir is not None:
+    if done is not None and run_dir is not None and (run_dir / f"phase_{phase.name}.weights.h5").is_file():
         if phase.unfreeze is not None:
             M.set_trainable(model, phase.unfreeze, freeze_bn=phase.freeze_bn)
         model.load_weights(run_dir / f"phase_{phase.name}.weights.h5")
@@ -511,7 +539,16 @@ def fit_phase(
 
     # shuffle=False: the sequence shuffles itself from (seed, epoch). Keras' own PyDataset
     # shuffling draws from Python's global RNG, which a resumed process cannot replay.
-    hist = fit_model.fit(seq, validation_data=vseq, epochs=phase.epochs, callbacks=callbacks, verbose=verbose, shuffle=False)
+    # Keras' BackupAndRestore resumes by setting the model's private ``_initial_epoch``, and
+    # ``fit`` prefers that over its own ``initial_epoch`` argument - also in the NEXT fit of the
+    # same model. Left in place, a phase resumed at epoch k would make the following phase start
+    # at epoch k and silently run k epochs too few. Clear it around every fit, so each phase
+    # starts at epoch 0 unless its own backup says otherwise.
+    _clear_resumed_epoch(fit_model)
+    try:
+        hist = fit_model.fit(seq, validation_data=vseq, epochs=phase.epochs, callbacks=callbacks, verbose=verbose, shuffle=False)
+    finally:
+        _clear_resumed_epoch(fit_model)
     seconds = time.perf_counter() - t_start
     history = _read_csv_history(run_dir / f"history_{phase.name}.csv") if run_dir else {}
     if not history:
@@ -535,6 +572,16 @@ def fit_phase(
     return result
 
 
+def _clear_resumed_epoch(model: keras.Model) -> None:
+    """Forget the epoch a ``BackupAndRestore`` restore left on ``model`` (see :func:`fit_phase`).
+
+    ``_initial_epoch`` is Keras-private (``keras.src.trainers.Trainer``); there is no public way
+    to reset it. Checked with ``hasattr`` so a Keras without it changes nothing here.
+    """
+    if hasattr(model, "_initial_epoch"):
+        model._initial_epoch = None
+
+
 def _tensorboard_available() -> bool:
     # Keras' TensorBoard callback writes through tf.summary + the tensorboard package; a
     # JAX-only GPU machine has neither, and training must not fail for want of logs.
@@ -555,16 +602,3 @@ def train_phases(
     if len(set(names)) != len(names):
         raise ValueError(f"phase names must be unique, got {names}")
     return [fit_phase(model, train, val, p, **kwargs) for p in phases]
-
-
-def merge_histories(results: Sequence[PhaseResult]) -> dict[str, Any]:
-    """Concatenate phase histories for plotting, with the epoch where each phase starts."""
-    merged: dict[str, list[float]] = {}
-    boundaries = []
-    n = 0
-    for r in results:
-        boundaries.append(n)
-        for k, v in r.history.items():
-            merged.setdefault(k, []).extend(v)
-        n += r.epochs_run
-    return {"history": merged, "phase_starts": boundaries, "phases": [r.name for r in results]}

@@ -1,19 +1,26 @@
 """The headline MobileNetV2 (alpha=0.35) runs on the real data: frozen, fine-tuned, from scratch.
 
-    python scripts/reference_runs.py [--out book/runs/cpu/reference] [--only frozen finetune scratch]
+    python scripts/reference_runs.py [--only frozen finetune scratch] [--profile cpu|smoke] [--out DIR]
 
 Same architecture, same 128 px input, same split (train 16,200 / val 5,400 / test 5,400):
   frozen    ImageNet base frozen; head trained on cached features (early stopping on val)
   finetune  the frozen run's head phase, then every layer unfrozen (BatchNorm kept frozen),
             Adam 3e-4 with cosine decay, dihedral flips
   scratch   the same network from random weights, all layers and BatchNorm training
-Each run writes a run folder (record.json with timings and test metrics); the book's results
-chapter reads them. Finished runs are reused; interrupted ones resume.
+Each run writes a run folder (record.json with timings and test metrics, model.keras); the book's
+results chapter reads the records. Finished runs are reused; interrupted ones resume; a finished run
+whose model.keras is missing (a fresh clone: models are not committed) is trained again, so that
+`python -m eurosat_lib predict <run folder> images/` has a model to use.
+
+--profile smoke: the same three recipes at toy size (a few images per class, 32 px, one epoch,
+synthetic data where the real archive is absent, ImageNet weights only where already on disk),
+into book/runs/smoke/reference: seconds, for checking the commands end to end.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 
@@ -45,20 +52,35 @@ SPECS = {
 }  # fmt: skip
 
 
+def smoke_spec(spec: X.ExperimentSpec) -> X.ExperimentSpec:
+    """``spec`` at toy size: the same phases and switches, one short epoch each."""
+    weights = spec.weights if X.weights_available(spec.backbone, spec.weights, **dict(spec.backbone_kwargs)) else None
+    phases = tuple(dataclasses.replace(p, epochs=1, batch_size=16, early_stopping=None) for p in spec.phases)
+    return dataclasses.replace(spec, weights=weights, image_size=32, n_per_class=4, val_n_per_class=2, test_n_per_class=2,
+                               phases=phases)  # fmt: skip
+
+
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", default="book/runs/cpu/reference")
+    ap.add_argument("--out", default=None, help="parent of the run folders (default book/runs/<profile>/reference)")
     ap.add_argument("--only", nargs="*", choices=list(SPECS), default=list(SPECS))
+    ap.add_argument("--profile", choices=("cpu", "smoke"), default="cpu", help="cpu: the headline runs; smoke: toy size, seconds")
     args = ap.parse_args(argv)
-    data = D.load_eurosat()
+    out = args.out or f"book/runs/{args.profile}/reference"
+    smoke = args.profile == "smoke"
+    data = X.load_data("auto", profile="smoke") if smoke else D.load_eurosat()
     for key in args.only:
-        spec = SPECS[key]
+        spec = smoke_spec(SPECS[key]) if smoke else SPECS[key]
         # the from-scratch run gets the BatchNorm momentum its tags record (the chapters' recipe)
         model_fn = scratch_model_fn() if "bn_momentum" in spec.tags else None
-        res = X.run_experiment(spec, data, args.out, verbose=2, model_fn=model_fn)
+        # needs: this script is how a user gets a model to predict with (README), so a finished
+        # record without its model.keras is not enough.
+        res = X.run_experiment(spec, data, out, verbose=0 if smoke else 2, model_fn=model_fn, needs=("model.keras",),
+                               accelerator=X.accelerator_for(args.profile), checkpoints=X.checkpoints_for(args.profile))  # fmt: skip
         m = res.record["metrics"]["test"]
         print(json.dumps({"run": key, "test_accuracy": m["accuracy"], "test_macro_f1": m["macro_f1"],
-                          "fit_seconds": res.record["timings"]["fit_seconds"]}), flush=True)  # fmt: skip
+                          "fit_seconds": res.record["timings"]["fit_seconds"], "model": str(res.run_dir / "model.keras"),
+                          "trained": res.model is not None}), flush=True)  # fmt: skip
     return 0
 
 

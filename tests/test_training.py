@@ -263,3 +263,63 @@ def test_training_runs_on_the_jax_backend(tmp_path):
     r = subprocess.run([sys.executable, "-c", _JAX_TRAIN], env=env, capture_output=True, text=True, timeout=300, cwd=REPO)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "OK jax [1, 1]" in r.stdout
+
+
+def _tiny_dense_model():
+    import keras
+
+    return keras.Sequential([keras.Input((64, 64, 3)), keras.layers.Rescaling(1 / 255), keras.layers.GlobalAveragePooling2D(),
+                             keras.layers.Dense(10, activation="softmax")])  # fmt: skip
+
+
+def test_a_resumed_phase_does_not_shorten_the_next_phase(tmp_path):
+    """Issue 16 item 1: BackupAndRestore leaves the model's ``_initial_epoch`` at the epoch it
+    resumed from, and the next phase's ``fit`` started there: fine-tuning ran 1 of 3 epochs."""
+    import keras
+
+    syn = D.make_synthetic(n_per_class=4, seed=0)
+    train, val, _ = syn.splits()
+    run = tmp_path / "run"
+    acc = T.Accelerator(run_eagerly=True)
+    phases = [T.PhaseConfig("head", epochs=3, batch_size=8), T.PhaseConfig("finetune", epochs=3, batch_size=8, learning_rate=1e-4)]
+
+    class Crash(keras.callbacks.Callback):  # dies inside epoch 2 of the head phase, after 2 backups
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 2:
+                raise RuntimeError("simulated crash")
+
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        T.fit_phase(_tiny_dense_model(), train, val, phases[0], run_dir=run, accelerator=acc, extra_callbacks=[Crash()])
+    assert json.loads((run / "checkpoints" / "head" / "training_metadata.json").read_text())["epoch"] == 2
+    model = _tiny_dense_model()
+    res = T.train_phases(model, train, val, phases, run_dir=run, accelerator=acc)
+    assert res[0].resumed and [r.epochs_run for r in res] == [3, 3]
+    assert len(res[1].history["loss"]) == 3
+    rows = (run / "history_finetune.csv").read_text().strip().splitlines()[1:]
+    assert [r.split(",")[0] for r in rows] == ["0", "1", "2"]
+    assert getattr(model, "_initial_epoch", None) is None  # nothing left for a later fit
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        pytest.param(lambda b: bytes([b[0] ^ 0xFF]) + b[1:] if b else b"\xff", id="flipped-bytes"),
+        pytest.param(lambda b: b'{"done": []}', id="other-layout"),
+        pytest.param(lambda b: b'{"completed": {"head": {"name": "head"}}}', id="partial-entry"),
+    ],
+)
+def test_an_unreadable_state_file_is_reported_and_means_no_finished_phase(tmp_path, damage):
+    """Issue 16 item 4: a damaged state.json gave UnicodeDecodeError/KeyError with no file named,
+    and every retry failed the same way. Now: a warning naming the file, the phase trained again."""
+    syn = D.make_synthetic(n_per_class=4, seed=0)
+    train, val, _ = syn.splits()
+    run = tmp_path / "run"
+    acc = T.Accelerator(run_eagerly=True)
+    phase = T.PhaseConfig("head", epochs=1, batch_size=8)
+    T.fit_phase(_tiny_dense_model(), train, val, phase, run_dir=run, accelerator=acc, checkpoints=False)
+    state = run / "state.json"
+    state.write_bytes(damage(state.read_bytes()))
+    with pytest.warns(RuntimeWarning, match=r"state\.json is unreadable .*no completed phases"):
+        res = T.fit_phase(_tiny_dense_model(), train, val, phase, run_dir=run, accelerator=acc, checkpoints=False)
+    assert not res.skipped and res.epochs_run == 1
+    assert json.loads(state.read_text())["completed"]["head"]["epochs_run"] == 1  # repaired

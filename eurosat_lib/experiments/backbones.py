@@ -367,16 +367,15 @@ def final_test(P: SimpleNamespace, data: D.EuroSAT, runs: dict, chosen: str) -> 
     for (label, seed), res in runs.items():
         if label != chosen:
             continue
-        path = res.run_dir / "final_test.json"
+        from .. import runs as R  # the run-folder owner (imported here: this module's imports belong to others)
+
         key = {"test_n_per_class": P.test_n_per_class, "n": len(part), "spec_key": res.record["params"].get("spec_key")}
-        metrics = None
-        if path.is_file():
-            saved = json.loads(path.read_text())
-            metrics = saved["metrics"] if saved.get("key") == key else None
-        if metrics is None:
+
+        def score(res=res):
             y_prob = predict(res.load_model(), part.images, eager=accelerator_for(P.profile).run_eagerly)
-            metrics = E.evaluate_predictions(part.labels, y_prob, part.class_names)
-            write_json_atomic(path, {"key": key, "metrics": metrics})
+            return E.evaluate_predictions(part.labels, y_prob, part.class_names)
+
+        metrics = R.cached_json(res.run_dir / "final_test.json", key, score)
         all_metrics[seed] = metrics
         rows.append({"candidate": label, "seed": seed, "test_accuracy": metrics["accuracy"],
                      "test_macro_f1": metrics["macro_f1"], "test_n": metrics["n"], "run": str(res.run_dir)})  # fmt: skip

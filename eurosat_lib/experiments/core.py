@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -24,6 +24,7 @@ from .. import __version__
 from .. import data as D
 from .. import evaluation as E
 from .. import models as M
+from .. import runs as R
 from .. import training as T
 from .._io import atomic_path, write_json_atomic
 
@@ -136,19 +137,29 @@ def _norm(v: Any) -> str:
 class RunResult:
     """A finished run: its record, and (when kept in memory) the model and test predictions."""
 
-    record: dict[str, Any]
+    record: R.RunRecord
     run_dir: Path
     model: Any = None
     predictions: dict[str, np.ndarray] = field(default_factory=dict)
+    #: Trains the run again when its model file is missing (a fresh clone has only the records).
+    remake: Callable[[], "RunResult"] | None = field(default=None, repr=False, compare=False)
 
     @property
     def test_accuracy(self) -> float:
         return float(self.record["metrics"]["test"]["accuracy"])
 
     def load_model(self):
-        """The run's trained model (reloaded from ``model.keras`` if not in memory)."""
+        """The run's trained model: in memory, else ``model.keras``, else trained again.
+
+        Model files are never committed, so a run reused from its record alone (a fresh clone)
+        is re-created here rather than failing (issue: a later step needs the model).
+        """
         if self.model is None:
-            self.model = load_run_model(self.run_dir)
+            if not (self.run_dir / "model.keras").is_file() and self.remake is not None:
+                fresh = self.remake()
+                self.record, self.model = fresh.record, fresh.model
+            else:
+                self.model = load_run_model(self.run_dir)
         return self.model
 
 
@@ -208,84 +219,90 @@ def run_experiment(
     model_fn: Callable[[ExperimentSpec], Any] | None = None,
     train_data: D.EuroSAT | None = None,
     checkpoints: bool = True,
+    needs: Sequence[str] = (),
 ) -> RunResult:
     """Train and evaluate one spec into ``out_dir/<spec.name>``; reuse or resume when possible.
 
-    ``model_fn`` replaces :func:`build_from_spec` (e.g. a base pretrained elsewhere);
-    ``train_data`` replaces the spec's training subset (e.g. labels deliberately shuffled).
-    Metrics are computed on the ``eval_splits`` of ``data`` (validation and test by default).
-    ``checkpoints=False`` skips per-epoch checkpoints (see :func:`training.fit_phase`).
+    The run folder is owned by :func:`eurosat_lib.runs.reuse_or_run`: a finished run with the
+    same spec is reused (one process at a time), an interrupted one resumes.
+
+    Args:
+        spec: the run.
+        data: the dataset; metrics are computed on its ``spec.eval_splits`` (val and test).
+        out_dir: parent of the run folder.
+        accelerator: mixed precision / XLA / strategy switches (default: plain CPU).
+        reuse: False trains again even when a finished record exists.
+        save_model: keep ``model.keras`` in the run folder.
+        keep_predictions: keep each split's probabilities on the result.
+        verbose: Keras ``fit`` verbosity.
+        model_fn: replaces :func:`build_from_spec` (e.g. a base pretrained elsewhere).
+        train_data: replaces the spec's training subset (e.g. labels deliberately shuffled).
+        checkpoints: per-epoch checkpoints (see :func:`training.fit_phase`).
+        needs: files a later step needs from the run folder (``"model.keras"``): a finished run
+            without them is trained again instead of reused. :meth:`RunResult.load_model` asks
+            for the model this way by itself.
+
+    Returns:
+        The run's record, folder, and (when trained now) the model and predictions.
     """
+    if "model.keras" in needs and not save_model:
+        raise ValueError(f"experiment {spec.name!r}: needs=['model.keras'] with save_model=False cannot be met")
     run_dir = Path(out_dir) / spec.name
-    record_path = run_dir / E.RUN_RECORD
-    if reuse and record_path.is_file():
-        try:
-            old = E.read_run_record(run_dir)
-        except (OSError, ValueError):
-            old = None
-        if old and old.get("status") == "complete" and old.get("params", {}).get("spec_key") == spec.key():
-            return RunResult(record=old, run_dir=run_dir)
-    if run_dir.exists():
-        params_file = run_dir / "params.json"
-        prev = json.loads(params_file.read_text()) if params_file.is_file() else {}
-        if prev.get("spec_key") != spec.key():
-            # A different experiment used this name before: start clean rather than resume it.
-            import shutil
-
-            shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     params = {"spec_key": spec.key(), **spec.to_dict(), "data": data_identity(data)}
-    write_json_atomic(run_dir / "params.json", params)
-    E.write_run_record(run_dir, params=params, status="running")
+    made: dict[str, Any] = {}
 
-    acc = accelerator or T.Accelerator()
-    t0 = time.perf_counter()
-    T.set_seed(spec.seed)
-    with acc.scope():
-        model = (model_fn or build_from_spec)(spec)
-    train = train_data if train_data is not None else train_subset(data, spec)
-    val = eval_split(data, "val", spec)
-    try:
-        results = T.train_phases(model, train, val, list(spec.phases), seed=spec.seed, run_dir=run_dir, accelerator=acc,
+    def produce(folder: Path) -> R.RunRecord:
+        acc = accelerator or T.Accelerator()
+        t0 = time.perf_counter()
+        T.set_seed(spec.seed)
+        with acc.scope():
+            model = (model_fn or build_from_spec)(spec)
+        train = train_data if train_data is not None else train_subset(data, spec)
+        val = eval_split(data, "val", spec)
+        results = T.train_phases(model, train, val, list(spec.phases), seed=spec.seed, run_dir=folder, accelerator=acc,
                                  verbose=verbose, checkpoints=checkpoints)  # fmt: skip
-    except BaseException:
-        E.write_run_record(run_dir, params=params, status="failed")
-        raise
-    fit_seconds = time.perf_counter() - t0
+        fit_seconds = time.perf_counter() - t0
 
-    metrics, predictions = {}, {}
-    t_eval = time.perf_counter()
-    use_features = spec.phases[-1].use_feature_cache
-    for split in spec.eval_splits:
-        part = eval_split(data, split, spec)
-        y_prob = predict(model, part.images, use_feature_cache=use_features, eager=acc.run_eagerly)
-        metrics[split] = E.evaluate_predictions(part.labels, y_prob, part.class_names)
-        if keep_predictions:
-            predictions[split] = y_prob
-    eval_seconds = time.perf_counter() - t_eval
-    ips = inference_speed(model, data.images[:256]) if not acc.run_eagerly else float("nan")
-    timings = {
-        "fit_seconds": round(fit_seconds, 2),
-        "eval_seconds": round(eval_seconds, 2),
-        "phases": {r.name: {"seconds": r.seconds, "seconds_per_epoch": r.seconds_per_epoch,
-                            "feature_seconds": r.feature_seconds, "epochs_run": r.epochs_run,
-                            "resumed": r.resumed} for r in results},
-        "inference_images_per_s": round(ips, 1),
-    }  # fmt: skip
-    if save_model:
-        with atomic_path(run_dir / "model.keras", suffix=".keras") as tmp:
-            model.save(str(tmp))
-    record_file = E.write_run_record(
-        run_dir,
-        params=params,
-        metrics=metrics,
-        history=[{"name": r.name, "history": r.history} for r in results],
-        timings=timings,
-        model_info=M.describe_model(model),
-        extra={"train_size": len(train), "accelerator": acc.to_dict()},
-        status="complete",
-    )
-    return RunResult(record=E.read_run_record(record_file.parent), run_dir=run_dir, model=model, predictions=predictions)
+        metrics, predictions = {}, {}
+        t_eval = time.perf_counter()
+        use_features = spec.phases[-1].use_feature_cache
+        for split in spec.eval_splits:
+            part = eval_split(data, split, spec)
+            y_prob = predict(model, part.images, use_feature_cache=use_features, eager=acc.run_eagerly)
+            metrics[split] = E.evaluate_predictions(part.labels, y_prob, part.class_names)
+            if keep_predictions:
+                predictions[split] = y_prob
+        eval_seconds = time.perf_counter() - t_eval
+        ips = inference_speed(model, data.images[:256]) if not acc.run_eagerly else float("nan")
+        timings = {
+            "fit_seconds": round(fit_seconds, 2),
+            "eval_seconds": round(eval_seconds, 2),
+            "phases": {r.name: {"seconds": r.seconds, "seconds_per_epoch": r.seconds_per_epoch,
+                                "feature_seconds": r.feature_seconds, "epochs_run": r.epochs_run,
+                                "resumed": r.resumed} for r in results},
+            "inference_images_per_s": round(ips, 1),
+        }  # fmt: skip
+        if save_model:
+            with atomic_path(folder / "model.keras", suffix=".keras") as tmp:
+                model.save(str(tmp))
+        made.update(model=model, predictions=predictions)
+        return R.RunRecord(
+            params=params,
+            metrics=metrics,
+            history=[{"name": r.name, "history": r.history} for r in results],
+            timings=timings,
+            model_info=M.describe_model(model),
+            extra={"train_size": len(train), "accelerator": acc.to_dict()},
+        )
+
+    record = R.reuse_or_run(run_dir, params, produce, needs=needs, reuse=reuse)
+
+    def remake() -> RunResult:
+        return run_experiment(spec, data, out_dir, accelerator=accelerator, keep_predictions=keep_predictions, verbose=verbose,
+                              model_fn=model_fn, train_data=train_data, checkpoints=checkpoints, needs=("model.keras",))  # fmt: skip
+
+    return RunResult(record=record, run_dir=run_dir, model=made.get("model"), predictions=made.get("predictions", {}),
+                     remake=remake if save_model else None)  # fmt: skip
 
 
 #: Up to this many batches, :func:`predict` calls the model eagerly instead of through Keras'
@@ -372,7 +389,7 @@ def load_run_model(run_dir: str | os.PathLike):
     """Reload a run's trained model (``run_dir/model.keras``) in one call."""
     import keras
 
-    return keras.models.load_model(E.run_model_path(run_dir))
+    return keras.models.load_model(R.run_model_path(run_dir))
 
 
 # --------------------------------------------------------------------------------------------
@@ -482,5 +499,5 @@ def save_summary(
         "library": __version__,
     }
     path = out_dir / "summary.json"
-    write_json_atomic(path, E._jsonable(summary))
+    write_json_atomic(path, R.jsonable(summary))
     return path

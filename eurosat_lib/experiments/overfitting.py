@@ -261,41 +261,42 @@ def feature_head_run(
     }  # fmt: skip
     key = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:16]
     params["spec_key"] = key
+    from .. import runs as R  # the run-folder owner (imported here: this module's imports belong to others)
+    from .._io import atomic_path
+
     pred_path = run_dir / "predictions.npz"
-    if (run_dir / E.RUN_RECORD).is_file() and pred_path.is_file():
-        try:
-            old = E.read_run_record(run_dir)
-        except (OSError, ValueError):
-            old = None
-        if old and old.get("status") == "complete" and old["params"].get("spec_key") == key:
-            with np.load(pred_path) as z:
-                return {"record": old, "predictions": {k: z[k] for k in z.files}}
-    if run_dir.exists():
-        import shutil
+    made: dict[str, np.ndarray] = {}
 
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True)
-    T.set_seed(seed)
-    head = build_head(x_tr.shape[1], hidden, dropout)
-    val = _as_dataset(*evals["val"]) if "val" in evals else None
-    acc = accelerator_for(P.profile)
-    res = T.fit_phase(head, _as_dataset(x_tr, y_tr), val, phase, seed=seed, run_dir=run_dir, accelerator=acc, tensorboard=False,
-                      checkpoints=checkpoints_for(P.profile))
-    metrics, preds = {}, {}
-    for split, (x, y) in evals.items():
-        import keras
+    def produce(folder: Path) -> R.RunRecord:
+        T.set_seed(seed)
+        head = build_head(x_tr.shape[1], hidden, dropout)
+        val = _as_dataset(*evals["val"]) if "val" in evals else None
+        acc = accelerator_for(P.profile)
+        res = T.fit_phase(head, _as_dataset(x_tr, y_tr), val, phase, seed=seed, run_dir=folder, accelerator=acc, tensorboard=False,
+                          checkpoints=checkpoints_for(P.profile))
+        metrics = {}
+        for split, (x, y) in evals.items():
+            import keras
 
-        p = np.asarray(keras.ops.convert_to_numpy(head(x, training=False)), dtype=np.float32) if acc.run_eagerly else np.asarray(head.predict(x, batch_size=1024, verbose=0))
-        metrics[split] = E.evaluate_predictions(y, p)
-        if split in keep:
-            preds[split] = p
-    np.savez(pred_path, **preds)
-    E.write_run_record(
-        run_dir, params=params, metrics=metrics, history=[{"name": res.name, "history": res.history}],
-        timings={"fit_seconds": res.seconds}, model_info={"params": M.count_params(head)},
-        extra={"train_size": int(len(y_tr))}, status="complete",
-    )  # fmt: skip
-    return {"record": E.read_run_record(run_dir), "predictions": preds}
+            p = np.asarray(keras.ops.convert_to_numpy(head(x, training=False)), dtype=np.float32) if acc.run_eagerly else np.asarray(head.predict(x, batch_size=1024, verbose=0))
+            metrics[split] = E.evaluate_predictions(y, p)
+            if split in keep:
+                made[split] = p
+        with atomic_path(pred_path, suffix=".npz") as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, **made)
+        return R.RunRecord(
+            params=params, metrics=metrics, history=[{"name": res.name, "history": res.history}],
+            timings={"fit_seconds": res.seconds}, model_info={"params": M.count_params(head)},
+            extra={"train_size": int(len(y_tr))},
+        )  # fmt: skip
+
+    # Reused only with its predictions: a later step reads them, and they are never committed.
+    record = R.reuse_or_run(run_dir, params, produce, needs=[pred_path.name])
+    if not made:
+        with np.load(pred_path) as z:
+            made = {k: z[k] for k in z.files}
+    return {"record": record, "predictions": made}
 
 
 class FeatureBank:

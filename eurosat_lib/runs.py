@@ -1,0 +1,827 @@
+"""Run folders: one owner for ``params.json`` in, ``record.json`` out.
+
+A run is a folder. This module is the only code that reads or writes its record::
+
+    record = runs.reuse_or_run(folder, params, produce, needs=["model.keras"])
+    record.metrics["test"]["accuracy"]          # typed fields ...
+    record["metrics"]["test"]["accuracy"]       # ... and the record's JSON layout, read-only
+    table = runs.gather("book/runs/cpu")        # one row per finished run (pandas)
+
+* :class:`RunRecord`: parameters, metrics per split, phase histories, timings (with the machine's
+  load at start and end and a ``contended`` flag), environment, and ``warnings`` (findings about
+  the run that a reader must see, e.g. "chance level"; filled by the caller).
+* :func:`reuse_or_run`: a finished run with the same parameters is reused; a run folder is
+  locked while a process works in it (a second process waits, then reuses the finished run);
+  a finished run missing a file a later step needs (``needs``) is run again.
+* :func:`environment`: versions, platform, CPU, GPUs; :func:`machine_load`: load and busy cores.
+
+Light on purpose: no Keras, pandas or scikit-learn at import (``eurosat predict`` finds a model
+through :func:`run_model_path` before it pays for the Keras import; a JAX-only machine can write
+benchmark results). pandas is imported inside :func:`gather` only.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import importlib.metadata
+import json
+import math
+import os
+import platform
+import shutil
+import sys
+import time
+import warnings
+from collections.abc import Mapping as _MappingABC
+from contextlib import contextmanager
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from . import __version__
+from ._io import write_json_atomic
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+__all__ = [
+    "PARAMS_FILE",
+    "RUN_RECORD",
+    "RUN_STATUSES",
+    "RunFolderBusy",
+    "RunRecord",
+    "cached_json",
+    "combine_history",
+    "environment",
+    "gather",
+    "jsonable",
+    "machine_load",
+    "read",
+    "reuse_or_run",
+    "run_lock",
+    "run_model_path",
+    "write",
+    "write_record",
+]
+
+#: File name of a run's record inside its run folder.
+RUN_RECORD = "record.json"
+#: File name of a run's parameters (written before training; the record repeats them).
+PARAMS_FILE = "params.json"
+RUN_STATUSES = ("complete", "running", "failed")
+#: Bump when the record layout changes incompatibly.
+RECORD_SCHEMA = 1
+#: Per-split metrics copied into :func:`gather` columns as ``<split>_<name>``.
+_SUMMARY_METRICS = ("accuracy", "macro_f1", "weighted_f1", "ece", "nll", "n")
+#: A timing is flagged ``contended`` when other processes kept more than this share of the
+#: machine's cores busy at the run's start or end (see :func:`machine_load`).
+CONTENDED_SHARE = 0.5
+
+
+# --------------------------------------------------------------------------------------------
+# Plain JSON
+# --------------------------------------------------------------------------------------------
+
+
+def jsonable(obj: Any, where: str = "record") -> Any:
+    """Plain-JSON copy of ``obj``: numpy -> Python, tuples -> lists, NaN/inf -> None.
+
+    Strict JSON has no NaN; a diverged loss is recorded as null so every JSON reader copes.
+    Checked before anything touches the disk, so a bad value never costs the old record.
+
+    Raises:
+        TypeError: a value that is not plain data, named by its place in ``obj``.
+    """
+    if obj is None or isinstance(obj, (bool, str)):
+        return obj
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, np.ndarray):
+        return jsonable(obj.tolist(), where)
+    if isinstance(obj, (Path, os.PathLike)):
+        return os.fspath(obj)
+    if hasattr(obj, "history") and isinstance(obj.history, Mapping):  # a Keras History
+        return jsonable(obj.history, where)
+    if isinstance(obj, Mapping):
+        return {str(k): jsonable(v, f"{where}.{k}") for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v, f"{where}[{i}]") for i, v in enumerate(obj)]
+    raise TypeError(f"{where}: {type(obj).__name__} is not JSON-serialisable; record plain numbers, strings, lists or dicts")
+
+
+# --------------------------------------------------------------------------------------------
+# Environment and machine load
+# --------------------------------------------------------------------------------------------
+
+
+def _package_version(*names: str) -> str | None:
+    for name in names:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _gpu_names() -> list[str] | None:
+    """GPU names if a backend is already imported (never imports one just to ask)."""
+    try:
+        if "jax" in sys.modules:
+            devs = [d for d in sys.modules["jax"].devices() if d.platform == "gpu"]
+            return [str(getattr(d, "device_kind", d)) for d in devs]
+        if "tensorflow" in sys.modules:
+            tf = sys.modules["tensorflow"]
+            names = []
+            for dev in tf.config.list_physical_devices("GPU"):
+                details = tf.config.experimental.get_device_details(dev)
+                names.append(str(details.get("device_name", dev.name)))
+            return names
+    except Exception:  # device listing is best effort; a record must still be written
+        pass
+    return None
+
+
+def _keras_backend() -> str | None:
+    if "keras" in sys.modules:
+        try:
+            return str(sys.modules["keras"].backend.backend())
+        except Exception:
+            return None
+    return os.environ.get("KERAS_BACKEND")
+
+
+def environment() -> dict[str, Any]:
+    """Where and when a run happened: versions, platform, CPU, GPUs, UTC timestamp.
+
+    Host and user names are deliberately left out: records are shared with the book.
+    """
+    return {
+        "eurosat_lib": __version__,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "keras": _package_version("keras"),
+        "keras_backend": _keras_backend(),
+        "tensorflow": _package_version("tensorflow", "tensorflow-cpu", "tf-nightly"),
+        "jax": _package_version("jax"),
+        "torch": _package_version("torch"),
+        "scikit_learn": _package_version("scikit-learn"),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "cpu_model": _cpu_model(),
+        "gpus": _gpu_names(),
+        "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+#: (wall time, this process's CPU seconds, its estimated share of the 1-minute load) at the last
+#: :func:`machine_load` call.
+_LAST_SAMPLE: tuple[float, float, float] | None = None
+#: The load average's horizon (the 1-minute figure), in seconds.
+_LOAD_WINDOW = 60.0
+
+
+def _own_cpu_seconds() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+def _process_start() -> float:
+    """Wall-clock (``time.time``) start of this process; psutil if present, else import time."""
+    try:
+        import psutil
+
+        return float(psutil.Process().create_time())
+    except Exception:  # noqa: BLE001 - psutil is optional
+        return _IMPORTED_AT
+
+
+_IMPORTED_AT = time.time()
+
+
+_PSUTIL_PRIMED = False
+
+
+def _busy_cores(window: float) -> float | None:
+    """Cores busy (whole machine) since the previous call — over ``window`` seconds the first
+    time — or None without psutil. Between a run's start and end samples that is the average
+    over the whole run, at no cost (no second waiting window)."""
+    global _PSUTIL_PRIMED
+    try:
+        import psutil
+    except ImportError:
+        return None
+    per_cpu = psutil.cpu_percent(interval=None if _PSUTIL_PRIMED else window, percpu=True)
+    _PSUTIL_PRIMED = True
+    return round(sum(per_cpu) / 100.0, 2)
+
+
+def _loadavg() -> tuple[float, float, float] | None:
+    try:
+        return os.getloadavg()
+    except (AttributeError, OSError):  # Windows
+        return None
+
+
+def machine_load(window: float = 0.1) -> dict[str, Any]:
+    """How busy the machine is now, and how much of that is other processes.
+
+    Returns a dict: ``loadavg`` (1, 5, 15 min; None where the OS has none), ``busy_cores``
+    (cores busy since the previous sample, or over ``window`` seconds the first time; psutil;
+    None without it), ``own_cores`` (this
+    process's CPU use over about the last minute, in cores: its own part of the load), and
+    ``other_cores``: the 1-minute load average minus ``own_cores`` (or ``busy_cores`` minus this
+    process's share where there is no load average), never below 0. Load averages count this
+    process's own recent work too, which is why its share is taken off.
+    """
+    global _LAST_SAMPLE
+    now, cpu = time.time(), _own_cpu_seconds()
+    # This process's CPU seconds over about the last minute, in cores: the part of the 1-minute
+    # load average that is its own. Since the previous sample, or since the process started.
+    if _LAST_SAMPLE is not None:
+        t0, cpu0, own0 = _LAST_SAMPLE
+        dt = max(now - t0, 1e-3)
+        own = (cpu - cpu0) / max(dt, _LOAD_WINDOW) + own0 * max(0.0, _LOAD_WINDOW - dt) / _LOAD_WINDOW
+    else:
+        own = cpu / max(now - _process_start(), _LOAD_WINDOW)
+    _LAST_SAMPLE = (now, cpu, own)
+    busy = _busy_cores(window)
+    load = _loadavg()
+    if load is not None:
+        other = load[0] - own
+    elif busy is not None:
+        other = busy - own
+    else:
+        other = None
+    return {
+        "loadavg": [round(v, 2) for v in load] if load is not None else None,
+        "busy_cores": busy,
+        "own_cores": round(own, 2),
+        "other_cores": round(max(other, 0.0), 2) if other is not None else None,
+        "cpu_count": os.cpu_count(),
+    }
+
+
+def is_contended(*samples: Mapping[str, Any]) -> bool:
+    """The rule behind ``timings["contended"]``: in any sample, other processes kept more than
+    :data:`CONTENDED_SHARE` of the cores busy (``other_cores > 0.5 * cpu_count``)."""
+    for s in samples:
+        other, cores = s.get("other_cores"), s.get("cpu_count") or 1
+        if other is not None and other > CONTENDED_SHARE * cores:
+            return True
+    return False
+
+
+def load_timings(start: Mapping[str, Any], end: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``machine_load`` / ``contended`` entries of a record's or benchmark's timings."""
+    return {
+        "machine_load": {"start": dict(start), "end": dict(end),
+                         "rule": f"contended: other processes' load > {CONTENDED_SHARE} x cores at start or end"},
+        "contended": is_contended(start, end),
+    }  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------
+# The record
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(eq=True)
+class RunRecord(_MappingABC):
+    """A run's ``record.json``, typed. Also a read-only mapping of its JSON layout
+    (``record["metrics"]["test"]``), so code written against the plain dicts keeps working.
+
+    Attributes:
+        params: what defines the run (``spec_key`` identifies it).
+        status: ``"complete"``, ``"running"`` or ``"failed"``.
+        metrics: ``{split: evaluation.evaluate_predictions(...)}``.
+        history: phase histories, ``[{"name": phase, "history": {metric: [per epoch]}}]`` (or
+            one dict of lists).
+        timings: seconds (``fit_seconds``, ``eval_seconds``, per phase), ``machine_load`` at start
+            and end and ``contended`` (see :func:`is_contended`).
+        model_info: ``models.describe_model(model)``.
+        extra: anything else (train size, accelerator).
+        environment: :func:`environment` when the record was written.
+        warnings: findings a reader of the run must see: :func:`reuse_or_run` adds
+            :func:`eurosat_lib.sanity.flags` (``"chance-level"``, ``"diverged"``,
+            ``"not converged"``) to any the producer gave; an empty list means none.
+        schema: record layout version.
+    """
+
+    params: dict[str, Any]
+    status: str = "complete"
+    metrics: dict[str, Any] | None = None
+    history: Any = None
+    timings: dict[str, Any] = field(default_factory=dict)
+    model_info: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    environment: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    schema: int = RECORD_SCHEMA
+
+    # Field order of the JSON file, as committed records have it (``warnings`` right after
+    # ``status``, where scripts/flag_records.py put it): a record read and written back is
+    # byte-identical.
+    _ORDER = ("schema", "status", "warnings", "params", "metrics", "history", "timings", "model_info", "extra", "environment")
+
+    def __post_init__(self) -> None:
+        if self.status not in RUN_STATUSES:
+            raise ValueError(f"status must be one of {RUN_STATUSES}, got {self.status!r}")
+        if not isinstance(self.params, Mapping):
+            raise TypeError(f"params must be a dict, got {type(self.params).__name__}")
+        if isinstance(self.warnings, str) or not all(isinstance(w, str) for w in self.warnings):
+            raise TypeError(f"warnings must be a list of strings, got {self.warnings!r}")
+
+    # mapping access ---------------------------------------------------------------------------
+    def __getitem__(self, key: str) -> Any:
+        if key not in self._ORDER:
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._ORDER)
+
+    def __len__(self) -> int:
+        return len(self._ORDER)
+
+    # conversion --------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON layout (plain data; raises TypeError naming a value that is not)."""
+        d = {k: getattr(self, k) for k in self._ORDER}
+        return jsonable(d)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], source: str = "record") -> "RunRecord":
+        """A record from its JSON layout; keys unknown to this version are ignored.
+
+        Raises:
+            ValueError: ``d`` lacks ``status`` or ``params`` (naming ``source``).
+        """
+        if not isinstance(d, Mapping) or "status" not in d or "params" not in d:
+            raise ValueError(f"run record {source} lacks 'status'/'params'; it was not written by eurosat_lib.runs")
+        known = {f.name for f in fields(cls)}
+        kwargs = {k: v for k, v in d.items() if k in known}
+        for k in ("timings", "extra", "environment"):
+            if kwargs.get(k) is None:
+                kwargs[k] = {}
+        kwargs["warnings"] = list(kwargs.get("warnings") or [])
+        try:
+            return cls(**kwargs)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"run record {source}: {e}") from e
+
+    # typed views -------------------------------------------------------------------------------
+    @property
+    def complete(self) -> bool:
+        return self.status == "complete"
+
+    @property
+    def key(self) -> str | None:
+        """The run's identity (``params["spec_key"]``)."""
+        return self.params.get("spec_key")
+
+    def phase_histories(self) -> dict[str, dict[str, list[float]]]:
+        """``{phase name: {metric: per-epoch values}}`` (one phase ``"run"`` for a flat history)."""
+        h = self.history
+        if not h:
+            return {}
+        if isinstance(h, Mapping):
+            return {"run": dict(h)}
+        return {str(p.get("name", f"phase {i + 1}")): dict(p.get("history") or {}) for i, p in enumerate(h)}
+
+
+def _record_path(run_dir: str | os.PathLike) -> Path:
+    p = Path(run_dir)
+    return p if p.name == RUN_RECORD else p / RUN_RECORD
+
+
+def write(run_dir: str | os.PathLike, record: RunRecord) -> Path:
+    """Write ``record`` to ``<run_dir>/record.json`` atomically; returns the path.
+
+    The environment is filled in (now) when the record carries none.
+    """
+    if not record.environment:
+        record.environment = environment()
+    path = _record_path(run_dir)
+    write_json_atomic(path, record.to_dict())
+    return path
+
+
+def write_record(
+    run_dir: str | os.PathLike,
+    *,
+    params: Mapping[str, Any],
+    metrics: Mapping[str, Any] | None = None,
+    history: Any = None,
+    timings: Mapping[str, Any] | None = None,
+    model_info: Mapping[str, Any] | None = None,
+    extra: Mapping[str, Any] | None = None,
+    status: str = "complete",
+    warnings: Sequence[str] = (),
+) -> Path:
+    """Build a :class:`RunRecord` from its parts and :func:`write` it (the environment is now's).
+
+    ``history``: a dict of lists or a list of phase dicts (see :func:`combine_history`).
+    ``timings``: seconds, e.g. ``{"fit_seconds": 812.4}``; top-level ``*_seconds`` keys are
+    summed into ``total_seconds`` by :func:`gather` unless that key is given.
+
+    Raises:
+        ValueError: unknown ``status``. TypeError: ``params`` not a dict, or a value that is not
+            plain data (checked before the old record is touched).
+    """
+    record = RunRecord(
+        params=dict(params), status=status, metrics=dict(metrics) if metrics is not None else None, history=history,
+        timings=dict(timings or {}), model_info=dict(model_info) if model_info is not None else None,
+        extra=dict(extra or {}), environment=environment(), warnings=list(warnings),
+    )  # fmt: skip
+    return write(run_dir, record)
+
+
+def read(run_dir: str | os.PathLike) -> RunRecord:
+    """Read a run's record (pass the run folder or its ``record.json``).
+
+    Raises:
+        FileNotFoundError: no record there. ValueError: not valid JSON, or not a run record
+            (the message names the file and what to do).
+    """
+    path = _record_path(run_dir)
+    if not path.is_file():
+        raise FileNotFoundError(f"run record {path} does not exist; was the run finished?")
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"run record {path} is not valid JSON ({e}); delete the run folder and re-run it") from e
+    return RunRecord.from_dict(data, str(path))
+
+
+def run_model_path(run_dir: str | os.PathLike) -> Path:
+    """``run_dir/model.keras``; without Keras, pandas or scikit-learn imports.
+
+    Raises:
+        FileNotFoundError: the model is missing, saying which command makes it.
+    """
+    path = Path(run_dir) / "model.keras"
+    if not path.is_file():
+        hint = _remake_hint(Path(run_dir))
+        raise FileNotFoundError(
+            f"{path} does not exist: model files are not committed (a fresh clone has only the records), "
+            f"or the run did not save one or did not finish. {hint}"
+        )
+    return path
+
+
+def _remake_hint(run_dir: Path) -> str:
+    """The command that (re)creates a run's model: the reference runs have their own script."""
+    only = {"mobilenetv2_035_frozen": "frozen", "mobilenetv2_035_finetune": "finetune", "mobilenetv2_035_scratch": "scratch"}
+    parts = run_dir.resolve().parts
+    if run_dir.name in only and len(parts) >= 5 and parts[-2] == "reference":
+        cmd = f"python scripts/reference_runs.py --only {only[run_dir.name]}"
+        if parts[-5:-3] == ("book", "runs"):
+            profile = parts[-3]
+            return f"Make it with: {cmd}" + ("" if profile == "cpu" else f" --profile {profile}")
+        return f"Make it with: {cmd} --out {run_dir.parent.as_posix()}"
+    return "Make it by running again the chapter or script that wrote this run: a finished run whose model is missing is retrained."
+
+
+# --------------------------------------------------------------------------------------------
+# Reuse or run, one process at a time
+# --------------------------------------------------------------------------------------------
+
+
+class RunFolderBusy(RuntimeError):
+    """Another process holds a run folder's lock for longer than the caller would wait."""
+
+
+def _lock_paths(folder: Path) -> tuple[Path, Path]:
+    # Beside the folder, not inside it: a run that starts over deletes its folder, and deleting
+    # a held lock file would let a third process lock a new file of the same name.
+    return folder.with_name(f".{folder.name}.lock"), folder.with_name(f".{folder.name}.lock.pid")
+
+
+@contextmanager
+def run_lock(folder: str | os.PathLike, timeout: float | None = None) -> Iterator[None]:
+    """Hold ``folder``'s exclusive lock (a ``filelock`` file beside it) for the block.
+
+    A second process asking for a held lock says once which process holds it, then waits:
+    ``timeout=None`` for as long as it takes, else that many seconds before
+    :class:`RunFolderBusy` (naming the folder and the holder's PID). The lock dies with its
+    process (an OS lock), so a killed run never blocks the next.
+    """
+    from filelock import FileLock, Timeout
+
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    lock_file, pid_file = _lock_paths(folder)
+    lock = FileLock(str(lock_file))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        holder = _holder(pid_file)
+        print(f"run folder {folder} is in use by process {holder}; waiting for it to finish, then reusing its result",
+              file=sys.stderr, flush=True)  # fmt: skip
+        try:
+            lock.acquire(timeout=-1 if timeout is None else timeout)
+        except Timeout:
+            raise RunFolderBusy(
+                f"run folder {folder} is still in use by process {_holder(pid_file)} after {timeout} s; "
+                "wait for it to finish or stop that process"
+            ) from None
+    try:
+        pid_file.write_text(str(os.getpid()))
+        yield
+    finally:
+        pid_file.unlink(missing_ok=True)
+        lock.release()
+
+
+def _holder(pid_file: Path) -> str:
+    try:
+        return pid_file.read_text().strip() or "?"
+    except OSError:
+        return "?"
+
+
+def _params_key(params: Mapping[str, Any]) -> str:
+    key = params.get("spec_key")
+    if key:
+        return str(key)
+    return hashlib.sha256(json.dumps(jsonable(params), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _previous_key(folder: Path) -> str | None:
+    """The ``spec_key`` in ``folder/params.json``: None when there is none, ``""`` when the file
+    is unreadable (warned; it is rewritten from the run's parameters)."""
+    path = folder / PARAMS_FILE
+    if not path.is_file():
+        return None
+    try:
+        prev = json.loads(path.read_bytes().decode("utf-8"))
+        return str(prev["spec_key"]) if isinstance(prev, Mapping) and "spec_key" in prev else None
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        warnings.warn(f"{path} is unreadable ({type(e).__name__}: {e}); rewriting it from the run's parameters",
+                      RuntimeWarning, stacklevel=3)  # fmt: skip
+        return ""  # unreadable: not known to differ, so the folder's checkpoints may still resume
+
+
+def reusable(folder: str | os.PathLike, params: Mapping[str, Any], needs: Sequence[str] = ()) -> RunRecord | None:
+    """The finished record in ``folder`` if it can be reused for ``params``, else None.
+
+    Reusable: complete, the same ``spec_key`` (or hash of ``params``), and every file in
+    ``needs`` present (e.g. ``model.keras``, which is never committed).
+    """
+    folder = Path(folder)
+    try:
+        old = read(folder)
+    except (OSError, ValueError):
+        return None
+    if not old.complete or _params_key(old.params) != _params_key(params):
+        return None
+    if any(not (folder / n).exists() for n in needs):
+        return None
+    return old
+
+
+def reuse_or_run(
+    folder: str | os.PathLike,
+    params: Mapping[str, Any],
+    produce: Callable[[Path], RunRecord],
+    *,
+    needs: Sequence[str] = (),
+    reuse: bool = True,
+    lock_timeout: float | None = None,
+) -> RunRecord:
+    """Reuse the finished run in ``folder`` or make it, one process at a time.
+
+    Under :func:`run_lock`: if a complete record with the same parameters is there and every
+    file in ``needs`` exists, it is returned. Otherwise a folder left by *different* parameters
+    is cleared (a folder of the same run keeps its checkpoints, so an interrupted run resumes),
+    ``params.json`` and a ``"running"`` record are written, and ``produce(folder)`` is called;
+    its :class:`RunRecord` is written as the result (``"failed"`` is written if it raises).
+
+    Args:
+        folder: the run folder.
+        params: what defines the run; ``params["spec_key"]`` (else a hash of ``params``)
+            decides whether an old record is the same run.
+        produce: trains and evaluates, returning the finished record (its ``params`` are
+            replaced by ``params``).
+        needs: files (relative to ``folder``) a later step needs; a finished run without them
+            is run again (the checkpoints left, if any, are reused).
+        reuse: False runs again even when a finished record exists.
+        lock_timeout: seconds to wait for another process in the folder (None: no limit).
+
+    Returns:
+        The reused or new record.
+
+    Raises:
+        RunFolderBusy: another process held the folder longer than ``lock_timeout``.
+    """
+    folder = Path(folder)
+    with run_lock(folder, lock_timeout):
+        if reuse:
+            old = reusable(folder, params, needs)
+            if old is not None:
+                return old
+        key = _params_key(params)
+        if folder.exists():
+            prev = _previous_key(folder)
+            if prev != "" and prev != key:
+                # A different run used this name (or left no parameters to tell): start clean
+                # rather than resume its checkpoints. An unreadable params.json ("") keeps them.
+                shutil.rmtree(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        params = dict(params)
+        write_json_atomic(folder / PARAMS_FILE, jsonable(params, "params"))
+        load_start = machine_load()
+        write(folder, RunRecord(params=params, status="running", timings=load_timings(load_start, load_start)))
+        try:
+            record = produce(folder)
+        except BaseException:
+            write(folder, RunRecord(params=params, status="failed"))
+            raise
+        record.params = params
+        record.status = "complete"
+        # Findings about the finished run (chance level, diverged, not converged), from its own
+        # numbers, after any the caller's produce() found.
+        from .sanity import flags_from_record
+
+        found = flags_from_record(record.to_dict())
+        record.warnings = [*record.warnings, *[w for w in found if w not in record.warnings]]
+        record.timings = {**record.timings, **load_timings(load_start, machine_load())}
+        record.environment = {}
+        write(folder, record)
+        return read(folder)
+
+
+def cached_json(path: str | os.PathLike, key: Mapping[str, Any], compute: Callable[[], Any]) -> Any:
+    """``compute()``'s JSON result, stored in ``path`` with ``key`` and reused while the key matches.
+
+    For derived results inside a run folder (e.g. a final test score); an unreadable file is
+    simply recomputed.
+    """
+    path = Path(path)
+    key = jsonable(key, "key")
+    if path.is_file():
+        try:
+            saved = json.loads(path.read_bytes().decode("utf-8"))
+            if isinstance(saved, Mapping) and saved.get("key") == key:
+                return saved["value"] if "value" in saved else saved["metrics"]
+        except (OSError, UnicodeDecodeError, ValueError, KeyError):
+            pass
+    value = jsonable(compute(), "value")
+    write_json_atomic(path, {"key": key, "value": value})
+    return value
+
+
+# --------------------------------------------------------------------------------------------
+# Histories and tables
+# --------------------------------------------------------------------------------------------
+
+
+def combine_history(history: Any) -> tuple[dict[str, list[float]], list[int], list[str]]:
+    """Merge a training history into one epoch-indexed dict.
+
+    Accepts a Keras ``History``, a dict of lists (``{"loss": [...], "val_loss": [...]}``) or a
+    list of phases, each a dict of lists or ``{"name": ..., "history": {...}}``. Returns
+    ``(merged, boundaries, phase_names)`` where ``boundaries[i]`` is the number of epochs
+    before phase ``i + 1`` starts (e.g. where fine-tuning began). Metrics missing from a phase
+    are NaN there, so every list has the same length.
+
+    Raises:
+        TypeError: not a history. ValueError: a phase whose metric lists differ in length.
+    """
+    if hasattr(history, "history") and isinstance(history.history, Mapping):
+        history = history.history
+    if isinstance(history, Mapping):
+        phases = [history]
+    elif isinstance(history, Sequence) and not isinstance(history, (str, bytes)):
+        phases = list(history)
+    else:
+        raise TypeError(f"history must be a dict of lists or a list of phase dicts, got {type(history).__name__}")
+    names: list[str] = []
+    parts: list[Mapping[str, Sequence[float]]] = []
+    for i, phase in enumerate(phases):
+        if hasattr(phase, "history") and isinstance(phase.history, Mapping):
+            phase = phase.history
+        if not isinstance(phase, Mapping):
+            raise TypeError(f"history phase {i} must be a dict, got {type(phase).__name__}")
+        if "history" in phase and isinstance(phase["history"], Mapping):
+            names.append(str(phase.get("name", f"phase {i + 1}")))
+            parts.append(phase["history"])
+        else:
+            names.append(f"phase {i + 1}")
+            parts.append(phase)
+    keys: list[str] = []
+    for part in parts:
+        keys += [k for k in part if k not in keys]
+    merged: dict[str, list[float]] = {k: [] for k in keys}
+    boundaries: list[int] = []
+    total = 0
+    for i, part in enumerate(parts):
+        lengths = {len(v) for v in part.values()}
+        if len(lengths) > 1:
+            raise ValueError(f"history phase {i}: metric lists differ in length {sorted(lengths)}")
+        n = lengths.pop() if lengths else 0
+        if i > 0:
+            boundaries.append(total)
+        for k in keys:
+            merged[k] += [float(v) for v in part[k]] if k in part else [math.nan] * n
+        total += n
+    return merged, boundaries, names
+
+
+def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(_flatten(v, key + "."))
+        elif isinstance(v, list):
+            out[key] = json.dumps(v)  # hashable and readable; lists rarely matter for grouping
+        else:
+            out[key] = v
+    return out
+
+
+def _summary_row(run: str, record: RunRecord) -> dict[str, Any]:
+    env = record.environment or {}
+    row: dict[str, Any] = {
+        "run": run,
+        "status": record.status,
+        "timestamp": env.get("timestamp"),
+        "keras_backend": env.get("keras_backend"),
+    }
+    reserved = set(row)
+    for k, v in _flatten(record.params or {}).items():
+        row[f"param.{k}" if k in reserved else k] = v
+    for split, m in (record.metrics or {}).items():
+        if isinstance(m, Mapping):
+            for name in _SUMMARY_METRICS:
+                if name in m:
+                    row[f"{split}_{name}"] = m[name]
+    # eurosat_lib.models.describe_model nests counts as {"params": {"total", "trainable", ...}}.
+    info = record.model_info or {}
+    counts = info.get("params") if isinstance(info.get("params"), Mapping) else {}
+    for name in ("total", "trainable"):
+        value = counts.get(name, info.get(f"{name}_params"))
+        if value is not None:
+            row[f"{name}_params"] = value
+    timings = record.timings or {}
+    if "contended" in timings:
+        row["contended"] = bool(timings["contended"])
+    flat_t = {k: v for k, v in _flatten(timings).items()
+              if isinstance(v, (int, float)) and not isinstance(v, bool) and not k.startswith("machine_load.")}  # fmt: skip
+    for k, v in flat_t.items():
+        row[k if k not in row else f"timing.{k}"] = v
+    if "total_seconds" not in flat_t:
+        # Additive durations are the top-level "*_seconds" keys; rates and means are not summed.
+        parts = [v for k, v in timings.items() if k.endswith("_seconds") and isinstance(v, (int, float))]
+        row["total_seconds"] = float(sum(parts)) if parts else math.nan
+    row["warnings"] = "; ".join(record.warnings)
+    return row
+
+
+def gather(root: str | os.PathLike, pattern: str = f"**/{RUN_RECORD}", include_incomplete: bool = False) -> "pd.DataFrame":
+    """One row per run record under ``root``, sorted by run path.
+
+    Columns: ``run`` (folder relative to ``root``), ``status``, ``timestamp``,
+    ``keras_backend``, every ``params`` key (nested keys joined with ``.``), ``<split>_<metric>``
+    for ``accuracy, macro_f1, weighted_f1, ece, nll, n`` of each split in ``metrics`` (so
+    ``test_accuracy``, ``val_ece``, ...), ``total_params``, ``trainable_params``, the numeric
+    ``timings``, ``total_seconds``, ``contended`` (where recorded) and ``warnings`` (joined).
+    Runs whose status is not ``"complete"`` are skipped unless ``include_incomplete``;
+    unreadable records are skipped with a warning naming the file.
+    """
+    import pandas as pd
+
+    root = Path(root)
+    rows = []
+    for path in sorted(root.glob(pattern)):
+        try:
+            record = read(path)
+        except (OSError, ValueError) as e:
+            warnings.warn(f"skipping unreadable run record: {e}", stacklevel=2)
+            continue
+        if not record.complete and not include_incomplete:
+            continue
+        rows.append(_summary_row(path.parent.relative_to(root).as_posix() or ".", record))
+    if not rows:
+        return pd.DataFrame(columns=["run", "status", "timestamp", "keras_backend"])
+    return pd.DataFrame(rows).sort_values("run", kind="stable").reset_index(drop=True)
