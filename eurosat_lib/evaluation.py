@@ -199,7 +199,9 @@ def predict_proba(model: Any, images: np.ndarray, batch_size: int = 256) -> np.n
     images = np.asarray(images)
     if images.ndim != 4:
         raise ValueError(f"images must be a batch (N, H, W, C), got shape {images.shape}")
-    return np.asarray(model.predict(images, batch_size=batch_size, verbose=0))
+    from .training import predict_batches  # imported on use: this module stays free of TensorFlow
+
+    return predict_batches(model, images, batch_size)
 
 
 def evaluate_model(model: Any, data: EuroSAT, batch_size: int = 256) -> tuple[dict[str, Any], np.ndarray]:

@@ -305,15 +305,6 @@ def run_experiment(
                      remake=remake if save_model else None)  # fmt: skip
 
 
-#: Up to this many batches, :func:`predict` calls the model eagerly instead of through Keras'
-#: compiled predict function. Tracing that function costs more than a few eager batches, and a
-#: study that scores many models on a small split traced one per model: TensorFlow then warned
-#: "5 out of the last 7 calls to <function TensorFlowTrainer.make_predict_function...> triggered
-#: tf.function retracing" into every chapter (its detector counts all models' predict functions
-#: together). Over more batches one trace per model is cheap and the compiled function ~2.5x faster.
-EAGER_PREDICT_BATCHES = 4
-
-
 def predict(model, images: np.ndarray, use_feature_cache: bool = False, batch_size: int = 256, eager: bool = False) -> np.ndarray:
     """Class probabilities; with a frozen base, through the (disk-cached) backbone features.
 
@@ -322,23 +313,21 @@ def predict(model, images: np.ndarray, use_feature_cache: bool = False, batch_si
         images: ``(N, H, W, 3)`` uint8 images.
         use_feature_cache: compute (or reuse) the frozen base's features, then run the head.
         batch_size: images per call of the model.
-        eager: always call the model eagerly (the smoke profile); otherwise eager only up to
-            :data:`EAGER_PREDICT_BATCHES` batches, where tracing would cost more than it saves.
+        eager: always call the model eagerly (the smoke profile); otherwise
+            :func:`eurosat_lib.training.predict_batches` chooses by backend (eager on
+            TensorFlow, so scoring many models traces no graph per model).
 
     Returns:
         ``(N, num_classes)`` float32 probabilities.
     """
     import keras
 
-    eager = eager or -(-len(images) // batch_size) <= EAGER_PREDICT_BATCHES
+    mode = True if eager else None
     if use_feature_cache:
         extractor, head = M.split_feature_extractor(model)
         feats = T.extract_features(extractor, images, batch_size=batch_size, desc="eval features", eager=eager)
-        return np.asarray(keras.ops.convert_to_numpy(head(feats, training=False)), dtype=np.float32)
-    if eager:
-        outs = [keras.ops.convert_to_numpy(model(np.asarray(images[i : i + batch_size]), training=False)) for i in range(0, len(images), batch_size)]
-        return np.concatenate(outs).astype(np.float32)
-    return E.predict_proba(model, images, batch_size=batch_size)
+        return T.predict_batches(head, feats, batch_size=max(batch_size, 1024), eager=mode)
+    return T.predict_batches(model, images, batch_size=batch_size, eager=mode)
 
 
 _ACCELERATORS: dict[str, T.Accelerator] = {}

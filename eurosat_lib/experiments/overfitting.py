@@ -276,9 +276,7 @@ def feature_head_run(
                           checkpoints=checkpoints_for(P.profile))
         metrics = {}
         for split, (x, y) in evals.items():
-            import keras
-
-            p = np.asarray(keras.ops.convert_to_numpy(head(x, training=False)), dtype=np.float32) if acc.run_eagerly else np.asarray(head.predict(x, batch_size=1024, verbose=0))
+            p = T.predict_batches(head, x, batch_size=1024, eager=True if acc.run_eagerly else None)
             metrics[split] = E.evaluate_predictions(y, p)
             if split in keep:
                 made[split] = p
