@@ -674,9 +674,8 @@ def render_backbones(summary: Mapping[str, Any], source: str, ctx: _Ctx | None =
         broken = [c for c, fl in flags_of.items() if is_broken(fl)]
         for c in broken:
             init = board.set_index("candidate").loc[c, "init"] if c in set(board["candidate"]) else ""
-            why = (" Its run trained a head on a frozen, randomly initialised backbone before any layer of the "
-                   "backbone could learn, so its number measures that mistake, not the architecture."
-                   if init == "from scratch" else "")  # fmt: skip
+            recs = [ctx.record(r) for r in runs[runs["candidate"] == c]["run"]] if init == "from scratch" else []
+            why = "".join(_scratch_story(r) for r in recs[:1] if r)
             out += [f"**{c}**{flag_note(flags_of[c])}: left out of the choice.{why}", ""]
     if "chosen" in n:
         text = f"Chosen on validation: **{n['chosen']}**, {pct(n['chosen_test_accuracy'])} on {_num(n.get('test_n'))} test images."
@@ -691,6 +690,36 @@ def render_backbones(summary: Mapping[str, Any], source: str, ctx: _Ctx | None =
                              f"{compare_text(d, ctx.warnings(ra), ctx.warnings(rb))}.")
         out += [text, ""]
     return "\n".join(out)
+
+
+def _epoch_cap(record: Mapping[str, Any]) -> int:
+    """The most epochs the record's phases allowed (early stopping ended the run if it ran fewer)."""
+    return sum(int(ph.get("epochs") or 0) for ph in (record.get("params") or {}).get("phases") or [])
+
+
+def _scratch_story(record: Mapping[str, Any]) -> str:
+    """Why a from-scratch run's number is not a finding, read from its own record (phases, history)."""
+    phases = (record.get("params") or {}).get("phases") or []
+    if phases and phases[0].get("unfreeze") == "frozen":
+        return (" Its run trained a head on a frozen, randomly initialised backbone before any layer of the "
+                "backbone could learn, so its number measures that mistake, not the architecture.")  # fmt: skip
+    hist = {}
+    for ph in record.get("history") or []:
+        for k, v in (ph.get("history") or {}).items():
+            hist.setdefault(k, []).extend(v)
+    tr, va = hist.get("accuracy") or [], hist.get("val_accuracy") or []
+    if not tr or not va:
+        return ""
+    n = (record.get("extra") or {}).get("train_size")
+    vl = hist.get("val_loss") or []
+    best = min(range(len(vl)), key=vl.__getitem__) if vl else None
+    restored = (f", and early stopping on validation loss kept the weights of epoch {best + 1} (validation "
+                f"accuracy {pct(va[best], 0)})" if best is not None and best < len(va) and len(va) < _epoch_cap(record) else "")
+    return (f" It trained every layer from random weights for {len(tr)} epochs: training accuracy rose to "
+            f"{pct(max(tr), 0)} while validation accuracy stayed between {pct(min(va), 0)} and {pct(max(va), 0)}"
+            + (f" (on {_num(n)} training images)" if n else "")
+            + restored + ". It had not yet learned features that carry to new images, so its number says "
+            "nothing about the architecture.")
 
 
 def render_truncation(summary: Mapping[str, Any], source: str, ctx: _Ctx | None = None) -> str:
