@@ -95,7 +95,7 @@ def worker(args) -> int:
     import numpy as np
 
     from eurosat_lib import models as M
-    from eurosat_lib.evaluation import environment
+    from eurosat_lib.runs import environment
 
     import_s = time.perf_counter() - t0
     rss_import = peak_rss_mib()

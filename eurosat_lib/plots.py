@@ -19,7 +19,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from .data import CLASS_NAMES, EuroSAT
-from .evaluation import combine_history, expected_calibration_error, reliability_table
+from .evaluation import expected_calibration_error, reliability_table
+from .runs import combine_history
 
 __all__ = [
     "plot_channel_stats",
@@ -272,7 +273,7 @@ def plot_history(
     """Training (solid) and validation (dashed) curves, one panel per metric.
 
     ``history``: Keras ``History``, dict of lists or list of phase dicts (see
-    :func:`eurosat_lib.evaluation.combine_history`). Phase starts — e.g. where fine-tuning
+    :func:`eurosat_lib.runs.combine_history`). Phase starts — e.g. where fine-tuning
     began — are drawn as vertical lines; pass ``phase_boundaries`` (epochs completed before each
     new phase) to override the ones derived from a list of phases.
     """
@@ -589,7 +590,7 @@ def plot_gradcam(
     ncols: int = 6,
     map_cells: tuple[int, int] | None = None,
 ) -> Figure:
-    """Each image with its Grad-CAM heatmap (from :func:`eurosat_lib.evaluation.grad_cam`) on top.
+    """Each image with its Grad-CAM heatmap (from :func:`eurosat_lib.gradcam.grad_cam`) on top.
 
     ``map_cells``: the size of the feature map the heatmaps were computed on (e.g. ``(2, 2)`` for
     MobileNetV2 at 64 px). Below 7 cells a side the figure says, in its title, that the map only
@@ -836,7 +837,7 @@ def plot_case_gaps(df: pd.DataFrame, case: str = "case", ax: Axes | None = None)
 def plot_learning_curves(histories: Mapping[str, Any], metrics: Sequence[str] = ("loss", "accuracy")) -> Figure:
     """Train (solid) and validation (dashed) curves of several runs side by side, one row per run.
 
-    ``histories`` maps a label to anything :func:`eurosat_lib.evaluation.combine_history` accepts.
+    ``histories`` maps a label to anything :func:`eurosat_lib.runs.combine_history` accepts.
     The shaded area between the two curves is the generalisation gap.
     """
     fig, axes = plt.subplots(len(histories), len(metrics), figsize=(4.6 * len(metrics) + 0.5, 3.2 * len(histories)),

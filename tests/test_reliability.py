@@ -127,7 +127,7 @@ def _last_progress(path: Path) -> tuple[int, int] | None:
 
 @pytest.mark.slow
 def test_run_killed_mid_epoch_from_outside_resumes_to_a_whole_record(tmp_path, monkeypatch):
-    from eurosat_lib import runs as E
+    from eurosat_lib import runs as E  # run folders are owned by runs
 
     (tmp_path / "spec_def.py").write_text(_SPEC_MODULE)
     child = tmp_path / "train_child.py"

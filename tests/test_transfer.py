@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from eurosat_lib import data as D
-from eurosat_lib import evaluation as E
+from eurosat_lib import gradcam as G
 from eurosat_lib import models as M
 from eurosat_lib.experiments import ParameterError, resolve_params, run
 from eurosat_lib.experiments import transfer as TL
@@ -44,7 +44,7 @@ def test_small_cnn_follows_the_models_contract(tmp_path):
     assert model.get_layer("backbone").get_layer("block4_conv1").trainable
     # The backbone ends in the last conv feature map: Grad-CAM and feature caching work.
     x = D.make_synthetic(n_per_class=1).images[:3]
-    cams = E.grad_cam(model, x)
+    cams = G.grad_cam(model, x)
     assert cams.shape == (3, 64, 64) and cams.min() >= 0 and cams.max() <= 1
     extractor, head = M.split_feature_extractor(model)
     np.testing.assert_allclose(keras.ops.convert_to_numpy(head(extractor(x))), keras.ops.convert_to_numpy(model(x)), atol=1e-5)

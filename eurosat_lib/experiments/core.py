@@ -388,7 +388,7 @@ def load_run_model(run_dir: str | os.PathLike):
 
 def hardware_summary() -> dict[str, Any]:
     """Where a chapter ran: CPU, GPUs and the versions that matter (for its header)."""
-    env = E.environment()
+    env = R.environment()
     return {
         "cpu": f"{env['cpu_model']} ({env['cpu_count']} cores)",
         "gpus": ", ".join(T.gpu_names()) or "none",

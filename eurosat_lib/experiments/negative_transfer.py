@@ -29,6 +29,7 @@ import pandas as pd
 
 from .. import data as D
 from .. import models as M
+from .. import runs as R
 from .. import training as T
 from .core import ExperimentSpec, RunResult, run
 from .params import (
@@ -489,16 +490,14 @@ def why(case: str, verdict: str) -> str | None:
 
 def histories(df: pd.DataFrame, cases: Sequence[str], seed: int) -> dict[str, Any]:
     """Training histories (all phases) of the given cases' runs for one seed, plus the scratch arm."""
-    from .. import evaluation as E
-
     out = {}
     for case in cases:
         rows = df[(df["case"] == case) & (df["seed"] == seed)]
         if len(rows):
-            out[case] = E.read_run_record(rows["run"].iloc[0])["history"]
+            out[case] = R.read(rows["run"].iloc[0])["history"]
     rows = df[df["seed"] == seed]
     if len(rows):
-        out["scratch"] = E.read_run_record(rows["run_scratch"].iloc[0])["history"]
+        out["scratch"] = R.read(rows["run_scratch"].iloc[0])["history"]
     return out
 
 
