@@ -127,6 +127,7 @@ _COLLECT = """() => {
     text: main.innerText,
     images: [...main.querySelectorAll('img')].map(e => ({src: e.currentSrc || e.src, ok: e.complete && e.naturalWidth > 0})),
     tables: [...main.querySelectorAll('table')].map(e => e.innerText),
+    dropdowns: [...main.querySelectorAll('details')].map(e => ({open: e.open, text: e.textContent})),
     cells: [...main.querySelectorAll('table td')].map(e => e.innerText),
     links: [...document.querySelectorAll('a[href]')].map(e => e.href),
     assets: [...document.querySelectorAll('script[src], link[href][rel=stylesheet], img[src]')].map(e => e.src || e.href),
@@ -255,10 +256,11 @@ def test_no_broken_internal_link(rendered, built_book):
 def test_pages_show_figures_and_numbers(rendered):
     for f, info in rendered.items():
         if f.startswith("chapters/"):
-            # The parameters/profile/hardware table (after the Prerequisites table).
-            assert any("profile" in t and "cpu" in t and "hardware" in t.lower() for t in info["tables"][:4]), (
-                f"{f}: the parameters/hardware table is missing near the top"
-            )
+            # The parameters/profile/hardware table: the first dropdown, closed (a reader opens it).
+            head = info["dropdowns"][:1]
+            assert head and not head[0]["open"], f"{f}: no closed parameters dropdown near the top"
+            t = head[0]["text"]
+            assert "profile" in t and "cpu" in t and "hardware" in t.lower(), f"{f}: the parameters/hardware table is missing"
         if f in ("results", "performance"):
             numeric = [c for c in info["cells"] if re.search(r"\d+(\.\d+)?\s*%|\d+\.\d+", c)]
             assert len(numeric) >= 10, f"{f}: results tables hold too few numbers ({len(numeric)})"

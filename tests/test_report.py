@@ -208,10 +208,26 @@ def test_a_chance_level_candidate_is_left_out_of_the_choice(tmp_path):
               "val_sd": None, "test_accuracy": v, "params_M": 1.0, "images_per_s": 1.0, "fit_seconds": 1.0}
              for c, v in (("A", 0.85), ("B", 0.825), ("C · from scratch", 0.10))]  # fmt: skip
     _summary(tmp_path, ch, {"chosen": "A", "chosen_test_accuracy": 0.85, "test_n": 5400}, {"leaderboard": board, "runs": runs})
+    # C's record says it was given a head phase on its frozen random base (the old recipe)
+    rec_path = tmp_path / runs[-1]["run"] / "record.json"
+    rec = json.loads(rec_path.read_text())
+    rec["params"]["phases"] = [{"name": "head", "epochs": 6, "unfreeze": "frozen"}, {"name": "finetune", "epochs": 3, "unfreeze": "all"}]
+    rec_path.write_text(json.dumps(rec))
     text = R.build_results_page(tmp_path / "book", "cpu").read_text()
     assert "| C · from scratch | from scratch | 64 | 10.0 % ⚠ chance-level — not a finding |" in text
     assert "**C · from scratch** ⚠ chance-level: left out of the choice." in text
     assert "frozen, randomly initialised backbone" in text
+    # one scratch phase stopped early: the explanation is read from that record, not a fixed sentence
+    rec["params"]["phases"] = [{"name": "scratch", "epochs": 33, "unfreeze": "all"}]
+    rec["history"] = [{"name": "scratch", "history": {"accuracy": [0.2, 0.3, 0.44], "val_accuracy": [0.1, 0.1, 0.17],
+                                                       "val_loss": [2.3, 2.4, 2.6]}}]  # fmt: skip
+    rec["extra"] = {"train_size": 500}
+    rec_path.write_text(json.dumps(rec))
+    page = R.build_results_page(tmp_path / "book", "cpu").read_text()
+    assert "frozen, randomly initialised backbone" not in page
+    assert ("trained every layer from random weights for 3 epochs: training accuracy rose to 44 % while validation "
+            "accuracy stayed between 10 % and 17 % (on 500 training images), and early stopping on validation loss "
+            "kept the weights of epoch 1 (validation accuracy 10 %)") in page
     # the choice is compared with the best unflagged runner-up, and 2 seeds on 300 images cannot separate them
     assert "Against the runner-up **B** on validation:" in text and "**no measurable difference**" in text
 
