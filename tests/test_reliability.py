@@ -152,7 +152,10 @@ def test_run_killed_mid_epoch_from_outside_resumes_to_a_whole_record(tmp_path, m
                     records_seen.append(json.loads((run_dir / E.RUN_RECORD).read_text())["status"])
                 if not meta_path.is_file():
                     return None
-                done = json.loads(meta_path.read_text())["epoch"]  # epochs backed up so far
+                try:  # Keras writes its backup metadata in place: a poll can catch it half-written
+                    done = json.loads(meta_path.read_text())["epoch"]  # epochs backed up so far
+                except ValueError:
+                    return None
                 where = _last_progress(progress)
                 # inside the epoch after the backup, a few batches in: weights have moved past it
                 if where and done >= 1 and where[0] == done and where[1] >= 2:
