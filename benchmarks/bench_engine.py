@@ -22,6 +22,7 @@ Goal: engine >= 0.95x plain Keras images/s (median of the per-round ratios).
 
     python benchmarks/bench_engine.py                 # 4,000 real images, 128 px, 3 rounds (~10 min on 2 cores)
     python benchmarks/bench_engine.py --variants engine plain engine_xla
+    python benchmarks/bench_engine.py --variants engine engine_xla engine_bf16   # XLA and mixed_bfloat16 on this CPU
     python benchmarks/bench_engine.py --quick         # synthetic, 32 px, seconds; meaningless figures
 """
 
@@ -36,7 +37,7 @@ import time
 from _common import finish, goal, make_parser, median, print_table, ratio
 
 NAME = "engine"
-VARIANTS = ("engine", "engine_bare", "plain", "engine_xla", "plain_xla")
+VARIANTS = ("engine", "engine_bare", "plain", "engine_xla", "plain_xla", "engine_bf16")
 
 
 def parse_args(argv=None):
@@ -97,8 +98,13 @@ def epoch_clock():
     return EpochClock()
 
 
-def busy_cores() -> float:
-    return os.getloadavg()[0]
+def machine_load() -> dict:
+    """The machine's load with this process's own share taken off (``runs.machine_load``): a raw
+    load average counts the previous measurement of this very script, so it cannot tell a quiet
+    machine from a busy one after the first measurement."""
+    from eurosat_lib import runs
+
+    return runs.machine_load()
 
 
 def measure(variant: str, args, train) -> dict:
@@ -108,10 +114,13 @@ def measure(variant: str, args, train) -> dict:
 
     keras.backend.clear_session()
     T.set_seed(args.seed)
+    # mixed_bfloat16: this CPU has avx512_bf16 (no AMX); the policy must be set before the model is
+    # built, and reset after, so the other variants stay float32.
+    keras.mixed_precision.set_global_policy("mixed_bfloat16" if variant.endswith("_bf16") else "float32")
     model = build(args)
     clock = epoch_clock()
     xla = variant.endswith("_xla")
-    load_before = busy_cores()
+    load_before = machine_load()
     if variant.startswith("engine"):
         phase = T.PhaseConfig(name="finetune", epochs=args.epochs, learning_rate=args.learning_rate,
                               batch_size=args.batch_size, unfreeze="all", freeze_bn=True)  # fmt: skip
@@ -125,7 +134,8 @@ def measure(variant: str, args, train) -> dict:
                       metrics=["accuracy"], jit_compile=xla)  # fmt: skip
         model.fit(train.images, train.labels, batch_size=args.batch_size, epochs=args.epochs, shuffle=True,
                   callbacks=[clock], verbose=0)  # fmt: skip
-    load_after = busy_cores()
+    load_after = machine_load()
+    keras.mixed_precision.set_global_policy("float32")
     last = clock.seconds[-1]
     return {
         "variant": variant,
@@ -151,9 +161,12 @@ def main(argv=None) -> int:
         rounds.append({v["variant"]: v for v in (measure(name, args, train) for name in order)})
         print("  round", r + 1, ", ".join(f"{k}: {v['images_per_s']:.1f} img/s" for k, v in rounds[-1].items()))
 
-    # A measurement is contended when, before it started, other work already kept a core busy
-    # (load average >= 1 on top of nothing of ours: this script runs one thing at a time).
-    contended = [f"round {i + 1} {k}" for i, rd in enumerate(rounds) for k, v in rd.items() if v["load_before"] >= 1.0]
+    # A measurement is contended when other processes (this one's own share taken off) kept more
+    # than half the cores busy at its start or end: the rule every run record uses.
+    from eurosat_lib import runs
+
+    contended = [f"round {i + 1} {k}" for i, rd in enumerate(rounds) for k, v in rd.items()
+                 if runs.is_contended(v["load_before"], v["load_after"])]  # fmt: skip
     rows, figures = [], {"images": len(train), "data": what, "rounds": rounds, "contended": contended}
     for name in args.variants:
         speeds = [rd[name]["images_per_s"] for rd in rounds]
@@ -162,7 +175,8 @@ def main(argv=None) -> int:
     print_table("Images/s of the timed epoch (median over rounds)", ["variant", "median", "min", "max", "first epoch s"], rows)
 
     ratios = {}
-    for num, den in (("engine", "plain"), ("engine_bare", "plain"), ("engine_xla", "plain_xla"), ("engine_xla", "engine")):
+    for num, den in (("engine", "plain"), ("engine_bare", "plain"), ("engine_xla", "plain_xla"), ("engine_xla", "engine"),
+                     ("engine_bf16", "engine")):
         if num in args.variants and den in args.variants:
             per_round = [ratio(rd[num]["images_per_s"], rd[den]["images_per_s"]) for rd in rounds]
             ratios[f"{num}_over_{den}"] = median(per_round)
@@ -171,8 +185,9 @@ def main(argv=None) -> int:
     goals = {}
     if "engine_over_plain" in ratios:
         goals["engine_vs_plain"] = goal(ratios["engine_over_plain"], 0.95, "fit_phase images/s over plain model.fit, same model and data")
-    notes = [f"load average 1 min before the first / after the last measurement: "
-             f"{rounds[0][next(iter(rounds[0]))]['load_before']:.2f} / {rounds[-1][list(rounds[-1])[-1]]['load_after']:.2f} on {cores} cores"]  # fmt: skip
+    first, last = rounds[0][next(iter(rounds[0]))]["load_before"], rounds[-1][list(rounds[-1])[-1]]["load_after"]
+    notes = [f"other processes' load before the first / after the last measurement: "
+             f"{first['other_cores']} / {last['other_cores']} cores of {cores} (load average {first['loadavg']} / {last['loadavg']})"]  # fmt: skip
     if contended:
         notes.append("CONTENDED (another job kept a core busy when these started): " + ", ".join(contended))
     if len(rounds) > 1:
