@@ -51,7 +51,10 @@ from ._io import atomic_path, progress, write_json_atomic
 from .data import EuroSAT
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
-SCHEDULES = ("constant", "cosine")
+SCHEDULES = ("constant", "cosine", "linear")
+#: PhaseConfig fields added after runs were committed: ``to_dict`` leaves them out while they
+#: hold their default, so the identity (``ExperimentSpec.key``) of every earlier run is unchanged.
+_LATER_FIELDS = {"label_smoothing": 0.0, "warmup_epochs": 0, "early_stopping_monitor": "val_loss"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -70,13 +73,23 @@ class PhaseConfig:
         batch_size: images per step.
         optimizer: ``"adam"``, ``"adamw"`` or ``"sgd"`` (momentum 0.9).
         weight_decay: decoupled weight decay (adamw/sgd).
-        schedule: ``"constant"`` or ``"cosine"`` decay to 0 over the phase.
-        early_stopping: patience in epochs on ``val_loss`` (restores the best weights), or None.
+        schedule: ``"constant"``, ``"cosine"`` or ``"linear"`` decay to 0 over the phase (after
+            any warm-up).
+        early_stopping: patience in epochs on ``early_stopping_monitor`` (restores the best
+            weights), or None.
         unfreeze: trainable policy applied before the phase (see ``models.set_trainable``):
             ``"frozen"``, ``"all"``, an int (top N backbone layers) or a block name; None keeps
             the model's current trainable state.
         freeze_bn: keep BatchNorm layers frozen (inference mode) when unfreezing.
         use_feature_cache: train only the head on cached backbone features (frozen base only).
+        label_smoothing: share of each label's probability mass spread over all classes (0 = off).
+        warmup_epochs: epochs of linear warm-up from 0 to ``learning_rate`` before the decay.
+        early_stopping_monitor: ``"val_loss"`` or ``"val_accuracy"``. A network trained from
+            scratch on few steps can have a rising validation loss while its accuracy still
+            climbs (its BatchNorm statistics lag its weights); accuracy is the safer signal there.
+
+    Raises:
+        ValueError: a value out of range, naming the field and the phase.
     """
 
     name: str = "head"
@@ -90,6 +103,9 @@ class PhaseConfig:
     unfreeze: str | int | None = None
     freeze_bn: bool = True
     use_feature_cache: bool = False
+    label_smoothing: float = 0.0
+    warmup_epochs: int = 0
+    early_stopping_monitor: str = "val_loss"
 
     def __post_init__(self) -> None:
         where = f"in phase {self.name!r}"
@@ -107,6 +123,12 @@ class PhaseConfig:
             raise ValueError(f"weight_decay must be >= 0 {where}, got {self.weight_decay!r}")
         if self.early_stopping is not None and (not isinstance(self.early_stopping, int) or self.early_stopping < 1):
             raise ValueError(f"early_stopping must be None or a positive integer {where}, got {self.early_stopping!r}")
+        if not isinstance(self.label_smoothing, (int, float)) or not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1) {where}, got {self.label_smoothing!r}")
+        if not isinstance(self.warmup_epochs, (int, np.integer)) or isinstance(self.warmup_epochs, bool) or not 0 <= self.warmup_epochs <= max(self.epochs, 0):
+            raise ValueError(f"warmup_epochs must be an integer in [0, epochs={self.epochs}] {where}, got {self.warmup_epochs!r}")
+        if self.early_stopping_monitor not in ("val_loss", "val_accuracy"):
+            raise ValueError(f"early_stopping_monitor must be 'val_loss' or 'val_accuracy' {where}, got {self.early_stopping_monitor!r}")
         if self.use_feature_cache and self.unfreeze not in (None, "frozen"):
             raise ValueError(
                 f"use_feature_cache needs a frozen base {where} (unfreeze={self.unfreeze!r}); "
@@ -114,7 +136,12 @@ class PhaseConfig:
             )
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The fields as a dict; fields added later are left out while they hold their default."""
+        d = asdict(self)
+        for k, default in _LATER_FIELDS.items():
+            if d[k] == default:
+                del d[k]
+        return d
 
 
 @dataclass
@@ -366,6 +393,36 @@ def predict_batches(
     return np.concatenate(outs) if outs else np.zeros((0,), np.float32)
 
 
+def dihedral_views(images: np.ndarray) -> Iterator[np.ndarray]:
+    """The 8 symmetries of the square (4 rotations, each with and without a mirror) of NHWC images.
+
+    Overhead images have no canonical orientation, so each view is as valid an input as the
+    original: the basis of dihedral test-time augmentation.
+    """
+    for k in range(4):
+        rotated = np.rot90(images, k, axes=(1, 2))
+        yield rotated
+        yield rotated[:, :, ::-1]
+
+
+def predict_dihedral(model: keras.Model, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Class probabilities averaged over the 8 dihedral views of each image (test-time augmentation).
+
+    Args:
+        model: a classifier with softmax outputs.
+        images: ``(N, H, W, C)`` square images.
+        batch_size: inputs per call.
+
+    Returns:
+        ``(N, classes)`` float32 mean probabilities; costs 8 passes of :func:`predict_batches`.
+    """
+    total = None
+    for view in dihedral_views(np.asarray(images)):
+        p = predict_batches(model, np.ascontiguousarray(view), batch_size)
+        total = p if total is None else total + p
+    return (total / 8.0).astype(np.float32) if total is not None else np.zeros((0,), np.float32)
+
+
 def extract_features(
     extractor: keras.Model,
     images: np.ndarray,
@@ -404,9 +461,73 @@ def extract_features(
 # --------------------------------------------------------------------------------------------
 
 
-def make_optimizer(phase: PhaseConfig, steps: int) -> keras.optimizers.Optimizer:
+@keras.saving.register_keras_serializable(package="eurosat_lib")
+class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up from 0 to ``peak`` over ``warmup_steps``, then cosine or linear decay to 0.
+
+    Keras' ``CosineDecay`` warms up too, but has no linear-to-zero decay; one schedule for both
+    keeps the two recipes the study compares identical except for the decay's shape.
+    """
+
+    def __init__(self, peak: float, total_steps: int, warmup_steps: int = 0, decay: str = "cosine"):
+        self.peak, self.total_steps, self.warmup_steps, self.decay = float(peak), int(total_steps), int(warmup_steps), decay
+
+    def __call__(self, step):
+        ops = keras.ops
+        step = ops.cast(step, "float32")
+        warm = ops.cast(max(self.warmup_steps, 1), "float32")
+        span = ops.cast(max(self.total_steps - self.warmup_steps, 1), "float32")
+        t = ops.clip((step - self.warmup_steps) / span, 0.0, 1.0)
+        if self.decay == "cosine":
+            shape = 0.5 * (1.0 + ops.cos(math.pi * t))
+        elif self.decay == "linear":
+            shape = 1.0 - t
+        else:  # "none": warm-up, then constant
+            shape = ops.ones_like(t)
+        rising = self.peak * ops.minimum(step / warm, 1.0)
+        return ops.where(step < self.warmup_steps, rising, self.peak * shape)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"peak": self.peak, "total_steps": self.total_steps, "warmup_steps": self.warmup_steps, "decay": self.decay}
+
+
+@keras.saving.register_keras_serializable(package="eurosat_lib")
+class SmoothedSparseCrossentropy(keras.losses.Loss):
+    """Cross-entropy on integer labels with label smoothing (Keras' sparse loss has none)."""
+
+    def __init__(self, label_smoothing: float = 0.1, name: str = "smoothed_sparse_crossentropy", **kwargs: Any):
+        super().__init__(name=name, **kwargs)
+        self.label_smoothing = float(label_smoothing)
+
+    def call(self, y_true, y_pred):
+        ops = keras.ops
+        n = ops.shape(y_pred)[-1]
+        onehot = ops.one_hot(ops.cast(ops.reshape(y_true, (-1,)), "int32"), n)
+        return keras.losses.categorical_crossentropy(onehot, y_pred, label_smoothing=self.label_smoothing)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "label_smoothing": self.label_smoothing}
+
+
+def make_optimizer(phase: PhaseConfig, steps: int, steps_per_epoch: int | None = None) -> keras.optimizers.Optimizer:
+    """The phase's optimizer with its learning-rate schedule over ``steps`` optimizer steps.
+
+    Args:
+        phase: the phase (optimizer, learning rate, schedule, warm-up, weight decay).
+        steps: optimizer steps in the whole phase (the schedule's length).
+        steps_per_epoch: steps in one epoch, to turn ``warmup_epochs`` into steps (default
+            ``steps // epochs``).
+
+    Returns:
+        A fresh Keras optimizer.
+    """
     lr: Any = phase.learning_rate
-    if phase.schedule == "cosine" and steps > 0:
+    warmup = getattr(phase, "warmup_epochs", 0)
+    if warmup or (phase.schedule == "linear" and steps > 0):
+        per_epoch = steps_per_epoch or max(steps // max(phase.epochs, 1), 1)
+        decay = {"cosine": "cosine", "linear": "linear", "constant": "none"}[phase.schedule]
+        lr = WarmupDecay(phase.learning_rate, steps, warmup * per_epoch, decay=decay)
+    elif phase.schedule == "cosine" and steps > 0:
         lr = keras.optimizers.schedules.CosineDecay(phase.learning_rate, decay_steps=steps)
     if phase.optimizer == "adam":
         return keras.optimizers.Adam(lr)
@@ -419,7 +540,7 @@ def compile_for(model: keras.Model, phase: PhaseConfig, steps: int, jit_compile:
     """(Re-)compile ``model`` for a phase: needed whenever what is trainable changed."""
     model.compile(
         optimizer=make_optimizer(phase, steps),
-        loss=keras.losses.SparseCategoricalCrossentropy(),
+        loss=(SmoothedSparseCrossentropy(phase.label_smoothing) if phase.label_smoothing else keras.losses.SparseCategoricalCrossentropy()),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
         jit_compile=jit_compile and not run_eagerly,
         run_eagerly=run_eagerly,
@@ -566,7 +687,7 @@ def fit_phase(
             callbacks.append(keras.callbacks.TensorBoard(str(run_dir / "tensorboard" / phase.name), write_graph=False))
     if phase.early_stopping and vseq is not None:
         callbacks.append(
-            keras.callbacks.EarlyStopping(monitor="val_loss", patience=phase.early_stopping, restore_best_weights=True)
+            keras.callbacks.EarlyStopping(monitor=phase.early_stopping_monitor, patience=phase.early_stopping, restore_best_weights=True)
         )
     callbacks += list(extra_callbacks)
 

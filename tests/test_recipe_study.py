@@ -1,0 +1,159 @@
+"""The recipe study (issue 15): new training switches, dihedral TTA, the Pareto front, and a dry run.
+
+The switches the study varies (label smoothing, warm-up, linear decay) are checked against the
+formulas they implement; adding them must not change the identity of any committed run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from conftest import REPO
+from eurosat_lib import data as D
+from eurosat_lib import models as M
+from eurosat_lib import training as T
+from eurosat_lib.experiments import recipe_study as RS
+from eurosat_lib.experiments.core import ExperimentSpec
+
+
+def test_new_phase_fields_leave_every_committed_run_key_unchanged():
+    """A committed record's spec, rebuilt from its params.json, still hashes to its spec_key:
+    the fields added for the study are left out of the identity while at their defaults."""
+    checked = 0
+    for params_path in sorted((REPO / "book" / "runs" / "cpu" / "reference").glob("*/params.json"))[:3]:
+        p = json.loads(params_path.read_text())
+        fields = {k: v for k, v in p.items() if k not in ("spec_key", "data")}
+        fields["phases"] = tuple(T.PhaseConfig(**ph) for ph in fields["phases"])
+        fields["head"] = M.HeadConfig(**fields["head"])
+        for k in ("eval_splits",):
+            fields[k] = tuple(fields[k])
+        assert ExperimentSpec(**fields).key() == p["spec_key"], params_path
+        checked += 1
+    assert checked >= 1
+    # ... and a changed new field does change the identity.
+    ph = T.PhaseConfig("finetune", label_smoothing=0.1)
+    assert "label_smoothing" in ph.to_dict() and "label_smoothing" not in T.PhaseConfig("finetune").to_dict()
+
+
+def test_new_phase_fields_are_validated_by_name():
+    with pytest.raises(ValueError, match=r"label_smoothing must be in \[0, 1\) in phase 'x'"):
+        T.PhaseConfig("x", label_smoothing=1.0)
+    with pytest.raises(ValueError, match=r"warmup_epochs must be an integer in \[0, epochs=2\]"):
+        T.PhaseConfig("x", epochs=2, warmup_epochs=3)
+    with pytest.raises(ValueError, match="early_stopping_monitor must be"):
+        T.PhaseConfig("x", early_stopping_monitor="accuracy")
+    with pytest.raises(ValueError, match="schedule must be one of"):
+        T.PhaseConfig("x", schedule="step")
+
+
+@pytest.mark.parametrize("decay", ["cosine", "linear", "none"])
+def test_warmup_decay_follows_its_formula(decay):
+    s = T.WarmupDecay(1e-3, total_steps=110, warmup_steps=10, decay=decay)
+    lr = [float(s(i)) for i in (0, 5, 10, 60, 110, 200)]
+    assert lr[0] == pytest.approx(0.0, abs=1e-12) and lr[1] == pytest.approx(5e-4) and lr[2] == pytest.approx(1e-3)
+    mid = {"cosine": 0.5e-3, "linear": 0.5e-3, "none": 1e-3}[decay]
+    end = {"cosine": 0.0, "linear": 0.0, "none": 1e-3}[decay]
+    assert lr[3] == pytest.approx(mid, rel=1e-5) and lr[4] == pytest.approx(end, abs=1e-9) and lr[5] == pytest.approx(end, abs=1e-9)
+    s75 = float(s(85))  # 3/4 of the decay: cosine 0.146, linear 0.25 of the peak
+    assert s75 == pytest.approx({"cosine": 1e-3 * 0.5 * (1 + math.cos(0.75 * math.pi)), "linear": 0.25e-3, "none": 1e-3}[decay], rel=1e-4)
+    assert T.WarmupDecay(**s.get_config()).get_config() == s.get_config()
+
+
+def test_optimizer_uses_the_warmup_schedule_only_when_asked():
+    import keras
+
+    plain = T.make_optimizer(T.PhaseConfig("a", epochs=4, schedule="cosine"), steps=40)
+    assert isinstance(plain.learning_rate if not hasattr(plain, "_learning_rate") else plain._learning_rate,
+                      (keras.optimizers.schedules.CosineDecay,)) or "Cosine" in type(plain._learning_rate).__name__  # fmt: skip
+    warm = T.make_optimizer(T.PhaseConfig("a", epochs=4, schedule="linear", warmup_epochs=1), steps=40)
+    sched = warm._learning_rate
+    assert isinstance(sched, T.WarmupDecay) and sched.warmup_steps == 10 and sched.decay == "linear"
+
+
+def test_label_smoothing_loss_matches_the_formula():
+    y = np.array([0, 2])
+    p = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]], np.float32)
+    eps, k = 0.1, 3
+    target = np.full((2, k), eps / k)
+    target[np.arange(2), y] += 1 - eps
+    want = float(np.mean(-(target * np.log(p)).sum(1)))
+    got = float(T.SmoothedSparseCrossentropy(eps)(y, p))
+    assert got == pytest.approx(want, rel=1e-5)
+    assert float(T.SmoothedSparseCrossentropy(0.0)(y, p)) == pytest.approx(float(np.mean(-np.log(p[np.arange(2), y]))), rel=1e-5)
+
+
+def test_dihedral_views_are_the_eight_distinct_symmetries_and_tta_averages_them():
+    img = np.arange(2 * 3 * 3 * 1, dtype=np.float32).reshape(2, 3, 3, 1)
+    views = list(T.dihedral_views(img))
+    assert len(views) == 8 and len({v[0].tobytes() for v in views}) == 8
+    import keras
+
+    inp = keras.Input((3, 3, 1))
+    # a model that reads only the top-left pixel: its output changes with orientation
+    out = keras.layers.Lambda(lambda t: keras.ops.softmax(keras.ops.stack([t[:, 0, 0, 0], -t[:, 0, 0, 0]], axis=-1) / 10.0))(inp)
+    model = keras.Model(inp, out)
+    tta = T.predict_dihedral(model, img)
+    want = np.mean([T.predict_batches(model, np.ascontiguousarray(v)) for v in views], axis=0)
+    assert np.allclose(tta, want, atol=1e-6) and not np.allclose(tta, T.predict_batches(model, img), atol=1e-3)
+
+
+def test_pareto_front_and_choice_on_validation():
+    rows = [
+        {"recipe": "a", "minutes": 5, "test_acc": 0.95, "val_acc": 0.95},
+        {"recipe": "b", "minutes": 10, "test_acc": 0.97, "val_acc": 0.96},
+        {"recipe": "c", "minutes": 12, "test_acc": 0.96, "val_acc": 0.97},  # dominated on test by b
+        {"recipe": "d", "minutes": 20, "test_acc": 0.98, "val_acc": 0.965},
+        {"recipe": "e", "minutes": 10, "test_acc": 0.94, "val_acc": 0.90},  # same cost as b, worse
+    ]
+    assert [r["recipe"] for r in RS.pareto_front(rows)] == ["a", "b", "d"]
+    # choice reads validation, never test: within 15 min, c (val .97) beats b (test .97)
+    assert RS.choose(rows, 15)["recipe"] == "c"
+    assert RS.choose(rows, 4) is None
+
+
+def test_the_study_has_at_least_twelve_one_change_configurations_that_all_build():
+    assert len(RS.RECIPES) >= 12 and len({r.name for r in RS.RECIPES}) == len(RS.RECIPES)
+    for prof in ("cpu", "gpu"):
+        specs = [RS.spec_for(r, RS.PROFILES[prof], 0) for r in RS.RECIPES]
+        assert len({s.key() for s in specs}) == len(specs)
+    base = RS.spec_for(RS.BASE, RS.PROFILES["cpu"], 0)
+    assert base.image_size == 128 and base.phases[1].epochs == 6 and base.phases[1].unfreeze == "all"
+    with pytest.raises(ValueError, match="unknown recipe"):
+        RS.run_study("smoke", only=["nope"], data=D.make_synthetic(n_per_class=4))
+
+
+def test_dry_run_trains_one_recipe_then_reuses_it(tmp_path):
+    """The smoke profile end to end on tiny synthetic data: a run, its TTA figure, then reuse."""
+    data = D.make_synthetic(n_per_class=12, seed=0)
+    first = RS.run_study("smoke", root=tmp_path, only=["adamw_lin"], data=data, log=lambda *_: None)
+    assert {r["seed"] for r in first} == {0, 1}  # the front-runner's extra seed
+    r = first[0]
+    assert 0.0 <= r["test_acc"] <= 1.0 and 0.0 <= r["tta_test_acc"] <= 1.0 and r["minutes"] > 0
+    folder = RS.out_dir("smoke", tmp_path) / "recipe_adamw_lin_seed0"
+    tta = json.loads((folder / "tta.json").read_text())
+    assert tta["spec_key"] == json.loads((folder / "params.json").read_text())["spec_key"]
+    mtime = (folder / "record.json").stat().st_mtime_ns
+    again = RS.run_study("smoke", root=tmp_path, only=["adamw_lin"], data=data, log=lambda *_: None)
+    assert (folder / "record.json").stat().st_mtime_ns == mtime  # reused, not retrained
+    assert [x["test_acc"] for x in again] == [x["test_acc"] for x in first]
+
+
+def test_gpu_page_gives_the_study_command_and_says_whether_it_ran():
+    """book/gpu.md's command is the module's real entry point (run here with --list), and the
+    page's status line agrees with the committed gpu records."""
+    import re
+    import subprocess
+    import sys
+
+    page = (REPO / "book" / "gpu.md").read_text()
+    (cmd,) = re.findall(r"^KERAS_BACKEND=jax (python -m eurosat_lib\.experiments\.recipe_study --profile gpu)$", page, re.M)
+    out = subprocess.run([sys.executable, *cmd.split()[1:], "--list"], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert len(out.stdout.strip().splitlines()) == len(RS.RECIPES)
+    ran = any((REPO / "book" / "runs" / "gpu" / "recipe_study").glob("*/record.json"))
+    assert ("**Status: not run yet.**" in page) == (not ran)
+    assert f"≥ {100 * RS.GPU_GOAL[0]:.1f} % test accuracy in ≤ {RS.GPU_GOAL[1]:.0f} minutes" in page
