@@ -190,7 +190,7 @@ def main(argv=None) -> int:
              f"{first['other_cores']} / {last['other_cores']} cores of {cores} (load average {first['loadavg']} / {last['loadavg']})"]  # fmt: skip
     if contended:
         notes.append("CONTENDED (another job kept a core busy when these started): " + ", ".join(contended))
-    if len(rounds) > 1:
+    if len(rounds) > 1 and "engine_over_plain_per_round" in ratios:
         spread = statistics.pstdev(ratios.get("engine_over_plain_per_round") or [0.0])
         notes.append(f"round-to-round spread of engine/plain: {spread:.3f}")
     return finish(args, NAME, figures=figures, ratios=ratios, goals=goals, notes=notes, started=started)

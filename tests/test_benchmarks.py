@@ -247,3 +247,23 @@ def test_results_are_written_atomically_with_the_common_layout(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["demo.json"]
     assert common.goal(None, 2.0, "x")["met"] is False and common.goal(1.0, 2.0, "x", higher_is_better=False)["met"] is True
     assert common.ratio(1.0, 0) is None and common.ratio(6.0, 3.0) == 2.0
+
+
+def test_engine_sections_never_show_a_contended_timing():
+    """Issue 15: a measurement flagged contended appears as "contended", never as a figure, and
+    the quoted ratios use only the rounds where neither side was contended."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        spec = importlib.util.spec_from_file_location("make_report_t", BENCH / "make_report.py")
+        mr = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mr)
+    finally:
+        sys.path.remove(str(BENCH))
+    m = lambda v: {"images_per_s": v}  # noqa: E731
+    r = {"figures": {"images": 100, "data": "synthetic", "contended": ["round 2 plain"],
+                     "rounds": [{"engine": m(90.0), "plain": m(100.0)}, {"plain": m(12.345), "engine": m(80.0)},
+                                {"engine": m(110.0), "plain": m(100.0)}]}}  # fmt: skip
+    text = "\n".join(mr.section_engine(r))
+    assert "12.3" not in text and "| round 2 | 80 | contended |" in text.replace(".00", "")
+    assert "0.900, 1.10; median **1.00x**" in text and "Not shown: round 2 plain" in text
+    assert mr._clean_ratios(r, "engine", "plain") == pytest.approx([0.9, 1.1])
