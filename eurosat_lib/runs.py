@@ -290,6 +290,22 @@ def is_contended(*samples: Mapping[str, Any]) -> bool:
     return False
 
 
+def timing_trusted(record: Mapping[str, Any] | None) -> bool:
+    """Whether a record's timings may be shown as figures: not flagged ``contended``.
+
+    Records written before the machine's load was kept carry no flag and count as trusted; a
+    figure measured while other processes kept more than half the cores busy is never shown in
+    the book (tables print "contended" instead).
+
+    Args:
+        record: a run record (``record.json`` as a mapping), or None.
+
+    Returns:
+        False when ``record["timings"]["contended"]`` is true, else True.
+    """
+    return not bool(((record or {}).get("timings") or {}).get("contended", False))
+
+
 def load_timings(start: Mapping[str, Any], end: Mapping[str, Any]) -> dict[str, Any]:
     """The ``machine_load`` / ``contended`` entries of a record's or benchmark's timings."""
     return {

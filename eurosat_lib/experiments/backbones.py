@@ -28,6 +28,7 @@ import pandas as pd
 from .. import data as D
 from .. import evaluation as E
 from .. import models as M
+from .. import runs as R
 from .. import training as T
 from .._io import write_json_atomic
 from .core import ExperimentSpec, RunResult, accelerator_for, predict, run, weights_available
@@ -283,6 +284,10 @@ def leaderboard_row(c: Candidate, seed: int, res: RunResult) -> dict[str, Any]:
     head_val = phases.get("head", {}).get("val_accuracy") or [np.nan]
     params = (rec.get("model_info") or {}).get("params", {})
     ips = t.get("inference_images_per_s")
+    # Timings taken while other jobs kept the CPU busy are not figures (issue 15): NaN, flagged.
+    trusted = R.timing_trusted(rec)
+    if not trusted:
+        ips = None
     return {
         "candidate": c.label,
         "backbone": c.name,
@@ -298,8 +303,9 @@ def leaderboard_row(c: Candidate, seed: int, res: RunResult) -> dict[str, Any]:
         "total_params": params.get("total"),
         "trainable_params": params.get("trainable"),
         "inference_images_per_s": np.nan if ips is None else float(ips),
-        "fit_seconds": t.get("fit_seconds"),
-        "finetune_s_per_epoch": t.get("phases", {}).get("finetune", {}).get("seconds_per_epoch"),
+        "fit_seconds": t.get("fit_seconds") if trusted else np.nan,
+        "finetune_s_per_epoch": (t.get("phases", {}).get("finetune", {}).get("seconds_per_epoch") if trusted else np.nan),
+        "timing_contended": not trusted,
         "run": str(res.run_dir),
     }
 

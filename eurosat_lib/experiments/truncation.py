@@ -27,6 +27,7 @@ import pandas as pd
 
 from .. import data as D
 from .. import models as M
+from .. import runs as R
 from .. import training as T
 from .core import ExperimentSpec, RunResult, run
 from .params import (
@@ -238,9 +239,17 @@ def measure_speed(P: SimpleNamespace, data: D.EuroSAT, blocks: Sequence[str], re
     timed in ``repeats`` round-robin rounds on the same ``P.speed_images`` images, keeping each
     model's best time — so a burst of load on a shared machine hits every cut alike instead of
     one. Eager batched calls (no graph tracing per model), the same for every cut.
+
+    The machine's load is sampled before and after (:func:`eurosat_lib.runs.machine_load`):
+    when other processes kept more than half the cores busy, the speeds are not figures the
+    book may show (issue 15), so ``images_per_s`` is NaN and ``contended`` is True.
+
+    Returns:
+        One row per block: ``block``, ``images_per_s``, ``contended``.
     """
     import keras
 
+    load_before = R.machine_load()
     images = np.asarray(data.images[: P.speed_images])
     names = M.block_names(P.backbone)
     models = {
@@ -256,7 +265,9 @@ def measure_speed(P: SimpleNamespace, data: D.EuroSAT, blocks: Sequence[str], re
             t = time.perf_counter()
             keras.ops.convert_to_numpy(model(images, training=False))
             best[b] = min(best[b], time.perf_counter() - t)
-    return pd.DataFrame({"block": list(blocks), "images_per_s": [len(images) / best[b] for b in blocks]})
+    contended = R.is_contended(load_before, R.machine_load())
+    speeds = [np.nan if contended else len(images) / best[b] for b in blocks]
+    return pd.DataFrame({"block": list(blocks), "images_per_s": speeds, "contended": contended})
 
 
 def cut_table(sweep: pd.DataFrame, speed: pd.DataFrame | None = None) -> pd.DataFrame:
