@@ -211,7 +211,7 @@ def _study_crossover(args: argparse.Namespace) -> int:
     from .experiments import crossover as CX
     from .experiments import load_data, resolve_params
 
-    P = resolve_params("03_finetune", profile=args.profile, out_dir=args.out_dir)
+    P = resolve_params("03_finetune", profile=args.profile, out_dir=args.out_dir, **_overrides(args.param))
     data = load_data(P.data_source, P.profile)
     print(f"crossover study, profile {P.profile}: run folders under {CX.study_dir(P)}", flush=True)
     if args.plan:
@@ -232,6 +232,19 @@ def _study_crossover(args: argparse.Namespace) -> int:
 STUDIES = {
     "crossover": (_study_crossover, "03_finetune"),
 }
+
+
+def _overrides(pairs: list[list[str]] | None) -> dict[str, object]:
+    """``-p name value`` pairs as parameter values (Python literals where they parse, else text)."""
+    import ast
+
+    out: dict[str, object] = {}
+    for name, text in pairs or []:
+        try:
+            out[name] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            out[name] = text
+    return out
 
 
 def cmd_study(args: argparse.Namespace) -> int:
@@ -296,6 +309,8 @@ def main(argv: list[str] | None = None) -> int:
     st.add_argument("--profile", default="cpu", choices=["smoke", "cpu", "gpu"])
     st.add_argument("--out-dir", default=None, help="the chapter's run folder (default book/runs/<profile>/<chapter>)")
     st.add_argument("--plan", action="store_true", help="list the runs, cheapest first, and train nothing")
+    st.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"),
+                    help="a chapter parameter, as with papermill (e.g. -p crossover_seeds 2); checked like the notebook's")
     st.set_defaults(func=cmd_study)
     i = sub.add_parser("info", help="where data and weights are looked for; versions and hardware")
     i.set_defaults(func=cmd_info)

@@ -215,6 +215,11 @@ def test_study_command_plans_cheapest_first_without_training(monkeypatch, tmp_pa
     names = [line.split()[0] for line in lines[1:]]
     assert len(names) == 8 and names[0].startswith("frozen_") and names[-1].startswith(("scratch_", "finetune_all_"))
     assert not out.exists()  # a plan trains nothing
+    # parameters as with papermill, checked the same way
+    assert cli.main(["study", "crossover", "--profile", "smoke", "--plan", "--out-dir", str(out), "-p", "crossover_seeds", "2"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 1 + 2 + 3 * 2 * 2
+    assert cli.main(["study", "crossover", "--profile", "smoke", "--plan", "-p", "crossover_seed", "2"]) == 2
+    assert "did you mean 'crossover_seeds'" in capsys.readouterr().err
 
 
 def test_plot_crossover_draws_one_line_and_band_per_arm_on_a_log_axis():
