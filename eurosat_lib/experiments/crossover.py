@@ -566,20 +566,19 @@ def narrative(table: pd.DataFrame, diffs: pd.DataFrame) -> str:
             continue
         cx = crossover_size(diffs, arm)
         lo, hi = d.iloc[0], d.iloc[-1]
-        lines.append(
-            f"- **{ARM_LABELS[arm]}** against the frozen base: crossover {cx.describe()}. "
-            f"At {lo['n_per_class']:,.0f} images per class the difference is {lo['text']}: {lo['verdict']}. "
-            f"At {hi['n_per_class']:,.0f} images per class it is {hi['text']}: {hi['verdict']}."
-        )
+        line = (f"- **{ARM_LABELS[arm]}** against the frozen base: crossover {cx.describe()}. "
+                f"At {lo['n_per_class']:,.0f} images per class the difference is {lo['text']}: {lo['verdict']}.")
+        if len(d) > 1:
+            line += f" At {hi['n_per_class']:,.0f} images per class it is {hi['text']}: {hi['verdict']}."
+        lines.append(line)
     sc = cur[cur["arm"] == "scratch"].sort_values("n_per_class")
     fr = cur[cur["arm"] == "frozen"].set_index("n_per_class")["mean"]
     if not sc.empty:
-        first, last = sc.iloc[0], sc.iloc[-1]
-        lines.append(
-            f"- **From scratch** reaches {first['mean']:.1%} test accuracy at {first['n_per_class']:,.0f} images per class "
-            f"and {last['mean']:.1%} at {last['n_per_class']:,.0f} (frozen base: "
-            f"{fr.get(first['n_per_class'], float('nan')):.1%} and {fr.get(last['n_per_class'], float('nan')):.1%})."
-        )
+        ends = [sc.iloc[0]] + ([sc.iloc[-1]] if len(sc) > 1 else [])
+        said = " and ".join(f"{r['mean']:.1%} at {r['n_per_class']:,.0f} images per class" for r in ends)
+        base = [f"{fr[r['n_per_class']]:.1%}" for r in ends if r["n_per_class"] in fr.index]
+        lines.append(f"- **From scratch** reaches {said} on test"
+                     + (f" (frozen base at the same sizes: {' and '.join(base)})." if len(base) == len(ends) else "."))
     flagged = table[table["warnings"].fillna("") != ""]
     if len(flagged):
         kinds = sorted({f for w in flagged["warnings"] for f in w.split("; ") if f})
@@ -633,9 +632,13 @@ def reconciliation(P: SimpleNamespace, diffs: pd.DataFrame, lr_chosen: float | N
                          f"validation: {sweep.verdict}.")
     parts.append(f"In the crossover, at {near['n_per_class']:,.0f} images per class, the same comparison gives "
                  f"{near['text']} on test: {near['verdict']}.")
-    where = "On the whole training split" if full["size"] == WHOLE_SPLIT else "At the largest size"
-    parts.append(f"{where} ({full['n_per_class']:,.0f} images per class) it gives {full['text']}: {full['verdict']}.")
-    if sweep is not None and sweep.verdict == "better":
+    if len(d) > 1:
+        where = "On the whole training split" if full["size"] == WHOLE_SPLIT else "At the largest size"
+        parts.append(f"{where} ({full['n_per_class']:,.0f} images per class) it gives {full['text']}: {full['verdict']}.")
+    if not np.isfinite(d[["low", "high"]].to_numpy(dtype=float)).all():
+        parts.append("Points with a single seed carry no interval, so where those are the study cannot yet place the "
+                     "crossover: more seeds, not a verdict, are needed there.")
+    elif sweep is not None and sweep.verdict == "better":
         parts.append("The sweep already shows fine-tuning paying at its size, so the two results agree.")
     elif cx.found and at < cx.n_per_class:
         parts.append(f"The sweep's size lies below the crossover ({cx.n_per_class:,.0f} images per class)"
