@@ -74,9 +74,9 @@ class FinetuneParams(ChapterParams, notebook=NOTEBOOK):
                                           default=0.25)  # fmt: skip
     crossover_epochs: int = param(pos_int, "crossover: fine-tuning epochs at large sizes", smoke=1, cpu=3, gpu=10)
     crossover_min_steps: int = param(pos_int, "crossover: fine-tuning steps at least (small sizes)", smoke=1, cpu=150, gpu=300)
-    # cpu: the scratch arm on the whole split is the study's largest cost (8 x 507 steps per seed)
+    # cpu: the scratch arm on the whole split is the study's largest cost (6 x 507 steps per seed)
     crossover_scratch_epochs: int = param(pos_int, "crossover: epoch cap of the scratch arm at large sizes",
-                                          smoke=1, cpu=8, gpu=60)  # fmt: skip
+                                          smoke=1, cpu=6, gpu=60)  # fmt: skip
     crossover_scratch_min_steps: int = param(pos_int, "crossover: scratch steps at least (its cap at small sizes)",
                                              smoke=1, cpu=600, gpu=4000)  # fmt: skip
     crossover_patience: int = param(pos_int, "crossover: early-stopping patience (epochs) of the scratch arm",
