@@ -645,9 +645,9 @@ def reconciliation(P: SimpleNamespace, diffs: pd.DataFrame, lr_chosen: float | N
                      + (" and the headline's whole split above it" if full["size"] == WHOLE_SPLIT else "")
                      + ": the amount of labelled data, not a contradiction, separates the two results.")
     elif cx.found:
-        parts.append(f"The crossover ({cx.n_per_class:,.0f} images per class) lies at or below the sweep's size, so the "
-                     "sweep's result comes from its short, constant-rate schedule: with the crossover's budget and a "
-                     "decaying rate, fine-tuning pays at that size too.")
+        parts.append(f"The crossover ({cx.n_per_class:,.0f} images per class) lies at or below the sweep's size, so data "
+                     "size alone does not explain the sweep's result: with the crossover's budget (more steps, a "
+                     "decaying rate) fine-tuning pays at that size; the sweep's short constant-rate schedule did not.")
     else:
         parts.append("In this range fine-tuning never beats the frozen base by more than the noise at "
                      f"{P.crossover_image_size} pixels per side, so the headline's gain comes with what differs from "
