@@ -647,7 +647,8 @@ def reconciliation(P: SimpleNamespace, diffs: pd.DataFrame, lr_chosen: float | N
     elif cx.found:
         parts.append(f"The crossover ({cx.n_per_class:,.0f} images per class) lies at or below the sweep's size, so data "
                      "size alone does not explain the sweep's result: with the crossover's budget (more steps, a "
-                     "decaying rate) fine-tuning pays at that size; the sweep's short constant-rate schedule did not.")
+                     "decaying rate) fine-tuning pays at that size"
+                     + ("; the sweep's short constant-rate schedule did not show it." if sweep is not None else "."))
     else:
         parts.append("In this range fine-tuning never beats the frozen base by more than the noise at "
                      f"{P.crossover_image_size} pixels per side, so the headline's gain comes with what differs from "
