@@ -238,3 +238,15 @@ def test_plot_crossover_draws_one_line_and_band_per_arm_on_a_log_axis():
     with pytest.raises(ValueError, match=r"columns \['low'\] not in the curves table"):
         plots.plot_crossover(cur.drop(columns="low"))
     plt.close("all")
+
+
+def test_reconciliation_chooses_its_explanation_by_where_the_sweep_lies():
+    diffs = CX.differences(made_table({5: -0.05, 20: -0.005, 50: 0.03, 150: 0.06}), arms=["finetune_all"])  # crossover 50
+    depth = pd.DataFrame([{"unfreeze_fraction": f, "seed": s, "val_accuracy": 0.8 + 0.005 * s} for f in (0.0, 1.0) for s in (0, 1)])
+    below = CX.reconciliation(params(n_per_class=20), diffs, 1e-4, depth)
+    assert "lies below the crossover (50 images per class)" in below and "0.0001 (chosen on validation)" in below
+    assert "In the depth sweep, all layers against the frozen base gave +0.0 points" in below
+    above = CX.reconciliation(params(n_per_class=150), diffs, 1e-4, depth)
+    assert "at or below the sweep's size" in above and "did not show it" in above
+    none = CX.reconciliation(params(n_per_class=20), CX.differences(made_table({5: 0.0, 20: 0.0, 50: 0.0, 150: 0.0}), arms=["finetune_all"]))
+    assert "never beats the frozen base by more than the noise" in none
