@@ -94,22 +94,51 @@ SCRATCH_WEIGHT_DECAY = 1e-4
 
 
 def study_dir(P: SimpleNamespace) -> Path:
-    """Where the study's run folders live: ``<P.out_dir>/crossover``."""
+    """Where the study's run folders live.
+
+    Args:
+        P: the chapter's parameters (``out_dir``).
+
+    Returns:
+        ``<P.out_dir>/crossover``.
+    """
     return Path(P.out_dir) / SUBDIR
 
 
 def records_dir(chapter_out_dir: str | Path) -> Path:
-    """The study's folder as seen from another chapter of the same profile (its ``out_dir``)."""
+    """The study's folder as seen from another chapter of the same profile.
+
+    Args:
+        chapter_out_dir: that chapter's ``out_dir`` (e.g. ``book/runs/cpu/04_overfitting``).
+
+    Returns:
+        ``<its parent>/03_finetune/crossover``.
+    """
     return Path(chapter_out_dir).parent / HOME / SUBDIR
 
 
 def size_label(size: int | str) -> str:
-    """``"n20"`` / ``"all"``: a size as it appears in run names."""
+    """A size as it appears in run names.
+
+    Args:
+        size: images per class, or :data:`WHOLE_SPLIT`.
+
+    Returns:
+        ``"n20"`` for 20, ``"all"`` for the whole split.
+    """
     return WHOLE_SPLIT if size == WHOLE_SPLIT else f"n{int(size)}"
 
 
 def images_per_class(data: D.EuroSAT, size: int | str) -> float:
-    """Labelled training images per class at ``size`` (the x axis): the mean over classes for the whole split."""
+    """Labelled training images per class at ``size`` (the figures' x axis).
+
+    Args:
+        data: the dataset (its training split).
+        size: images per class, or :data:`WHOLE_SPLIT`.
+
+    Returns:
+        ``size``, or the whole split's mean over classes (1,620 on EuroSAT).
+    """
     if size == WHOLE_SPLIT:
         return len(data.split_indices("train")) / data.num_classes
     return float(size)
@@ -139,10 +168,15 @@ class Budget:
 
     @property
     def steps(self) -> int:
-        """Optimiser steps of the main phase at its full length."""
+        """Optimiser steps of the main phase at its full length (``epochs * steps_per_epoch``)."""
         return self.epochs * self.steps_per_epoch
 
     def to_dict(self) -> dict[str, Any]:
+        """The budget as the run's tags record it.
+
+        Returns:
+            The fields, ``steps`` and ``rule``, JSON-ready.
+        """
         return {"train_images": self.train_images, "passes_per_epoch": self.passes_per_epoch,
                 "steps_per_epoch": self.steps_per_epoch, "epochs": self.epochs, "steps": self.steps,
                 "head_epochs": self.head_epochs, "patience": self.patience, "rule": self.rule}  # fmt: skip
@@ -494,10 +528,15 @@ class Crossover:
 
     @property
     def found(self) -> bool:
+        """Whether a crossover lies in the range studied."""
         return self.n_per_class is not None
 
     def describe(self) -> str:
-        """The answer in words, e.g. "from 150 labelled images per class on" / "none in the range 5-1,620"."""
+        """The answer in words.
+
+        Returns:
+            E.g. "from 150 labelled images per class on", or "none in the range studied (5-1,620 ...)".
+        """
         if not self.sizes:
             return "not measured (no paired runs)"
         if self.found:
@@ -533,7 +572,16 @@ def crossover_size(diffs: pd.DataFrame, arm: str) -> Crossover:
 
 
 def difference_table(diffs: pd.DataFrame) -> pd.DataFrame:
-    """:func:`differences` for display: one row per size, one column per fine-tuned arm ("+2.1 points (95 % CI ...): better")."""
+    """:func:`differences` for display.
+
+    Args:
+        diffs: :func:`differences` rows.
+
+    Returns:
+        One row per size (labelled images per class), one column per fine-tuned arm, each cell the
+        difference with its interval and verdict ("+2.1 points (95 % CI ...): better"), plus the
+        runs' sanity flags; empty when there are no rows.
+    """
     if diffs.empty:
         return pd.DataFrame()
     cell = diffs.assign(cell=diffs["text"] + ": " + diffs["verdict"] + diffs["flags"].map(lambda f: f" [flags: {f}]" if f else ""))
