@@ -3,6 +3,7 @@
     python -m eurosat_lib predict RUN_DIR IMAGES... [--top 3] [--csv out.csv]
     python -m eurosat_lib experiments --profile cpu [--only 03_finetune] [--force]
     python -m eurosat_lib report --profile cpu     # book/results.md from the run records
+    python -m eurosat_lib study crossover --profile cpu [--plan]   # a long study, resumable
     python -m eurosat_lib info
 """
 
@@ -203,6 +204,56 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _study_crossover(args: argparse.Namespace) -> int:
+    """Chapter 3's crossover study: every arm, size and seed, cheapest first, resumable."""
+    import pandas as pd
+
+    from .experiments import crossover as CX
+    from .experiments import load_data, resolve_params
+
+    P = resolve_params("03_finetune", profile=args.profile, out_dir=args.out_dir, **_overrides(args.param))
+    data = load_data(P.data_source, P.profile)
+    print(f"crossover study, profile {P.profile}: run folders under {CX.study_dir(P)}", flush=True)
+    if args.plan:
+        for spec, cost in CX.plan(P, data):
+            print(f"{spec.name:<32} relative cost {cost / 1e3:10.1f}  {spec.tags['budget']['rule']}")
+        return 0
+    table = CX.run_study(P, data, progress=lambda line: print(line, flush=True))
+    diffs = CX.differences(table)
+    with pd.option_context("display.width", 200, "display.max_colwidth", 80):
+        print(CX.difference_table(diffs).to_string())
+    for arm in CX.FINETUNED:
+        print(f"crossover of {CX.ARM_LABELS[arm]}: {CX.crossover_size(diffs, arm).describe()}")
+    return 0
+
+
+#: Long studies the command line runs outside a notebook (``python -m eurosat_lib study NAME``):
+#: name -> (function of the parsed arguments, the chapter whose parameters and folder it uses).
+STUDIES = {
+    "crossover": (_study_crossover, "03_finetune"),
+}
+
+
+def _overrides(pairs: list[list[str]] | None) -> dict[str, object]:
+    """``-p name value`` pairs as parameter values (Python literals where they parse, else text)."""
+    import ast
+
+    out: dict[str, object] = {}
+    for name, text in pairs or []:
+        try:
+            out[name] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            out[name] = text
+    return out
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    func, notebook = STUDIES[args.name]
+    # Like `make experiments`: the chapter's runs live in the book, book/runs/<profile>/<chapter>.
+    args.out_dir = args.out_dir or str(Path("book") / "runs" / args.profile / notebook)
+    return func(args)
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from . import config, data
     from .experiments import hardware_summary
@@ -253,6 +304,14 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--profile", default="cpu", choices=["smoke", "cpu", "gpu"])
     r.add_argument("--book-dir", help="the book's source folder (default: book/ of the repository you are in)")
     r.set_defaults(func=cmd_report)
+    st = sub.add_parser("study", help="run a long study into the book's run folders (resumes; finished runs are reused)")
+    st.add_argument("name", choices=sorted(STUDIES), help="which study")
+    st.add_argument("--profile", default="cpu", choices=["smoke", "cpu", "gpu"])
+    st.add_argument("--out-dir", default=None, help="the chapter's run folder (default book/runs/<profile>/<chapter>)")
+    st.add_argument("--plan", action="store_true", help="list the runs, cheapest first, and train nothing")
+    st.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"),
+                    help="a chapter parameter, as with papermill (e.g. -p crossover_seeds 2); checked like the notebook's")
+    st.set_defaults(func=cmd_study)
     i = sub.add_parser("info", help="where data and weights are looked for; versions and hardware")
     i.set_defaults(func=cmd_info)
     args = parser.parse_args(argv)

@@ -27,6 +27,7 @@ __all__ = [
     "plot_class_balance",
     "plot_comparison",
     "plot_confusion_matrix",
+    "plot_crossover",
     "plot_gradcam",
     "plot_history",
     "plot_intervals",
@@ -926,5 +927,58 @@ def plot_eval_scenarios(scenarios: pd.DataFrame, honest: float,
     ax.set_ylabel("")
     ax.set_title("What the evaluation would have reported")
     ax.legend(fontsize=8, loc="lower left")
+    sns.despine(ax=ax)
+    return fig
+
+
+# --- chapter 03/04: the fine-tuning crossover ---
+
+
+def plot_crossover(
+    curves: pd.DataFrame,
+    runs: pd.DataFrame | None = None,
+    ax: Axes | None = None,
+) -> Figure:
+    """Test accuracy against labelled images per class (log scale), one line per arm, with its band.
+
+    Args:
+        curves: one row per arm and size with ``label`` (the arm in words), ``n_per_class``,
+            ``mean``, ``low`` and ``high`` (the 95 % interval over seeds; NaN: no band), as
+            :func:`eurosat_lib.experiments.crossover.curves` returns.
+        runs: optional per-run rows (``arm``, ``n_per_class``, ``test_acc``) drawn as dots, so a
+            mean of three seeds is not mistaken for one run.
+        ax: draw into this axes instead of a new figure.
+
+    Returns:
+        The figure.
+
+    Raises:
+        ValueError: a needed column is missing.
+    """
+    missing = [c for c in ("label", "n_per_class", "mean", "low", "high") if c not in curves.columns]
+    if missing:
+        raise ValueError(f"columns {missing} not in the curves table; available: {list(curves.columns)}")
+    fig, ax = _new_ax(ax, (7.5, 4.5))
+    colors = dict(zip(pd.unique(curves["label"]), sns.color_palette("deep")))
+    key = "arm" if "arm" in curves.columns else "label"
+    for label, part in curves.groupby("label", sort=False):
+        part = part.sort_values("n_per_class")
+        color = colors[label]
+        ax.plot(part["n_per_class"], part["mean"], marker="o", color=color, label=label)
+        band = part.dropna(subset=["low", "high"])
+        if len(band):
+            ax.fill_between(band["n_per_class"], band["low"], band["high"], color=color, alpha=0.18, linewidth=0)
+        if runs is not None and key in runs.columns:
+            mine = runs[runs[key].astype(str) == str(part[key].iloc[0])]
+            ax.scatter(mine["n_per_class"], mine["test_acc"], s=9, color=color, alpha=0.5)
+    sizes = sorted(curves["n_per_class"].unique())
+    ax.set_xscale("log")
+    ax.set_xticks(sizes, [f"{v:,.0f}" for v in sizes])
+    ax.minorticks_off()
+    ax.set_xlabel("labelled training images per class (log scale)")
+    ax.set_ylabel("test accuracy")
+    ax.yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:.0%}"))
+    ax.set_title("test accuracy against labelled data (line: mean over seeds; band: 95% interval)")
+    ax.legend(fontsize=8)
     sns.despine(ax=ax)
     return fig

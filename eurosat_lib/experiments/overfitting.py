@@ -32,6 +32,7 @@ from .. import evaluation as E
 from .. import models as M
 from .. import training as T
 from .._io import write_json_atomic
+from . import crossover as CX
 from .core import ExperimentSpec, RunResult, accelerator_for, checkpoints_for, eval_split, predict, run, train_subset
 from .params import (
     ChapterParams, backbone_kwargs, backbone_name, choice, fraction, int_list, list_of, nonneg_int, optional, param,
@@ -424,6 +425,23 @@ def fraction_curve(P: SimpleNamespace, data: D.EuroSAT, bank: FeatureBank | None
                          "seed": seed, "val_accuracy": res.record["metrics"]["val"]["accuracy"],
                          "test_accuracy": res.record["metrics"]["test"]["accuracy"]})  # fmt: skip
     return pd.DataFrame(rows)
+
+
+def crossover_curves(P: SimpleNamespace) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The data-efficiency curve of every arm (frozen, fine-tuned, scratch), from chapter 3's crossover records.
+
+    Reads the finished runs of :mod:`.crossover` (``<runs>/<profile>/03_finetune/crossover``, beside
+    this chapter's ``out_dir``); trains nothing. Empty tables when the study has not run yet.
+
+    Args:
+        P: this chapter's parameters (its ``out_dir`` locates the study's records).
+
+    Returns:
+        ``(runs, curves)``: one row per run (:func:`.crossover.read_table`) and per arm and size
+        (:func:`.crossover.curves`: mean test accuracy with its 95 % interval over seeds).
+    """
+    runs = CX.read_table(CX.records_dir(P.out_dir))
+    return runs, (CX.curves(runs) if len(runs) else pd.DataFrame())
 
 
 def check_nested(labels: np.ndarray, fractions: Sequence[float], seed: int, num_classes: int = 10) -> bool:
