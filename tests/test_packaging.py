@@ -94,7 +94,7 @@ def test_data_and_report_modules_do_not_import_tensorflow():
     """Loading data, writing the results page or reading run records needs no deep-learning stack;
     only the modules that build or train models import Keras (quietly)."""
     code = (
-        "import sys, eurosat_lib, eurosat_lib.data, eurosat_lib.report, eurosat_lib.evaluation, eurosat_lib.plots\n"
+        "import sys, eurosat_lib, eurosat_lib.data, eurosat_lib.report, eurosat_lib.summaries, eurosat_lib.evaluation, eurosat_lib.plots\n"
         "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, sorted(m for m in sys.modules if 'tensor' in m)\n"
         "import eurosat_lib.training\n"
         "assert 'keras' in sys.modules\n"

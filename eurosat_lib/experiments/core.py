@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -27,6 +27,9 @@ from .. import models as M
 from .. import runs as R
 from .. import training as T
 from .._io import atomic_path, write_json_atomic
+
+if TYPE_CHECKING:
+    from ..summaries import ChapterSummary
 
 
 # --------------------------------------------------------------------------------------------
@@ -448,45 +451,40 @@ def header_table(
 
 
 def save_summary(
-    P,
-    numbers: Mapping[str, Any],
+    P: Any,
+    summary: "ChapterSummary | Mapping[str, Any]",
     tables: Mapping[str, Any] | None = None,
     runs: Iterable[RunResult | str | os.PathLike] = (),
 ) -> Path:
-    """Write ``<out_dir>/summary.json``: a chapter's key numbers and tables, and their runs.
+    """Write ``<out_dir>/summary.json``: the chapter's typed summary (:mod:`eurosat_lib.summaries`).
 
-    Called from a notebook's Summary cell. ``tables`` values may be DataFrames (stored as lists of
-    records). ``runs`` lists the run folders the numbers come from (stored relative to
-    ``out_dir``), so the results chapter can name its sources.
+    Called from a notebook's Summary cell with the summary its chapter module's ``summarize``
+    built. The older form, a mapping of numbers plus ``tables`` and ``runs`` (what chapters
+    executed before the typed summaries call), is turned into the chapter's summary type first,
+    so it writes the same file and an unknown chapter fails here rather than on the results page.
+
+    Args:
+        P: The chapter's parameters (``notebook``, ``profile``, ``out_dir``).
+        summary: A :class:`~eurosat_lib.summaries.base.ChapterSummary`, or the numbers as a mapping.
+        tables: With a mapping only: table name -> DataFrame or rows.
+        runs: With a mapping only: run folders the numbers come from (besides those the tables name).
+
+    Returns:
+        The path written.
+
+    Raises:
+        ValueError: A typed summary of another chapter, or ``tables``/``runs`` given with a typed summary.
+        KeyError: The chapter has no summary type.
     """
-    import pandas as pd
+    from .. import summaries as S
 
-    out_dir = Path(P.out_dir)
-    runs = list(runs)
-    # Tables of runs (one row per run folder, in a "run" or "run_*" column) name their sources too.
-    for t in (tables or {}).values():
-        if isinstance(t, pd.DataFrame):
-            for col in (c for c in t.columns if str(c) == "run" or str(c).startswith("run_")):
-                runs += [v for v in t[col].dropna() if isinstance(v, (str, os.PathLike)) and Path(v).is_dir()]
-    sources = []
-    for r in runs:
-        path = Path(r.run_dir if isinstance(r, RunResult) else r)
-        try:
-            sources.append(path.resolve().relative_to(out_dir.resolve()).as_posix())
-        except ValueError:
-            sources.append(path.name)
-    tabs = {}
-    for name, t in (tables or {}).items():
-        tabs[name] = json.loads(t.to_json(orient="records")) if isinstance(t, pd.DataFrame) else t
-    summary = {
-        "notebook": P.notebook,
-        "profile": P.profile,
-        "parameters": {k: v for k, v in vars(P).items() if k != "out_dir"},
-        "numbers": dict(numbers),
-        "tables": tabs,
-        "runs": sorted(set(sources)),
-        "library": __version__,
-    }
-    path = out_dir / "summary.json"
-    write_json_atomic(path, R.jsonable(summary))
+    if isinstance(summary, S.ChapterSummary):
+        if tables or list(runs):
+            raise ValueError("save_summary: tables and runs belong in the typed summary (its summarize() sets them)")
+        if summary.NOTEBOOK != P.notebook:
+            raise ValueError(f"save_summary: a {summary.NOTEBOOK!r} summary given for chapter {P.notebook!r}")
+    else:
+        summary = S.summary_type(P.notebook).from_study(P, tables, runs, **dict(summary))
+    path = Path(P.out_dir) / "summary.json"
+    write_json_atomic(path, R.jsonable(summary.to_json()))
     return path

@@ -20,6 +20,7 @@ import pandas as pd
 from .. import data as D
 from .. import models as M
 from .._io import write_json_atomic
+from ..summaries.data import DataSummary
 from .core import data_identity
 from .params import ChapterParams, nonneg_int, param, pos_int
 
@@ -223,8 +224,16 @@ def summary(data: D.EuroSAT, sizes: pd.DataFrame, stats: pd.DataFrame, checks: d
     }
 
 
-def write_summary(P: SimpleNamespace, info: dict[str, Any]) -> Path:
-    """Write ``info`` to ``P.out_dir/data_summary.json`` atomically; returns the path."""
+def write_summary(P: SimpleNamespace, info: "dict[str, Any] | DataSummary") -> Path:
+    """Write the chapter's summary to ``P.out_dir/data_summary.json`` atomically.
+
+    Args:
+        P: The chapter's parameters (``out_dir``).
+        info: :func:`summary`'s mapping, or the typed :class:`~eurosat_lib.summaries.data.DataSummary`.
+
+    Returns:
+        The path written.
+    """
     path = Path(P.out_dir) / SUMMARY_FILE
-    write_json_atomic(path, info)
+    write_json_atomic(path, info.to_json() if isinstance(info, DataSummary) else info)
     return path

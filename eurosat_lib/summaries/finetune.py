@@ -1,0 +1,149 @@
+"""Chapter 3's summary (fine-tuning): the two-phase recipe and its depth, learning-rate and BatchNorm sweeps."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping
+
+from .base import ChapterSummary
+from .render import (
+    RecordContext,
+    chapter_link,
+    compare_text,
+    flag_note,
+    group_flags,
+    is_broken,
+    is_number,
+    md_table,
+    mean_sd,
+    num,
+    pct,
+    record_warnings,
+    setting_text,
+    versus,
+)
+
+
+def depth_label(fraction: float) -> str:
+    """How the page names a share of unfrozen blocks.
+
+    Args:
+        fraction: Share of the backbone's blocks unfrozen, from the top.
+
+    Returns:
+        ``"base frozen (head only)"``, ``"all blocks unfrozen"`` or ``"top 50% of the blocks unfrozen"``.
+    """
+    if fraction == 0:
+        return "base frozen (head only)"
+    if fraction >= 1:
+        return "all blocks unfrozen"
+    return f"top {fraction:.0%} of the blocks unfrozen"
+
+
+@dataclass(frozen=True)
+class FinetuneSummary(ChapterSummary):
+    """Chapter 3: the recipe's scores and the best settings of its sweeps.
+
+    Attributes:
+        recipe_test_accuracy: The recipe's test accuracy.
+        recipe_test_macro_f1: The recipe's test macro-F1.
+        val_after_head: Validation accuracy after the head phase (frozen base).
+        val_after_finetune: Validation accuracy after fine-tuning.
+        train_size: Training images of the recipe.
+        best_unfreeze_fraction: The depth with the best mean validation accuracy.
+        best_lr: The fine-tuning learning rate with the best mean validation accuracy.
+        frozen_same_budget_val: Mean validation accuracy of the frozen base for the same budget.
+    """
+
+    NOTEBOOK = "03_finetune"
+
+    recipe_test_accuracy: float | None = None
+    recipe_test_macro_f1: float | None = None
+    val_after_head: float | None = None
+    val_after_finetune: float | None = None
+    train_size: int | None = None
+    best_unfreeze_fraction: float | None = None
+    best_lr: float | None = None
+    frozen_same_budget_val: float | None = None
+
+    def render_markdown(self, source: str, ctx: RecordContext | None = None) -> str:
+        """Chapter 3's section: the recipe's result, then every sweep row against its sweep's reference.
+
+        Args:
+            source: How the page cites this summary's file.
+            ctx: Where the runs the summary names are found (the recipe's record is read from it).
+
+        Returns:
+            Markdown.
+        """
+        from ..stats import independent_diff
+
+        ctx = ctx or RecordContext()
+        out = ["## Fine-tuning (" + chapter_link(self.NOTEBOOK, "chapter 3") + ")", "",
+               f"Setting: {setting_text(self.parameters, ctx=ctx)}. Source: {source}.", ""]
+        recipe = ctx.record(str(ctx.chapter_dir / "recipe")) if ctx.chapter_dir is not None else None
+        if self.recipe_test_accuracy is not None:
+            nval = (recipe or {}).get("metrics", {}).get("val", {}).get("n")
+            change = ""
+            if nval and is_number(self.val_after_head) and is_number(self.val_after_finetune):
+                d = independent_diff(self.val_after_finetune, nval, self.val_after_head, nval)
+                change = f" on {nval} validation images — {compare_text(d, [record_warnings(recipe)])} —"
+            out += [f"The two-phase recipe moved validation accuracy from {pct(self.val_after_head)} (frozen base + head) to "
+                    f"{pct(self.val_after_finetune)}{change} and scores **{pct(self.recipe_test_accuracy)}**"
+                    f"{flag_note([record_warnings(recipe)]) if recipe else ''} on the test split "
+                    f"(macro-F1 {self.recipe_test_macro_f1:.3f}) with {num(self.train_size)} training images.", ""]  # fmt: skip
+        rows = []
+        sweeps = (("depth", "unfreeze_fraction", depth_label, 0.0),
+                  ("learning_rate", "lr_finetune", lambda k: f"fine-tuning learning rate {k:g}", None),
+                  ("batchnorm", "batchnorm", lambda k: f"BatchNorm {k}", None))  # fmt: skip
+        for name, key, label, ref in sweeps:
+            t = self.frame(name)
+            if t is None:
+                continue
+            groups = list(t.groupby(key, sort=False))
+            if ref is None or ref not in [k for k, _ in groups]:
+                # no natural baseline: compare with the best group that is not flagged broken (chosen on validation)
+                ok = [(k, g) for k, g in groups if not is_broken(group_flags(g, ctx))]
+                ref = max(ok or groups, key=lambda kg: kg[1]["val_accuracy"].mean())[0]
+            for k, g in groups:
+                flags = group_flags(g, ctx)
+                acc = mean_sd(g["val_accuracy"]) + flag_note(flags)
+                if is_broken(flags):
+                    acc += " — collapsed, not a finding"
+                rows.append({"what": label(k), "acc": acc, "vs": versus(t, key, k, ref, "val_accuracy", ctx),
+                             "ref": label(ref), "n": len(g)})  # fmt: skip
+        if rows:
+            out += ["Each sweep row is compared with its sweep's reference: the frozen base for depth, otherwise the best "
+                    "unflagged setting of the sweep (which makes that comparison favour the reference).", "",
+                    md_table(rows, [("what", "sweep"), ("acc", "validation accuracy"), ("ref", "reference"),
+                                    ("vs", "difference vs reference"), ("n", "seeds")]), ""]  # fmt: skip
+        return "\n".join(out)
+
+
+def summarize(P: Any, recipe: Mapping[str, Any], depth: Any, learning_rate: Any, batchnorm: Any,
+              runs: Iterable[Any] = ()) -> FinetuneSummary:  # fmt: skip
+    """Chapter 3's summary from the recipe's record and the three sweeps' tables.
+
+    Args:
+        P: The chapter's parameters.
+        recipe: The recipe run's record (its first phase is the head phase).
+        depth: ``sweep_depth``'s table.
+        learning_rate: ``sweep_lr``'s table.
+        batchnorm: ``batchnorm_pitfall``'s table.
+        runs: Run folders besides those the tables name (the recipe's folder).
+
+    Returns:
+        The typed summary, with the three tables.
+    """
+    test = recipe["metrics"]["test"]
+    best_depth = depth.groupby("unfreeze_fraction")["val_accuracy"].mean()
+    best_lr = learning_rate.groupby("lr_finetune")["val_accuracy"].mean()
+    frozen = depth.unfreeze_fraction == 0
+    return FinetuneSummary.from_study(
+        P, {"depth": depth, "learning_rate": learning_rate, "batchnorm": batchnorm}, runs=runs,
+        recipe_test_accuracy=float(test["accuracy"]), recipe_test_macro_f1=float(test["macro_f1"]),
+        val_after_head=float(recipe["history"][0]["history"]["val_accuracy"][-1]),
+        val_after_finetune=float(recipe["metrics"]["val"]["accuracy"]), train_size=int(recipe["extra"]["train_size"]),
+        best_unfreeze_fraction=float(best_depth.idxmax()), best_lr=float(best_lr.idxmax()),
+        frozen_same_budget_val=float(depth.loc[frozen, "val_accuracy"].mean()) if frozen.any() else float("nan"),
+    )  # fmt: skip

@@ -1,0 +1,132 @@
+"""Chapter 4's summary (overfitting and honest evaluation): gaps, the data-efficiency curve, the final model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from .._io import atomic_path
+from .base import ChapterSummary
+from .render import RecordContext, chapter_link, md_table, mean_sd, num, pct, setting_text
+
+
+@dataclass(frozen=True)
+class OverfittingSummary(ChapterSummary):
+    """Chapter 4: the train-test gaps, and the chapter's final ("good") model on the test split.
+
+    Attributes:
+        good_model_test_accuracy: The final model's test accuracy.
+        good_model_macro_f1: Its test macro-F1.
+        good_model_ece: Its expected calibration error.
+        test_n: Test images it was scored on.
+        n_small: Training images per class of the overfitting pair.
+        scratch_train_accuracy: The from-scratch model's training accuracy (mean over seeds).
+        scratch_test_accuracy: Its test accuracy.
+        frozen_test_accuracy: The frozen ImageNet base's test accuracy.
+    """
+
+    NOTEBOOK = "04_overfitting"
+
+    good_model_test_accuracy: float | None = None
+    good_model_macro_f1: float | None = None
+    good_model_ece: float | None = None
+    test_n: int | None = None
+    n_small: int | None = None
+    scratch_train_accuracy: float | None = None
+    scratch_test_accuracy: float | None = None
+    frozen_test_accuracy: float | None = None
+
+    def render_markdown(self, source: str, ctx: RecordContext | None = None) -> str:
+        """Chapter 4's section: the gaps, the data-efficiency curve (a figure) and the final model.
+
+        Args:
+            source: How the page cites this summary's file.
+            ctx: Where the runs are found; its ``images_dir`` receives the figure (None: no figure).
+
+        Returns:
+            Markdown.
+        """
+        ctx = ctx or RecordContext()
+        images_dir = ctx.images_dir
+        out = ["## Overfitting and honest evaluation (" + chapter_link(self.NOTEBOOK, "chapter 4") + ")", "",
+               f"Setting: {setting_text(self.parameters, with_n=False, ctx=ctx)}. Source: {source}.", ""]
+        gaps = self.frame("gaps")
+        if gaps is not None:
+            rows = [{"m": r["model"], "tr": pct(r.get("train"), 1), "va": pct(r.get("val"), 1), "te": pct(r.get("test"), 1),
+                     "gap": f"{100 * r['train_minus_test']:+.1f}"} for _, r in gaps.iterrows()]  # fmt: skip
+            out += [f"{self.n_small if self.n_small is not None else ''} training images per class:", "",
+                    md_table(rows, [("m", "model"), ("tr", "train accuracy"), ("va", "validation"), ("te", "test"),
+                                    ("gap", "train − test (points)")]), ""]  # fmt: skip
+        curve = self.frame("fraction_curve")
+        if curve is not None and images_dir is not None:
+            fig_path = data_efficiency_figure(curve, Path(images_dir))
+            rows = []
+            for (method, size), g in curve.groupby(["method", "train_images"], sort=False):
+                rows.append({"m": method, "n": num(size), "acc": mean_sd(g["val_accuracy"]), "k": len(g)})
+            out += ["Data efficiency (nested stratified subsets of the training split; validation accuracy, mean ± sd over seeds):", "",
+                    f"![data-efficiency curve](images/{fig_path.name})", "",
+                    md_table(rows, [("m", "method"), ("n", "training images"), ("acc", "validation accuracy"), ("k", "seeds")]), ""]  # fmt: skip
+        if self.good_model_test_accuracy is not None:
+            out += [f"The chapter's final model scores {pct(self.good_model_test_accuracy)} on {num(self.test_n)} test images "
+                    f"(macro-F1 {self.good_model_macro_f1:.3f}, expected calibration error {self.good_model_ece:.3f}).", ""]  # fmt: skip
+        return "\n".join(out)
+
+
+def data_efficiency_figure(curve: Any, images_dir: Path) -> Path:
+    """Draw validation accuracy against training images per method (mean ± sd over seeds).
+
+    Args:
+        curve: One row per method, training size and seed (``method``, ``train_images``, ``val_accuracy``).
+        images_dir: Where the figure is written (created if missing).
+
+    Returns:
+        The PNG's path, ``results_data_efficiency.png``.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    images_dir.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for method, g in curve.groupby("method", sort=False):
+        s = g.groupby("train_images")["val_accuracy"].agg(["mean", "std"]).fillna(0)
+        ax.errorbar(s.index, 100 * s["mean"], yerr=100 * s["std"], marker="o", capsize=3, label=method)
+    ax.set_xscale("log")
+    ax.set_xlabel("training images (log scale)")
+    ax.set_ylabel("validation accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    target = images_dir / "results_data_efficiency.png"
+    with atomic_path(target, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return target
+
+
+def summarize(P: Any, good_model: Mapping[str, Any], gaps: Any, fraction_curve: Any, regularisation: Any,
+              selection_leak: Any, test_spread: Any) -> OverfittingSummary:  # fmt: skip
+    """Chapter 4's summary from its studies' tables and the final model's test metrics.
+
+    Args:
+        P: The chapter's parameters (``n_small``).
+        good_model: ``evaluate_predictions`` of the final model on the test split.
+        gaps: ``gap_table`` (indexed by model: ``from scratch``, ``frozen ImageNet base``).
+        fraction_curve: ``fraction_curve``'s table.
+        regularisation: ``regularisation_study``'s table.
+        selection_leak: ``selection_leak``'s table.
+        test_spread: ``spread_table`` (indexed by scenario).
+
+    Returns:
+        The typed summary, with the five tables.
+    """
+    sc, fr = gaps.loc["from scratch"], gaps.loc["frozen ImageNet base"]
+    return OverfittingSummary.from_study(
+        P, {"gaps": gaps.reset_index(), "fraction_curve": fraction_curve, "regularisation": regularisation,
+            "selection_leak": selection_leak, "test_spread": test_spread.reset_index()},
+        good_model_test_accuracy=float(good_model["accuracy"]), good_model_macro_f1=float(good_model["macro_f1"]),
+        good_model_ece=float(good_model["ece"]), test_n=int(good_model["n"]), n_small=int(P.n_small),
+        scratch_train_accuracy=float(sc.train), scratch_test_accuracy=float(sc.test), frozen_test_accuracy=float(fr.test),
+    )  # fmt: skip

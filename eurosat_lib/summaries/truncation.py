@@ -1,0 +1,136 @@
+"""Chapter 6's summary (truncating the backbone): accuracy and speed per cut, and the cut chosen."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from .base import ChapterSummary
+from .render import RecordContext, chapter_link, compare_text, is_number, md_table, pct, read_json, record_warnings, setting_text
+
+
+@dataclass(frozen=True)
+class TruncationSummary(ChapterSummary):
+    """Chapter 6: the shallowest cut within the tolerance, and the biggest step down in accuracy.
+
+    Attributes:
+        chosen_cut: The cut chosen (the full backbone's last block when none is within the tolerance).
+        full: The full backbone's last block.
+        chosen: ``choose_cut``'s choice (the same as ``chosen_cut``).
+        chosen_all_safe: Whether every deeper cut is within the tolerance too.
+        chosen_drop: The chosen cut's loss of validation accuracy against the full backbone.
+        chosen_gap_sd: That loss in seed standard deviations.
+        chosen_params_share: The chosen cut's share of the backbone's parameters.
+        chosen_speedup: Its inference speed relative to the full backbone (NaN: not measured).
+        cliff_from: The deeper cut of the biggest step down in accuracy.
+        cliff_to: The shallower cut of that step.
+        cliff_step: The step's size (accuracy).
+        tolerance: Accuracy a cut may lose and still count as safe.
+    """
+
+    NOTEBOOK = "06_truncation"
+
+    chosen_cut: str | None = None
+    full: str | None = None
+    chosen: str | None = None
+    chosen_all_safe: bool | None = None
+    chosen_drop: float | None = None
+    chosen_gap_sd: float | None = None
+    chosen_params_share: float | None = None
+    chosen_speedup: float | None = None
+    cliff_from: str | None = None
+    cliff_to: str | None = None
+    cliff_step: float | None = None
+    tolerance: float | None = None
+
+    def render_markdown(self, source: str, ctx: RecordContext | None = None) -> str:
+        """Chapter 6's section: every cut against the full backbone (paired by seed), then the choice.
+
+        Args:
+            source: How the page cites this summary's file.
+            ctx: Where the chapter's ``cut-<block>_seed<k>`` runs are found.
+
+        Returns:
+            Markdown.
+        """
+        from ..stats import binomial_se, paired_diff
+
+        ctx = ctx or RecordContext()
+        out = ["## Truncating the backbone (" + chapter_link(self.NOTEBOOK, "chapter 6") + ")", "",
+               f"Setting: {setting_text(self.parameters, ctx=ctx)}. Source: {source}.", ""]
+        cuts = self.frame("cuts")
+        if cuts is not None:
+            per_seed = cut_seeds(ctx)
+            full = str(self.full if self.full is not None else cuts["block"].iloc[-1])
+            rows = []
+            for _, r in cuts.iterrows():
+                vs = "–"
+                a, b = per_seed.get(str(r["block"]), {}), per_seed.get(full, {})
+                seeds = sorted(set(a) & set(b))
+                if str(r["block"]) == full:
+                    vs = "(reference)"
+                elif seeds:
+                    d = paired_diff([a[k][0] for k in seeds], [b[k][0] for k in seeds],
+                                    n_eval=min((a[k][2] for k in seeds if a[k][2]), default=None))  # fmt: skip
+                    vs = compare_text(d, [a[k][1] for k in seeds], [b[k][1] for k in seeds])
+                elif is_number(r.get("drop")):
+                    vs = f"{-100 * r['drop']:+.1f} points (per-seed values not found: no interval)"
+                rows.append({"b": f"`{r['block']}`", "p": pct(r.get("params_share"), 1), "va": pct(r.get("val_mean"), 1),
+                             "d": vs, "s": f"{r['speedup']:.2f}×" if is_number(r.get("speedup")) else "–"})  # fmt: skip
+            out += [md_table(rows, [("b", "cut after"), ("p", "share of parameters"), ("va", "validation accuracy (frozen, mean)"),
+                                    ("d", "difference vs full backbone (paired by seed)"), ("s", "inference speed-up")]), ""]  # fmt: skip
+        if self.chosen_cut is not None:
+            tol = self.tolerance if self.tolerance is not None else float("nan")
+            out += [f"Shallowest cut within the chapter's tolerance of {100 * tol:.1f} points: "
+                    f"`{self.chosen_cut}` (full backbone: `{self.full}`).", ""]
+            full_runs = cut_seeds(ctx).get(str(self.full), {})
+            nv = min((v[2] for v in full_runs.values() if v[2]), default=None)
+            if nv and is_number(self.tolerance) and cuts is not None:
+                p_full = float(cuts.set_index("block").loc[str(self.full), "val_mean"]) if str(self.full) in set(cuts["block"]) else None
+                se = binomial_se(p_full, nv) if is_number(p_full) else None
+                if se is not None and self.tolerance < se:
+                    out += [f"That tolerance is below one binomial standard error of the full backbone's validation accuracy "
+                            f"({100 * se:.1f} points on {nv:,} images): cuts this close cannot be told apart here.", ""]
+        return "\n".join(out)
+
+
+def cut_seeds(ctx: RecordContext) -> dict[str, dict[int, tuple[float, list[str], int | None]]]:
+    """Chapter 6's frozen-cut runs (``cut-<block>_seed<k>``): block -> seed -> (val accuracy, flags, val images).
+
+    Args:
+        ctx: Where the chapter's run folder is.
+
+    Returns:
+        The completed runs' validation numbers, empty without a chapter folder.
+    """
+    out: dict[str, dict[int, tuple[float, list[str], int | None]]] = {}
+    if ctx.chapter_dir is None or not ctx.chapter_dir.is_dir():
+        return out
+    for d in sorted(ctx.chapter_dir.iterdir()):
+        m = re.fullmatch(r"cut-(.+)_seed(\d+)", d.name)
+        rec = read_json(d / "record.json") if m else None
+        if m and rec and rec.get("status") == "complete" and is_number((rec.get("metrics") or {}).get("val", {}).get("accuracy")):
+            val = rec["metrics"]["val"]
+            out.setdefault(m.group(1), {})[int(m.group(2))] = (float(val["accuracy"]), record_warnings(rec), int(val.get("n") or 0) or None)
+    return out
+
+
+def summarize(P: Any, cuts: Any, choice: Mapping[str, Any], test: Any, finetune: Any) -> TruncationSummary:
+    """Chapter 6's summary from the cut table, the choice and the test and fine-tuning tables.
+
+    Args:
+        P: The chapter's parameters.
+        cuts: ``cut_table`` (indexed by block, shallow to deep).
+        choice: ``choose_cut``'s result (its scalar entries become the summary's numbers).
+        test: The test scores per block (indexed by block).
+        finetune: Frozen + head vs fine-tuned per block (indexed by block).
+
+    Returns:
+        The typed summary, with the three tables.
+    """
+    scalars = {k: v for k, v in choice.items() if isinstance(v, (int, float, str, bool))}
+    return TruncationSummary.from_study(
+        P, {"cuts": cuts.reset_index(), "test": test.reset_index(), "finetune": finetune.reset_index()},
+        **{"chosen_cut": choice["chosen"], "full": choice["full"], **scalars},
+    )  # fmt: skip
