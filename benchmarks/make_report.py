@@ -69,16 +69,24 @@ def load_results(folder: Path) -> dict[str, dict]:
 
 
 def md_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    def cell(v):
-        return fmt(v).replace("|", "\\|")
+    """A Markdown table; columns after the first that hold numbers are aligned right.
+
+    Args:
+        headers: Column headers.
+        rows: One sequence of values per row (formatted by ``fmt``; ``|`` in a cell is escaped).
+
+    Returns:
+        The table (the results page's :func:`~eurosat_lib.summaries.render.md_table`).
+    """
+    from eurosat_lib.summaries.render import md_table as render_table
 
     def numeric(i):
         vals = [row[i] for row in rows if i < len(row) and row[i] is not None]
         return i > 0 and any(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals)
 
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---:" if numeric(i) else "---" for i in range(len(headers))) + "|"]
-    lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
+    keys = [str(i) for i in range(len(headers))]
+    cells = [{str(i): fmt(v).replace("|", "\\|") for i, v in enumerate(row)} for row in rows]
+    return render_table(cells, list(zip(keys, headers)), right=[k for i, k in enumerate(keys) if numeric(i)])
 
 
 def x(v) -> str | None:

@@ -89,12 +89,7 @@ def duration(s: float | None) -> str:
     return f"{s / 60:.1f} min" if s >= 90 else f"{s:.0f} s"
 
 
-def _separator(widths: Sequence[int], aligns: Sequence[Any]) -> str:
-    # The page's tables have always used a plain |---| rule whatever the column width.
-    return "|" + "|".join("---" for _ in widths) + "|"
-
-
-def md_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[tuple[str, str]]) -> str:
+def md_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[tuple[str, str]], right: Sequence[str] = ()) -> str:
     """A Markdown table from ``rows`` with ``columns`` given as (key, header).
 
     Rendered by :meth:`pandas.DataFrame.to_markdown` (tabulate) with no padding and no number
@@ -103,6 +98,7 @@ def md_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[tuple[str, str
     Args:
         rows: One mapping per row.
         columns: ``(key, header)`` pairs in column order.
+        right: Keys of the columns aligned right (``---:``), the others keep the plain ``---``.
 
     Returns:
         The table, one line per row, without a trailing newline.
@@ -110,9 +106,11 @@ def md_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[tuple[str, str
     import pandas as pd
     from tabulate import DataRow, TableFormat
 
-    fmt = TableFormat(lineabove=None, linebelowheader=_separator, linebetweenrows=None, linebelow=None,
-                      headerrow=DataRow("| ", " | ", " |"), datarow=DataRow("| ", " | ", " |"),
-                      padding=0, with_header_hide=None)  # fmt: skip
+    rule = ["---:" if k in set(right) else "---" for k, _ in columns]
+    # The pages' tables have always used a short rule whatever the column width, and unpadded cells.
+    fmt = TableFormat(lineabove=None, linebelowheader=lambda widths, aligns: "|" + "|".join(rule) + "|",
+                      linebetweenrows=None, linebelow=None, headerrow=DataRow("| ", " | ", " |"),
+                      datarow=DataRow("| ", " | ", " |"), padding=0, with_header_hide=None)  # fmt: skip
     frame = pd.DataFrame([[str(r.get(k, "–")) for k, _ in columns] for r in rows], columns=[h for _, h in columns])
     return frame.to_markdown(index=False, tablefmt=fmt, stralign=None, numalign=None, disable_numparse=True)
 
