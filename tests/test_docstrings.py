@@ -1,0 +1,248 @@
+"""Google-style docstrings on the public API, read from the source (ast, so no module is imported):
+every public function, method and class defined in a module of eurosat_lib has a docstring; one
+that takes parameters has an ``Args:`` section naming each of them; one that returns a value has
+``Returns:`` (``Yields:`` for a generator); one that raises an exception itself has ``Raises:``."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+
+PKG = REPO / "eurosat_lib"
+SOURCES = sorted(p for p in PKG.rglob("*.py") if not any(part.startswith("_") and part != "__init__.py" for part in p.relative_to(PKG).parts))
+
+
+def _returns_value(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
+    """Whether ``fn`` gives a value: a non-None return annotation, or a ``return x`` in its own body."""
+    if fn.returns is not None:
+        text = ast.unparse(fn.returns).strip("'\"")
+        return text not in ("None", "NoReturn", "Never")
+    for node in _own_nodes(fn):
+        if isinstance(node, ast.Return) and node.value is not None and not (isinstance(node.value, ast.Constant) and node.value.value is None):
+            return True
+    return False
+
+
+def _own_nodes(fn: ast.AST):
+    """The nodes of ``fn``'s body, not descending into nested functions, lambdas or classes."""
+    stack = list(ast.iter_child_nodes(fn))
+    while stack:
+        node = stack.pop()
+        yield node
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)):
+            stack.extend(ast.iter_child_nodes(node))
+
+
+def _is_generator(fn: ast.AST) -> bool:
+    return any(isinstance(n, (ast.Yield, ast.YieldFrom)) for n in _own_nodes(fn))
+
+
+def _raises(fn: ast.AST) -> bool:
+    """Whether ``fn`` raises an exception itself (a bare ``raise`` re-raises and does not count)."""
+    return any(isinstance(n, ast.Raise) and n.exc is not None for n in _own_nodes(fn)
+               if not _inside_except_reraise(n))
+
+
+def _inside_except_reraise(node: ast.AST) -> bool:
+    return False
+
+
+def _params(fn: ast.FunctionDef | ast.AsyncFunctionDef, method: bool) -> list[str]:
+    a = fn.args
+    names = [x.arg for x in a.posonlyargs + a.args + a.kwonlyargs]
+    if method and names and names[0] in ("self", "cls"):
+        names = names[1:]
+    if a.vararg:
+        names.append("*" + a.vararg.arg)
+    if a.kwarg:
+        names.append("**" + a.kwarg.arg)
+    return names
+
+
+def _decorators(fn: ast.AST) -> set[str]:
+    return {ast.unparse(d).split("(")[0].split(".")[-1] for d in getattr(fn, "decorator_list", [])}
+
+
+def problems(source: str, where: str) -> list[str]:
+    """What the rule finds missing in one module's source.
+
+    Args:
+        source: The module's text.
+        where: Its name in messages.
+
+    Returns:
+        One line per problem.
+    """
+    tree = ast.parse(source)
+    found = []
+
+    def check(fn, qual: str, method: bool) -> None:
+        doc = ast.get_docstring(fn) or ""
+        decos = _decorators(fn)
+        if "overload" in decos:
+            return
+        if not doc:
+            found.append(f"{where}:{fn.lineno} {qual}: no docstring")
+            return
+        params = _params(fn, method)
+        if "property" in decos or "setter" in decos or "cached_property" in decos:
+            return  # a property reads as an attribute: its docstring says what it is
+        if params:
+            m = re.search(r"^\s*(Args|Arguments|Parameters):\s*$(.*?)(?=^\s*[A-Z][a-z]+( [a-z]+)?:\s*$|\Z)", doc, re.M | re.S)
+            if not m:
+                found.append(f"{where}:{fn.lineno} {qual}: no Args section for {', '.join(params)}")
+            else:
+                named = set(re.findall(r"^\s*(\*{0,2}\w+)(?: \([^)]*\))?:", m.group(2), re.M))
+                missing = [p for p in params if p not in named and p.lstrip("*") not in named]
+                if missing:
+                    found.append(f"{where}:{fn.lineno} {qual}: Args lacks {', '.join(missing)}")
+        if _is_generator(fn):
+            if not re.search(r"^\s*Yields:\s*$", doc, re.M):
+                found.append(f"{where}:{fn.lineno} {qual}: no Yields section")
+        elif _returns_value(fn) and fn.name != "__init__" and not re.search(r"^\s*Returns:\s*$", doc, re.M):
+            found.append(f"{where}:{fn.lineno} {qual}: no Returns section")
+        if _raises(fn) and not re.search(r"^\s*Raises:\s*$", doc, re.M):
+            found.append(f"{where}:{fn.lineno} {qual}: raises, but no Raises section")
+
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and not node.name.startswith("_"):
+            check(node, node.name, method=False)
+        elif isinstance(node, ast.ClassDef) and not node.name.startswith("_"):
+            if not ast.get_docstring(node):
+                found.append(f"{where}:{node.lineno} class {node.name}: no docstring")
+            for item in node.body:
+                if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)) and not item.name.startswith("_"):
+                    check(item, f"{node.name}.{item.name}", method=True)
+    return found
+
+
+#: Modules whose docstrings are not yet all converted, with how many problems they may still have.
+#: A ratchet: a module may not get worse, and an entry must shrink (or go) as soon as the module
+#: improves, so what is left is always stated exactly here. Every other module must be clean.
+PENDING: dict[str, int] = {
+    "eurosat_lib/config.py": 4,
+    "eurosat_lib/data/archive.py": 6,
+    "eurosat_lib/data/cache.py": 8,
+    "eurosat_lib/data/core.py": 14,
+    "eurosat_lib/data/splits.py": 9,
+    "eurosat_lib/evaluation.py": 13,
+    "eurosat_lib/experiments/backbones.py": 31,
+    "eurosat_lib/experiments/core.py": 28,
+    "eurosat_lib/experiments/crossover.py": 1,
+    "eurosat_lib/experiments/data_overview.py": 16,
+    "eurosat_lib/experiments/finetune.py": 6,
+    "eurosat_lib/experiments/negative_transfer.py": 44,
+    "eurosat_lib/experiments/notebooks.py": 7,
+    "eurosat_lib/experiments/overfitting.py": 45,
+    "eurosat_lib/experiments/params.py": 56,
+    "eurosat_lib/experiments/recipe_study.py": 10,
+    "eurosat_lib/experiments/transfer.py": 29,
+    "eurosat_lib/experiments/truncation.py": 27,
+    "eurosat_lib/gradcam.py": 3,
+    "eurosat_lib/models/blocks.py": 12,
+    "eurosat_lib/models/freezing.py": 2,
+    "eurosat_lib/models/layers.py": 6,
+    "eurosat_lib/models/registry.py": 7,
+    "eurosat_lib/models/weights.py": 1,
+    "eurosat_lib/plots.py": 52,
+    "eurosat_lib/report.py": 5,
+    "eurosat_lib/runs.py": 33,
+    "eurosat_lib/sanity.py": 2,
+    "eurosat_lib/stats.py": 10,
+    "eurosat_lib/summaries/base.py": 1,
+    "eurosat_lib/training.py": 24,
+}
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(REPO)))
+def test_public_api_has_google_style_docstrings(path: Path):
+    name = str(path.relative_to(REPO))
+    found = problems(path.read_text(), name)
+    allowed = PENDING.get(name, 0)
+    assert len(found) <= allowed, (f"Google-style docstrings (Args/Returns/Raises) missing ({len(found)}, "
+                                   f"{allowed} allowed):\n" + "\n".join(found))  # fmt: skip
+    assert len(found) == allowed, f"{name} improved: lower its PENDING entry in tests/test_docstrings.py to {len(found)}"
+
+
+def test_pending_entries_name_real_modules():
+    names = {str(p.relative_to(REPO)) for p in SOURCES}
+    assert set(PENDING) <= names, set(PENDING) - names
+
+
+def test_the_rule_fails_on_what_it_should():
+    bad = '''
+def no_args(x, y=1):
+    """Does something."""
+    return x
+
+
+def no_returns(x):
+    """Does something.
+
+    Args:
+        x: A value.
+    """
+    return x + 1
+
+
+def half_args(x, y):
+    """Does something.
+
+    Args:
+        x: A value.
+    """
+
+
+def raises(x):
+    """Does something.
+
+    Args:
+        x: A value.
+    """
+    raise ValueError(x)
+
+
+class Thing:
+    def method(self, a):
+        return a
+
+
+def _private(x):
+    return x
+
+
+def fine(x: int, *rest: int, **kw: int) -> int:
+    """Adds.
+
+    Args:
+        x: A value.
+        *rest: More values.
+        **kw: Named values.
+
+    Returns:
+        The sum.
+
+    Raises:
+        ValueError: Never, in fact.
+    """
+    if x < 0:
+        raise ValueError(x)
+    return x + sum(rest) + sum(kw.values())
+
+
+def nothing() -> None:
+    """Does nothing."""
+'''
+    found = problems(bad, "m")
+    assert any("no_args: no Args section for x, y" in f for f in found), found
+    assert any("no_returns: no Returns section" in f for f in found), found
+    assert any("half_args: Args lacks y" in f for f in found), found
+    assert any("raises: raises, but no Raises section" in f for f in found), found
+    assert any("class Thing: no docstring" in f for f in found), found
+    assert any("Thing.method: no docstring" in f for f in found), found
+    assert not any("_private" in f or "fine" in f or "nothing" in f for f in found), found
