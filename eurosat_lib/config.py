@@ -41,13 +41,21 @@ ARCHIVE_ROOTS = ("EuroSAT_RGB", "2750", "EuroSAT", "eurosat", "EuroSAT-RGB")
 
 
 def cache_dir() -> Path:
-    """Directory for downloads and decoded arrays (created on demand by writers)."""
+    """Directory for downloads and decoded arrays (created on demand by writers).
+
+    Returns:
+        ``$EUROSAT_DATA_DIR``, default ``~/.cache/eurosat_lib``.
+    """
     env = os.environ.get("EUROSAT_DATA_DIR")
     return Path(env).expanduser() if env else Path(user_cache_dir("eurosat_lib"))
 
 
 def archive_search_dirs() -> list[Path]:
-    """Directories searched, in order, for an already-present EuroSAT archive or folder."""
+    """Directories searched, in order, for an already-present EuroSAT archive or folder.
+
+    Returns:
+        The directories, first searched first.
+    """
     dirs = [cache_dir()]
     if SHARED_DATA_DIR.is_dir():
         dirs.append(SHARED_DATA_DIR)
@@ -55,7 +63,12 @@ def archive_search_dirs() -> list[Path]:
 
 
 def weights_search_dirs() -> list[Path]:
-    """Directories searched, in order, for official Keras weight files."""
+    """Directories searched, in order, for official Keras weight files.
+
+    Returns:
+        ``$EUROSAT_WEIGHTS_DIR`` entries, ``$KERAS_HOME/models`` (default ``~/.keras/models``),
+        then ``../shared/data/weights`` beside a source checkout when present.
+    """
     dirs: list[Path] = []
     env = os.environ.get("EUROSAT_WEIGHTS_DIR")
     if env:
@@ -68,5 +81,9 @@ def weights_search_dirs() -> list[Path]:
 
 
 def runs_dir() -> Path:
-    """Default parent folder for run folders."""
+    """Default parent folder for run folders.
+
+    Returns:
+        ``$EUROSAT_RUNS_DIR``, default ``runs``.
+    """
     return Path(os.environ.get("EUROSAT_RUNS_DIR", "runs")).expanduser()

@@ -112,6 +112,19 @@ def grad_cam(
     ``eurosat_lib.models`` contract: uint8 input, a nested ``"backbone"`` whose output is the
     last conv feature map, then a chain of head layers ending in ``"predictions"``. An image
     with no positive evidence for the class gets an all-zero map.
+
+    Args:
+        model: A model built by :func:`eurosat_lib.models.build_model`.
+        images: uint8 images, ``(N, H, W, C)``, or one ``(H, W, C)`` image.
+        class_index: The class(es) to explain, as above.
+        batch_size: Images per gradient pass.
+
+    Returns:
+        The heatmaps, float32 ``(N, H, W)``.
+
+    Raises:
+        ValueError: ``images`` has the wrong shape, the model does not follow the contract, or a
+        class index is out of range.
     """
     from keras import ops
 

@@ -57,7 +57,16 @@ REFERENCE_RUNS = (
 
 
 def reference_section(runs_dir: Path, book_dir: Path) -> tuple[str, dict[str, Any]]:
-    """The headline table (frozen / fine-tuned / scratch MobileNetV2) and its numbers."""
+    """The headline table (frozen / fine-tuned / scratch MobileNetV2) and its numbers.
+
+    Args:
+        runs_dir: ``book/runs/<profile>``.
+        book_dir: The book's folder (sources are cited relative to the folder above it).
+
+    Returns:
+        ``(markdown, records)``: the section (``""`` without a complete headline run) and the
+        complete headline records by run name.
+    """
     rows, found = [], {}
     for name, label in REFERENCE_RUNS:
         rec_path = runs_dir / "reference" / name / "record.json"
@@ -145,6 +154,14 @@ def reference_section(runs_dir: Path, book_dir: Path) -> tuple[str, dict[str, An
 
 
 def published_section(best: Mapping[str, Any] | None) -> str:
+    """Helber et al.'s published accuracies, and how our best headline run's setting differs.
+
+    Args:
+        best: The best complete headline record, or None.
+
+    Returns:
+        Markdown.
+    """
     rows = [{"method": r["method"], "acc": pct(r["accuracy"]), "setting": r["setting"]} for r in PUBLISHED]
     out = [
         "## Beside the published numbers",
@@ -218,6 +235,15 @@ def build_results_page(
     """Write ``book/results.md`` (or ``out``) from the run records of ``profile``.
 
     Figures go to ``images_dir`` (default ``book/images``), linked as ``images/<name>``.
+
+    Args:
+        book_dir: The book's folder.
+        profile: Whose run records (``book/runs/<profile>/``).
+        out: The page's path (default ``book/results.md``).
+        images_dir: Where figures go.
+
+    Returns:
+        The page's path.
 
     Raises:
         FileNotFoundError: ``book/runs/<profile>/`` holds no run record or chapter summary; the

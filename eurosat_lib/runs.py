@@ -92,6 +92,13 @@ def jsonable(obj: Any, where: str = "record") -> Any:
     Strict JSON has no NaN; a diverged loss is recorded as null so every JSON reader copes.
     Checked before anything touches the disk, so a bad value never costs the old record.
 
+    Args:
+        obj: The value to copy (mappings, sequences, numpy scalars and arrays, paths).
+        where: How messages name ``obj``'s place.
+
+    Returns:
+        The copy, made of JSON types only.
+
     Raises:
         TypeError: a value that is not plain data, named by its place in ``obj``.
     """
@@ -172,6 +179,10 @@ def environment() -> dict[str, Any]:
     """Where and when a run happened: versions, platform, CPU, GPUs, UTC timestamp.
 
     Host and user names are deliberately left out: records are shared with the book.
+
+    Returns:
+        ``eurosat_lib``, ``python`` and the packages' versions, ``keras_backend``, ``platform``,
+        ``machine``, ``cpu_count``, ``cpu_model``, ``gpus`` and the UTC ``timestamp``.
     """
     return {
         "eurosat_lib": __version__,
@@ -251,6 +262,12 @@ def machine_load(window: float = 0.1) -> dict[str, Any]:
     ``other_cores``: the 1-minute load average minus ``own_cores`` (or ``busy_cores`` minus this
     process's share where there is no load average), never below 0. Load averages count this
     process's own recent work too, which is why its share is taken off.
+
+    Args:
+        window: Seconds to sample CPU use over when there is no previous sample.
+
+    Returns:
+        ``loadavg``, ``busy_cores``, ``own_cores`` and ``other_cores`` as described above.
     """
     global _LAST_SAMPLE
     now, cpu = time.time(), _own_cpu_seconds()
@@ -282,7 +299,14 @@ def machine_load(window: float = 0.1) -> dict[str, Any]:
 
 def is_contended(*samples: Mapping[str, Any]) -> bool:
     """The rule behind ``timings["contended"]``: in any sample, other processes kept more than
-    :data:`CONTENDED_SHARE` of the cores busy (``other_cores > 0.5 * cpu_count``)."""
+    :data:`CONTENDED_SHARE` of the cores busy (``other_cores > 0.5 * cpu_count``).
+
+    Args:
+        *samples: :func:`machine_load` results (those without ``other_cores`` are ignored).
+
+    Returns:
+        True when any sample was contended.
+    """
     for s in samples:
         other, cores = s.get("other_cores"), s.get("cpu_count") or 1
         if other is not None and other > CONTENDED_SHARE * cores:
@@ -307,7 +331,15 @@ def timing_trusted(record: Mapping[str, Any] | None) -> bool:
 
 
 def load_timings(start: Mapping[str, Any], end: Mapping[str, Any]) -> dict[str, Any]:
-    """The ``machine_load`` / ``contended`` entries of a record's or benchmark's timings."""
+    """The ``machine_load`` / ``contended`` entries of a record's or benchmark's timings.
+
+    Args:
+        start: :func:`machine_load` when the timed work began.
+        end: :func:`machine_load` when it ended.
+
+    Returns:
+        ``{"machine_load": {"start": ..., "end": ..., "rule": ...}, "contended": bool}``.
+    """
     return {
         "machine_load": {"start": dict(start), "end": dict(end),
                          "rule": f"contended: other processes' load > {CONTENDED_SHARE} x cores at start or end"},
@@ -380,13 +412,24 @@ class RunRecord(_MappingABC):
 
     # conversion --------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        """The JSON layout (plain data; raises TypeError naming a value that is not)."""
+        """The JSON layout (plain data; raises TypeError naming a value that is not).
+
+        Returns:
+            The record as ``record.json`` holds it.
+        """
         d = {k: getattr(self, k) for k in self._ORDER}
         return jsonable(d)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], source: str = "record") -> "RunRecord":
         """A record from its JSON layout; keys unknown to this version are ignored.
+
+        Args:
+            d: The parsed ``record.json``.
+            source: How error messages name where ``d`` came from.
+
+        Returns:
+            The typed record.
 
         Raises:
             ValueError: ``d`` lacks ``status`` or ``params`` (naming ``source``).
@@ -407,6 +450,11 @@ class RunRecord(_MappingABC):
     # typed views -------------------------------------------------------------------------------
     @property
     def complete(self) -> bool:
+        """Whether the run finished (``status == "complete"``).
+
+        Returns:
+            True for a finished run.
+        """
         return self.status == "complete"
 
     @property
@@ -415,7 +463,11 @@ class RunRecord(_MappingABC):
         return self.params.get("spec_key")
 
     def phase_histories(self) -> dict[str, dict[str, list[float]]]:
-        """``{phase name: {metric: per-epoch values}}`` (one phase ``"run"`` for a flat history)."""
+        """``{phase name: {metric: per-epoch values}}`` (one phase ``"run"`` for a flat history).
+
+        Returns:
+            The per-phase histories, in training order.
+        """
         h = self.history
         if not h:
             return {}
@@ -433,6 +485,13 @@ def write(run_dir: str | os.PathLike, record: RunRecord) -> Path:
     """Write ``record`` to ``<run_dir>/record.json`` atomically; returns the path.
 
     The environment is filled in (now) when the record carries none.
+
+    Args:
+        run_dir: The run folder (created if missing).
+        record: The record to write.
+
+    Returns:
+        The path of ``record.json``.
     """
     if not record.environment:
         record.environment = environment()
@@ -459,6 +518,20 @@ def write_record(
     ``timings``: seconds, e.g. ``{"fit_seconds": 812.4}``; top-level ``*_seconds`` keys are
     summed into ``total_seconds`` by :func:`gather` unless that key is given.
 
+    Args:
+        run_dir: The run folder (created if missing).
+        params: What defined the run (JSON-able).
+        metrics: Metrics per split (``{"test": {"accuracy": ...}}``).
+        history: The training history.
+        timings: Seconds per phase and in total, and the machine's load.
+        model_info: Parameter counts and the model's description.
+        extra: Anything else the chapter keeps (e.g. ``train_size``).
+        status: ``"complete"`` or another of :data:`STATUSES`.
+        warnings: The run's sanity flags (:mod:`eurosat_lib.sanity`).
+
+    Returns:
+        The path of ``record.json``.
+
     Raises:
         ValueError: unknown ``status``. TypeError: ``params`` not a dict, or a value that is not
             plain data (checked before the old record is touched).
@@ -473,6 +546,12 @@ def write_record(
 
 def read(run_dir: str | os.PathLike) -> RunRecord:
     """Read a run's record (pass the run folder or its ``record.json``).
+
+    Args:
+        run_dir: The run folder, or its ``record.json``.
+
+    Returns:
+        The typed record.
 
     Raises:
         FileNotFoundError: no record there. ValueError: not valid JSON, or not a run record
@@ -490,6 +569,12 @@ def read(run_dir: str | os.PathLike) -> RunRecord:
 
 def run_model_path(run_dir: str | os.PathLike) -> Path:
     """``run_dir/model.keras``; without Keras, pandas or scikit-learn imports.
+
+    Args:
+        run_dir: The run folder.
+
+    Returns:
+        The path of its ``model.keras``.
 
     Raises:
         FileNotFoundError: the model is missing, saying which command makes it.
@@ -540,6 +625,16 @@ def run_lock(folder: str | os.PathLike, timeout: float | None = None) -> Iterato
     ``timeout=None`` for as long as it takes, else that many seconds before
     :class:`RunFolderBusy` (naming the folder and the holder's PID). The lock dies with its
     process (an OS lock), so a killed run never blocks the next.
+
+    Args:
+        folder: The run folder to lock.
+        timeout: Seconds to wait for another process's lock; None waits for as long as it takes.
+
+    Yields:
+        Nothing; the lock is held for the ``with`` block.
+
+    Raises:
+        RunFolderBusy: The lock was still held after ``timeout`` seconds.
     """
     from filelock import FileLock, Timeout
 
@@ -602,6 +697,14 @@ def reusable(folder: str | os.PathLike, params: Mapping[str, Any], needs: Sequen
 
     Reusable: complete, the same ``spec_key`` (or hash of ``params``), and every file in
     ``needs`` present (e.g. ``model.keras``, which is never committed).
+
+    Args:
+        folder: The run folder.
+        params: The parameters the run would be made with.
+        needs: Files (relative to ``folder``) a later step needs.
+
+    Returns:
+        The reusable record, or None.
     """
     folder = Path(folder)
     try:
@@ -691,6 +794,14 @@ def cached_json(path: str | os.PathLike, key: Mapping[str, Any], compute: Callab
 
     For derived results inside a run folder (e.g. a final test score); an unreadable file is
     simply recomputed.
+
+    Args:
+        path: The cache file.
+        key: What the result depends on (JSON-able); a different key recomputes.
+        compute: Makes the result (JSON-able) when the cache does not hold it.
+
+    Returns:
+        The cached or freshly computed result.
     """
     path = Path(path)
     key = jsonable(key, "key")
@@ -719,6 +830,12 @@ def combine_history(history: Any) -> tuple[dict[str, list[float]], list[int], li
     ``(merged, boundaries, phase_names)`` where ``boundaries[i]`` is the number of epochs
     before phase ``i + 1`` starts (e.g. where fine-tuning began). Metrics missing from a phase
     are NaN there, so every list has the same length.
+
+    Args:
+        history: The history in one of the forms above.
+
+    Returns:
+        ``(merged, boundaries, phase_names)`` as described above.
 
     Raises:
         TypeError: not a history. ValueError: a phase whose metric lists differ in length.
@@ -824,6 +941,14 @@ def gather(root: str | os.PathLike, pattern: str = f"**/{RUN_RECORD}", include_i
     ``timings``, ``total_seconds``, ``contended`` (where recorded) and ``warnings`` (joined).
     Runs whose status is not ``"complete"`` are skipped unless ``include_incomplete``;
     unreadable records are skipped with a warning naming the file.
+
+    Args:
+        root: The folder searched.
+        pattern: The glob for record files under ``root``.
+        include_incomplete: Whether runs that did not finish get a row too.
+
+    Returns:
+        The table, one row per run.
     """
     import pandas as pd
 

@@ -164,7 +164,14 @@ def flags(
 
 
 def flags_from_record(record: Mapping[str, Any]) -> list[str]:
-    """:func:`flags` of a loaded ``record.json`` (class count from ``model_info``, default 10)."""
+    """:func:`flags` of a loaded ``record.json`` (class count from ``model_info``, default 10).
+
+    Args:
+        record: The parsed ``record.json``.
+
+    Returns:
+        The run's flags, in :data:`FLAGS` order.
+    """
     k = (record.get("model_info") or {}).get("num_classes") or 10
     return flags(record.get("history"), record.get("metrics"), num_classes=int(k))
 

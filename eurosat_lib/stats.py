@@ -53,15 +53,32 @@ class Diff:
 
     @property
     def ci(self) -> tuple[float, float]:
+        """The 95 % (or ``confidence``) interval as ``(low, high)``.
+
+        Returns:
+            The interval's ends.
+        """
         return (self.low, self.high)
 
     @property
     def verdict(self) -> str:
+        """``better``, ``worse`` or ``no measurable difference`` (:func:`verdict` of the mean and interval).
+
+        Returns:
+            The verdict word.
+        """
         return verdict(self.mean, self.ci)
 
 
 def binomial_se(p: float, n: int) -> float:
     """Standard error of an accuracy ``p`` measured on ``n`` images: ``sqrt(p (1 - p) / n)``.
+
+    Args:
+        p: The accuracy.
+        n: Images it was measured on.
+
+    Returns:
+        The standard error.
 
     Raises:
         ValueError: if ``n`` < 1 or ``p`` is outside [0, 1].
@@ -118,6 +135,16 @@ def diff_from_moments(mean: float, sd: float, n: int, confidence: float = 0.95, 
     For tables that kept only the summary of the paired differences, not the pairs themselves.
     ``eval_var`` is added to the squared standard error of the mean (see :func:`paired_diff`).
 
+    Args:
+        mean: Mean of the per-seed differences.
+        sd: Their standard deviation (ddof=1); NaN with one seed.
+        n: Number of seeds.
+        confidence: The interval's coverage.
+        eval_var: Variance of the evaluation noise added to the mean's.
+
+    Returns:
+        The difference with its t interval.
+
     Raises:
         ValueError: if ``n`` < 1.
     """
@@ -144,6 +171,16 @@ def independent_diff(p_a: float, n_a: int, p_b: float, n_b: int, confidence: flo
     ``SE = sqrt(p_a (1 - p_a) / n_a + p_b (1 - p_b) / n_b)``. When both runs were in fact scored
     on the same images but their per-image predictions were not kept, this is conservative
     (pairing can only narrow the interval when the runs agree on most images).
+
+    Args:
+        p_a: Accuracy of arm a.
+        n_a: Images arm a was scored on.
+        p_b: Accuracy of arm b.
+        n_b: Images arm b was scored on.
+        confidence: The interval's coverage.
+
+    Returns:
+        ``p_a - p_b`` with its normal interval.
 
     Raises:
         ValueError: if an ``n`` < 1 or a proportion is outside [0, 1].
@@ -215,7 +252,17 @@ def verdict(diff: float, ci: tuple[float, float]) -> str:
 
 
 def format_diff(d: Diff, scale: float = 100.0, unit: str = " points", digits: int = 1) -> str:
-    """``"+2.1 points (95 % CI −0.4 to +4.6, 3 seeds)"``; the interval is omitted when there is none."""
+    """``"+2.1 points (95 % CI −0.4 to +4.6, 3 seeds)"``; the interval is omitted when there is none.
+
+    Args:
+        d: The difference.
+        scale: Factor applied before formatting (100: points).
+        unit: Text after the number.
+        digits: Decimals.
+
+    Returns:
+        The text.
+    """
     head = f"{scale * d.mean:+.{digits}f}{unit}"
     what = {"t over seeds": f"{d.n} seeds", "bootstrap over images": f"{d.n:,} images",
             "unpaired binomial": f"{d.n:,} images, unpaired"}.get(d.method, "1 seed")  # fmt: skip

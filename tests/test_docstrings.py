@@ -125,7 +125,6 @@ def problems(source: str, where: str) -> list[str]:
 #: A ratchet: a module may not get worse, and an entry must shrink (or go) as soon as the module
 #: improves, so what is left is always stated exactly here. Every other module must be clean.
 PENDING: dict[str, int] = {
-    "eurosat_lib/config.py": 4,
     "eurosat_lib/data/archive.py": 6,
     "eurosat_lib/data/cache.py": 8,
     "eurosat_lib/data/core.py": 14,
@@ -140,21 +139,14 @@ PENDING: dict[str, int] = {
     "eurosat_lib/experiments/notebooks.py": 7,
     "eurosat_lib/experiments/overfitting.py": 45,
     "eurosat_lib/experiments/params.py": 56,
-    "eurosat_lib/experiments/recipe_study.py": 10,
     "eurosat_lib/experiments/transfer.py": 29,
     "eurosat_lib/experiments/truncation.py": 27,
-    "eurosat_lib/gradcam.py": 3,
     "eurosat_lib/models/blocks.py": 12,
     "eurosat_lib/models/freezing.py": 2,
     "eurosat_lib/models/layers.py": 6,
     "eurosat_lib/models/registry.py": 7,
     "eurosat_lib/models/weights.py": 1,
     "eurosat_lib/plots.py": 52,
-    "eurosat_lib/report.py": 5,
-    "eurosat_lib/runs.py": 33,
-    "eurosat_lib/sanity.py": 2,
-    "eurosat_lib/stats.py": 10,
-    "eurosat_lib/summaries/base.py": 1,
     "eurosat_lib/training.py": 24,
 }
 

@@ -82,7 +82,14 @@ class Recipe:
     batch_size: int = 64
 
     def phases(self, epoch_scale: float = 1.0) -> tuple[T.PhaseConfig, T.PhaseConfig]:
-        """``(head, finetune)``; ``epoch_scale`` shrinks the fine-tuning epochs (smoke runs)."""
+        """``(head, finetune)``; ``epoch_scale`` shrinks the fine-tuning epochs (smoke runs).
+
+        Args:
+            epoch_scale: Factor on the fine-tuning epochs (at least one is kept).
+
+        Returns:
+            The head phase and the fine-tuning phase.
+        """
         epochs = max(1, round(self.epochs * epoch_scale))
         head = T.PhaseConfig("head", epochs=40 if epoch_scale >= 1 else 1, learning_rate=1e-3, batch_size=128,
                              early_stopping=5 if epoch_scale >= 1 else None, use_feature_cache=True)  # fmt: skip
@@ -150,7 +157,16 @@ PROFILES = {
 
 
 def spec_for(recipe: Recipe, profile: Profile, seed: int) -> ExperimentSpec:
-    """The run of ``recipe`` at ``profile``'s size with ``seed``."""
+    """The run of ``recipe`` at ``profile``'s size with ``seed``.
+
+    Args:
+        recipe: The configuration.
+        profile: The study's profile (data size, image size, epochs).
+        seed: The run's seed.
+
+    Returns:
+        The experiment's specification (its folder name says recipe and seed).
+    """
     weights: str | None = "imagenet"
     # The smoke dry run must work on a machine without the weight files; the real profiles
     # must not silently train from scratch, so there a missing file raises (with the fix).
@@ -174,7 +190,15 @@ def spec_for(recipe: Recipe, profile: Profile, seed: int) -> ExperimentSpec:
 
 
 def out_dir(profile: str, root: str | Path = "book/runs") -> Path:
-    """Where the study's run folders live."""
+    """Where the study's run folders live.
+
+    Args:
+        profile: The profile's name.
+        root: The parent of the profiles' run folders.
+
+    Returns:
+        ``<root>/<profile>/recipe_study``.
+    """
     return Path(root) / profile / "recipe_study"
 
 
@@ -211,7 +235,18 @@ def tta_result(res: RunResult, data: D.EuroSAT, spec: ExperimentSpec) -> dict[st
 
 
 def row(recipe: Recipe, seed: int, res: RunResult, tta: dict[str, Any] | None) -> dict[str, Any]:
-    """One table row from a finished run's record."""
+    """One table row from a finished run's record.
+
+    Args:
+        recipe: The run's configuration.
+        seed: Its seed.
+        res: The finished run.
+        tta: Test-time-augmentation scores, or None when not measured.
+
+    Returns:
+        The row: recipe, seed, image size, epochs run, validation, test and TTA test accuracy,
+        training (and TTA) minutes, whether the timing was contended, and the run's flags.
+    """
     rec = res.record
     timings = rec["timings"]
     return {
@@ -308,12 +343,24 @@ def choose(rows: Sequence[dict[str, Any]], budget_minutes: float) -> dict[str, A
 
     Returns:
         The chosen row, or None when no run fits the budget.
+
+    Args:
+        rows: The study's rows (``minutes``, ``val_acc``).
+        budget_minutes: The most training minutes a configuration may take.
     """
     fits = [r for r in rows if r["minutes"] <= budget_minutes]
     return max(fits, key=lambda r: r["val_acc"]) if fits else None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The study's command line: run the configurations of a profile and print the Pareto front.
+
+    Args:
+        argv: The arguments (default: ``sys.argv[1:]``).
+
+    Returns:
+        The exit status, 0.
+    """
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", choices=sorted(PROFILES), default="cpu")
     ap.add_argument("--only", nargs="*", default=None, help="recipe names (default: all of the profile's)")

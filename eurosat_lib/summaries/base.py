@@ -216,5 +216,8 @@ class ChapterSummary:
 
         Returns:
             Markdown.
+
+        Raises:
+            NotImplementedError: Always: each chapter's summary type renders its own section.
         """
         raise NotImplementedError
