@@ -136,7 +136,11 @@ class PhaseConfig:
             )
 
     def to_dict(self) -> dict[str, Any]:
-        """The fields as a dict; fields added later are left out while they hold their default."""
+        """The fields as a dict; fields added later are left out while they hold their default.
+
+        Returns:
+            The phase's settings, JSON-able (what a record's ``params.phases`` holds).
+        """
         d = asdict(self)
         for k, default in _LATER_FIELDS.items():
             if d[k] == default:
@@ -159,6 +163,12 @@ class PhaseResult:
     skipped: bool = False
 
     def to_dict(self) -> dict[str, Any]:
+        """The result as plain data.
+
+        Returns:
+            Every field: name, history, seconds, epochs run, trainable parameters, feature and
+            per-epoch seconds, whether it resumed or was skipped.
+        """
         return asdict(self)
 
 
@@ -168,7 +178,11 @@ class PhaseResult:
 
 
 def gpu_names() -> list[str]:
-    """Names of visible GPUs for the active Keras backend (empty on CPU)."""
+    """Names of visible GPUs for the active Keras backend (empty on CPU).
+
+    Returns:
+        One name per GPU.
+    """
     backend = keras.backend.backend()
     try:
         if backend == "tensorflow":
@@ -209,7 +223,11 @@ class Accelerator:
 
     @contextlib.contextmanager
     def scope(self) -> Iterator[None]:
-        """Context for building/compiling: the distribution strategy when several GPUs are used."""
+        """Context for building/compiling: the distribution strategy when several GPUs are used.
+
+        Yields:
+            Nothing; models built inside the block are placed by the strategy.
+        """
         if self.multi_gpu and keras.backend.backend() == "tensorflow":
             import tensorflow as tf
 
@@ -219,6 +237,11 @@ class Accelerator:
             yield
 
     def to_dict(self) -> dict[str, Any]:
+        """The switches in effect, as a record's ``accelerator`` entry holds them.
+
+        Returns:
+            Mixed precision, XLA, multi-GPU, the GPUs' names and eager execution.
+        """
         return asdict(self)
 
 
@@ -234,6 +257,18 @@ def configure_accelerator(
     Mixed precision sets Keras' global dtype policy (``mixed_float16``; model outputs stay
     float32). Several GPUs use ``tf.distribute.MirroredStrategy`` on TensorFlow and
     ``keras.distribution.DataParallel`` on JAX.
+
+    Args:
+        mixed_precision: True, False or ``"auto"``.
+        jit_compile: True, False or ``"auto"`` (XLA compilation of the train step).
+        multi_gpu: True, False or ``"auto"`` (data parallelism over every visible GPU).
+        run_eagerly: Run training steps eagerly (debugging; the smoke profile).
+
+    Returns:
+        The switches in effect and the distribution scope.
+
+    Raises:
+        ValueError: A switch that is not True, False or ``"auto"``.
     """
     gpus = tuple(gpu_names())
 
@@ -258,7 +293,12 @@ def configure_accelerator(
 
 
 def set_seed(seed: int, deterministic: bool = False) -> None:
-    """Seed Python, NumPy and the backend; optionally make TF ops deterministic (slower)."""
+    """Seed Python, NumPy and the backend; optionally make TF ops deterministic (slower).
+
+    Args:
+        seed: The seed.
+        deterministic: Also make TensorFlow's ops deterministic.
+    """
     keras.utils.set_random_seed(int(seed))
     if deterministic and keras.backend.backend() == "tensorflow":
         import tensorflow as tf
@@ -289,6 +329,11 @@ class ArraySequence(keras.utils.PyDataset):
         self.set_epoch(0)
 
     def set_epoch(self, epoch: int) -> None:
+        """Reshuffle for ``epoch`` (the order depends on the seed and the epoch only, so a resumed run repeats it).
+
+        Args:
+            epoch: The epoch about to start (0-based).
+        """
         n = len(self.x)
         self.order = np.random.default_rng([self.seed, int(epoch)]).permutation(n) if self.shuffle else np.arange(n)
 
@@ -313,6 +358,12 @@ class EpochSeeder(keras.callbacks.Callback):
         self.sequence, self.seed = sequence, int(seed)
 
     def on_epoch_begin(self, epoch: int, logs=None) -> None:
+        """Tell the training sequence which epoch starts, so its shuffle order can be reproduced.
+
+        Args:
+            epoch: The epoch about to start (0-based).
+            logs: Keras' logs (unused).
+        """
         self.sequence.set_epoch(epoch)
         for i, gen in enumerate(_seed_generators(self.model)):
             state = np.random.default_rng([self.seed, epoch, i]).integers(0, 2**31 - 1, size=gen.state.shape)
@@ -380,6 +431,9 @@ def predict_batches(
         batch_size: inputs per call.
         eager: force eager calls (True) or ``model.predict`` (False); None chooses by backend.
         starts: the batch start offsets to iterate (e.g. wrapped in a progress bar); default all.
+
+    Returns:
+        The outputs, float32, one row per input.
     """
     if eager is None:
         eager = keras.backend.backend() == "tensorflow"
@@ -398,6 +452,12 @@ def dihedral_views(images: np.ndarray) -> Iterator[np.ndarray]:
 
     Overhead images have no canonical orientation, so each view is as valid an input as the
     original: the basis of dihedral test-time augmentation.
+
+    Args:
+        images: ``(N, H, W, C)`` images (square).
+
+    Yields:
+        Each of the 8 views, the same shape as ``images``.
     """
     for k in range(4):
         rotated = np.rot90(images, k, axes=(1, 2))
@@ -436,6 +496,17 @@ def extract_features(
     The cache lives in ``$EUROSAT_DATA_DIR/features/<key>.npy`` and is keyed by the extractor's
     config and weights and the image bytes, so a changed model or data never reuses stale
     features. Written atomically.
+
+    Args:
+        extractor: The feature model (e.g. a frozen backbone with pooling).
+        images: The inputs.
+        batch_size: Inputs per call.
+        cache: Whether to read and write the on-disk cache.
+        desc: The progress bar's label.
+        eager: Passed to :func:`predict_batches`.
+
+    Returns:
+        The features, float32, one row per image.
     """
     path = None
     if cache:
@@ -488,6 +559,11 @@ class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
         return ops.where(step < self.warmup_steps, rising, self.peak * shape)
 
     def get_config(self) -> dict[str, Any]:
+        """The schedule's constructor arguments (Keras serialisation).
+
+        Returns:
+            The config.
+        """
         return {"peak": self.peak, "total_steps": self.total_steps, "warmup_steps": self.warmup_steps, "decay": self.decay}
 
 
@@ -500,12 +576,26 @@ class SmoothedSparseCrossentropy(keras.losses.Loss):
         self.label_smoothing = float(label_smoothing)
 
     def call(self, y_true, y_pred):
+        """Cross-entropy of ``y_pred`` against integer labels smoothed towards uniform.
+
+        Args:
+            y_true: Integer class labels.
+            y_pred: Predicted class probabilities.
+
+        Returns:
+            The per-sample losses.
+        """
         ops = keras.ops
         n = ops.shape(y_pred)[-1]
         onehot = ops.one_hot(ops.cast(ops.reshape(y_true, (-1,)), "int32"), n)
         return keras.losses.categorical_crossentropy(onehot, y_pred, label_smoothing=self.label_smoothing)
 
     def get_config(self) -> dict[str, Any]:
+        """The loss's constructor arguments (Keras serialisation).
+
+        Returns:
+            The config.
+        """
         return {**super().get_config(), "label_smoothing": self.label_smoothing}
 
 
@@ -537,7 +627,15 @@ def make_optimizer(phase: PhaseConfig, steps: int, steps_per_epoch: int | None =
 
 
 def compile_for(model: keras.Model, phase: PhaseConfig, steps: int, jit_compile: bool = False, run_eagerly: bool = False) -> None:
-    """(Re-)compile ``model`` for a phase: needed whenever what is trainable changed."""
+    """(Re-)compile ``model`` for a phase: needed whenever what is trainable changed.
+
+    Args:
+        model: The model.
+        phase: The phase (optimizer, learning rate and schedule, loss settings).
+        steps: Optimiser steps per epoch (for the schedule).
+        jit_compile: Compile the train step with XLA.
+        run_eagerly: Run the train step eagerly.
+    """
     model.compile(
         optimizer=make_optimizer(phase, steps),
         loss=(SmoothedSparseCrossentropy(phase.label_smoothing) if phase.label_smoothing else keras.losses.SparseCategoricalCrossentropy()),
@@ -626,6 +724,22 @@ def fit_phase(
 
     Returns the phase's history (all epochs, across restarts) and timings. See the module
     docstring for the resume contract (and what ``checkpoints=False`` gives up).
+
+    Args:
+        model: The model, with the phase's layers trainable.
+        train: The training images.
+        val: The validation images (None: no validation, no early stopping).
+        phase: The phase's settings.
+        seed: Seeds shuffling and augmentation.
+        run_dir: The run folder (checkpoints, logs); None trains without resume.
+        accelerator: Mixed precision / XLA / multi-GPU switches (default: configured now).
+        verbose: Keras' verbosity.
+        tensorboard: Write TensorBoard logs into ``run_dir``.
+        checkpoints: Save a checkpoint per epoch so an interrupted phase resumes.
+        extra_callbacks: More Keras callbacks.
+
+    Returns:
+        The phase's result.
     """
     acc = accelerator or Accelerator()
     run_dir = Path(run_dir) if run_dir is not None else None
@@ -751,7 +865,21 @@ def train_phases(
     phases: Sequence[PhaseConfig],
     **kwargs: Any,
 ) -> list[PhaseResult]:
-    """Run phases in order (e.g. head on a frozen base, then fine-tuning). See :func:`fit_phase`."""
+    """Run phases in order (e.g. head on a frozen base, then fine-tuning). See :func:`fit_phase`.
+
+    Args:
+        model: The model.
+        train: The training images.
+        val: The validation images.
+        phases: The phases, in order (names unique).
+        **kwargs: Passed to :func:`fit_phase`.
+
+    Returns:
+        One result per phase.
+
+    Raises:
+        ValueError: Two phases share a name.
+    """
     names = [p.name for p in phases]
     if len(set(names)) != len(names):
         raise ValueError(f"phase names must be unique, got {names}")
