@@ -37,19 +37,10 @@ class BackbonesSummary(ChapterSummary):
     chosen_test_accuracy: float | None = None
     test_n: int | None = None
 
-    def render_markdown(self, source: str, ctx: RecordContext | None = None) -> str:
-        """Chapter 5's section: the leaderboard (flagged candidates shown, never chosen) and the choice.
-
-        Args:
-            source: How the page cites this summary's file.
-            ctx: Where the runs the summary names are found.
-
-        Returns:
-            Markdown.
-        """
+    def _sections(self, source: str, ctx: RecordContext) -> list[str]:
+        """Chapter 5's section: the leaderboard (flagged candidates shown, never chosen) and the choice."""
         from ..stats import paired_diff
 
-        ctx = ctx or RecordContext()
         out = ["## Choosing a backbone (" + chapter_link(self.NOTEBOOK, "chapter 5") + ")", "",
                f"Ranked by validation accuracy; *init* says whether ImageNet weights were available here or the candidate "
                f"was trained from scratch. A flagged candidate (⚠) is shown but never chosen or compared. Source: {source}.", ""]  # fmt: skip
@@ -91,7 +82,7 @@ class BackbonesSummary(ChapterSummary):
                         text += (f" Against the runner-up **{runner}** on validation: "
                                  f"{compare_text(d, ctx.warnings(ra), ctx.warnings(rb))}.")
             out += [text, ""]
-        return "\n".join(out)
+        return out
 
 
 def epoch_cap(record: Mapping[str, Any]) -> int:

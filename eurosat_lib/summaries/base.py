@@ -212,12 +212,14 @@ class ChapterSummary:
 
         Args:
             source: How the page cites this summary's file.
-            ctx: Where the runs the summary names are found.
+            ctx: Where the runs the summary names are found (default: nowhere; sections that
+                read records then state less).
 
         Returns:
             Markdown.
-
-        Raises:
-            NotImplementedError: Always: each chapter's summary type renders its own section.
         """
-        raise NotImplementedError
+        return "\n".join(self._sections(source, ctx or RecordContext()))
+
+    def _sections(self, source: str, ctx: RecordContext) -> list[str]:
+        # Each chapter's summary type writes its own lines; the base has no section.
+        raise NotImplementedError(f"{type(self).__name__} renders no section")

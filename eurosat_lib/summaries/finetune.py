@@ -66,19 +66,10 @@ class FinetuneSummary(ChapterSummary):
     best_lr: float | None = None
     frozen_same_budget_val: float | None = None
 
-    def render_markdown(self, source: str, ctx: RecordContext | None = None) -> str:
-        """Chapter 3's section: the recipe's result, then every sweep row against its sweep's reference.
-
-        Args:
-            source: How the page cites this summary's file.
-            ctx: Where the runs the summary names are found (the recipe's record is read from it).
-
-        Returns:
-            Markdown.
-        """
+    def _sections(self, source: str, ctx: RecordContext) -> list[str]:
+        """Chapter 3's section: the recipe's result, then every sweep row against its sweep's reference."""
         from ..stats import independent_diff
 
-        ctx = ctx or RecordContext()
         out = ["## Fine-tuning (" + chapter_link(self.NOTEBOOK, "chapter 3") + ")", "",
                f"Setting: {setting_text(self.parameters, ctx=ctx)}. Source: {source}.", ""]
         recipe = ctx.record(str(ctx.chapter_dir / "recipe")) if ctx.chapter_dir is not None else None
@@ -117,7 +108,7 @@ class FinetuneSummary(ChapterSummary):
                     "unflagged setting of the sweep (which makes that comparison favour the reference).", "",
                     md_table(rows, [("what", "sweep"), ("acc", "validation accuracy"), ("ref", "reference"),
                                     ("vs", "difference vs reference"), ("n", "seeds")]), ""]  # fmt: skip
-        return "\n".join(out)
+        return out
 
 
 def summarize(P: Any, recipe: Mapping[str, Any], depth: Any, learning_rate: Any, batchnorm: Any,

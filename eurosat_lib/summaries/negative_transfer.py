@@ -26,17 +26,8 @@ class NegativeTransferSummary(ChapterSummary):
     negative_cases: tuple[str, ...] | None = None
     positive_cases: tuple[str, ...] | None = None
 
-    def render_markdown(self, source: str, ctx: RecordContext | None = None) -> str:
-        """Chapter 2's section: the gap per data size and per case, each with its interval and verdict.
-
-        Args:
-            source: How the page cites this summary's file.
-            ctx: Where the runs the summary names are found.
-
-        Returns:
-            Markdown.
-        """
-        ctx = ctx or RecordContext()
+    def _sections(self, source: str, ctx: RecordContext) -> list[str]:
+        """Chapter 2's section: the gap per data size and per case, each with its interval and verdict."""
         out = ["## Negative transfer (" + chapter_link(self.NOTEBOOK, "chapter 2") + ")", "",
                f"Gap = test error with transfer − test error from scratch (same network, images and budget, paired by seed); "
                f"a gap above zero is negative transfer. *Negative* / *positive transfer* only when the 95 % interval of the "
@@ -59,7 +50,7 @@ class NegativeTransferSummary(ChapterSummary):
             fmt = lambda cs: ", ".join(f"`{c}`" for c in cs) or "none"  # noqa: E731
             out += [f"Measured negative transfer: {fmt(verdicts['negative'])}; positive: {fmt(verdicts['positive'])}; "
                     f"no measurable difference: {fmt(verdicts['none'])}.", ""]
-        return "\n".join(out)
+        return out
 
 
 def gap_rows(t: Any, runs_table: Any, key: str, ctx: RecordContext) -> list[dict[str, Any]]:

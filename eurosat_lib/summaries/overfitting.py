@@ -37,17 +37,8 @@ class OverfittingSummary(ChapterSummary):
     scratch_test_accuracy: float | None = None
     frozen_test_accuracy: float | None = None
 
-    def render_markdown(self, source: str, ctx: RecordContext | None = None) -> str:
-        """Chapter 4's section: the gaps, the data-efficiency curve (a figure) and the final model.
-
-        Args:
-            source: How the page cites this summary's file.
-            ctx: Where the runs are found; its ``images_dir`` receives the figure (None: no figure).
-
-        Returns:
-            Markdown.
-        """
-        ctx = ctx or RecordContext()
+    def _sections(self, source: str, ctx: RecordContext) -> list[str]:
+        """Chapter 4's section: the gaps, the data-efficiency curve (a figure) and the final model."""
         images_dir = ctx.images_dir
         out = ["## Overfitting and honest evaluation (" + chapter_link(self.NOTEBOOK, "chapter 4") + ")", "",
                f"Setting: {setting_text(self.parameters, with_n=False, ctx=ctx)}. Source: {source}.", ""]
@@ -70,7 +61,7 @@ class OverfittingSummary(ChapterSummary):
         if self.good_model_test_accuracy is not None:
             out += [f"The chapter's final model scores {pct(self.good_model_test_accuracy)} on {num(self.test_n)} test images "
                     f"(macro-F1 {self.good_model_macro_f1:.3f}, expected calibration error {self.good_model_ece:.3f}).", ""]  # fmt: skip
-        return "\n".join(out)
+        return out
 
 
 def data_efficiency_figure(curve: Any, images_dir: Path) -> Path:

@@ -42,17 +42,8 @@ class TransferSummary(ChapterSummary):
     correct_preprocessing: str | None = None
     deep_head: str | None = None
 
-    def render_markdown(self, source: str, ctx: RecordContext | None = None) -> str:
-        """Chapter 1's section: the three models compared, then the one-setting-at-a-time sweeps.
-
-        Args:
-            source: How the page cites this summary's file.
-            ctx: Where the runs the summary names are found.
-
-        Returns:
-            Markdown.
-        """
-        ctx = ctx or RecordContext()
+    def _sections(self, source: str, ctx: RecordContext) -> list[str]:
+        """Chapter 1's section: the three models compared, then the one-setting-at-a-time sweeps."""
         p = self.parameters
         seeds = f"{len(p['seeds'])} seed(s)" if p.get("seeds") else ""
         who = f"{p['backbone']}" + (f" α = {p['alpha']}" if p.get("alpha") else "") if p.get("backbone") else ""
@@ -99,7 +90,7 @@ class TransferSummary(ChapterSummary):
                     "compared with the reference row of its group):", "",
                     md_table(rows, [("what", "setting"), ("px", "input"), ("acc", "validation accuracy"),
                                     ("vs", "difference vs the group's reference"), ("n", "seeds")]), ""]  # fmt: skip
-        return "\n".join(out)
+        return out
 
 
 def summarize(P: Any, compare: Any, resolution: Any, preprocessing: Any, heads: Any,

@@ -44,19 +44,10 @@ class TruncationSummary(ChapterSummary):
     cliff_step: float | None = None
     tolerance: float | None = None
 
-    def render_markdown(self, source: str, ctx: RecordContext | None = None) -> str:
-        """Chapter 6's section: every cut against the full backbone (paired by seed), then the choice.
-
-        Args:
-            source: How the page cites this summary's file.
-            ctx: Where the chapter's ``cut-<block>_seed<k>`` runs are found.
-
-        Returns:
-            Markdown.
-        """
+    def _sections(self, source: str, ctx: RecordContext) -> list[str]:
+        """Chapter 6's section: every cut against the full backbone (paired by seed), then the choice."""
         from ..stats import binomial_se, paired_diff
 
-        ctx = ctx or RecordContext()
         out = ["## Truncating the backbone (" + chapter_link(self.NOTEBOOK, "chapter 6") + ")", "",
                f"Setting: {setting_text(self.parameters, ctx=ctx)}. Source: {source}.", ""]
         cuts = self.frame("cuts")
@@ -92,7 +83,7 @@ class TruncationSummary(ChapterSummary):
                 if se is not None and self.tolerance < se:
                     out += [f"That tolerance is below one binomial standard error of the full backbone's validation accuracy "
                             f"({100 * se:.1f} points on {nv:,} images): cuts this close cannot be told apart here.", ""]
-        return "\n".join(out)
+        return out
 
 
 def cut_seeds(ctx: RecordContext) -> dict[str, dict[int, tuple[float, list[str], int | None]]]:
