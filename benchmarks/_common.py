@@ -179,6 +179,35 @@ def timed(out: dict[str, float], key: str) -> Iterator[None]:
         out[key] = time.perf_counter() - t
 
 
+@contextlib.contextmanager
+def scratch_dir(prefix: str, parent: str | os.PathLike | None = None) -> Iterator[Path]:
+    """A temporary folder for one benchmark, removed afterwards with ``$EUROSAT_DATA_DIR`` restored.
+
+    Benchmarks point ``$EUROSAT_DATA_DIR`` at fresh caches inside it; whatever they set, the
+    caller's value (or its absence) comes back when the block ends.
+
+    Args:
+        prefix: The folder name's prefix.
+        parent: Where to create it (default: the system's temporary folder).
+
+    Yields:
+        The folder.
+    """
+    import shutil
+    import tempfile
+
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    old = os.environ.get("EUROSAT_DATA_DIR")
+    try:
+        yield tmp
+    finally:
+        if old is None:
+            os.environ.pop("EUROSAT_DATA_DIR", None)
+        else:
+            os.environ["EUROSAT_DATA_DIR"] = old
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def median(xs: Iterable[float]) -> float:
     xs = list(xs)
     return statistics.median(xs) if xs else float("nan")

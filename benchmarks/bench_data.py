@@ -25,10 +25,8 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import zipfile
 from pathlib import Path
@@ -42,6 +40,7 @@ from _common import (
     median,
     print_table,
     ratio,
+    scratch_dir,
 )
 
 NAME = "data"
@@ -183,16 +182,8 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     args = parse_args(argv)
     notes: list[str] = []
-    tmp = Path(tempfile.mkdtemp(prefix="eurosat-bench-data-", dir=args.tmp_dir))
-    old_cache = os.environ.get("EUROSAT_DATA_DIR")
-    try:
+    with scratch_dir("eurosat-bench-data-", args.tmp_dir) as tmp:
         return _run(args, tmp, notes, started)
-    finally:
-        if old_cache is None:
-            os.environ.pop("EUROSAT_DATA_DIR", None)
-        else:
-            os.environ["EUROSAT_DATA_DIR"] = old_cache
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _run(args, tmp: Path, notes: list[str], started: float) -> int:

@@ -25,13 +25,11 @@
 from __future__ import annotations
 
 import os
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from _common import finish, goal, make_parser, median, print_table, ratio
+from _common import finish, goal, make_parser, median, print_table, ratio, scratch_dir
 
 NAME = "transfer"
 
@@ -147,16 +145,8 @@ def load_data(args, notes):
 def main(argv=None) -> int:
     started = time.perf_counter()
     args = parse_args(argv)
-    tmp = Path(tempfile.mkdtemp(prefix="eurosat-bench-transfer-"))
-    old = os.environ.get("EUROSAT_DATA_DIR")
-    try:
+    with scratch_dir("eurosat-bench-transfer-") as tmp:
         return _run(args, tmp, started)
-    finally:
-        if old is None:
-            os.environ.pop("EUROSAT_DATA_DIR", None)
-        else:
-            os.environ["EUROSAT_DATA_DIR"] = old
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _run(args, tmp: Path, started: float) -> int:
