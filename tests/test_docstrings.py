@@ -132,7 +132,6 @@ PENDING: dict[str, int] = {
     "eurosat_lib/evaluation.py": 13,
     "eurosat_lib/experiments/backbones.py": 31,
     "eurosat_lib/experiments/core.py": 28,
-    "eurosat_lib/experiments/crossover.py": 1,
     "eurosat_lib/experiments/data_overview.py": 16,
     "eurosat_lib/experiments/finetune.py": 6,
     "eurosat_lib/experiments/negative_transfer.py": 44,
@@ -141,11 +140,6 @@ PENDING: dict[str, int] = {
     "eurosat_lib/experiments/params.py": 56,
     "eurosat_lib/experiments/transfer.py": 29,
     "eurosat_lib/experiments/truncation.py": 27,
-    "eurosat_lib/models/blocks.py": 12,
-    "eurosat_lib/models/freezing.py": 2,
-    "eurosat_lib/models/layers.py": 6,
-    "eurosat_lib/models/registry.py": 7,
-    "eurosat_lib/models/weights.py": 1,
     "eurosat_lib/plots.py": 52,
 }
 

@@ -307,6 +307,9 @@ def plan(P: SimpleNamespace, data: D.EuroSAT) -> list[tuple[ExperimentSpec, floa
 
     Returns:
         ``[(spec, cost)]`` sorted by cost.
+
+    Raises:
+        ValueError: A size asks for more training images per class than the smallest class has.
     """
     train_labels = data.labels[data.split_indices("train")]
     smallest = int(np.bincount(train_labels, minlength=data.num_classes).min())

@@ -27,12 +27,25 @@ def graph_ops(model: keras.Model) -> list[Any]:
 
     Bare ops matter: ConvNeXt's residual ``inputs + x`` is an operation, not a layer, and a
     block must end after it.
+
+    Args:
+        model: A functional Keras model.
+
+    Returns:
+        The operations, inputs first.
     """
     return list(getattr(model, "operations", None) or model.layers)
 
 
 def clean_cuts(model: keras.Model) -> list[int]:
-    """Indices ``i`` in :func:`graph_ops` where only operation ``i``'s output flows on."""
+    """Indices ``i`` in :func:`graph_ops` where only operation ``i``'s output flows on.
+
+    Args:
+        model: A functional Keras model.
+
+    Returns:
+        The indices where the model can be cut into a chain.
+    """
     graph = graph_ops(model)
     index = {id(op): i for i, op in enumerate(graph)}
     reach = list(range(len(graph)))  # furthest consumer of each operation's output
@@ -60,7 +73,18 @@ def _family_of(model: keras.Model) -> str:
 
 
 def block_table(backbone: keras.Model, family: str | None = None) -> list[tuple[str, int, int]]:
-    """``[(block name, first index, end index)]`` over :func:`graph_ops`, covering all but the input."""
+    """``[(block name, first index, end index)]`` over :func:`graph_ops`, covering all but the input.
+
+    Args:
+        backbone: The backbone model.
+        family: Its registry family (None: told from its layer names).
+
+    Returns:
+        One row per block, in graph order.
+
+    Raises:
+        ValueError: The family cannot be told, or its rule finds no block.
+    """
     rule = BLOCK_RULES[family or _family_of(backbone)]
     model_layers = graph_ops(backbone)
     spans: dict[str, list[int]] = {}
@@ -104,7 +128,14 @@ def _spec_block_names(name: str) -> tuple[str, ...]:
 
 def backbone_and_family(model: keras.Model) -> tuple[keras.Model, str | None]:
     """``(backbone, family)`` of a :func:`build_model` model (its nested ``backbone`` layer and
-    the registry family) or of a bare backbone (itself, family None: told from layer names)."""
+    the registry family) or of a bare backbone (itself, family None: told from layer names).
+
+    Args:
+        model: A :func:`build_model` model or a bare backbone.
+
+    Returns:
+        The backbone and its family.
+    """
     try:
         backbone = model.get_layer("backbone")
     except ValueError:
@@ -142,6 +173,17 @@ def pick_block(table: list[tuple[str, int, int]], at: str | float, what: str) ->
     """The row of :func:`block_table` that ``at`` (a block name or a fraction of the blocks) means.
 
     ``what`` names the parameter in errors (``"truncate_at"``, ``"set_trainable policy"``).
+
+    Args:
+        table: :func:`block_table`'s rows.
+        at: A block name, or a fraction in (0, 1] of the blocks counted from the input.
+        what: The parameter's name, for error messages.
+
+    Returns:
+        The block's row.
+
+    Raises:
+        ValueError: An unknown block name, or a value that is neither a name nor a fraction in (0, 1].
     """
     names = [b for b, _, _ in table]
     if isinstance(at, str):

@@ -40,7 +40,14 @@ def set_bn_momentum(model: Any, momentum: float = SCRATCH_BN_MOMENTUM) -> int:
 
 
 def all_sublayers(layer: Any) -> list[Any]:
-    """Every layer nested in ``layer``, depth first (the nested backbone's own layers too)."""
+    """Every layer nested in ``layer``, depth first (the nested backbone's own layers too).
+
+    Args:
+        layer: A layer or model.
+
+    Returns:
+        The nested layers (not ``layer`` itself).
+    """
     out = []
     for sub in getattr(layer, "layers", []):
         out.append(sub)

@@ -45,6 +45,14 @@ class Preprocess(layers.Layer):
         self.backbone = backbone
 
     def call(self, inputs: Any) -> Any:
+        """Normalise a batch as the backbone's weights expect.
+
+        Args:
+            inputs: float RGB in 0..255, channels last.
+
+        Returns:
+            The normalised batch, float32.
+        """
         x = ops.cast(inputs, self.compute_dtype)
         if self.mode == "none":
             return x
@@ -59,9 +67,22 @@ class Preprocess(layers.Layer):
         return (x / 255.0 - mean) / std
 
     def compute_output_shape(self, input_shape: Any) -> Any:
+        """The output shape (the input's: normalisation keeps it).
+
+        Args:
+            input_shape: The input's shape.
+
+        Returns:
+            The same shape.
+        """
         return input_shape
 
     def get_config(self) -> dict[str, Any]:
+        """The layer's constructor arguments (Keras serialisation).
+
+        Returns:
+            The config, with ``mode`` and ``backbone``.
+        """
         return {**super().get_config(), "mode": self.mode, "backbone": self.backbone}
 
 
@@ -79,6 +100,15 @@ class RandomDihedral(layers.Layer):
         self.seed_generator = keras.random.SeedGenerator(seed)
 
     def call(self, inputs: Any, training: bool | None = None) -> Any:
+        """Apply a random symmetry per image when training; pass the batch through otherwise.
+
+        Args:
+            inputs: A channels-last batch.
+            training: Whether Keras is training (None: not training).
+
+        Returns:
+            The batch, each image flipped and/or transposed at random when training.
+        """
         if not training:
             return inputs
         x = inputs
@@ -94,9 +124,22 @@ class RandomDihedral(layers.Layer):
         return x
 
     def compute_output_shape(self, input_shape: Any) -> Any:
+        """The output shape (the input's: a symmetry of a square keeps it).
+
+        Args:
+            input_shape: The input's shape.
+
+        Returns:
+            The same shape.
+        """
         return input_shape
 
     def get_config(self) -> dict[str, Any]:
+        """The layer's constructor arguments (Keras serialisation).
+
+        Returns:
+            The config, with ``seed``.
+        """
         return {**super().get_config(), "seed": self.seed}
 
 

@@ -101,7 +101,14 @@ class BackboneSpec:
     imagenet_std_fix: bool = False
 
     def weights_file(self, **backbone_kwargs: Any) -> WeightsFile:
-        """The official ImageNet no-top weights file for these constructor kwargs."""
+        """The official ImageNet no-top weights file for these constructor kwargs.
+
+        Args:
+            **backbone_kwargs: The constructor's options (e.g. ``alpha``).
+
+        Returns:
+            The file's name, URL and, when known, size and checksum.
+        """
         wf = self.weights(**backbone_kwargs)
         if wf.fname in KNOWN_FILES:
             size, sha256 = KNOWN_FILES[wf.fname]
@@ -109,15 +116,24 @@ class BackboneSpec:
         return wf
 
     def build_fn(self) -> Callable[..., keras.Model]:
-        """The ``keras.applications`` constructor."""
+        """The ``keras.applications`` constructor.
+
+        Returns:
+            The constructor, e.g. ``keras.applications.MobileNetV2``.
+        """
         return getattr(keras.applications, self.constructor)
 
     def preprocess_input(self) -> Callable[..., Any]:
-        """``keras.applications.<module>.preprocess_input`` (the reference for this backbone)."""
+        """``keras.applications.<module>.preprocess_input`` (the reference for this backbone).
+
+        Returns:
+            The function.
+        """
         return getattr(keras.applications, self.module).preprocess_input
 
     @property
     def block_rule(self) -> BlockRule:
+        """How this backbone's blocks are found and named (its family's :class:`BlockRule`)."""
         return BLOCK_RULES[self.family]
 
 
@@ -282,5 +298,12 @@ def get_backbone_spec(name: str | BackboneSpec) -> BackboneSpec:
 
 
 def describe_kwargs(kwargs: Mapping[str, Any]) -> str:
-    """Constructor options as they appear in messages: ``"(alpha=0.35)"``, or ``""`` for none."""
+    """Constructor options as they appear in messages: ``"(alpha=0.35)"``, or ``""`` for none.
+
+    Args:
+        kwargs: The options.
+
+    Returns:
+        The text.
+    """
     return "(" + ", ".join(f"{k}={v!r}" for k, v in kwargs.items()) + ")" if kwargs else ""

@@ -190,6 +190,9 @@ def fold_efficientnet_std(model: keras.Model) -> None:
     Keras inserts ``Rescaling(1/sqrt(std))`` after the Normalization layer only when
     ``weights == "imagenet"``; scaling the stored variance by ``std`` is the same operation
     (sqrt(var * std) = sqrt(var) * sqrt(std)) and keeps the layer graph unchanged.
+
+    Args:
+        model: An EfficientNet backbone whose weights were loaded from a file.
     """
     norm = next(layer for layer in model.layers if isinstance(layer, layers.Normalization))
     std = np.asarray(IMAGENET_STD, dtype="float32")
