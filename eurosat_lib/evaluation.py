@@ -109,6 +109,14 @@ def reliability_table(y_true: Any, y_prob: Any, n_bins: int = 15) -> pd.DataFram
 
     Columns ``bin, lower, upper, confidence, accuracy, count`` — one row per bin, so the table
     has the same shape whatever the data.
+
+    Args:
+        y_true: True class indices, ``(N,)``.
+        y_prob: Predicted probabilities, ``(N, K)``.
+        n_bins: Equal-width confidence bins over [0, 1].
+
+    Returns:
+        The table.
     """
     y_true, y_prob = _check_inputs(y_true, y_prob)
     conf = y_prob.max(axis=1)
@@ -133,7 +141,16 @@ def reliability_table(y_true: Any, y_prob: Any, n_bins: int = 15) -> pd.DataFram
 
 def expected_calibration_error(y_true: Any, y_prob: Any, n_bins: int = 15) -> float:
     """ECE (Guo et al., 2017): ``sum_m |B_m|/n * |acc(B_m) - conf(B_m)|`` over equal-width bins
-    of the top-class confidence."""
+    of the top-class confidence.
+
+    Args:
+        y_true: True class indices, ``(N,)``.
+        y_prob: Predicted probabilities, ``(N, K)``.
+        n_bins: Equal-width confidence bins over [0, 1].
+
+    Returns:
+        The ECE (0 is perfectly calibrated).
+    """
     table = reliability_table(y_true, y_prob, n_bins)
     used = table[table["count"] > 0]
     n = used["count"].sum()
@@ -150,6 +167,15 @@ def evaluate_predictions(
     matrix (rows = true, columns = predicted) always has one row/column per class. ``macro_f1``
     follows scikit-learn's default and averages over classes present in ``y_true`` or the
     predictions; on EuroSAT test sets (every class present) that is all classes.
+
+    Args:
+        y_true: True class indices, ``(N,)``.
+        y_prob: Predicted probabilities, ``(N, K)``.
+        class_names: Names of the ``K`` classes, in index order.
+        n_bins: Bins of the calibration error.
+
+    Returns:
+        The metrics.
     """
     class_names = tuple(class_names)
     y_true, y_prob = _check_inputs(y_true, y_prob, num_classes=len(class_names))
@@ -181,7 +207,16 @@ def evaluate_predictions(
 
 
 def most_confident_mistakes(y_true: Any, y_prob: Any, k: int = 16) -> np.ndarray:
-    """Indices of up to ``k`` misclassified samples, most confident wrong prediction first."""
+    """Indices of up to ``k`` misclassified samples, most confident wrong prediction first.
+
+    Args:
+        y_true: True class indices, ``(N,)``.
+        y_prob: Predicted probabilities, ``(N, K)``.
+        k: The most to return.
+
+    Returns:
+        Positions into ``y_true``.
+    """
     y_true, y_prob = _check_inputs(y_true, y_prob)
     wrong = np.flatnonzero(y_prob.argmax(axis=1) != y_true)
     conf = y_prob[wrong].max(axis=1)
@@ -195,7 +230,19 @@ def most_confident_mistakes(y_true: Any, y_prob: Any, k: int = 16) -> np.ndarray
 
 
 def predict_proba(model: Any, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """Class probabilities ``(N, K)`` of a Keras model on uint8 images (no progress output)."""
+    """Class probabilities ``(N, K)`` of a Keras model on uint8 images (no progress output).
+
+    Args:
+        model: A Keras model taking uint8 images.
+        images: ``(N, H, W, C)`` uint8 images.
+        batch_size: Images per call.
+
+    Returns:
+        Probabilities, float32.
+
+    Raises:
+        ValueError: ``images`` is not a batch.
+    """
     images = np.asarray(images)
     if images.ndim != 4:
         raise ValueError(f"images must be a batch (N, H, W, C), got shape {images.shape}")
@@ -205,7 +252,16 @@ def predict_proba(model: Any, images: np.ndarray, batch_size: int = 256) -> np.n
 
 
 def evaluate_model(model: Any, data: EuroSAT, batch_size: int = 256) -> tuple[dict[str, Any], np.ndarray]:
-    """Predict ``data`` with ``model`` and score it: ``(evaluate_predictions(...), y_prob)``."""
+    """Predict ``data`` with ``model`` and score it: ``(evaluate_predictions(...), y_prob)``.
+
+    Args:
+        model: A Keras model taking uint8 images.
+        data: The images and labels to score.
+        batch_size: Images per call.
+
+    Returns:
+        The metrics and the predicted probabilities.
+    """
     y_prob = predict_proba(model, data.images, batch_size=batch_size)
     return evaluate_predictions(data.labels, y_prob, data.class_names), y_prob
 

@@ -43,12 +43,19 @@ def _is_generator(fn: ast.AST) -> bool:
 
 
 def _raises(fn: ast.AST) -> bool:
-    """Whether ``fn`` raises an exception itself (a bare ``raise`` re-raises and does not count)."""
-    return any(isinstance(n, ast.Raise) and n.exc is not None for n in _own_nodes(fn)
-               if not _inside_except_reraise(n))
-
-
-def _inside_except_reraise(node: ast.AST) -> bool:
+    """Whether ``fn`` raises an exception itself: a bare ``raise`` re-raises and does not count, nor
+    does a ``raise`` inside a ``try`` body that has handlers (taken as caught there)."""
+    stack = list(ast.iter_child_nodes(fn))
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.Raise) and node.exc is not None:
+            return True
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)):
+            continue
+        if isinstance(node, ast.Try) and node.handlers:
+            stack.extend([*node.handlers, *node.orelse, *node.finalbody])
+            continue
+        stack.extend(ast.iter_child_nodes(node))
     return False
 
 
@@ -125,11 +132,6 @@ def problems(source: str, where: str) -> list[str]:
 #: A ratchet: a module may not get worse, and an entry must shrink (or go) as soon as the module
 #: improves, so what is left is always stated exactly here. Every other module must be clean.
 PENDING: dict[str, int] = {
-    "eurosat_lib/data/archive.py": 6,
-    "eurosat_lib/data/cache.py": 8,
-    "eurosat_lib/data/core.py": 14,
-    "eurosat_lib/data/splits.py": 9,
-    "eurosat_lib/evaluation.py": 13,
     "eurosat_lib/experiments/backbones.py": 31,
     "eurosat_lib/experiments/core.py": 28,
     "eurosat_lib/experiments/data_overview.py": 16,
@@ -222,6 +224,14 @@ def fine(x: int, *rest: int, **kw: int) -> int:
 
 def nothing() -> None:
     """Does nothing."""
+
+
+def caught() -> None:
+    """Handles its own error."""
+    try:
+        raise KeyError("x")
+    except KeyError:
+        pass
 '''
     found = problems(bad, "m")
     assert any("no_args: no Args section for x, y" in f for f in found), found
@@ -230,4 +240,4 @@ def nothing() -> None:
     assert any("raises: raises, but no Raises section" in f for f in found), found
     assert any("class Thing: no docstring" in f for f in found), found
     assert any("Thing.method: no docstring" in f for f in found), found
-    assert not any("_private" in f or "fine" in f or "nothing" in f for f in found), found
+    assert not any("_private" in f or "fine" in f or "nothing" in f or "caught" in f for f in found), found

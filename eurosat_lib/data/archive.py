@@ -151,6 +151,12 @@ def _open_folder(path: Path) -> Listing:
 def open_source(path: Path) -> Listing:
     """List the images of a zip or folder (any published layout) without decoding them.
 
+    Args:
+        path: A zip archive or a folder.
+
+    Returns:
+        The image members by file id, a reader for their bytes and a closer.
+
     Raises:
         FileNotFoundError: ``path`` does not exist.
         ArchiveError: the source is unreadable, empty or laid out unexpectedly.
@@ -170,6 +176,13 @@ def content_digest(file_ids: Sequence[str], blobs: Sequence[bytes]) -> str:
 
     Independent of the archive format and folder layout, so any faithful copy of the
     published dataset gives :data:`PUBLISHED_CONTENT_DIGEST`.
+
+    Args:
+        file_ids: The images' ids (``<class>/<file name>``).
+        blobs: The images' encoded bytes, in the same order.
+
+    Returns:
+        The hex digest.
     """
     h = hashlib.sha256()
     for fid, blob in sorted(zip(file_ids, blobs), key=lambda t: sort_key(t[0])):
@@ -178,7 +191,14 @@ def content_digest(file_ids: Sequence[str], blobs: Sequence[bytes]) -> str:
 
 
 def archive_content_digest(path: Path) -> str:
-    """:func:`content_digest` of every image in a zip or folder."""
+    """:func:`content_digest` of every image in a zip or folder.
+
+    Args:
+        path: A zip archive or a folder.
+
+    Returns:
+        The hex digest.
+    """
     listing = open_source(path)
     try:
         ids = list(listing.members)

@@ -27,6 +27,12 @@ def fingerprint(path: Path) -> str:
     Hashing a 93 MB zip costs ~0.3 s, a third of a warm load, so the key is remembered per
     (path, size, mtime, inode) in ``fingerprints.json`` beside the cache; any change to the
     file's metadata forces a re-hash.
+
+    Args:
+        path: The zip archive or folder the data is read from.
+
+    Returns:
+        The hex key.
     """
     if path.is_file():
         st = path.stat()
@@ -61,7 +67,15 @@ def fingerprint(path: Path) -> str:
 
 
 def cache_entry(key: str, resize: bool) -> Path:
-    """The cache folder for a source's :func:`fingerprint` (resized decodes are kept apart)."""
+    """The cache folder for a source's :func:`fingerprint` (resized decodes are kept apart).
+
+    Args:
+        key: The source's fingerprint.
+        resize: Whether the images were resized to 64 px on decode.
+
+    Returns:
+        The folder (not created here).
+    """
     tag = f"{key[:24]}-f{CACHE_FORMAT}" + ("-resized" if resize else "")
     return config.cache_dir() / "arrays" / tag
 
@@ -115,6 +129,13 @@ def read_cache(entry: Path, mmap: bool) -> EuroSAT | None:
 
     Every chunk's CRC-32 is checked on every load: flipped bytes in a cache file must never
     reach a model.
+
+    Args:
+        entry: The cache folder.
+        mmap: Memory-map the arrays instead of reading them.
+
+    Returns:
+        The dataset, or None.
     """
     meta_path = entry / "meta.json"
     if not meta_path.is_file():
@@ -145,7 +166,13 @@ def read_cache(entry: Path, mmap: bool) -> EuroSAT | None:
 
 
 def write_cache(entry: Path, data: EuroSAT, meta: dict) -> None:
-    """Write ``data``'s arrays, their CRC-32s and ``meta`` into ``entry``, atomically."""
+    """Write ``data``'s arrays, their CRC-32s and ``meta`` into ``entry``, atomically.
+
+    Args:
+        entry: The cache folder (created).
+        data: The decoded dataset.
+        meta: What the cache records about its source.
+    """
     with atomic_path(entry) as tmp:
         tmp.mkdir()
         arrays = dict(zip(_CACHE_FILES, (np.ascontiguousarray(data.images), data.labels, data.file_ids)))

@@ -139,10 +139,18 @@ class EuroSAT:
 
     @property
     def num_classes(self) -> int:
+        """Number of classes (``len(class_names)``)."""
         return len(self.class_names)
 
     def take(self, indices: np.ndarray | Sequence[int]) -> "EuroSAT":
-        """The images at ``indices`` (a copy of the metadata, a view or copy of the pixels)."""
+        """The images at ``indices`` (a copy of the metadata, a view or copy of the pixels).
+
+        Args:
+            indices: Positions to keep, in the order given.
+
+        Returns:
+            A new dataset of those images.
+        """
         idx = np.asarray(indices)
         return replace(
             self,
@@ -153,7 +161,18 @@ class EuroSAT:
         )
 
     def split_indices(self, name: str) -> np.ndarray:
-        """Positions of one split of the committed manifest (``"train"``, ``"val"``, ``"test"``)."""
+        """Positions of one split of the committed manifest (``"train"``, ``"val"``, ``"test"``).
+
+        Args:
+            name: ``"train"``, ``"val"`` or ``"test"``.
+
+        Returns:
+            Sorted positions into this dataset.
+
+        Raises:
+            ValueError: An unknown split name.
+            SplitManifestError: The dataset carries no split.
+        """
         if name not in SPLIT_NAMES:
             raise ValueError(f"split must be one of {SPLIT_NAMES}, got {name!r}")
         if self.split is None:
@@ -171,6 +190,15 @@ class EuroSAT:
         ``get_split("train", n_per_class=5, seed=1)`` is ``nested_subset(get_split("train"),
         n_per_class=5, seed=1)``, but copies only the chosen images (the whole training split
         is 200 MB of pixels; studies take a few hundred images of it many times).
+
+        Args:
+            name: ``"train"``, ``"val"`` or ``"test"``.
+            n_per_class: Images per class to keep (None: all).
+            fraction: Share of each class to keep (instead of ``n_per_class``).
+            seed: Which nested subset.
+
+        Returns:
+            The split or its subset.
         """
         idx = self.split_indices(name)
         if n_per_class is not None or fraction is not None:
@@ -180,11 +208,19 @@ class EuroSAT:
         return self.take(idx)
 
     def splits(self) -> tuple["EuroSAT", "EuroSAT", "EuroSAT"]:
-        """``(train, val, test)`` of the committed manifest."""
+        """``(train, val, test)`` of the committed manifest.
+
+        Returns:
+            The three splits.
+        """
         return self.get_split("train"), self.get_split("val"), self.get_split("test")
 
     def class_counts(self) -> dict[str, int]:
-        """Images per class, in canonical class order."""
+        """Images per class, in canonical class order.
+
+        Returns:
+            Class name -> number of images.
+        """
         counts = np.bincount(self.labels, minlength=self.num_classes)
         return {c: int(n) for c, n in zip(self.class_names, counts)}
 
@@ -198,12 +234,26 @@ _NUM_RE = re.compile(r"_(\d+)$")
 
 
 def sort_key(file_id: str) -> tuple[int, int, str]:
-    """(class index, file number, stem): the key of :func:`canonical_order`."""
+    """(class index, file number, stem): the key of :func:`canonical_order`.
+
+    Args:
+        file_id: ``<class>/<class>_<number>.<ext>``.
+
+    Returns:
+        The key.
+    """
     cls, stem = file_id.split("/", 1)
     m = _NUM_RE.search(stem)
     return (CLASS_NAMES.index(cls), int(m.group(1)) if m else -1, stem)
 
 
 def canonical_order(file_ids: Iterable[str]) -> list[str]:
-    """Sort file ids by (class index, file number): the one order every source is put in."""
+    """Sort file ids by (class index, file number): the one order every source is put in.
+
+    Args:
+        file_ids: The ids to sort.
+
+    Returns:
+        The ids, sorted.
+    """
     return sorted(file_ids, key=sort_key)

@@ -41,6 +41,18 @@ def stratified_split(
     Within each class, ids are put in canonical order, shuffled by a generator seeded with
     ``(seed, class index)`` and cut at the given fractions — so a class's assignment does not
     depend on the other classes, and the result is the same on every machine.
+
+    Args:
+        file_ids: The images' ids.
+        labels: Their class indices.
+        fractions: Train, validation and test shares (non-negative, summing to 1).
+        seed: The generator's seed.
+
+    Returns:
+        The split name (``train``, ``val`` or ``test``) of each id, in input order.
+
+    Raises:
+        ValueError: The fractions are negative or do not sum to 1.
     """
     if abs(sum(fractions) - 1.0) > 1e-9 or any(f < 0 for f in fractions):
         raise ValueError(f"fractions must be non-negative and sum to 1, got {fractions}")
@@ -60,7 +72,14 @@ def stratified_split(
 
 
 def read_manifest(path: str | os.PathLike = MANIFEST_PATH) -> dict[str, str]:
-    """The committed split manifest as ``{file_id: split}``."""
+    """The committed split manifest as ``{file_id: split}``.
+
+    Args:
+        path: The manifest CSV.
+
+    Returns:
+        File id -> split name.
+    """
     ids, split = _manifest_columns(path)
     return dict(zip(ids.tolist(), split.tolist()))
 
@@ -86,7 +105,16 @@ def _parse_manifest(path: str, _mtime_ns: int, _size: int) -> tuple[np.ndarray, 
 
 
 def write_manifest(file_ids: Sequence[str], labels: Sequence[int], path: str | os.PathLike = MANIFEST_PATH) -> Path:
-    """Write the manifest for ``file_ids`` (used by ``scripts/make_split.py``)."""
+    """Write the manifest for ``file_ids`` (used by ``scripts/make_split.py``).
+
+    Args:
+        file_ids: Every image's id.
+        labels: Their class indices.
+        path: Where to write the CSV.
+
+    Returns:
+        The path written.
+    """
     ids = canonical_order(file_ids)
     lab = dict(zip(file_ids, labels))
     split = stratified_split(ids, [lab[i] for i in ids])
@@ -205,5 +233,15 @@ def subset_indices(
 def nested_subset(
     data: EuroSAT, n_per_class: int | None = None, fraction: float | None = None, seed: int = 0
 ) -> EuroSAT:
-    """A stratified subset of ``data`` (see :func:`subset_indices`)."""
+    """A stratified subset of ``data`` (see :func:`subset_indices`).
+
+    Args:
+        data: The dataset (or a split of it).
+        n_per_class: Images per class to keep.
+        fraction: Share of each class to keep (instead of ``n_per_class``).
+        seed: Which nested sequence of subsets.
+
+    Returns:
+        The subset (``data.take`` of the chosen positions).
+    """
     return data.take(subset_indices(data.labels, n_per_class, fraction, seed, data.num_classes))
