@@ -114,7 +114,15 @@ def _row(res: RunResult, **extra: Any) -> dict[str, Any]:
 
 
 def run_recipe(P: SimpleNamespace, data: D.EuroSAT) -> RunResult:
-    """The main two-phase run on the chosen training subset, scored on the full test split."""
+    """The main two-phase run on the chosen training subset, scored on the full test split.
+
+    Args:
+        P: The chapter's parameters.
+        data: The dataset.
+
+    Returns:
+        The run (its record holds both phases' histories and the test metrics).
+    """
     return run(P, recipe_spec(P, name="recipe", fraction=P.unfreeze_fraction, lr=P.lr_finetune, seed=P.seeds[0], full_test=True), data)
 
 
@@ -140,7 +148,15 @@ def sweep_depth(P: SimpleNamespace, data: D.EuroSAT, lr: float | None = None) ->
 
 
 def sweep_lr(P: SimpleNamespace, data: D.EuroSAT) -> pd.DataFrame:
-    """Validation accuracy for each fine-tuning learning rate and seed, at the recipe's depth."""
+    """Validation accuracy for each fine-tuning learning rate and seed, at the recipe's depth.
+
+    Args:
+        P: The chapter's parameters.
+        data: The dataset.
+
+    Returns:
+        One row per (learning rate, seed).
+    """
     rows = []
     for lr in P.learning_rates:
         for seed in P.seeds:
@@ -209,6 +225,13 @@ def batchnorm_pitfall(P: SimpleNamespace, data: D.EuroSAT) -> tuple[pd.DataFrame
     """Fine-tune at the recipe's depth with small batches, BatchNorm frozen vs updating.
 
     Returns the table and the runs keyed by ``("frozen" | "training", seed)``.
+
+    Args:
+        P: The chapter's parameters (``small_batch``).
+        data: The dataset.
+
+    Returns:
+        The table (one row per BatchNorm mode and seed) and the runs.
     """
     rows, runs = [], {}
     for freeze_bn in (True, False):

@@ -26,6 +26,9 @@ def library_fingerprint() -> str:
 
     Sorted by path relative to the package and read with normalised line endings, so every
     checkout of one commit gives the same value on every OS.
+
+    Returns:
+        The hex digest.
     """
     h = hashlib.sha256(__version__.encode())
     for p in sorted(config.PACKAGE_DIR.rglob("*.py"), key=lambda p: p.relative_to(config.PACKAGE_DIR).as_posix()):
@@ -44,7 +47,14 @@ def _cells(nb) -> list[tuple[str, str]]:
 
 
 def cells_fingerprint(nb) -> str:
-    """SHA-256 over a notebook's cell types and sources (not its metadata, ids or outputs)."""
+    """SHA-256 over a notebook's cell types and sources (not its metadata, ids or outputs).
+
+    Args:
+        nb: A notebook (nbformat node).
+
+    Returns:
+        The hex digest.
+    """
     return hashlib.sha256(json.dumps(_cells(nb)).encode()).hexdigest()
 
 
@@ -58,6 +68,14 @@ def stale_reason(template_nb, executed_nb, params: Mapping[str, Any]) -> str | N
     re-executed chapters nothing had changed in and rewrote their timestamps.) The library is
     deliberately not an input here: finished runs are reused by their own parameters anyway,
     so a library change alone would only re-render; ``--force`` does that.
+
+    Args:
+        template_nb: The template (nbformat node).
+        executed_nb: The executed chapter (nbformat node).
+        params: The parameters it would run with now.
+
+    Returns:
+        The reason, or None when the chapter is up to date.
     """
     old = executed_nb.metadata.get("eurosat", {})
     if old.get("parameters") != dict(params):
@@ -98,6 +116,19 @@ def run_notebooks(
     A notebook is skipped when the executed copy has the template's cells and parameters
     (:func:`stale_reason`). Output is written to a temporary file and renamed, so the book
     never holds a half-executed chapter; run folders go to ``book/runs/<profile>/<notebook>``.
+
+    Args:
+        profile: The profile every chapter runs with.
+        notebooks: Which chapters, by notebook name (default all; they run in book order).
+        templates_dir: Where the templates are.
+        book_dir: The book; executed chapters go to ``book_dir/chapters``.
+        force: Re-run chapters that are up to date too.
+        extra_params: Parameters passed to every chapter.
+        log: Where progress lines go.
+
+    Returns:
+        One entry per chapter: ``notebook``, ``status`` (``ran`` or ``skipped``) and, for a
+        chapter that ran, ``seconds``.
 
     Raises:
         ParameterError: an unknown profile or notebook name.
