@@ -42,6 +42,16 @@ def load_data(source: str = "auto", profile: str = "cpu") -> D.EuroSAT:
 
     ``"auto"``: the real archive if one is already on disk (never downloads), else synthetic —
     only the smoke profile allows that fallback.
+
+    Args:
+        source: ``"auto"``, ``"real"`` (downloads when missing), ``"synthetic"`` or a path to the archive.
+        profile: The notebook's profile.
+
+    Returns:
+        The dataset.
+
+    Raises:
+        FileNotFoundError: ``"auto"`` outside the smoke profile and no archive on disk.
     """
     if source == "synthetic":
         return D.make_synthetic(n_per_class=40, seed=0)
@@ -58,7 +68,16 @@ def load_data(source: str = "auto", profile: str = "cpu") -> D.EuroSAT:
 
 
 def weights_available(backbone: str, weights: str | None, **kwargs: Any) -> bool:
-    """True if ``weights`` can be used without a download (a local file exists)."""
+    """True if ``weights`` can be used without a download (a local file exists).
+
+    Args:
+        backbone: A registry backbone name.
+        weights: ``"imagenet"``, None (random weights: always available) or a path.
+        **kwargs: The backbone's options (e.g. ``alpha``).
+
+    Returns:
+        Whether the weights are on disk.
+    """
     if weights is None:
         return True
     try:
@@ -107,6 +126,11 @@ class ExperimentSpec:
         M.get_backbone_spec(self.backbone)
 
     def to_dict(self) -> dict[str, Any]:
+        """The spec as plain data (a run's ``params``).
+
+        Returns:
+            Every field, phases and head as dicts.
+        """
         d = dataclasses.asdict(self)
         d["phases"] = [p.to_dict() for p in self.phases]
         d["head"] = dataclasses.asdict(self.head)
@@ -119,6 +143,9 @@ class ExperimentSpec:
 
         Leaving defaults out keeps the keys of existing runs stable when a new, defaulted field
         is added to the spec, so finished runs are not retrained for nothing.
+
+        Returns:
+            The hex digest (a run's ``spec_key``).
         """
         full = self.to_dict()
         defaults = {
@@ -149,6 +176,7 @@ class RunResult:
 
     @property
     def test_accuracy(self) -> float:
+        """The run's test accuracy, from its record."""
         return float(self.record["metrics"]["test"]["accuracy"])
 
     def load_model(self):
@@ -156,6 +184,9 @@ class RunResult:
 
         Model files are never committed, so a run reused from its record alone (a fresh clone)
         is re-created here rather than failing (issue: a later step needs the model).
+
+        Returns:
+            The Keras model.
         """
         if self.model is None:
             if not (self.run_dir / "model.keras").is_file() and self.remake is not None:
@@ -167,7 +198,15 @@ class RunResult:
 
 
 def train_subset(data: D.EuroSAT, spec: ExperimentSpec) -> D.EuroSAT:
-    """The training images a spec uses: the manifest's train split, optionally a nested subset."""
+    """The training images a spec uses: the manifest's train split, optionally a nested subset.
+
+    Args:
+        data: The dataset.
+        spec: The run (``n_per_class`` / ``fraction`` and ``seed``).
+
+    Returns:
+        The training images.
+    """
     if spec.n_per_class is not None:
         return data.get_split("train", n_per_class=spec.n_per_class, seed=spec.seed)
     if spec.train_fraction is not None and spec.train_fraction < 1:
@@ -176,13 +215,29 @@ def train_subset(data: D.EuroSAT, spec: ExperimentSpec) -> D.EuroSAT:
 
 
 def eval_split(data: D.EuroSAT, split: str, spec: ExperimentSpec) -> D.EuroSAT:
-    """A validation/test split, or its fixed stratified subset when the spec asks for one."""
+    """A validation/test split, or its fixed stratified subset when the spec asks for one.
+
+    Args:
+        data: The dataset.
+        split: ``"val"`` or ``"test"``.
+        spec: The run (``val_n_per_class`` / ``test_n_per_class``).
+
+    Returns:
+        The split or its subset.
+    """
     n = {"val": spec.val_n_per_class, "test": spec.test_n_per_class}.get(split)
     return data.get_split(split, n_per_class=n, seed=0)
 
 
 def data_identity(data: D.EuroSAT) -> dict[str, Any]:
-    """What data a run used, without machine paths (records are published in the book)."""
+    """What data a run used, without machine paths (records are published in the book).
+
+    Args:
+        data: The dataset.
+
+    Returns:
+        Source name, content digest, whether it is the published EuroSAT, split version and size.
+    """
     return {
         "source": Path(data.source).name if data.source and not data.source.startswith("synthetic") else data.source,
         "content_digest": data.info.get("content_digest"),
@@ -193,7 +248,15 @@ def data_identity(data: D.EuroSAT) -> dict[str, Any]:
 
 
 def build_from_spec(spec: ExperimentSpec, num_classes: int = 10):
-    """The (untrained) Keras model a spec describes."""
+    """The (untrained) Keras model a spec describes.
+
+    Args:
+        spec: The run.
+        num_classes: Classes of the head.
+
+    Returns:
+        The Keras model.
+    """
     return M.build_model(
         spec.backbone,
         weights=spec.weights,
@@ -247,6 +310,9 @@ def run_experiment(
 
     Returns:
         The run's record, folder, and (when trained now) the model and predictions.
+
+    Raises:
+        ValueError: ``needs`` asks for the model while ``save_model`` is False.
     """
     if "model.keras" in needs and not save_model:
         raise ValueError(f"experiment {spec.name!r}: needs=['model.keras'] with save_model=False cannot be met")
@@ -341,6 +407,12 @@ def accelerator_for(profile: str) -> T.Accelerator:
 
     ``smoke`` runs eagerly (a few steps never repay graph tracing); ``cpu``/``gpu`` use graphs and
     switch mixed precision, XLA and multi-GPU on exactly when GPUs are present.
+
+    Args:
+        profile: ``smoke``, ``cpu`` or ``gpu``.
+
+    Returns:
+        The switches.
     """
     if profile not in _ACCELERATORS:
         _ACCELERATORS[profile] = T.configure_accelerator(run_eagerly=(profile == "smoke"))
@@ -352,19 +424,44 @@ def checkpoints_for(profile: str) -> bool:
 
     ``smoke`` runs last seconds: resuming one mid-phase would save less time than the
     checkpoints cost.
+
+    Args:
+        profile: ``smoke``, ``cpu`` or ``gpu``.
+
+    Returns:
+        False for ``smoke``, True otherwise.
     """
     return profile != "smoke"
 
 
 def run(P, spec: ExperimentSpec, data: D.EuroSAT, **kwargs: Any) -> RunResult:
-    """:func:`run_experiment` with a notebook's profile settings and output folder."""
+    """:func:`run_experiment` with a notebook's profile settings and output folder.
+
+    Args:
+        P: The chapter's parameters (``profile``, ``out_dir``).
+        spec: The run.
+        data: The dataset.
+        **kwargs: Passed to :func:`run_experiment`.
+
+    Returns:
+        The run.
+    """
     kwargs.setdefault("accelerator", accelerator_for(P.profile))
     kwargs.setdefault("checkpoints", checkpoints_for(P.profile))
     return run_experiment(spec, data, P.out_dir, **kwargs)
 
 
 def inference_speed(model, images: np.ndarray, repeats: int = 2) -> float:
-    """Images per second for batched inference (warm: the first call compiles)."""
+    """Images per second for batched inference (warm: the first call compiles).
+
+    Args:
+        model: A Keras model.
+        images: The batch to time.
+        repeats: Timed passes (the best counts).
+
+    Returns:
+        Images per second.
+    """
     import keras
 
     batch = np.asarray(images)
@@ -378,7 +475,14 @@ def inference_speed(model, images: np.ndarray, repeats: int = 2) -> float:
 
 
 def load_run_model(run_dir: str | os.PathLike):
-    """Reload a run's trained model (``run_dir/model.keras``) in one call."""
+    """Reload a run's trained model (``run_dir/model.keras``) in one call.
+
+    Args:
+        run_dir: The run folder.
+
+    Returns:
+        The Keras model.
+    """
     import keras
 
     return keras.models.load_model(R.run_model_path(run_dir))
@@ -390,7 +494,11 @@ def load_run_model(run_dir: str | os.PathLike):
 
 
 def hardware_summary() -> dict[str, Any]:
-    """Where a chapter ran: CPU, GPUs and the versions that matter (for its header)."""
+    """Where a chapter ran: CPU, GPUs and the versions that matter (for its header).
+
+    Returns:
+        CPU, GPUs, and the Keras (with its backend), TensorFlow, library and Python versions.
+    """
     env = R.environment()
     return {
         "cpu": f"{env['cpu_model']} ({env['cpu_count']} cores)",
