@@ -52,6 +52,15 @@ def read_manifest_table(path: str | os.PathLike = D.MANIFEST_PATH) -> pd.DataFra
 
     :func:`eurosat_lib.data.read_manifest` returns a dict, which would hide a file id listed
     twice; this table keeps every line so :func:`leakage_checks` can look for exactly that.
+
+    Args:
+        path: The manifest CSV.
+
+    Returns:
+        The table, every line of the file.
+
+    Raises:
+        SplitManifestError: The manifest is missing.
     """
     path = Path(path)
     if not path.is_file():
@@ -60,7 +69,14 @@ def read_manifest_table(path: str | os.PathLike = D.MANIFEST_PATH) -> pd.DataFra
 
 
 def split_sizes(manifest: pd.DataFrame) -> pd.DataFrame:
-    """Images per class (rows, canonical order) and split (columns), with totals and shares."""
+    """Images per class (rows, canonical order) and split (columns), with totals and shares.
+
+    Args:
+        manifest: :func:`read_manifest_table`'s table.
+
+    Returns:
+        The counts, an ``all classes`` row, and each split's share.
+    """
     table = pd.crosstab(
         pd.Categorical(manifest["label"], categories=list(D.CLASS_NAMES)),
         pd.Categorical(manifest["split"], categories=list(D.SPLIT_NAMES)),
@@ -92,6 +108,13 @@ def leakage_checks(manifest: pd.DataFrame, data: D.EuroSAT | None = None) -> dic
     split of the loaded data), ``identical_images_across_splits`` (groups of byte-identical
     images that span splits: a file-id check cannot see a copied image) and
     ``identical_images_within_splits``. Each value is a count; ``examples`` holds a few ids.
+
+    Args:
+        manifest: :func:`read_manifest_table`'s table.
+        data: The loaded dataset (None: the manifest checks only).
+
+    Returns:
+        The counts above, and ``examples``.
     """
     ids = manifest["file_id"]
     splits_per_id = manifest.groupby("file_id")["split"].nunique()
@@ -137,6 +160,16 @@ def channel_stats(data: D.EuroSAT, split: str | None = "train") -> pd.DataFrame:
     default: normalisation statistics must not be learned from the test images), ``None`` for
     all images. Rows: the classes in canonical order, then ``"all"``; columns
     ``(stat, channel)`` with ``stat`` in ``mean``/``std``, plus ``images``.
+
+    Args:
+        data: The dataset (uint8 RGB).
+        split: Whose pixels (``"train"``, ``"val"``, ``"test"``), or None for all images.
+
+    Returns:
+        The table described above.
+
+    Raises:
+        ValueError: The images are not uint8 RGB.
     """
     part = data.get_split(split) if split else data
     images = np.asarray(part.images)
@@ -165,6 +198,12 @@ def normalization_table(stats: pd.DataFrame) -> pd.DataFrame:
     All on the 0-1 scale (pixel / 255). Rows: ``EuroSAT train`` and ``ImageNet`` (what "torch"
     preprocessing subtracts and divides by; "caffe" subtracts the same mean ×255 and does not
     divide), then the difference.
+
+    Args:
+        stats: :func:`channel_stats`'s table.
+
+    Returns:
+        The comparison, one column per channel statistic.
     """
     mean = stats.loc["all", "mean"].to_numpy() / 255.0
     std = stats.loc["all", "std"].to_numpy() / 255.0
@@ -184,6 +223,12 @@ def preprocessed_stats(stats: pd.DataFrame) -> pd.DataFrame:
     ``tf`` maps to [-1, 1]; ``caffe`` subtracts the ImageNet mean (0-255 scale); ``torch``
     standardises with the ImageNet mean/std, which gives mean 0 and std 1 only for images with
     ImageNet's statistics. Rows: modes; columns ``(mean|std, channel)``.
+
+    Args:
+        stats: :func:`channel_stats`'s table.
+
+    Returns:
+        The table described above.
     """
     m = stats.loc["all", "mean"].to_numpy(dtype=float)
     s = stats.loc["all", "std"].to_numpy(dtype=float)
@@ -204,7 +249,17 @@ def preprocessed_stats(stats: pd.DataFrame) -> pd.DataFrame:
 
 
 def summary(data: D.EuroSAT, sizes: pd.DataFrame, stats: pd.DataFrame, checks: dict[str, Any]) -> dict[str, Any]:
-    """A JSON-serialisable summary: class counts, split sizes, channel mean/std, leakage checks."""
+    """A JSON-serialisable summary: class counts, split sizes, channel mean/std, leakage checks.
+
+    Args:
+        data: The dataset.
+        sizes: :func:`split_sizes`'s table.
+        stats: :func:`channel_stats`'s table.
+        checks: :func:`leakage_checks`'s result.
+
+    Returns:
+        What ``data_summary.json`` holds (:class:`~eurosat_lib.summaries.data.DataSummary` reads it).
+    """
     classes = [c for c in sizes.index if c != "all classes"]
     return {
         "data": data_identity(data),
