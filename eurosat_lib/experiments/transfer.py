@@ -109,17 +109,41 @@ class SmallCNNSpec(ExperimentSpec):
 
 
 def small_cnn_model(spec: ExperimentSpec, num_classes: int = 10):
-    """``model_fn`` for :func:`run`: the small CNN a :class:`SmallCNNSpec` describes."""
+    """``model_fn`` for :func:`run`: the small CNN a :class:`SmallCNNSpec` describes.
+
+    Args:
+        spec: A :class:`SmallCNNSpec`.
+        num_classes: Classes of the output layer.
+
+    Returns:
+        The untrained Keras model.
+    """
     return M.build_small_cnn(num_classes, augment=spec.augment, head=spec.head, seed=spec.seed,
                              bn_momentum=float(spec.tags.get("bn_momentum", M.SCRATCH_BN_MOMENTUM)))
 
 
 def head_config(P: SimpleNamespace, dense_units: Sequence[int] = ()) -> M.HeadConfig:
+    """The chapter's classification head with ``dense_units`` hidden layers (its dropout).
+
+    Args:
+        P: The chapter's parameters (``head_dropout``).
+        dense_units: Units of each hidden layer (empty: a linear head).
+
+    Returns:
+        The head's configuration.
+    """
     return M.HeadConfig(dense_units=tuple(dense_units), dropout=float(P.head_dropout))
 
 
 def head_label(dense_units: Sequence[int]) -> str:
-    """``"linear"`` for no hidden layer, else e.g. ``"512-256"``."""
+    """``"linear"`` for no hidden layer, else e.g. ``"512-256"``.
+
+    Args:
+        dense_units: Units of each hidden layer.
+
+    Returns:
+        The label.
+    """
     return "-".join(str(u) for u in dense_units) if dense_units else "linear"
 
 
@@ -132,7 +156,15 @@ def _budget_phase(P: SimpleNamespace, name: str, lr: float, *, cached: bool) -> 
 
 
 def compare_specs(P: SimpleNamespace, seed: int) -> dict[str, ExperimentSpec]:
-    """The three section-1 specs for one seed, keyed by :data:`COMPARE_MODELS` labels."""
+    """The three section-1 specs for one seed, keyed by :data:`COMPARE_MODELS` labels.
+
+    Args:
+        P: The chapter's parameters.
+        seed: The seed of all three.
+
+    Returns:
+        Model label -> spec.
+    """
     size = P.compare_image_size
     common = dict(seed=seed, n_per_class=P.n_per_class, val_n_per_class=P.val_n_per_class,
                   test_n_per_class=P.test_n_per_class, eval_splits=("val", "test"))  # fmt: skip
@@ -159,7 +191,18 @@ def compare_specs(P: SimpleNamespace, seed: int) -> dict[str, ExperimentSpec]:
 def probe_spec(
     P: SimpleNamespace, *, image_size: int, preprocessing: str = "auto", dense_units: Sequence[int] = (), seed: int = 0
 ) -> ExperimentSpec:
-    """A head trained on cached features of the frozen ImageNet base, scored on validation."""
+    """A head trained on cached features of the frozen ImageNet base, scored on validation.
+
+    Args:
+        P: The chapter's parameters.
+        image_size: The input size the 64 px images are resized to.
+        preprocessing: The input normalisation (``"auto"``: the backbone's own).
+        dense_units: Hidden layers of the head.
+        seed: The run's seed.
+
+    Returns:
+        The spec.
+    """
     name = f"probe_{image_size}px_{preprocessing}_{head_label(dense_units)}_seed{seed}"
     return ExperimentSpec(
         name=name,
@@ -185,13 +228,28 @@ def probe_spec(
 
 
 def best_epoch(history: dict[str, list[float]]) -> int | None:
-    """1-based epoch with the lowest validation loss (the weights a run keeps), or None."""
+    """1-based epoch with the lowest validation loss (the weights a run keeps), or None.
+
+    Args:
+        history: A merged history (``val_loss`` per epoch).
+
+    Returns:
+        The epoch, or None without validation loss.
+    """
     vl = [np.inf if v is None else v for v in history.get("val_loss", [])]
     return int(np.argmin(vl)) + 1 if vl else None
 
 
 def run_row(res: RunResult, **extra: Any) -> dict[str, Any]:
-    """One table row from a finished run: metrics, sizes, cost, the epoch kept."""
+    """One table row from a finished run: metrics, sizes, cost, the epoch kept.
+
+    Args:
+        res: The run.
+        **extra: Labels to add to the row (e.g. ``model``, ``seed``).
+
+    Returns:
+        The row.
+    """
     rec = res.record
     hist = rec["history"][-1]["history"] if rec.get("history") else {}
     metrics = rec.get("metrics") or {}
@@ -220,6 +278,12 @@ def epoch_curves(results: Sequence[tuple[dict[str, Any], RunResult]]) -> pd.Data
     """Tidy per-epoch history (``epoch``, ``accuracy``, ``val_accuracy``, ``val_loss``, ...) of runs.
 
     ``results`` pairs each run with the labels to attach (e.g. ``{"model": ..., "seed": 0}``).
+
+    Args:
+        results: ``(labels, run)`` pairs.
+
+    Returns:
+        One row per run and epoch.
     """
     rows = []
     for labels, res in results:
@@ -232,7 +296,16 @@ def epoch_curves(results: Sequence[tuple[dict[str, Any], RunResult]]) -> pd.Data
 
 
 def mean_sd(df: pd.DataFrame, by: str | list[str], cols: Sequence[str] = ("val_accuracy",)) -> pd.DataFrame:
-    """Mean, standard deviation and number of runs of ``cols`` per group (order kept)."""
+    """Mean, standard deviation and number of runs of ``cols`` per group (order kept).
+
+    Args:
+        df: One row per run.
+        by: The grouping column(s).
+        cols: The columns summarised.
+
+    Returns:
+        One row per group; columns ``(col, mean|std|count)``.
+    """
     return df.groupby(by, sort=False)[list(cols)].agg(["mean", "std", "count"])
 
 
@@ -242,7 +315,15 @@ def mean_sd(df: pd.DataFrame, by: str | list[str], cols: Sequence[str] = ("val_a
 
 
 def compare_from_scratch(P: SimpleNamespace, data: D.EuroSAT) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Section 1: the three models for every seed. Returns ``(runs, per-epoch curves)``."""
+    """Section 1: the three models for every seed. Returns ``(runs, per-epoch curves)``.
+
+    Args:
+        P: The chapter's parameters.
+        data: The dataset.
+
+    Returns:
+        One row per model and seed, and their per-epoch curves.
+    """
     rows, pairs = [], []
     for seed in P.seeds:
         for model, spec in compare_specs(P, seed).items():
@@ -265,13 +346,29 @@ def _probe(P: SimpleNamespace, data: D.EuroSAT, **kw: Any) -> dict[str, Any]:
 
 
 def sweep_resolution(P: SimpleNamespace, data: D.EuroSAT) -> pd.DataFrame:
-    """Section 2: linear probes on frozen features at each input size (validation)."""
+    """Section 2: linear probes on frozen features at each input size (validation).
+
+    Args:
+        P: The chapter's parameters (``resolutions``).
+        data: The dataset.
+
+    Returns:
+        One row per input size and seed (with the feature-extraction seconds).
+    """
     rows = [_probe(P, data, image_size=s, seed=seed) for s in P.resolutions for seed in P.seeds]
     return pd.DataFrame(rows).drop(columns=["dense_units"], errors="ignore")
 
 
 def sweep_preprocessing(P: SimpleNamespace, data: D.EuroSAT) -> pd.DataFrame:
-    """Section 3: linear probes with each input normalisation at ``P.image_size`` (validation)."""
+    """Section 3: linear probes with each input normalisation at ``P.image_size`` (validation).
+
+    Args:
+        P: The chapter's parameters (``preprocessing_modes``).
+        data: The dataset.
+
+    Returns:
+        One row per mode and seed; ``correct`` marks the backbone's own mode.
+    """
     expected = M.get_backbone_spec(P.backbone).preprocessing
     rows = []
     for mode in P.preprocessing_modes:
@@ -285,13 +382,31 @@ def sweep_preprocessing(P: SimpleNamespace, data: D.EuroSAT) -> pd.DataFrame:
 
 
 def sweep_heads(P: SimpleNamespace, data: D.EuroSAT) -> pd.DataFrame:
-    """Section 4: heads with 0, 1 or 2 hidden layers on the same frozen features (validation)."""
+    """Section 4: heads with 0, 1 or 2 hidden layers on the same frozen features (validation).
+
+    Args:
+        P: The chapter's parameters (``heads``).
+        data: The dataset.
+
+    Returns:
+        One row per head and seed.
+    """
     rows = [_probe(P, data, image_size=P.image_size, dense_units=tuple(h), seed=seed) for h in P.heads for seed in P.seeds]
     return pd.DataFrame(rows).drop(columns=["dense_units"], errors="ignore")
 
 
 def preprocessing_ranges(images: np.ndarray, backbone: str, modes: Sequence[str]) -> pd.DataFrame:
-    """What the backbone receives under each mode: min, max, mean and sd of the inputs."""
+    """What the backbone receives under each mode: min, max, mean and sd of the inputs.
+
+    Args:
+        images: Sample uint8 images.
+        backbone: A registry backbone name.
+        modes: The modes to compare.
+
+    Returns:
+        One row per mode (indexed by mode): whether it is the backbone's own, what it feeds,
+        and the inputs' min, max, mean and sd.
+    """
     import keras
 
     expected = M.get_backbone_spec(backbone).preprocessing
@@ -306,6 +421,17 @@ def preprocessing_ranges(images: np.ndarray, backbone: str, modes: Sequence[str]
 
 
 def paired_gap(df: pd.DataFrame, by: str, a: Any, b: Any, metric: str = "val_accuracy") -> pd.Series:
-    """Per-seed ``metric[a] - metric[b]`` (runs of the same seed share their training images)."""
+    """Per-seed ``metric[a] - metric[b]`` (runs of the same seed share their training images).
+
+    Args:
+        df: One row per run (``seed``, ``by``, ``metric``).
+        by: The grouping column.
+        a: Group a's key.
+        b: Group b's key.
+        metric: The compared column.
+
+    Returns:
+        The differences, indexed by the seeds both groups have.
+    """
     wide = df.pivot_table(index="seed", columns=by, values=metric, aggfunc="mean")
     return (wide[a] - wide[b]).dropna()
