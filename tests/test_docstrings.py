@@ -136,7 +136,6 @@ PENDING: dict[str, int] = {
     "eurosat_lib/experiments/negative_transfer.py": 44,
     "eurosat_lib/experiments/overfitting.py": 45,
     "eurosat_lib/experiments/params.py": 56,
-    "eurosat_lib/experiments/truncation.py": 27,
     "eurosat_lib/plots.py": 52,
 }
 

@@ -97,6 +97,14 @@ def block_shapes(backbone: str, image_size: int, kwargs_items: tuple = ()) -> tu
 
     Built without weights (shapes do not depend on them); ``kwargs_items`` are the constructor
     kwargs as a sorted tuple of pairs (e.g. ``(("alpha", 0.35),)``).
+
+    Args:
+        backbone: A registry backbone name.
+        image_size: The input size.
+        kwargs_items: The constructor's options, as above (hashable: the result is cached).
+
+    Returns:
+        The blocks, in order, with their output shapes.
     """
     return tuple((n, shape) for n, shape, _ in _anatomy(backbone, image_size, kwargs_items))
 
@@ -106,6 +114,14 @@ def cut_anatomy(P: SimpleNamespace, blocks: Sequence[str]) -> pd.DataFrame:
 
     ``depth`` counts blocks (of all of the backbone's blocks, ``blocks_total``); ``feature_dim``
     is the output's channel count — what global average pooling hands the head.
+
+    Args:
+        P: The chapter's parameters (backbone, its options, ``image_size``).
+        blocks: The cuts.
+
+    Returns:
+        One row per cut (indexed by block): ``depth``, ``blocks_total``, ``output_shape``,
+        ``feature_dim``, ``backbone_params`` and ``params_share``.
     """
     kw = tuple(sorted(backbone_kwargs(P.backbone, P.alpha).items()))
     info = {n: (shape, params) for n, shape, params in _anatomy(P.backbone, P.image_size, kw)}
@@ -132,6 +148,13 @@ def stage_ends(shapes: Sequence[tuple[str, tuple[int, ...]]], skip: Sequence[str
     These are the natural cut points: inside a stage, blocks refine features at one resolution
     and width; a stage end is where a network hands over to the next level. Blocks in ``skip``
     (the stem: a lone convolution, not a stage) are left out.
+
+    Args:
+        shapes: :func:`block_shapes`'s result.
+        skip: Blocks never listed.
+
+    Returns:
+        The stage ends, in order.
     """
     names = [n for n, _ in shapes]
     out = [n for (n, s), (_, s_next) in zip(shapes[:-1], shapes[1:]) if s != s_next]
@@ -143,6 +166,15 @@ def resolve_cuts(P: SimpleNamespace) -> list[str]:
     """The block names ``P.cuts`` stands for, in backbone order, without repeats.
 
     The full backbone (the last block) is always included: it is the reference.
+
+    Args:
+        P: The chapter's parameters (``cuts``: ``"stages"``, or block names and fractions).
+
+    Returns:
+        The block names.
+
+    Raises:
+        ValueError: A cut names no block of the backbone.
     """
     names = M.block_names(P.backbone)
     if P.cuts == STAGES:
@@ -156,7 +188,18 @@ def resolve_cuts(P: SimpleNamespace) -> list[str]:
 
 def block_at(names: Sequence[str], cut: str | float) -> str:
     """The block a cut means: a block name as is; a fraction ``f`` -> the block ending the first
-    ``ceil(f * n_blocks)`` blocks (as ``models.build_model(truncate_at=f)`` reads it)."""
+    ``ceil(f * n_blocks)`` blocks (as ``models.build_model(truncate_at=f)`` reads it).
+
+    Args:
+        names: The backbone's blocks, in order.
+        cut: A block name or a fraction in (0, 1].
+
+    Returns:
+        The block's name.
+
+    Raises:
+        ValueError: An unknown block, or a value that is neither a name nor a fraction in (0, 1].
+    """
     if isinstance(cut, str):
         if cut not in names:
             raise ValueError(f"unknown block {cut!r}; valid blocks: {', '.join(names)}")
@@ -177,6 +220,16 @@ def cut_spec(P: SimpleNamespace, block: str, seed: int, *, with_test: bool = Fal
 
     The full backbone (``block`` = the last block) is built untruncated. ``with_test`` adds the
     test split to the scored splits (only for the configurations the chapter reports).
+
+    Args:
+        P: The chapter's parameters.
+        block: The block to cut after.
+        seed: The run's seed.
+        with_test: Score the test split too.
+        finetune: Add the fine-tuning phase.
+
+    Returns:
+        The spec.
     """
     full = block == M.block_names(P.backbone)[-1]
     # A linear probe: no dropout (it would cap what a 8-16-channel feature vector can give) and
@@ -223,7 +276,17 @@ def _row(res: RunResult, names: Sequence[str], **extra: Any) -> dict[str, Any]:
 
 
 def sweep_cuts(P: SimpleNamespace, data: D.EuroSAT, blocks: Sequence[str]) -> pd.DataFrame:
-    """One linear-probe run per cut and seed, scored on validation. One row per run."""
+    """One linear-probe run per cut and seed, scored on validation. One row per run.
+
+    Args:
+        P: The chapter's parameters.
+        data: The dataset.
+        blocks: The cuts.
+
+    Returns:
+        One row per run: block, depth, feature size, backbone parameters, seed, validation
+        accuracy (after the head phase too) and the run folder.
+    """
     names = M.block_names(P.backbone)
     rows = []
     for block in blocks:
@@ -246,6 +309,12 @@ def measure_speed(P: SimpleNamespace, data: D.EuroSAT, blocks: Sequence[str], re
 
     Returns:
         One row per block: ``block``, ``images_per_s``, ``contended``.
+
+    Args:
+        P: The chapter's parameters (``speed_images``).
+        data: The dataset (the timed images).
+        blocks: The cuts.
+        repeats: Round-robin rounds.
     """
     import keras
 
@@ -275,6 +344,13 @@ def cut_table(sweep: pd.DataFrame, speed: pd.DataFrame | None = None) -> pd.Data
 
     ``drop`` is the full backbone's mean accuracy minus the cut's (positive = worse);
     ``params_share`` and ``speedup`` compare with the full backbone (the deepest cut).
+
+    Args:
+        sweep: :func:`sweep_cuts`'s table.
+        speed: :func:`measure_speed`'s table (None: no speeds).
+
+    Returns:
+        The table, indexed by block.
     """
     g = sweep.groupby("block", sort=False)
     table = g.agg(
@@ -305,6 +381,16 @@ def choose_cut(table: pd.DataFrame, tolerance: float) -> dict[str, Any]:
       deeper block, ``cliff_to`` the shallower one, ``cliff_step`` the loss in accuracy);
     * ``chosen_gap_sd``: the chosen cut's gap to the full backbone in units of the larger of the
       two seed standard deviations (NaN with one seed), to tell noise from a real loss.
+
+    Args:
+        table: :func:`cut_table`'s table.
+        tolerance: Accuracy a cut may lose and still count as safe.
+
+    Returns:
+        The entries above.
+
+    Raises:
+        ValueError: The table is empty.
     """
     if table.empty:
         raise ValueError("no cuts to choose from")
@@ -343,6 +429,14 @@ def score_on_test(P: SimpleNamespace, data: D.EuroSAT, blocks: Sequence[str]) ->
 
     Separate runs (``..._test``) that repeat the sweep's head training and also score the test
     split; the sweep itself never looks at test.
+
+    Args:
+        P: The chapter's parameters.
+        data: The dataset.
+        blocks: The cuts to score.
+
+    Returns:
+        One row per cut and seed, with test accuracy and test images.
     """
     names = M.block_names(P.backbone)
     rows = []
@@ -357,6 +451,14 @@ def finetune_candidates(table: pd.DataFrame, choice: dict[str, Any], n: int) -> 
 
     The shallower cuts are the interesting ones: they lost accuracy with a frozen base, and the
     question is whether letting what is left of the backbone adapt wins it back.
+
+    Args:
+        table: :func:`cut_table`'s table.
+        choice: :func:`choose_cut`'s result.
+        n: Cuts to fine-tune besides the full backbone.
+
+    Returns:
+        The blocks, in backbone order.
     """
     order = list(table.index)
     start = order.index(choice["chosen"])
@@ -369,6 +471,14 @@ def finetune_cuts(P: SimpleNamespace, data: D.EuroSAT, blocks: Sequence[str]) ->
 
     One seed (the first). Long format for plotting: two rows per cut, ``stage`` = "frozen + head"
     (validation accuracy after the head phase) and "fine-tuned".
+
+    Args:
+        P: The chapter's parameters.
+        data: The dataset.
+        blocks: The cuts to fine-tune.
+
+    Returns:
+        The long table described above.
     """
     names = M.block_names(P.backbone)
     rows = []
