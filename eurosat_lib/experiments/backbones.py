@@ -48,6 +48,16 @@ def parse_candidate(text: str) -> tuple[str, float | None]:
 
     The backbone name is checked against the registry (and normalised to its spelling there);
     an alpha is only accepted for the MobileNet family.
+
+    Args:
+        text: ``Name`` or ``Name:alpha``.
+
+    Returns:
+        The registry's backbone name and the alpha (None without one).
+
+    Raises:
+        ValueError: Not a string, an unknown backbone, an alpha for a backbone that takes none,
+            or an alpha that is not a number.
     """
     if not isinstance(text, str) or not text.strip():
         raise ValueError(f"a candidate must be a string like 'MobileNetV2:0.35' or 'ResNet50', got {text!r}")
@@ -130,10 +140,12 @@ class Candidate:
 
     @property
     def name(self) -> str:
+        """``MobileNetV2-0.35`` (name and alpha) or the backbone's name."""
         return f"{self.backbone}-{self.alpha:g}" if self.alpha is not None else self.backbone
 
     @property
     def init(self) -> str:
+        """``"ImageNet"`` or ``"from scratch"``."""
         return "ImageNet" if self.pretrained else "from scratch"
 
     @property
@@ -143,10 +155,18 @@ class Candidate:
 
     @property
     def slug(self) -> str:
+        """The run folders' prefix: name, init and input size, lower case."""
         return f"{self.name.lower()}_{'imagenet' if self.pretrained else 'scratch'}_{self.image_size}px"
 
     def namespace(self, P: SimpleNamespace) -> SimpleNamespace:
-        """``P`` with this candidate's backbone, alpha, weights and size (what two_phase_spec reads)."""
+        """``P`` with this candidate's backbone, alpha, weights and size (what two_phase_spec reads).
+
+        Args:
+            P: The chapter's parameters.
+
+        Returns:
+            A copy of ``P`` set up for this candidate.
+        """
         return SimpleNamespace(**{**vars(P), "backbone": self.backbone, "alpha": self.alpha,
                                   "weights": "imagenet" if self.pretrained else None, "image_size": self.image_size})  # fmt: skip
 
@@ -157,6 +177,16 @@ def resolve_candidates(P: SimpleNamespace) -> list[Candidate]:
     With ``P.weights`` None every candidate trains from scratch. Otherwise a candidate whose
     official ImageNet file is on disk is pretrained; one without is trained from scratch when
     ``P.scratch_if_missing``, else its weights are fetched now (the error names the file).
+
+    Args:
+        P: The chapter's parameters (``candidates``, ``weights``, ``scratch_if_missing``).
+
+    Returns:
+        One candidate per entry of ``P.candidates``.
+
+    Raises:
+        ParameterError: ``weights`` is neither ``imagenet`` nor ``none``, or a candidate is
+            malformed or its weights cannot be had.
     """
     if P.weights not in (None, "imagenet"):
         raise ParameterError(f"parameter 'weights' must be 'imagenet' or 'none' for {NOTEBOOK} (it compares several "
@@ -186,7 +216,14 @@ def resolve_candidates(P: SimpleNamespace) -> list[Candidate]:
 
 
 def candidates_table(cands: Sequence[Candidate]) -> pd.DataFrame:
-    """What will be compared: one row per candidate (shown before anything trains)."""
+    """What will be compared: one row per candidate (shown before anything trains).
+
+    Args:
+        cands: The candidates.
+
+    Returns:
+        One row per candidate: backbone, alpha, init, input size and the weights file.
+    """
     rows = [{"candidate": c.label, "backbone": c.backbone, "alpha": c.alpha, "init": c.init, "image_size": c.image_size,
              "weights file": c.weights_file.rsplit("/", 1)[-1] if c.weights_file else "— (random init)"} for c in cands]  # fmt: skip
     return pd.DataFrame(rows).set_index("candidate")
@@ -208,6 +245,14 @@ def candidate_spec(P: SimpleNamespace, c: Candidate, seed: int):
     EfficientNetB0 run sat at ln 10 loss and chance accuracy) and wastes the budget.
 
     Both are scored on validation and on a fixed ``leaderboard_test_n_per_class`` test subset.
+
+    Args:
+        P: The chapter's parameters.
+        c: The candidate.
+        seed: The run's seed.
+
+    Returns:
+        The spec.
     """
     if not c.pretrained:
         return scratch_spec(P, c, seed)
@@ -239,6 +284,17 @@ def scratch_spec(P: SimpleNamespace, c: Candidate, seed: int) -> ExperimentSpec:
     candidates' whole budget (``epochs_head + epochs_finetune``), so it trains to its plateau or
     to the same number of epochs, whichever comes first; the record's sanity flags say whether it
     was still improving.
+
+    Args:
+        P: The chapter's parameters.
+        c: A candidate without ImageNet weights.
+        seed: The run's seed.
+
+    Returns:
+        The spec.
+
+    Raises:
+        ValueError: The candidate is pretrained.
     """
     if c.pretrained:
         raise ValueError(f"scratch_spec is for candidates without ImageNet weights; {c.label} has them")
@@ -265,6 +321,15 @@ def scratch_spec(P: SimpleNamespace, c: Candidate, seed: int) -> ExperimentSpec:
 
 
 def seeds_for(P: SimpleNamespace, c: Candidate) -> list[int]:
+    """The seeds a candidate runs with: ``P.seeds`` when pretrained, ``P.scratch_seeds`` otherwise.
+
+    Args:
+        P: The chapter's parameters.
+        c: The candidate.
+
+    Returns:
+        The seeds.
+    """
     if c.pretrained:
         return list(P.seeds)
     s = P.scratch_seeds
@@ -277,6 +342,18 @@ def seeds_for(P: SimpleNamespace, c: Candidate) -> list[int]:
 
 
 def leaderboard_row(c: Candidate, seed: int, res: RunResult) -> dict[str, Any]:
+    """One row of the per-run table from a finished run.
+
+    Args:
+        c: The candidate.
+        seed: The run's seed.
+        res: The run.
+
+    Returns:
+        Candidate, backbone, init, input size, seed, validation and test accuracy, test images,
+        validation after the head phase, parameter counts, inference speed, timings (and
+        whether they were contended) and the run folder.
+    """
     rec = res.record
     m = rec.get("metrics") or {}
     t = rec.get("timings") or {}
@@ -311,7 +388,16 @@ def leaderboard_row(c: Candidate, seed: int, res: RunResult) -> dict[str, Any]:
 
 
 def compare_backbones(P: SimpleNamespace, data: D.EuroSAT, cands: Sequence[Candidate] | None = None) -> tuple[pd.DataFrame, dict]:
-    """Train every candidate (recipe, each seed). Returns ``(one row per run, {(label, seed): RunResult})``."""
+    """Train every candidate (recipe, each seed). Returns ``(one row per run, {(label, seed): RunResult})``.
+
+    Args:
+        P: The chapter's parameters.
+        data: The dataset.
+        cands: The candidates (default: :func:`resolve_candidates`).
+
+    Returns:
+        The per-run table and the runs.
+    """
     cands = list(cands) if cands is not None else resolve_candidates(P)
     rows, runs = [], {}
     for c in cands:
@@ -325,7 +411,14 @@ def compare_backbones(P: SimpleNamespace, data: D.EuroSAT, cands: Sequence[Candi
 
 
 def summarise(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per candidate, best validation accuracy first: means (and sd) over seeds."""
+    """One row per candidate, best validation accuracy first: means (and sd) over seeds.
+
+    Args:
+        df: :func:`compare_backbones`'s per-run table.
+
+    Returns:
+        The leaderboard, indexed by candidate.
+    """
     g = df.groupby("candidate", sort=False)
     table = g.agg(
         init=("init", "first"),
@@ -344,12 +437,28 @@ def summarise(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def choose(df: pd.DataFrame) -> str:
-    """The candidate with the best mean validation accuracy (ties: fewer parameters)."""
+    """The candidate with the best mean validation accuracy (ties: fewer parameters).
+
+    Args:
+        df: :func:`compare_backbones`'s per-run table.
+
+    Returns:
+        The candidate's label.
+    """
     return str(summarise(df).index[0])
 
 
 def pareto_front(table: pd.DataFrame, accuracy: str = "val_accuracy", speed: str = "images_per_s") -> list[str]:
-    """Candidates no other beats on both accuracy and speed (higher is better for both)."""
+    """Candidates no other beats on both accuracy and speed (higher is better for both).
+
+    Args:
+        table: The leaderboard (indexed by candidate).
+        accuracy: The accuracy column.
+        speed: The speed column.
+
+    Returns:
+        The candidates on the front.
+    """
     t = table[[accuracy, speed]].astype(float).dropna()
     front = []
     for name, row in t.iterrows():
@@ -366,6 +475,18 @@ def final_test(P: SimpleNamespace, data: D.EuroSAT, runs: dict, chosen: str) -> 
 
     Returns ``(one row per seed, {seed: evaluate_predictions metrics})``. The metrics are stored
     in each run folder (``final_test.json``), so a re-run reuses them.
+
+    Args:
+        P: The chapter's parameters.
+        data: The dataset.
+        runs: :func:`compare_backbones`'s runs.
+        chosen: The chosen candidate's label.
+
+    Returns:
+        The per-seed table and each seed's metrics.
+
+    Raises:
+        ValueError: No run of ``chosen``.
     """
     # the same fixed stratified subset (seed 0) as core.eval_split when test_n_per_class is set
     part = data.get_split("test", n_per_class=P.test_n_per_class, seed=0)
