@@ -108,6 +108,18 @@ def budget_epochs(n_images: int, batch_size: int, epochs: int, min_steps: int) -
 
     Tiny subsets give one or two steps per epoch; the floor on optimiser steps keeps the
     scratch arm from being judged after a handful of updates. All arms get the same number.
+
+    Args:
+        n_images: Training images.
+        batch_size: Images per step.
+        epochs: The chapter's budget in epochs.
+        min_steps: The fewest optimiser steps a run may take.
+
+    Returns:
+        The epochs.
+
+    Raises:
+        ValueError: A count below its minimum.
     """
     if n_images < 1 or batch_size < 1 or epochs < 1 or min_steps < 0:
         raise ValueError(f"need n_images, batch_size, epochs >= 1 and min_steps >= 0; got {n_images}, {batch_size}, {epochs}, {min_steps}")
@@ -127,6 +139,9 @@ def verdict(mean: float, sd: float, n: int, eval_var: float = 0.0) -> str:
         sd: standard deviation (ddof=1) of the per-seed gaps.
         n: number of seeds.
         eval_var: added variance of the mean gap from the evaluation set.
+
+    Returns:
+        ``"negative"``, ``"positive"``, ``"inconclusive"`` or ``"inconclusive (1 seed)"``.
     """
     from ..stats import diff_from_moments
 
@@ -140,7 +155,17 @@ def verdict(mean: float, sd: float, n: int, eval_var: float = 0.0) -> str:
 
 
 def gap_interval(mean: float, sd: float, n: int, eval_var: float = 0.0) -> tuple[float, float]:
-    """95 % interval of the mean gap (same computation as :func:`verdict`); NaNs with one seed."""
+    """95 % interval of the mean gap (same computation as :func:`verdict`); NaNs with one seed.
+
+    Args:
+        mean: Mean gap over seeds.
+        sd: Standard deviation (ddof=1) of the per-seed gaps.
+        n: Number of seeds.
+        eval_var: Added variance of the mean gap from the evaluation set.
+
+    Returns:
+        ``(low, high)``.
+    """
     from ..stats import diff_from_moments
 
     if n < 2 or not (np.isfinite(mean) and np.isfinite(sd)):
@@ -164,6 +189,13 @@ def summarise_gaps(df: pd.DataFrame, by: str | Sequence[str]) -> pd.DataFrame:
     ``df`` needs columns ``gap``, ``err_transfer``, ``err_scratch`` and ``seed`` (``test_images``,
     when present, adds the test set's binomial noise to the interval). ``seeds_negative`` counts
     seeds whose own gap was > 0.
+
+    Args:
+        df: One row per run pair (see above).
+        by: The grouping column(s).
+
+    Returns:
+        One row per group, in order of first appearance.
     """
     by = [by] if isinstance(by, str) else list(by)
     g = df.groupby(by, sort=False)
@@ -186,7 +218,16 @@ def summarise_gaps(df: pd.DataFrame, by: str | Sequence[str]) -> pd.DataFrame:
 
 
 def paired_gaps(transfer: pd.DataFrame, scratch: pd.DataFrame, on: Sequence[str] = ("n_per_class", "seed")) -> pd.DataFrame:
-    """Join transfer and scratch rows on ``on`` (same subset, same seed): ``gap = err_transfer - err_scratch``."""
+    """Join transfer and scratch rows on ``on`` (same subset, same seed): ``gap = err_transfer - err_scratch``.
+
+    Args:
+        transfer: The transfer arm's rows (``err_transfer``).
+        scratch: The scratch arm's rows (``err_scratch``).
+        on: The columns that pair them.
+
+    Returns:
+        The joined rows with ``gap``.
+    """
     on = list(on)
     s = scratch[on + ["test_error", "run"]].rename(columns={"test_error": "err_scratch", "run": "run_scratch"})
     t = transfer.rename(columns={"test_error": "err_transfer"})
@@ -204,6 +245,19 @@ def source_indices(labels: np.ndarray, n_per_class: int, exclude: np.ndarray, se
     """Stratified indices of ``n_per_class`` images per class, none of them in ``exclude``.
 
     The source task must not contain the target's labelled images; this picks from the rest.
+
+    Args:
+        labels: Class index per image of the pool.
+        n_per_class: Images per class to pick.
+        exclude: Positions that must not be picked.
+        seed: The generator's seed.
+        num_classes: Classes to pick from.
+
+    Returns:
+        Sorted positions into ``labels``.
+
+    Raises:
+        ValueError: A class has fewer than ``n_per_class`` images left.
     """
     labels = np.asarray(labels)
     excluded = np.zeros(len(labels), dtype=bool)
@@ -218,12 +272,28 @@ def source_indices(labels: np.ndarray, n_per_class: int, exclude: np.ndarray, se
 
 
 def shuffle_labels(labels: np.ndarray, seed: int = 0) -> np.ndarray:
-    """A random permutation of ``labels``: the same class counts, no link between image and label."""
+    """A random permutation of ``labels``: the same class counts, no link between image and label.
+
+    Args:
+        labels: Class indices.
+        seed: The generator's seed.
+
+    Returns:
+        The permuted labels.
+    """
     return np.asarray(labels)[np.random.default_rng(seed).permutation(len(labels))]
 
 
 def shuffled_source_data(P: SimpleNamespace, data: D.EuroSAT) -> D.EuroSAT:
-    """The source task: EuroSAT training images (disjoint from every target subset) with shuffled labels."""
+    """The source task: EuroSAT training images (disjoint from every target subset) with shuffled labels.
+
+    Args:
+        P: The chapter's parameters (``source_n_per_class``).
+        data: The dataset.
+
+    Returns:
+        The source images with shuffled labels.
+    """
     pos = data.split_indices("train")
     labels = data.labels[pos]
     n_target = max([P.case_n, *P.n_grid])
@@ -257,7 +327,16 @@ def _epochs(P: SimpleNamespace, n: int) -> int:
 
 
 def scratch_spec(P: SimpleNamespace, n: int, seed: int) -> ExperimentSpec:
-    """Same architecture from a random initialisation, every layer trained (BatchNorm in training mode)."""
+    """Same architecture from a random initialisation, every layer trained (BatchNorm in training mode).
+
+    Args:
+        P: The chapter's parameters.
+        n: Labelled training images per class.
+        seed: The run's seed.
+
+    Returns:
+        The spec.
+    """
     e = _epochs(P, n)
     return ExperimentSpec(
         **_common(P, f"scratch_n{n}_seed{seed}", n, seed, arm="scratch"),
@@ -271,7 +350,20 @@ def frozen_spec(
     P: SimpleNamespace, n: int, seed: int, *, case: str = "imagenet_frozen", weights: str | None = "imagenet",
     preprocessing: str = "auto", image_size: int | None = None,
 ) -> ExperimentSpec:
-    """A pretrained base kept frozen; a new head trained on its (cached) features, same epochs and optimiser."""
+    """A pretrained base kept frozen; a new head trained on its (cached) features, same epochs and optimiser.
+
+    Args:
+        P: The chapter's parameters.
+        n: Labelled training images per class.
+        seed: The run's seed.
+        case: The case's name (the run folder's prefix).
+        weights: The base's weights (``"imagenet"`` or a file).
+        preprocessing: The input normalisation (``"auto"``: the backbone's own).
+        image_size: The input size (default ``P.image_size``).
+
+    Returns:
+        The spec.
+    """
     e = _epochs(P, n)
     return ExperimentSpec(
         **_common(P, f"{case}_n{n}_seed{seed}", n, seed, arm="transfer", case=case),
@@ -283,7 +375,16 @@ def frozen_spec(
 
 
 def gentle_spec(P: SimpleNamespace, n: int, seed: int) -> ExperimentSpec:
-    """The gentle recipe in the same number of epochs: half head-only, half all layers at ``lr_gentle`` (BatchNorm frozen)."""
+    """The gentle recipe in the same number of epochs: half head-only, half all layers at ``lr_gentle`` (BatchNorm frozen).
+
+    Args:
+        P: The chapter's parameters.
+        n: Labelled training images per class.
+        seed: The run's seed.
+
+    Returns:
+        The spec.
+    """
     e = _epochs(P, n)
     e_head = max(1, math.ceil(e / 2))
     return ExperimentSpec(
@@ -299,7 +400,16 @@ def gentle_spec(P: SimpleNamespace, n: int, seed: int) -> ExperimentSpec:
 
 
 def aggressive_spec(P: SimpleNamespace, n: int, seed: int) -> ExperimentSpec:
-    """All layers, BatchNorm included, trainable from the first step at ``lr_aggressive``; no head warm-up."""
+    """All layers, BatchNorm included, trainable from the first step at ``lr_aggressive``; no head warm-up.
+
+    Args:
+        P: The chapter's parameters.
+        n: Labelled training images per class.
+        seed: The run's seed.
+
+    Returns:
+        The spec.
+    """
     e = _epochs(P, n)
     return ExperimentSpec(
         **_common(P, f"imagenet_aggressive_n{n}_seed{seed}", n, seed, arm="transfer", case="imagenet_aggressive"),
@@ -312,7 +422,14 @@ def aggressive_spec(P: SimpleNamespace, n: int, seed: int) -> ExperimentSpec:
 
 
 def source_spec(P: SimpleNamespace) -> ExperimentSpec:
-    """Pretraining on the shuffled-label source task (every layer trains; scored on the real-label val split)."""
+    """Pretraining on the shuffled-label source task (every layer trains; scored on the real-label val split).
+
+    Args:
+        P: The chapter's parameters.
+
+    Returns:
+        The spec.
+    """
     init = None if P.source_init == "scratch" else P.weights
     return ExperimentSpec(
         name=f"source_shuffled_{P.source_init}_n{P.source_n_per_class}",
@@ -332,7 +449,17 @@ def source_spec(P: SimpleNamespace) -> ExperimentSpec:
 
 
 def shuffled_finetune_spec(P: SimpleNamespace, n: int, seed: int, weights: str) -> ExperimentSpec:
-    """The shuffled-label base retrained end to end with exactly the scratch arm's recipe."""
+    """The shuffled-label base retrained end to end with exactly the scratch arm's recipe.
+
+    Args:
+        P: The chapter's parameters.
+        n: Labelled training images per class.
+        seed: The run's seed.
+        weights: The shuffled-label base's weights file.
+
+    Returns:
+        The spec.
+    """
     e = _epochs(P, n)
     return ExperimentSpec(
         **_common(P, f"shuffled_source_finetuned_n{n}_seed{seed}", n, seed, arm="transfer", case="shuffled_source_finetuned"),
@@ -365,7 +492,16 @@ def _row(res: RunResult, **extra: Any) -> dict[str, Any]:
 
 
 def scratch_runs(P: SimpleNamespace, data: D.EuroSAT, ns: Sequence[int]) -> pd.DataFrame:
-    """The scratch arm for each ``n`` and seed."""
+    """The scratch arm for each ``n`` and seed.
+
+    Args:
+        P: The chapter's parameters.
+        data: The dataset.
+        ns: Labelled training images per class.
+
+    Returns:
+        One row per (n, seed), read from each run's record.
+    """
     rows = []
     for n in ns:
         for seed in P.seeds:
@@ -377,6 +513,13 @@ def gap_vs_n(P: SimpleNamespace, data: D.EuroSAT) -> pd.DataFrame:
     """Section 1: frozen ImageNet base + head vs scratch, for each n in ``P.n_grid`` and seed.
 
     One row per (n, seed) with both arms' test errors and the paired ``gap``.
+
+    Args:
+        P: The chapter's parameters (``n_grid``).
+        data: The dataset.
+
+    Returns:
+        The table described above.
     """
     transfer = pd.DataFrame([
         _row(_run(P, frozen_spec(P, n, seed, weights=P.weights), data), n_per_class=n, seed=seed)
@@ -390,6 +533,13 @@ def pretrain_shuffled_source(P: SimpleNamespace, data: D.EuroSAT) -> tuple[RunRe
 
     The backbone's weights are saved once as ``source_backbone.weights.h5`` in the run folder,
     loadable by ``build_model(weights=<that path>)`` like any pretrained file.
+
+    Args:
+        P: The chapter's parameters.
+        data: The dataset.
+
+    Returns:
+        The source run and the path of its backbone's weights.
     """
     res = _run(P, source_spec(P), data, train_data=shuffled_source_data(P, data))
     path = res.run_dir / "source_backbone.weights.h5"
@@ -407,6 +557,16 @@ def transfer_cases(P: SimpleNamespace, data: D.EuroSAT) -> tuple[pd.DataFrame, d
 
     Returns the per-seed table (``case``, ``seed``, both errors, ``gap``) and notes about the
     source task (its validation accuracy with real labels, which should be near chance).
+
+    Args:
+        P: The chapter's parameters (``cases``, ``case_n``).
+        data: The dataset.
+
+    Returns:
+        The per-seed table and the notes, as described above.
+
+    Raises:
+        ValueError: An unknown case.
     """
     n = P.case_n
     rows, notes = [], {}
@@ -483,13 +643,30 @@ WHY: dict[str, dict[str, str]] = {
 
 
 def why(case: str, verdict: str) -> str | None:
-    """The explanation of ``case`` that matches its measured ``verdict`` (None when inconclusive or unknown)."""
+    """The explanation of ``case`` that matches its measured ``verdict`` (None when inconclusive or unknown).
+
+    Args:
+        case: The case's name.
+        verdict: Its measured verdict.
+
+    Returns:
+        The explanation, or None.
+    """
     key = "negative" if verdict.startswith("negative") else "positive" if verdict.startswith("positive") else None
     return WHY.get(case, {}).get(key) if key else None
 
 
 def histories(df: pd.DataFrame, cases: Sequence[str], seed: int) -> dict[str, Any]:
-    """Training histories (all phases) of the given cases' runs for one seed, plus the scratch arm."""
+    """Training histories (all phases) of the given cases' runs for one seed, plus the scratch arm.
+
+    Args:
+        df: The cases' per-run table (``case``, ``seed``, ``run``).
+        cases: The cases to show.
+        seed: The seed.
+
+    Returns:
+        Case (and ``"scratch"``) -> its phases' histories.
+    """
     out = {}
     for case in cases:
         rows = df[(df["case"] == case) & (df["seed"] == seed)]
@@ -503,7 +680,14 @@ def histories(df: pd.DataFrame, cases: Sequence[str], seed: int) -> dict[str, An
 
 def explain(summary: pd.DataFrame) -> list[str]:
     """One computed sentence per case: its gap with the 95 % interval, the verdict, and the reason
-    matching that verdict (none when the interval includes zero)."""
+    matching that verdict (none when the interval includes zero).
+
+    Args:
+        summary: :func:`summarise_gaps` per case.
+
+    Returns:
+        The sentences, one per case.
+    """
     lines = []
     for _, r in summary.iterrows():
         lo, hi = (r.get("gap_low", math.nan), r.get("gap_high", math.nan))
