@@ -107,7 +107,15 @@ class OverfittingParams(ChapterParams, notebook=NOTEBOOK):
 
 
 def stratified_halves(labels: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Two disjoint, stratified halves of a split (indices): the "test set" and fresh data like it."""
+    """Two disjoint, stratified halves of a split (indices): the "test set" and fresh data like it.
+
+    Args:
+        labels: Class index per image of the split.
+        seed: The generator's seed.
+
+    Returns:
+        The two halves' positions into ``labels``.
+    """
     labels = np.asarray(labels)
     a, b = [], []
     for c in np.unique(labels):
@@ -129,6 +137,19 @@ def selection_leak(
     * ``leaky_reported`` — the best configuration's accuracy on the half it was chosen on;
     * ``leaky_fresh`` — the same configuration on fresh data (what it really delivers);
     * ``honest_reported`` / ``honest_fresh`` — the configuration chosen on validation.
+
+    Args:
+        val_acc: Each configuration's validation accuracy.
+        correct: ``(K, N)`` booleans, as above.
+        labels: The test images' classes.
+        test_sizes: Images per class of the reported half (None: the whole half).
+        seed: How the test split is halved.
+
+    Returns:
+        One row per size: ``test_images``, the four accuracies, ``optimism`` and ``configs``.
+
+    Raises:
+        ValueError: ``correct`` is not ``(len(val_acc), N)``.
     """
     correct = np.asarray(correct, dtype=bool)
     val_acc = np.asarray(val_acc, dtype=float)
@@ -170,6 +191,22 @@ def test_set_scenarios(
     * ``stratified <m>`` — ``m`` images with the classes in their true proportions;
     * ``class-skewed <skew_size>`` — class proportions from a Dirichlet(``skew_alpha``) draw: a test
       set collected somewhere whose land-cover mix differs from the real distribution.
+
+    Args:
+        labels: The test images' classes.
+        correct: Whether the model got each test image right.
+        sizes: The test-set sizes ``m`` drawn.
+        n_draws: Draws per scenario.
+        skew_alpha: The Dirichlet concentration of the skewed class mix.
+        skew_size: Images per skewed test set.
+        seed: The generator's seed.
+        num_classes: Classes.
+
+    Returns:
+        One row per draw: ``scenario``, ``size``, ``draw`` and ``accuracy``.
+
+    Raises:
+        ValueError: ``labels`` and ``correct`` differ in shape.
     """
     labels = np.asarray(labels)
     correct = np.asarray(correct, dtype=float)
@@ -206,7 +243,15 @@ def _apportion(share: np.ndarray, m: int) -> np.ndarray:
 
 
 def spread_table(scen: pd.DataFrame, honest: float) -> pd.DataFrame:
-    """Per scenario: median, 5th and 95th percentile, and how often it misses ``honest`` by > 2 points."""
+    """Per scenario: median, 5th and 95th percentile, and how often it misses ``honest`` by > 2 points.
+
+    Args:
+        scen: :func:`test_set_scenarios`'s draws.
+        honest: The accuracy on the whole test split.
+
+    Returns:
+        One row per scenario (indexed by scenario).
+    """
     g = scen.groupby("scenario", sort=False)["accuracy"]
     out = pd.DataFrame({
         "median": g.median(),
@@ -228,7 +273,18 @@ def _as_dataset(x: np.ndarray, y: np.ndarray) -> D.EuroSAT:
 
 
 def build_head(dim: int, hidden: Sequence[int] = (), dropout: float = 0.0, num_classes: int = 10, name: str = "head"):
-    """The classification head alone, on ``dim``-dimensional pooled features (same layers as ``build_model``)."""
+    """The classification head alone, on ``dim``-dimensional pooled features (same layers as ``build_model``).
+
+    Args:
+        dim: The features' size.
+        hidden: Units of each hidden layer.
+        dropout: Dropout before each dense layer.
+        num_classes: Classes.
+        name: The model's name.
+
+    Returns:
+        The untrained Keras model.
+    """
     return M.build_head(dim, M.HeadConfig(dense_units=tuple(hidden), dropout=dropout), num_classes, name)
 
 
@@ -250,6 +306,21 @@ def feature_head_run(
     ``evals`` maps split names to ``(features, labels)``; ``"val"`` (if given) is monitored during
     training. Returns ``{"record": ..., "predictions": {split: y_prob}}`` for the splits in
     ``keep`` (saved as ``predictions.npz``). A finished run with the same configuration is reused.
+
+    Args:
+        P: The chapter's parameters (``out_dir``).
+        name: The run folder's name.
+        train: Training ``(features, labels)``.
+        evals: Split name -> ``(features, labels)``.
+        phase: The training phase.
+        hidden: Hidden layers of the head.
+        dropout: Dropout of the head.
+        seed: The run's seed.
+        tags: Labels stored with the run's parameters.
+        keep: Splits whose predictions are kept.
+
+    Returns:
+        The record and the kept predictions.
     """
     run_dir = Path(P.out_dir) / name
     x_tr, y_tr = train
@@ -314,11 +385,24 @@ class FeatureBank:
         self.x_test = T.extract_features(self.extractor, self.test.images, desc="test features", eager=eager)
 
     def evals(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """The validation and test features with their labels, as :func:`feature_head_run` takes them.
+
+        Returns:
+            ``{"val": (features, labels), "test": (features, labels)}``.
+        """
         return {"val": (self.x_val, self.val.labels), "test": (self.x_test, self.test.labels)}
 
 
 def training_pool(P: SimpleNamespace, data: D.EuroSAT) -> D.EuroSAT:
-    """The training images sections 2 and 4 draw from: the training split, or a fixed stratified part of it."""
+    """The training images sections 2 and 4 draw from: the training split, or a fixed stratified part of it.
+
+    Args:
+        P: The chapter's parameters.
+        data: The dataset.
+
+    Returns:
+        The pool.
+    """
     return data.get_split("train", n_per_class=P.pool_n_per_class, seed=0)
 
 
@@ -335,7 +419,15 @@ def _small_common(P: SimpleNamespace, name: str, seed: int, **tags: Any) -> dict
 
 
 def scratch_spec(P: SimpleNamespace, seed: int) -> ExperimentSpec:
-    """MobileNetV2 (width ``big_alpha``) from random init on ``n_small`` per class: no augmentation, no early stopping."""
+    """MobileNetV2 (width ``big_alpha``) from random init on ``n_small`` per class: no augmentation, no early stopping.
+
+    Args:
+        P: The chapter's parameters.
+        seed: The run's seed.
+
+    Returns:
+        The spec.
+    """
     return ExperimentSpec(
         **_small_common(P, f"scratch_a{P.big_alpha:g}_n{P.n_small}_seed{seed}", seed, model="scratch", bn_momentum=M.SCRATCH_BN_MOMENTUM),
         backbone_kwargs=backbone_kwargs(P.backbone, P.big_alpha),
@@ -345,7 +437,15 @@ def scratch_spec(P: SimpleNamespace, seed: int) -> ExperimentSpec:
 
 
 def frozen_spec(P: SimpleNamespace, seed: int) -> ExperimentSpec:
-    """The frozen ImageNet base + new head on the same subset, same epochs (head on cached features)."""
+    """The frozen ImageNet base + new head on the same subset, same epochs (head on cached features).
+
+    Args:
+        P: The chapter's parameters.
+        seed: The run's seed.
+
+    Returns:
+        The spec.
+    """
     return ExperimentSpec(
         **_small_common(P, f"frozen_n{P.n_small}_seed{seed}", seed, model="frozen"),
         backbone_kwargs=backbone_kwargs(P.backbone, P.alpha),
@@ -355,7 +455,17 @@ def frozen_spec(P: SimpleNamespace, seed: int) -> ExperimentSpec:
 
 
 def train_metrics(res: RunResult, train: D.EuroSAT, use_feature_cache: bool, eager: bool = False) -> dict[str, Any]:
-    """Metrics on the run's own training images, in inference mode (cached in ``train_metrics.json``)."""
+    """Metrics on the run's own training images, in inference mode (cached in ``train_metrics.json``).
+
+    Args:
+        res: The run.
+        train: Its training images.
+        use_feature_cache: Whether it trained on cached features (its model is scored the same way).
+        eager: Predict eagerly.
+
+    Returns:
+        :func:`~eurosat_lib.evaluation.evaluate_predictions` metrics.
+    """
     path = res.run_dir / "train_metrics.json"
     if path.is_file():
         cached = json.loads(path.read_text())
@@ -368,7 +478,15 @@ def train_metrics(res: RunResult, train: D.EuroSAT, use_feature_cache: bool, eag
 
 
 def overfit_pair(P: SimpleNamespace, data: D.EuroSAT) -> tuple[pd.DataFrame, dict[tuple[str, int], RunResult]]:
-    """Section 1: train / validation / test accuracy of both models per seed (long table) and the runs."""
+    """Section 1: train / validation / test accuracy of both models per seed (long table) and the runs.
+
+    Args:
+        P: The chapter's parameters.
+        data: The dataset.
+
+    Returns:
+        One row per model, seed and split (``accuracy``, ``params``, ``trainable``), and the runs.
+    """
     rows, runs = [], {}
     eager = accelerator_for(P.profile).run_eagerly
     for model, make, cached in (("from scratch", scratch_spec, False), ("frozen ImageNet base", frozen_spec, True)):
@@ -386,7 +504,15 @@ def overfit_pair(P: SimpleNamespace, data: D.EuroSAT) -> tuple[pd.DataFrame, dic
 
 
 def gap_table(long: pd.DataFrame) -> pd.DataFrame:
-    """Per model: mean train/val/test accuracy and the train-test gap (mean ± sd over seeds)."""
+    """Per model: mean train/val/test accuracy and the train-test gap (mean ± sd over seeds).
+
+    Args:
+        long: :func:`overfit_pair`'s table.
+
+    Returns:
+        One row per model (indexed by model): ``train``, ``val``, ``test``, ``train_minus_test``,
+        ``gap_sd`` and ``seeds``.
+    """
     wide = long.pivot_table(index=["model", "seed"], columns="split", values="accuracy").reset_index()
     wide["train_minus_test"] = wide["train"] - wide["test"]
     g = wide.groupby("model", sort=False)
@@ -407,6 +533,14 @@ def fraction_curve(P: SimpleNamespace, data: D.EuroSAT, bank: FeatureBank | None
     For a seed, the subset at each fraction contains every smaller one (:func:`data.subset_indices`).
     Validation accuracy is the comparison; test accuracy is shown too, nothing is chosen on it.
     Fine-tuned points (``P.finetune_fractions``) run the two-phase recipe on the same subsets.
+
+    Args:
+        P: The chapter's parameters (``fractions``, ``finetune_fractions``).
+        data: The dataset.
+        bank: Cached features (default: made now).
+
+    Returns:
+        One row per method, fraction and seed.
     """
     bank = bank or FeatureBank(P, data)
     rows = []
@@ -445,7 +579,17 @@ def crossover_curves(P: SimpleNamespace) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def check_nested(labels: np.ndarray, fractions: Sequence[float], seed: int, num_classes: int = 10) -> bool:
-    """True if every smaller-fraction subset lies inside every larger one (for this seed)."""
+    """True if every smaller-fraction subset lies inside every larger one (for this seed).
+
+    Args:
+        labels: Class index per image of the pool.
+        fractions: The fractions.
+        seed: The seed.
+        num_classes: Classes.
+
+    Returns:
+        Whether the subsets nest.
+    """
     subsets = [set(D.subset_indices(labels, fraction=f, seed=seed, num_classes=num_classes).tolist()) for f in sorted(fractions)]
     return all(a <= b for a, b in zip(subsets, subsets[1:]))
 
@@ -460,6 +604,14 @@ def reg_spec(P: SimpleNamespace, config: str, seed: int) -> ExperimentSpec:
 
     Without augmentation the head trains on cached features; with it, every step runs the frozen
     base on freshly augmented images (flips, 90° turns, small shifts, brightness/contrast).
+
+    Args:
+        P: The chapter's parameters.
+        config: A name of :data:`REG_CONFIGS`.
+        seed: The run's seed.
+
+    Returns:
+        The spec.
     """
     aug, drop, es = REG_CONFIGS[config]
     common = _small_common(P, f"reg_{config.replace(' ', '_')}_n{P.reg_n}_seed{seed}", seed, reg_config=config)
@@ -477,7 +629,15 @@ def reg_spec(P: SimpleNamespace, config: str, seed: int) -> ExperimentSpec:
 
 def regularisation_study(P: SimpleNamespace, data: D.EuroSAT) -> pd.DataFrame:
     """Section 3: each configuration in ``P.reg_configs`` (names of :data:`REG_CONFIGS`) per seed:
-    train (inference mode), val and test accuracy."""
+    train (inference mode), val and test accuracy.
+
+    Args:
+        P: The chapter's parameters.
+        data: The dataset.
+
+    Returns:
+        One row per configuration and seed.
+    """
     rows = []
     eager = accelerator_for(P.profile).run_eagerly
     for config in P.reg_configs:
@@ -503,6 +663,15 @@ def good_model_spec(P: SimpleNamespace, name: str = "good_model", fraction: floa
     """Two phases on the training pool: head on cached features, then the top half of the blocks at a low rate.
 
     ``fraction`` trains on that share of the pool instead (the fine-tuned points of section 2).
+
+    Args:
+        P: The chapter's parameters.
+        name: The run folder's name.
+        fraction: Share of the pool to train on (None: all of it).
+        seed: The run's seed (default: the first of ``P.seeds``).
+
+    Returns:
+        The spec.
     """
     seed = P.seeds[0] if seed is None else seed
     n, frac = P.pool_n_per_class, fraction
@@ -527,6 +696,13 @@ def good_model(P: SimpleNamespace, data: D.EuroSAT) -> tuple[RunResult, D.EuroSA
     ``test_n_per_class`` says otherwise) and its test probabilities.
 
     Predictions are kept in ``test_predictions.npy`` in the run folder, so a rerun reuses them.
+
+    Args:
+        P: The chapter's parameters.
+        data: The dataset.
+
+    Returns:
+        The run, the test images and the probabilities.
     """
     spec = good_model_spec(P)
     res = run(P, spec, data)
@@ -544,7 +720,17 @@ def good_model(P: SimpleNamespace, data: D.EuroSAT) -> tuple[RunResult, D.EuroSA
 
 
 def good_model_train_metrics(P: SimpleNamespace, data: D.EuroSAT, res: RunResult, n_per_class: int = 100) -> dict[str, Any]:
-    """The good model scored on a stratified sample of its own training images (inference mode)."""
+    """The good model scored on a stratified sample of its own training images (inference mode).
+
+    Args:
+        P: The chapter's parameters.
+        data: The dataset.
+        res: The good model's run.
+        n_per_class: Training images per class scored.
+
+    Returns:
+        :func:`~eurosat_lib.evaluation.evaluate_predictions` metrics.
+    """
     train = train_subset(data, good_model_spec(P))
     n = min(n_per_class, min(c for c in train.class_counts().values() if c > 0))
     return train_metrics(res, D.nested_subset(train, n_per_class=n, seed=0), False, accelerator_for(P.profile).run_eagerly)
@@ -556,7 +742,14 @@ def good_model_train_metrics(P: SimpleNamespace, data: D.EuroSAT, res: RunResult
 
 
 def config_grid(P: SimpleNamespace) -> list[dict[str, Any]]:
-    """``P.n_configs`` head configurations (learning rate, epochs, hidden units, dropout, seed), fixed order."""
+    """``P.n_configs`` head configurations (learning rate, epochs, hidden units, dropout, seed), fixed order.
+
+    Args:
+        P: The chapter's parameters (``n_configs``).
+
+    Returns:
+        One dict per configuration.
+    """
     rng = np.random.default_rng(2024)
     out = []
     for k in range(P.n_configs):
@@ -573,7 +766,16 @@ def config_grid(P: SimpleNamespace) -> list[dict[str, Any]]:
 
 def config_sweep(P: SimpleNamespace, data: D.EuroSAT, bank: FeatureBank) -> tuple[pd.DataFrame, np.ndarray]:
     """Train every head of :func:`config_grid` on ``n_small`` per class of the pool; returns the
-    table (val and test accuracy per config) and the ``(K, N_test)`` correctness matrix."""
+    table (val and test accuracy per config) and the ``(K, N_test)`` correctness matrix.
+
+    Args:
+        P: The chapter's parameters.
+        data: The dataset.
+        bank: Cached features of the pool, validation and test images.
+
+    Returns:
+        The table and the correctness matrix.
+    """
     idx = D.subset_indices(bank.pool.labels, n_per_class=min(P.n_small, min(bank.pool.class_counts().values())), seed=0,
                            num_classes=bank.pool.num_classes)  # fmt: skip
     rows, correct = [], []
