@@ -132,7 +132,6 @@ def problems(source: str, where: str) -> list[str]:
 #: A ratchet: a module may not get worse, and an entry must shrink (or go) as soon as the module
 #: improves, so what is left is always stated exactly here. Every other module must be clean.
 PENDING: dict[str, int] = {
-    "eurosat_lib/experiments/params.py": 56,
     "eurosat_lib/plots.py": 52,
 }
 

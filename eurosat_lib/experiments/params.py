@@ -75,17 +75,39 @@ Check = Callable[[Any], "str | None"]
 
 
 def is_int(v: Any) -> bool:
-    """An integer (Python or NumPy), not a bool."""
+    """An integer (Python or NumPy), not a bool.
+
+    Args:
+        v: The value.
+
+    Returns:
+        Whether it is one.
+    """
     return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
 
 
 def is_num(v: Any) -> bool:
-    """A real number (Python or NumPy), not a bool."""
+    """A real number (Python or NumPy), not a bool.
+
+    Args:
+        v: The value.
+
+    Returns:
+        Whether it is one.
+    """
     return isinstance(v, (int, float, np.number)) and not isinstance(v, bool)
 
 
 def satisfies(predicate: Callable[[Any], bool], message: str) -> Check:
-    """A check from a predicate and the message shown when it is false."""
+    """A check from a predicate and the message shown when it is false.
+
+    Args:
+        predicate: True for an accepted value.
+        message: The message for a refused one (``"must be ..."``).
+
+    Returns:
+        The check: ``value -> None`` when accepted, else the message (``"must be ..."``).
+    """
 
     def check(v: Any) -> str | None:
         try:
@@ -97,12 +119,26 @@ def satisfies(predicate: Callable[[Any], bool], message: str) -> Check:
 
 
 def choice(*options: Any) -> Check:
-    """One of ``options``."""
+    """One of ``options``.
+
+    Args:
+        *options: The accepted values.
+
+    Returns:
+        The check: ``value -> None`` when accepted, else the message (``"must be ..."``).
+    """
     return satisfies(lambda v: any(v == o and type(v) is type(o) for o in options), f"must be one of {list(options)}")
 
 
 def optional(check: Check) -> Check:
-    """``None`` or what ``check`` accepts."""
+    """``None`` or what ``check`` accepts.
+
+    Args:
+        check: The check for values that are not None.
+
+    Returns:
+        The check: ``value -> None`` when accepted, else the message (``"must be ..."``).
+    """
 
     def opt(v: Any) -> str | None:
         err = None if v is None else check(v)
@@ -112,12 +148,29 @@ def optional(check: Check) -> Check:
 
 
 def at_least(low: int) -> Check:
-    """An integer >= ``low``."""
+    """An integer >= ``low``.
+
+    Args:
+        low: The smallest accepted integer.
+
+    Returns:
+        The check: ``value -> None`` when accepted, else the message (``"must be ..."``).
+    """
     return satisfies(lambda v: is_int(v) and v >= low, f"must be an integer >= {low}")
 
 
 def interval(low: float, high: float, *, closed: str = "both", what: str = "a number") -> Check:
-    """A number between ``low`` and ``high``; ``closed`` is "both", "left", "right" or "neither"."""
+    """A number between ``low`` and ``high``; ``closed`` is "both", "left", "right" or "neither".
+
+    Args:
+        low: The lower bound.
+        high: The upper bound.
+        closed: Which bounds are accepted themselves.
+        what: How the message names the value.
+
+    Returns:
+        The check: ``value -> None`` when accepted, else the message (``"must be ..."``).
+    """
     left, right = closed in ("both", "left"), closed in ("both", "right")
     text = f"must be {what} in {'[' if left else '('}{low:g}, {high:g}{']' if right else ')'}"
 
@@ -128,7 +181,17 @@ def interval(low: float, high: float, *, closed: str = "both", what: str = "a nu
 
 
 def list_of(item: Check, what: str, *, empty_ok: bool = False, distinct: bool = False) -> Check:
-    """A list (or tuple) whose every element passes ``item``; ``what`` names the elements."""
+    """A list (or tuple) whose every element passes ``item``; ``what`` names the elements.
+
+    Args:
+        item: The check of every element.
+        what: How the message names the elements.
+        empty_ok: Whether an empty list is accepted.
+        distinct: Whether repeated elements are refused.
+
+    Returns:
+        The check: ``value -> None`` when accepted, else the message (``"must be ..."``).
+    """
     text = f"must be a {'(possibly empty)' if empty_ok else 'non-empty'} list of {what}"
 
     def ok(v: Any) -> bool:
@@ -143,12 +206,27 @@ def list_of(item: Check, what: str, *, empty_ok: bool = False, distinct: bool = 
 
 
 def any_of(*checks: Check, message: str) -> Check:
-    """Accepted by at least one of ``checks``."""
+    """Accepted by at least one of ``checks``.
+
+    Args:
+        *checks: The alternatives.
+        message: The message when none accepts.
+
+    Returns:
+        The check: ``value -> None`` when accepted, else the message (``"must be ..."``).
+    """
     return satisfies(lambda v: any(c(v) is None for c in checks), message)
 
 
 def all_of(*checks: Check) -> Check:
-    """Accepted by every one of ``checks`` (the first refusal's message is shown)."""
+    """Accepted by every one of ``checks`` (the first refusal's message is shown).
+
+    Args:
+        *checks: The checks.
+
+    Returns:
+        The check: ``value -> None`` when accepted, else the message (``"must be ..."``).
+    """
 
     def check(v: Any) -> str | None:
         return next((err for err in (c(v) for c in checks) if err), None)
@@ -170,7 +248,14 @@ seeds_spec = any_of(
 
 
 def backbone_name(v: Any) -> str | None:
-    """A name from the backbone registry (the message suggests the closest one)."""
+    """A name from the backbone registry (the message suggests the closest one).
+
+    Args:
+        v: The value.
+
+    Returns:
+        None when accepted, else the message.
+    """
     if not isinstance(v, str):
         return "must be a backbone name"
     try:
@@ -181,7 +266,14 @@ def backbone_name(v: Any) -> str | None:
 
 
 def weights_spec(v: Any) -> str | None:
-    """``"imagenet"``, ``"none"`` (random init) or an existing weights file."""
+    """``"imagenet"``, ``"none"`` (random init) or an existing weights file.
+
+    Args:
+        v: The value.
+
+    Returns:
+        None when accepted, else the message.
+    """
     if v is None or (isinstance(v, str) and v.lower() in ("imagenet", "none")):
         return None
     if isinstance(v, str) and Path(v).expanduser().is_file():
@@ -190,7 +282,14 @@ def weights_spec(v: Any) -> str | None:
 
 
 def data_source_spec(v: Any) -> str | None:
-    """``"auto"``, ``"real"``, ``"synthetic"`` or an existing archive/folder."""
+    """``"auto"``, ``"real"``, ``"synthetic"`` or an existing archive/folder.
+
+    Args:
+        v: The value.
+
+    Returns:
+        None when accepted, else the message.
+    """
     if v in ("auto", "real", "synthetic"):
         return None
     if isinstance(v, str) and Path(v).expanduser().exists():
@@ -199,12 +298,26 @@ def data_source_spec(v: Any) -> str | None:
 
 
 def seeds_list(v: Any) -> list[int]:
-    """``seeds`` as a list: a number n means seeds 0..n-1."""
+    """``seeds`` as a list: a number n means seeds 0..n-1.
+
+    Args:
+        v: A number of seeds or a list of seeds.
+
+    Returns:
+        The seeds.
+    """
     return list(range(int(v))) if is_int(v) else [int(s) for s in v]
 
 
 def no_weights_as_none(v: Any) -> Any:
-    """``weights="none"`` means random initialisation: ``None`` for Keras."""
+    """``weights="none"`` means random initialisation: ``None`` for Keras.
+
+    Args:
+        v: The validated ``weights`` value.
+
+    Returns:
+        None for ``"none"``, else ``v``.
+    """
     return None if isinstance(v, str) and v.lower() == "none" else v
 
 
@@ -232,7 +345,9 @@ def param(
         check: validator, ``value -> None`` or ``"must be ..."`` (applied to non-None values).
         help: one line for the notebook's parameters cell and for error messages.
         default: the value of every profile not given explicitly.
-        smoke, cpu, gpu: per-profile values (``None`` is a value: "all" / "not set").
+        smoke: the smoke profile's value (``None`` is a value: "all" / "not set").
+        cpu: the cpu profile's value.
+        gpu: the gpu profile's value.
         convert: applied to the validated value (e.g. a number of seeds -> a list of seeds).
         example: a value shown in the papermill hint of list parameters.
 
@@ -252,12 +367,27 @@ def param(
 
 
 def seeds_param(help: str = "number of seeds or list of seeds", **profiles: Any) -> Any:
-    """The ``seeds`` field: a number n (seeds 0..n-1) or a list of seeds; resolved to a list."""
+    """The ``seeds`` field: a number n (seeds 0..n-1) or a list of seeds; resolved to a list.
+
+    Args:
+        help: The parameter's help line.
+        **profiles: Per-profile values (``smoke=``, ``cpu=``, ``gpu=``, ``default=``).
+
+    Returns:
+        The field.
+    """
     return param(seeds_spec, help, convert=seeds_list, example=[0, 1], **profiles)
 
 
 def weights_param(help: str = "imagenet | none | path to a weights file") -> Any:
-    """The ``weights`` field: ImageNet by default; ``"none"`` resolves to ``None`` (random init)."""
+    """The ``weights`` field: ImageNet by default; ``"none"`` resolves to ``None`` (random init).
+
+    Args:
+        help: The parameter's help line.
+
+    Returns:
+        The field.
+    """
     return param(weights_spec, help, default="imagenet", convert=no_weights_as_none)
 
 
@@ -303,12 +433,23 @@ class ChapterParams:
 
     @classmethod
     def names(cls) -> list[str]:
-        """The parameter names, in declaration order."""
+        """The parameter names, in declaration order.
+
+        Returns:
+            The names.
+        """
         return [f.name for f in dataclasses.fields(cls)]
 
     @classmethod
     def defaults(cls, profile: str = DEFAULT_PROFILE) -> dict[str, Any]:
-        """Every parameter's value in ``profile`` (before validation and conversion)."""
+        """Every parameter's value in ``profile`` (before validation and conversion).
+
+        Args:
+            profile: ``smoke``, ``cpu`` or ``gpu``.
+
+        Returns:
+            Name -> value.
+        """
         values = {f.name: copy.deepcopy(f.metadata["profiles"][profile]) for f in dataclasses.fields(cls)}
         values["profile"] = profile
         return values
@@ -350,7 +491,14 @@ class ChapterParams:
 
     @classmethod
     def unknown_error(cls, unknown: list[str]) -> ParameterError:
-        """The error for names the chapter does not declare, each with its closest known name."""
+        """The error for names the chapter does not declare, each with its closest known name.
+
+        Args:
+            unknown: The names not declared.
+
+        Returns:
+            The error (to raise).
+        """
         names = cls.names()
         hints = []
         for name in unknown:
@@ -416,6 +564,12 @@ def _takes_list(tp: Any) -> bool:
 def chapter_params(notebook: str) -> type[ChapterParams]:
     """The parameters dataclass of a chapter (``"03_finetune"`` -> ``FinetuneParams``).
 
+    Args:
+        notebook: The chapter's notebook name.
+
+    Returns:
+        The dataclass.
+
     Raises:
         ParameterError: ``notebook`` is not a chapter.
     """
@@ -453,6 +607,13 @@ def params_from(namespace: Mapping[str, Any], notebook: str) -> ChapterParams:
     being ignored. Outside IPython, every plain-data variable in ``namespace`` not starting with
     ``_`` counts as given.
 
+    Args:
+        namespace: The notebook's variables (``globals()``).
+        notebook: The chapter's notebook name.
+
+    Returns:
+        The chapter's resolved parameters.
+
     Raises:
         ParameterError: an unknown name or a bad value (see :func:`resolve_params`).
     """
@@ -468,7 +629,14 @@ _IPYTHON_NAMES = frozenset({"In", "Out", "exit", "quit", "get_ipython", "open"})
 
 
 def given_names(namespace: Mapping[str, Any]) -> set[str]:
-    """The variable names a notebook was given (see :func:`params_from`)."""
+    """The variable names a notebook was given (see :func:`params_from`).
+
+    Args:
+        namespace: The notebook's variables.
+
+    Returns:
+        The names.
+    """
     history = namespace.get("_ih", namespace.get("In"))
     if isinstance(history, list) and history and all(isinstance(s, str) for s in history):
         # history[-1] is the running cell; walk back over the parameter-only cells before it
@@ -535,7 +703,14 @@ _LAST = ("data_source", "out_dir")
 
 def cell_value(f: dataclasses.Field) -> Any:
     """What a parameters cell assigns: the default profile's name for ``profile``, a value the
-    three profiles share, else ``None`` (the profile decides)."""
+    three profiles share, else ``None`` (the profile decides).
+
+    Args:
+        f: A parameter field.
+
+    Returns:
+        The value.
+    """
     if f.name == "profile":
         return DEFAULT_PROFILE
     values = list(f.metadata["profiles"].values())
@@ -543,7 +718,14 @@ def cell_value(f: dataclasses.Field) -> Any:
 
 
 def parameters_cell(notebook: str) -> str:
-    """The source of a chapter's ``parameters`` cell, generated from its dataclass."""
+    """The source of a chapter's ``parameters`` cell, generated from its dataclass.
+
+    Args:
+        notebook: The chapter's notebook name.
+
+    Returns:
+        The cell's source.
+    """
     fields = dataclasses.fields(chapter_params(notebook))
     ordered = [f for f in fields if f.name == "profile"]
     ordered += [f for f in fields if f.name != "profile" and f.name not in _LAST]
@@ -556,7 +738,14 @@ def parameters_cell(notebook: str) -> str:
 
 
 def sync_parameters_cells(templates_dir: str | Path = "notebooks") -> list[str]:
-    """Rewrite each template's ``parameters`` cell from its dataclass; returns the ones changed."""
+    """Rewrite each template's ``parameters`` cell from its dataclass; returns the ones changed.
+
+    Args:
+        templates_dir: Where the templates are.
+
+    Returns:
+        The notebook names whose cell changed.
+    """
     import nbformat
 
     from .._io import atomic_path
@@ -590,7 +779,15 @@ def _literal(v: Any) -> str:
 
 
 def backbone_kwargs(backbone: str, alpha: float | None) -> dict[str, Any]:
-    """Constructor options from notebook parameters (``alpha`` only applies to MobileNets)."""
+    """Constructor options from notebook parameters (``alpha`` only applies to MobileNets).
+
+    Args:
+        backbone: A registry backbone name.
+        alpha: The width multiplier, or None.
+
+    Returns:
+        ``{"alpha": alpha}`` for a MobileNet with an alpha, else ``{}``.
+    """
     return {"alpha": alpha} if alpha is not None and backbone in ("MobileNet", "MobileNetV2", "MobileNetV3Small", "MobileNetV3Large") else {}
 
 
@@ -599,6 +796,12 @@ def require_weights(P: Any) -> str | None:
 
     Called in a notebook's first cell so that missing weights fail in seconds, with the message
     naming the file to fetch, instead of after the data has been loaded.
+
+    Args:
+        P: The chapter's parameters (``backbone``, ``alpha``, ``weights``).
+
+    Returns:
+        The weights file's path, or None for random weights.
     """
     if P.weights is None:
         return None
