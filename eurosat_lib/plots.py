@@ -92,7 +92,14 @@ AXIS_LABELS: dict[str, str] = {
 
 def axis_label(column: str) -> str:
     """The words (with units) an axis shows for a table column, e.g. ``val_accuracy`` ->
-    ``validation accuracy``; unknown names get spaces for underscores, never a raw name."""
+    ``validation accuracy``; unknown names get spaces for underscores, never a raw name.
+
+    Args:
+        column: The column's name.
+
+    Returns:
+        The label.
+    """
     return AXIS_LABELS.get(column, str(column).replace("_", " "))
 
 
@@ -161,7 +168,18 @@ def _duration(seconds: float) -> str:
 def plot_class_balance(
     data_or_counts: EuroSAT | Mapping[str, int] | Sequence[int], ax: Axes | None = None
 ) -> Figure:
-    """Images per class as horizontal bars; a ``EuroSAT`` with a split is stacked by split."""
+    """Images per class as horizontal bars; a ``EuroSAT`` with a split is stacked by split.
+
+    Args:
+        data_or_counts: A dataset, a class -> count mapping, or one count per class.
+        ax: Draw into this axes instead of a new figure.
+
+    Returns:
+        The figure.
+
+    Raises:
+        ValueError: Counts that are not one number per class.
+    """
     fig, ax = _new_ax(ax, (8, 4.5))
     if isinstance(data_or_counts, EuroSAT):
         data = data_or_counts
@@ -200,7 +218,16 @@ def plot_class_balance(
 
 
 def plot_sample_grid(data: EuroSAT, per_class: int = 6, seed: int = 0) -> Figure:
-    """``per_class`` random images of each class; one row per class."""
+    """``per_class`` random images of each class; one row per class.
+
+    Args:
+        data: The dataset.
+        per_class: Images per class.
+        seed: Which random images.
+
+    Returns:
+        The figure.
+    """
     rng = np.random.default_rng(seed)
     k = data.num_classes
     fig, axes = _image_grid(k, per_class, cell=1.0, extra_w=1.6)
@@ -223,6 +250,14 @@ def plot_channel_stats(data: EuroSAT, max_images: int = 2000, seed: int = 0) -> 
 
     At most ``max_images`` random images are used, which keeps it fast on the full dataset
     while the statistics stay accurate to well under one intensity level.
+
+    Args:
+        data: The dataset.
+        max_images: The most images used.
+        seed: Which random images.
+
+    Returns:
+        The figure.
     """
     rng = np.random.default_rng(seed)
     idx = np.sort(rng.choice(len(data), size=min(max_images, len(data)), replace=False))
@@ -277,6 +312,17 @@ def plot_history(
     :func:`eurosat_lib.runs.combine_history`). Phase starts — e.g. where fine-tuning
     began — are drawn as vertical lines; pass ``phase_boundaries`` (epochs completed before each
     new phase) to override the ones derived from a list of phases.
+
+    Args:
+        history: The history, as above.
+        metrics: The metrics drawn, one panel each.
+        phase_boundaries: Epochs completed before each new phase (None: from the phases).
+
+    Returns:
+        The figure.
+
+    Raises:
+        ValueError: A metric is not in the history.
     """
     merged, boundaries, names = combine_history(history)
     if phase_boundaries is not None:
@@ -317,7 +363,20 @@ def plot_history(
 def plot_confusion_matrix(
     cm: Any, class_names: Sequence[str] = CLASS_NAMES, normalize: bool = True, ax: Axes | None = None
 ) -> Figure:
-    """Confusion matrix heatmap (rows = true class). ``normalize`` shows row fractions (recall)."""
+    """Confusion matrix heatmap (rows = true class). ``normalize`` shows row fractions (recall).
+
+    Args:
+        cm: The ``K x K`` matrix (rows = true class).
+        class_names: The ``K`` class names.
+        normalize: Show row fractions instead of counts.
+        ax: Draw into this axes instead of a new figure.
+
+    Returns:
+        The figure.
+
+    Raises:
+        ValueError: The matrix does not match the class names.
+    """
     cm = np.asarray(cm, dtype=float)
     k = len(class_names)
     if cm.shape != (k, k):
@@ -342,7 +401,15 @@ def plot_confusion_matrix(
 
 
 def plot_per_class(metrics: Mapping[str, Any], ax: Axes | None = None) -> Figure:
-    """Precision, recall and F1 per class from :func:`evaluate_predictions` (or its ``per_class``)."""
+    """Precision, recall and F1 per class from :func:`evaluate_predictions` (or its ``per_class``).
+
+    Args:
+        metrics: :func:`~eurosat_lib.evaluation.evaluate_predictions`'s result or its ``per_class``.
+        ax: Draw into this axes instead of a new figure.
+
+    Returns:
+        The figure.
+    """
     per_class = metrics.get("per_class", metrics)
     df = pd.DataFrame(
         [{"class": name, "metric": m, "value": v[m]} for name, v in per_class.items() for m in ("precision", "recall", "f1")]
@@ -370,7 +437,19 @@ def plot_mistakes(
     class_names: Sequence[str] = CLASS_NAMES,
     ncols: int = 8,
 ) -> Figure:
-    """Images at ``indices``, each titled ``true → predicted (confidence)``."""
+    """Images at ``indices``, each titled ``true → predicted (confidence)``.
+
+    Args:
+        data_images: The images.
+        y_true: Their true classes.
+        y_prob: Their predicted probabilities.
+        indices: Which images.
+        class_names: The class names.
+        ncols: Images per row.
+
+    Returns:
+        The figure.
+    """
     indices = np.asarray(indices, dtype=int)
     y_true = np.asarray(y_true)
     y_prob = np.asarray(y_prob)
@@ -389,7 +468,17 @@ def plot_mistakes(
 
 
 def plot_reliability(y_true: Any, y_prob: Any, n_bins: int = 15, ax: Axes | None = None) -> Figure:
-    """Reliability diagram: accuracy per confidence bin against the diagonal, ECE in the title."""
+    """Reliability diagram: accuracy per confidence bin against the diagonal, ECE in the title.
+
+    Args:
+        y_true: True classes.
+        y_prob: Predicted probabilities.
+        n_bins: Confidence bins.
+        ax: Draw into this axes instead of a new figure.
+
+    Returns:
+        The figure.
+    """
     table = reliability_table(y_true, y_prob, n_bins)
     ece = expected_calibration_error(y_true, y_prob, n_bins)
     fig, ax = _new_ax(ax, (5.5, 5))
@@ -430,6 +519,21 @@ def plot_comparison(
 
     ``err`` is seaborn's ``errorbar``: ``"sd"``, ``"se"``, ``("ci", 95)`` or ``None``. Bar
     charts also show every run as a dot, so a mean of three seeds is not mistaken for one.
+
+    Args:
+        df: One row per run.
+        x: The column on the x axis (the groups).
+        y: The measured column.
+        hue: A second grouping column (colours), or None.
+        kind: ``"bar"`` or ``"point"``.
+        err: The error bars, as above.
+        ax: Draw into this axes instead of a new figure.
+
+    Returns:
+        The figure.
+
+    Raises:
+        ValueError: An unknown ``kind`` or a missing column.
     """
     if kind not in ("bar", "point"):
         raise ValueError(f"kind must be 'bar' or 'point', got {kind!r}")
@@ -499,10 +603,13 @@ def plot_intervals(
 
     Args:
         table: one row per comparison; ``label`` column (or the index) names each row.
-        estimate, lo, hi: columns of the point estimate and the interval's ends.
+        estimate: column of the point estimate.
+        lo: column of the interval's lower end.
+        hi: column of the interval's upper end.
         label: column naming the rows; ``None`` uses the index.
         reference: where to draw the "no difference" line; ``None`` for none.
-        xlabel, title: axis label and title, in words.
+        xlabel: the axis label, in words.
+        title: the title, in words.
         ax: draw into this axes instead of a new figure.
 
     Returns:
@@ -544,6 +651,20 @@ def plot_leaderboard(
 
     Rows sharing a ``label`` (e.g. seeds of one configuration) are averaged and get a
     standard-deviation error bar. Missing ``params``/``speed`` columns are simply not shown.
+
+    Args:
+        df: One row per run.
+        metric: The ranking column.
+        label: The column naming each configuration.
+        params: The parameter-count column.
+        speed: The run-time column.
+        ax: Draw into this axes instead of a new figure.
+
+    Returns:
+        The figure.
+
+    Raises:
+        ValueError: ``label`` or ``metric`` is missing.
     """
     if metric not in df.columns or label not in df.columns:
         raise ValueError(f"need columns {label!r} and {metric!r}; available: {list(df.columns)}")
@@ -596,6 +717,20 @@ def plot_gradcam(
     ``map_cells``: the size of the feature map the heatmaps were computed on (e.g. ``(2, 2)`` for
     MobileNetV2 at 64 px). Below 7 cells a side the figure says, in its title, that the map only
     locates evidence to within a quarter of the image or so: read it as coarse.
+
+    Args:
+        images: The images.
+        heatmaps: Their heatmaps (same number and size).
+        titles: One title per image, or None.
+        alpha: The heatmaps' opacity.
+        ncols: Images per row.
+        map_cells: The feature map's size, as above (None: not stated).
+
+    Returns:
+        The figure.
+
+    Raises:
+        ValueError: Images and heatmaps do not match, or the titles are not one per image.
     """
     images = np.asarray(images)
     heatmaps = np.asarray(heatmaps)
@@ -636,6 +771,13 @@ def plot_normalization(table: pd.DataFrame, ax: Axes | None = None) -> Figure:
     ``table`` is :func:`eurosat_lib.experiments.data_overview.normalization_table`: rows for the
     dataset and ``"ImageNet"``, columns ``(mean|std, channel)``. Bars are means, the black
     whiskers ± one standard deviation: how far the pixel distributions sit from each other.
+
+    Args:
+        table: The table described above.
+        ax: Draw into this axes instead of a new figure.
+
+    Returns:
+        The figure.
     """
     rows = [r for r in table.index if "−" not in str(r)]
     fig, ax = _new_ax(ax, (6.5, 3.6))
@@ -672,6 +814,18 @@ def plot_cut_tradeoff(
     backbone order; ``val_mean``, ``val_sd`` and the cost columns). Points are joined in block
     order, labelled with the block, with ± sd error bars across seeds. A band marks
     ``tolerance`` below the full backbone (the last row); ``chosen`` is ringed.
+
+    Args:
+        table: The table described above.
+        tolerance: The chapter's tolerance (None: no band).
+        chosen: The chosen block (None: none ringed).
+        costs: ``(column, axis label)`` of each cost panel (columns the table lacks are skipped).
+
+    Returns:
+        The figure.
+
+    Raises:
+        ValueError: The table has none of the cost columns.
     """
     costs = [(c, label) for c, label in costs if c in table.columns and table[c].notna().any()]
     if not costs:
@@ -715,6 +869,20 @@ def plot_curves(
     """Per-epoch curves of several models, mean across runs (e.g. seeds) with a ``err`` band.
 
     ``df`` is tidy: one row per run and epoch, with columns ``x``, ``y`` and ``hue``.
+
+    Args:
+        df: The tidy table described above.
+        y: The measured column.
+        hue: The column naming each model.
+        x: The epoch column.
+        err: The band, as :func:`plot_comparison`'s error bars.
+        ax: Draw into this axes instead of a new figure.
+
+    Returns:
+        The figure.
+
+    Raises:
+        ValueError: A named column is missing.
     """
     missing = [c for c in (x, y, hue) if c not in df.columns]
     if missing:
@@ -745,6 +913,21 @@ def plot_accuracy_vs_cost(
 
     Rows with a missing ``x`` (e.g. speeds not measured in eager smoke runs) are left out; an
     empty plot says so instead of failing.
+
+    Args:
+        df: One row per run.
+        x: The cost column.
+        y: The accuracy column.
+        label: The column naming each point.
+        hue: A column colouring the points, or None.
+        logx: A log-scale x axis.
+        ax: Draw into this axes instead of a new figure.
+
+    Returns:
+        The figure.
+
+    Raises:
+        ValueError: A named column is missing.
     """
     missing = [c for c in (x, y, label) + ((hue,) if hue else ()) if c not in df.columns]
     if missing:
@@ -781,7 +964,18 @@ def _mean_sd(df: pd.DataFrame, by: str | list[str], col: str) -> pd.DataFrame:
 
 def plot_gap_vs_n(df: pd.DataFrame, x: str = "n_per_class") -> Figure:
     """Left: test error of the transfer and scratch arms against ``x`` (mean ± sd over seeds, dots =
-    seeds). Right: the negative-transfer gap ``err_transfer - err_scratch`` (> 0: transfer hurt)."""
+    seeds). Right: the negative-transfer gap ``err_transfer - err_scratch`` (> 0: transfer hurt).
+
+    Args:
+        df: One row per data size and seed (``err_transfer``, ``err_scratch``, ``gap``, ``seed``).
+        x: The data-size column.
+
+    Returns:
+        The figure.
+
+    Raises:
+        ValueError: A named column is missing.
+    """
     for c in (x, "err_transfer", "err_scratch", "gap"):
         if c not in df.columns:
             raise ValueError(f"column {c!r} missing; available: {list(df.columns)}")
@@ -813,7 +1007,19 @@ _VERDICT_COLORS = {"negative": "tab:red", "positive": "tab:green", "inconclusive
 
 def plot_case_gaps(df: pd.DataFrame, case: str = "case", ax: Axes | None = None) -> Figure:
     """One bar per case: mean gap ± sd over seeds (dots = seeds), red when the gap is above zero
-    by more than the seed spread (negative transfer), green when below, grey in between."""
+    by more than the seed spread (negative transfer), green when below, grey in between.
+
+    Args:
+        df: One row per case and seed (``gap``).
+        case: The column naming the case.
+        ax: Draw into this axes instead of a new figure.
+
+    Returns:
+        The figure.
+
+    Raises:
+        ValueError: ``case`` or ``gap`` is missing.
+    """
     if case not in df.columns or "gap" not in df.columns:
         raise ValueError(f"need columns {case!r} and 'gap'; available: {list(df.columns)}")
     order = list(dict.fromkeys(df[case]))
@@ -840,6 +1046,13 @@ def plot_learning_curves(histories: Mapping[str, Any], metrics: Sequence[str] = 
 
     ``histories`` maps a label to anything :func:`eurosat_lib.runs.combine_history` accepts.
     The shaded area between the two curves is the generalisation gap.
+
+    Args:
+        histories: Label -> history.
+        metrics: The metrics drawn, one column each.
+
+    Returns:
+        The figure.
     """
     fig, axes = plt.subplots(len(histories), len(metrics), figsize=(4.6 * len(metrics) + 0.5, 3.2 * len(histories)),
                              dpi=DPI, squeeze=False, layout="constrained")  # fmt: skip
@@ -866,7 +1079,19 @@ def plot_learning_curves(histories: Mapping[str, Any], metrics: Sequence[str] = 
 
 def plot_accuracy_curve(df: pd.DataFrame, x: str, y: str, hue: str | None = None, logx: bool = True,
                         ax: Axes | None = None) -> Figure:  # fmt: skip
-    """Mean ± sd of ``y`` against ``x`` over seeds (one line per ``hue``), every seed as a dot."""
+    """Mean ± sd of ``y`` against ``x`` over seeds (one line per ``hue``), every seed as a dot.
+
+    Args:
+        df: One row per run.
+        x: The x column (e.g. training images).
+        y: The measured column.
+        hue: The column naming each line, or None.
+        logx: A log-scale x axis.
+        ax: Draw into this axes instead of a new figure.
+
+    Returns:
+        The figure.
+    """
     fig, ax = _new_ax(ax, (7, 4))
     groups = [(None, df)] if hue is None else list(df.groupby(hue, sort=False))
     for (name, part), color in zip(groups, sns.color_palette("deep")):

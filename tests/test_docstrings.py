@@ -128,27 +128,10 @@ def problems(source: str, where: str) -> list[str]:
     return found
 
 
-#: Modules whose docstrings are not yet all converted, with how many problems they may still have.
-#: A ratchet: a module may not get worse, and an entry must shrink (or go) as soon as the module
-#: improves, so what is left is always stated exactly here. Every other module must be clean.
-PENDING: dict[str, int] = {
-    "eurosat_lib/plots.py": 52,
-}
-
-
 @pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(REPO)))
 def test_public_api_has_google_style_docstrings(path: Path):
-    name = str(path.relative_to(REPO))
-    found = problems(path.read_text(), name)
-    allowed = PENDING.get(name, 0)
-    assert len(found) <= allowed, (f"Google-style docstrings (Args/Returns/Raises) missing ({len(found)}, "
-                                   f"{allowed} allowed):\n" + "\n".join(found))  # fmt: skip
-    assert len(found) == allowed, f"{name} improved: lower its PENDING entry in tests/test_docstrings.py to {len(found)}"
-
-
-def test_pending_entries_name_real_modules():
-    names = {str(p.relative_to(REPO)) for p in SOURCES}
-    assert set(PENDING) <= names, set(PENDING) - names
+    found = problems(path.read_text(), str(path.relative_to(REPO)))
+    assert not found, "Google-style docstrings (Args/Returns/Raises) missing:\n" + "\n".join(found)
 
 
 def test_the_rule_fails_on_what_it_should():
