@@ -62,6 +62,12 @@ def test_notebook_runs_at_smoke_profile(nb, tmp_path):
         assert h in headings, f"{nb.name} lacks a '{h}' section"
     summary = _texts(executed, "markdown")
     assert summary and re.search(r"\d", summary[-1]), f"{nb.name}: the summary shows no numbers from the run"
+    # The Summary cell left the chapter's typed summary, and it renders the chapter's results section.
+    from eurosat_lib import summaries
+
+    typed = summaries.load_summary(tmp_path / "runs", nb.stem)
+    assert typed is not None, f"{nb.name} wrote no {summaries.summary_file(nb.stem)}"
+    assert typed.render_markdown("`source`").startswith("## "), nb.name
     if nb.stem != "00_data":
         records = list((tmp_path / "runs").rglob("record.json"))
         assert records, f"{nb.name} wrote no run records"
