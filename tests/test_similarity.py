@@ -303,3 +303,14 @@ def test_study_command_plans_without_training(monkeypatch, tmp_path, capsys):
     assert len(capsys.readouterr().out.splitlines()) == 1 + 3 + (4 * 2 + 4 * 2 + 2 * 2) + 1
     assert cli.main(["study", "similarity", "--profile", "smoke", "--plan", "-p", "sim_seed", "2"]) == 2
     assert "did you mean 'sim_seeds'" in capsys.readouterr().err
+
+
+def test_sources_note_reads_its_numbers_from_the_rows():
+    rows = pd.DataFrame([{"source": "in_domain", "train_images": 5000, "val_acc": 0.912, "train_acc": 0.95, "minutes": 3.0,
+                          "warnings": "", "budget": "6 epochs", "run": "x"},
+                         {"source": "shuffled", "train_images": 5000, "val_acc": 0.2, "train_acc": 0.21, "minutes": 3.0,
+                          "warnings": "chance-level", "budget": "6 epochs", "run": "y"}])  # fmt: skip
+    text = SIM.sources_note(rows)
+    assert "5,000 images of task A" in text and "true labels 91.2% (chance: 20%)" in text
+    assert "on its shuffled labels 21.0%" in text and "Sanity flags: chance-level." in text
+    assert SIM.sources_note(rows.iloc[0:0]).startswith("*No source")

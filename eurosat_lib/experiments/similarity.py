@@ -598,6 +598,28 @@ def run_study(P: SimpleNamespace, data: D.EuroSAT, *, progress: Callable[[str], 
                                                                "warnings", "budget", "run"]))  # fmt: skip
 
 
+def sources_note(sources: pd.DataFrame, num_classes: int = len(SOURCE_CLASSES)) -> str:
+    """What each pretraining on task A reached, in words (numbers from its record).
+
+    Args:
+        sources: :attr:`Study.sources`.
+        num_classes: classes of the source task (chance = 1 / num_classes).
+
+    Returns:
+        Markdown: one bullet per source, with its sanity flags; a note when there is none.
+    """
+    if sources.empty:
+        return "*No source has been pretrained yet.*"
+    lines = []
+    for _, r in sources.iterrows():
+        flags = f" Sanity flags: {r['warnings']}." if r["warnings"] else ""
+        seen = "its shuffled labels" if r["source"] == "shuffled" else "its labels"
+        lines.append(f"- **{SOURCE_LABELS.get(r['source'], r['source'])}**: {int(r['train_images']):,} images of task A, "
+                     f"{r['budget']}; training accuracy on {seen} {r['train_acc']:.1%} in the last epoch, accuracy on "
+                     f"A's validation images with their true labels {r['val_acc']:.1%} (chance: {1 / num_classes:.0%}).{flags}")
+    return "\n".join(lines)
+
+
 def read_table(folder: str | Path) -> pd.DataFrame:
     """The target runs' table from the finished records alone (trains nothing).
 
@@ -739,7 +761,7 @@ WHY: dict[str, dict[str, dict[str, str]]] = {
                                         "initialised network as much in the same budget (or the seeds disagree too much to tell)",
         },
         "imagenet": {
-            "helps": "a source closer to the target than ImageNet gave better features: similarity of the source data paid off",
+            "helps": "a source closer to the target than ImageNet gave more useful features: similarity of the source data paid off",
             "hurts": "ImageNet's million varied photos gave more general features than a network trained on five EuroSAT "
                      "classes, despite being further from the target: breadth of the source beat its closeness",
             "no detectable difference": "the closer source and ImageNet ended within the noise of each other: closeness "
@@ -776,9 +798,9 @@ WHY: dict[str, dict[str, dict[str, str]]] = {
         "random": {
             "helps": "even with its labels destroyed, pretraining on the same kind of images left useful low-level filters "
                      "and image statistics (BatchNorm) behind: what helped is the images, not the task",
-            "hurts": "the source learned noise (labels unrelated to the images): its features are worse than a random "
+            "hurts": "the source learned noise (labels unrelated to the images): its features are a poorer start than a random "
                      "start, which is negative transfer from an unrelated source",
-            "no detectable difference": "a source whose labels carry nothing gave features no better and no worse than "
+            "no detectable difference": "a source whose labels carry nothing gave features neither more nor less useful than "
                                         "a random start, within the noise",
         },
         "imagenet": {
@@ -909,18 +931,18 @@ def answer(diffs: pd.DataFrame, arm: str = "frozen") -> str:
     where = ARM_LABELS[arm]
     if closer_wins and not closer_loses and unrelated_hurts:
         return (f"**Yes, in this study ({where}):** a source closer to the target than ImageNet beat ImageNet, and an "
-                "unrelated source did worse than no pretraining at all: how similar the source is decided whether "
+                "unrelated source fell below no pretraining at all: how similar the source is decided whether "
                 "transfer helped.")
     if closer_wins and not closer_loses:
         return (f"**Partly ({where}):** a closer source beat ImageNet, so similarity raised the gain; but the unrelated "
                 "source did not measurably hurt compared with training from scratch, so dissimilarity alone did not make "
                 "transfer negative here.")
     if closer_loses and not closer_wins:
-        return (f"**No, not similarity alone ({where}):** the closer source did worse than ImageNet, so the breadth of the "
+        return (f"**No, not similarity alone ({where}):** the closer source fell below ImageNet, so the breadth of the "
                 "source mattered more than its closeness to the target"
                 + (", while the unrelated source did hurt." if unrelated_hurts else "."))
     if unrelated_hurts:
-        return (f"**Only at the far end ({where}):** the unrelated source did worse than training from scratch, but the "
+        return (f"**Only at the far end ({where}):** the unrelated source fell below training from scratch, but the "
                 "closer sources and ImageNet could not be told apart (or traded places across sizes): beyond "
                 "\"related at all\", the study cannot show that more similarity helps more.")
     return (f"**Not measurably ({where}):** no source's difference from ImageNet or from training from scratch that "
