@@ -147,7 +147,7 @@ def test_parameters_are_checked():
     with pytest.raises(ParameterError, match="sim_sizes"):
         params(sim_sizes=[5, 5])
     smoke, cpu = params(), params(profile="cpu")
-    assert smoke.sim_sizes == [2, 4] and smoke.sim_image_size == 32 and cpu.sim_cheap_seeds == [0, 1, 2, 3, 4]
+    assert smoke.sim_sizes == [2] and smoke.sim_image_size == 32 and cpu.sim_cheap_seeds == [0, 1, 2, 3, 4]
 
 
 # ------------------------------------------------------------------------------------------
@@ -297,10 +297,10 @@ def test_study_command_plans_without_training(monkeypatch, tmp_path, capsys):
     assert cli.main(["study", "similarity", "--profile", "smoke", "--plan", "--out-dir", str(out)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert str(out / "similarity") in lines[0] and lines[1].startswith("source_in_domain_n3")
-    assert len(lines) == 1 + 3 + (4 * (2 + 1) + 2) + 1 and lines[-1].startswith("estimated minutes")
+    assert len(lines) == 1 + 3 + (4 * (1 + 1) + 1) + 1 and lines[-1].startswith("estimated minutes")
     assert not out.exists()  # a plan trains nothing
     assert cli.main(["study", "similarity", "--profile", "smoke", "--plan", "--out-dir", str(out), "-p", "sim_seeds", "2"]) == 0
-    assert len(capsys.readouterr().out.splitlines()) == 1 + 3 + (4 * 2 + 4 * 2 + 2 * 2) + 1
+    assert len(capsys.readouterr().out.splitlines()) == 1 + 3 + (4 + 4 * 2 + 2) + 1
     assert cli.main(["study", "similarity", "--profile", "smoke", "--plan", "-p", "sim_seed", "2"]) == 2
     assert "did you mean 'sim_seeds'" in capsys.readouterr().err
 

@@ -97,7 +97,7 @@ class NegativeTransferParams(ChapterParams, notebook=NOTEBOOK):
     )  # fmt: skip
     sim_sizes: list[int] = param(list_of(pos_int, "positive ints", distinct=True),
                                  "similarity: target images per class of the frozen and scratch arms",
-                                 smoke=[2, 4], cpu=[5, 20, 100, 1500], gpu=[5, 20, 100, 500, 1500])  # fmt: skip
+                                 smoke=[2], cpu=[5, 20, 100, 1500], gpu=[5, 20, 100, 500, 1500])  # fmt: skip
     sim_finetune_sizes: list[int] = param(list_of(pos_int, "positive ints", distinct=True),
                                           "similarity: target images per class of the fine-tuned arm",
                                           smoke=[2], cpu=[5, 100], gpu=[5, 20, 100, 500, 1500])  # fmt: skip
@@ -106,8 +106,8 @@ class NegativeTransferParams(ChapterParams, notebook=NOTEBOOK):
                                              smoke=1, cpu=5, gpu=5)  # fmt: skip
     sim_image_size: int = param(at_least(32), "similarity: input size of every run (64 = EuroSAT's native size)",
                                 smoke=32, cpu=64, gpu=64)  # fmt: skip
-    sim_source_n_per_class: int | None = param(optional(pos_int), "similarity: source training images per class "
-                                               "(None = A's whole training split)", smoke=3, cpu=1000, gpu=None)  # fmt: skip
+    sim_source_n_per_class: int | None = param(optional(pos_int), "similarity: source training images per class; "
+                                               "None: A's whole training split", smoke=3, cpu=1000, gpu=None)  # fmt: skip
     sim_source_epochs: int = param(pos_int, "similarity: pretraining epochs on the source task", smoke=1, cpu=6, gpu=30)
     sim_head_epochs: int = param(pos_int, "similarity: epochs of the head phase (early stopping after 5)",
                                  smoke=1, cpu=30, gpu=50)  # fmt: skip
@@ -124,7 +124,7 @@ class NegativeTransferParams(ChapterParams, notebook=NOTEBOOK):
                                  smoke=1, cpu=25, gpu=50)  # fmt: skip
     sim_val_n_per_class: int | None = param(optional(pos_int), "similarity: validation images per class watched by "
                                             "early stopping (the frozen arm uses them all)", smoke=2, cpu=50, gpu=None)
-    sim_test_n_per_class: int | None = param(optional(pos_int), "similarity: test images per class scored (None = all)",
+    sim_test_n_per_class: int | None = param(optional(pos_int), "similarity: test images per class scored; None: all",
                                              smoke=4, cpu=None, gpu=None)  # fmt: skip
 
 
