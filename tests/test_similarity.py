@@ -283,6 +283,13 @@ def test_study_runs_end_to_end_on_real_images_and_a_second_call_reuses_it(tmp_pa
     again = SIM.run_study(P, tiny, progress=lines.append)
     assert not again.table["trained"].any() and all("reused" in line for line in lines[len(stamps):])
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    # a fresh clone has the records but no model or weights files: with every target run finished,
+    # nothing asks for the sources' weights, so nothing is trained again
+    for src in study.sources["run"]:
+        for name in (SIM.SOURCE_WEIGHTS_FILE, "model.keras"):
+            (Path(src) / name).unlink()
+    clone = SIM.run_study(P, tiny)
+    assert not clone.table["trained"].any() and not any((Path(s) / SIM.SOURCE_WEIGHTS_FILE).exists() for s in study.sources["run"])
     cols = [c for c in SIM.COLUMNS if c != "trained"]
     pd.testing.assert_frame_equal(SIM.read_table(SIM.study_dir(P))[cols], table[cols])
     assert SIM.narrative(table, SIM.differences(table)).count("- **") == 4

@@ -521,8 +521,8 @@ def _source_row(res: RunResult) -> dict[str, Any]:
             "run": str(res.run_dir)}  # fmt: skip
 
 
-def pretrain_source(P: SimpleNamespace, data: D.EuroSAT, spec: ExperimentSpec) -> tuple[RunResult, Path]:
-    """Run (or reuse) one pretraining on task A and save its backbone's weights beside its record.
+def pretrain_source(P: SimpleNamespace, data: D.EuroSAT, spec: ExperimentSpec) -> RunResult:
+    """Run (or reuse) one pretraining on task A.
 
     Args:
         P: resolved chapter parameters (``out_dir``, ``profile``, ``sim_source_classes``).
@@ -531,23 +531,43 @@ def pretrain_source(P: SimpleNamespace, data: D.EuroSAT, spec: ExperimentSpec) -
         spec: :func:`source_spec`'s spec.
 
     Returns:
-        The run, and the weights file the target's runs load.
+        The run (its model in memory when trained now; :func:`source_weights` writes the file
+        the target's runs load).
     """
     where = SimpleNamespace(**{**vars(P), "out_dir": str(study_dir(P))})
     task = class_task(data, P.sim_source_classes)
     train = train_subset(task, spec)
     if spec.tags["source"] == "shuffled":
         train = replace(train, labels=shuffled_labels(train.labels))
-    res = run(where, spec, task, train_data=train, model_fn=scratch_model_fn(task.num_classes))
+    return run(where, spec, task, train_data=train, model_fn=scratch_model_fn(task.num_classes))
+
+
+def source_weights(res: RunResult) -> Path:
+    """The backbone weights of a pretraining run, saved beside its record on first use.
+
+    Weight files are never committed: on a fresh clone, a target run that must train asks for
+    them and the source is trained again (:meth:`.core.RunResult.load_model`); when every target
+    run is already finished nobody asks, and nothing is retrained.
+
+    Args:
+        res: :func:`pretrain_source`'s run.
+
+    Returns:
+        ``<run folder>/source_backbone.weights.h5``.
+    """
     path = res.run_dir / SOURCE_WEIGHTS_FILE
     if not path.is_file():
         from .._io import atomic_path
 
-        # a reused record without its model (a fresh clone): load_model trains it again
         backbone = res.load_model().get_layer("backbone")
         with atomic_path(path, suffix=".weights.h5") as tmp:
             backbone.save_weights(str(tmp))
-    return res, path
+    return path
+
+
+def _finished(folder: Path, spec: ExperimentSpec) -> bool:
+    """Whether ``spec``'s run folder holds a finished record of this very spec (it would be reused)."""
+    return R.reusable(folder / spec.name, {"spec_key": spec.key()}) is not None
 
 
 def run_study(P: SimpleNamespace, data: D.EuroSAT, *, progress: Callable[[str], None] | None = None) -> Study:
@@ -567,17 +587,23 @@ def run_study(P: SimpleNamespace, data: D.EuroSAT, *, progress: Callable[[str], 
     where = SimpleNamespace(**{**vars(P), "out_dir": str(study_dir(P))})
     todo = plan(P, data)
     rows, src_rows = [], []
+    sources: dict[str, RunResult] = {}
     k = target.num_classes
     for i, r in enumerate(todo, 1):
         t0 = time.perf_counter()
         spec = r.spec
         if r.role == "source":
-            res, _ = pretrain_source(P, data, spec)
+            res = sources[spec.tags["source"]] = pretrain_source(P, data, spec)
             src_rows.append(_source_row(res))
             trained = res.model is not None
+            if trained:
+                source_weights(res)  # now, while the model is in memory
             label = f"val accuracy on A {src_rows[-1]['val_acc']:.2%}"
             flags = src_rows[-1]["warnings"]
         else:
+            source = spec.tags["source"]
+            if source in sources and not _finished(study_dir(P), spec):
+                source_weights(sources[source])  # the run below loads them
             train = train_subset(target, spec)
             passes = spec.tags["budget"]["passes_per_epoch"]
             tiled = train if passes == 1 else train.take(np.tile(np.arange(len(train)), passes))
