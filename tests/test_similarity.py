@@ -187,6 +187,7 @@ def test_differences_pair_on_common_seeds_against_both_baselines():
     table = SIM.difference_table(diffs, "frozen")
     assert list(table.columns) == ["− ImageNet", "− no pretraining (from scratch)"]
     assert table.loc[(SIM.SOURCE_LABELS["shuffled"], "100")].iloc[1].endswith(": hurts")
+    assert table.loc[(SIM.SOURCE_LABELS["imagenet"], "5")].iloc[0] == "—"
 
 
 @pytest.mark.parametrize("verdict, word", [("better", "helps"), ("worse", "hurts"), ("no measurable difference", "no detectable difference")])

@@ -877,7 +877,8 @@ def difference_table(diffs: pd.DataFrame, arm: str) -> pd.DataFrame:
     cell = d.assign(cell=d["text"] + ": " + d["effect"] + d["flags"].map(lambda f: f" [flags: {f}]" if f else ""),
                     label=d["source"].map(SOURCE_LABELS))  # fmt: skip
     wide = cell.pivot_table(index=["label", "n_per_class"], columns="baseline", values="cell", aggfunc="first", sort=False)
-    wide = wide[[b for b in BASELINES if b in wide.columns]]
+    # ImageNet is not compared with itself: its row has a dash there, not NaN
+    wide = wide[[b for b in BASELINES if b in wide.columns]].fillna("—")
     wide.columns = [f"− {SOURCE_LABELS[b]}" for b in wide.columns]
     wide.index = wide.index.set_levels([wide.index.levels[0], [f"{n:,.0f}" for n in wide.index.levels[1]]])
     wide.index.names = ["source", "labelled images per class"]
