@@ -4,6 +4,7 @@
     python -m eurosat_lib experiments --profile cpu [--only 03_finetune] [--force]
     python -m eurosat_lib report --profile cpu     # book/results.md from the run records
     python -m eurosat_lib study crossover --profile cpu [--plan]   # a long study, resumable
+    python -m eurosat_lib study similarity --profile cpu [--plan]  # chapter 2's source-similarity study
     python -m eurosat_lib info
 """
 
@@ -227,10 +228,35 @@ def _study_crossover(args: argparse.Namespace) -> int:
     return 0
 
 
+def _study_similarity(args: argparse.Namespace) -> int:
+    """Chapter 2's similarity study: the sources pretrained on task A, then every target run, resumable."""
+    import pandas as pd
+
+    from .experiments import load_data, resolve_params
+    from .experiments import similarity as SIM
+
+    P = resolve_params("02_negative_transfer", profile=args.profile, out_dir=args.out_dir, **_overrides(args.param))
+    data = load_data(P.data_source, P.profile)
+    print(f"similarity study, profile {P.profile}: run folders under {SIM.study_dir(P)}", flush=True)
+    if args.plan:
+        print(SIM.plan_text(SIM.plan(P, data)))
+        return 0
+    study = SIM.run_study(P, data, progress=lambda line: print(line, flush=True))
+    diffs = SIM.differences(study.table)
+    with pd.option_context("display.width", 220, "display.max_colwidth", 90):
+        for arm in ("frozen", "finetune"):
+            table = SIM.difference_table(diffs, arm)
+            if len(table):
+                print(f"\n{SIM.ARM_LABELS[arm]}:\n{table.to_string()}")
+    print("\n" + SIM.answer(diffs))
+    return 0
+
+
 #: Long studies the command line runs outside a notebook (``python -m eurosat_lib study NAME``):
 #: name -> (function of the parsed arguments, the chapter whose parameters and folder it uses).
 STUDIES = {
     "crossover": (_study_crossover, "03_finetune"),
+    "similarity": (_study_similarity, "02_negative_transfer"),
 }
 
 

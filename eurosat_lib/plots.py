@@ -1207,3 +1207,62 @@ def plot_crossover(
     ax.legend(fontsize=8)
     sns.despine(ax=ax)
     return fig
+
+
+def plot_similarity(curves: pd.DataFrame, runs: pd.DataFrame | None = None) -> Figure:
+    """Test accuracy against labelled images per class, one line per source, one panel per arm.
+
+    The from-scratch line (the ``scratch`` arm, source ``random``) is drawn in both panels: it is
+    the "no transfer" reference of the frozen and the fine-tuned arm alike.
+
+    Args:
+        curves: one row per (arm, source, size) with ``arm``, ``source``, ``label`` (the source in
+            words), ``n_per_class``, ``mean``, ``low`` and ``high`` (95 % interval over seeds; NaN:
+            no band), as :func:`eurosat_lib.experiments.similarity.curves` returns.
+        runs: optional per-run rows (``arm``, ``source``, ``n_per_class``, ``test_acc``), drawn as dots.
+
+    Returns:
+        The figure (panels "frozen base + head" and "fine-tuned: all layers", where present).
+
+    Raises:
+        ValueError: a needed column is missing, or there is nothing to draw.
+    """
+    missing = [c for c in ("arm", "source", "label", "n_per_class", "mean", "low", "high") if c not in curves.columns]
+    if missing:
+        raise ValueError(f"columns {missing} not in the curves table; available: {list(curves.columns)}")
+    arms = [a for a in ("frozen", "finetune") if (curves["arm"].astype(str) == a).any()]
+    if not arms:
+        raise ValueError("no frozen or fine-tuned runs in the curves table: nothing to draw")
+    titles = {"frozen": "frozen base + head", "finetune": "fine-tuned: all layers"}
+    fig, axes = plt.subplots(1, len(arms), figsize=(6.2 * len(arms), 4.4), dpi=DPI, layout="constrained", sharey=True,
+                             squeeze=False)  # fmt: skip
+    labels = list(pd.unique(curves["label"]))
+    colors = dict(zip(labels, sns.color_palette("deep")))
+    scratch = curves[curves["arm"].astype(str) == "scratch"]
+    for ax, arm in zip(axes[0], arms):
+        mine = curves[curves["arm"].astype(str) == arm]
+        for label, part in pd.concat([mine, scratch]).groupby("label", sort=False):
+            part = part.sort_values("n_per_class")
+            color = colors[label]
+            is_scratch = (part["arm"].astype(str) == "scratch").all()
+            ax.plot(part["n_per_class"], part["mean"], marker="o", color=color, label=label,
+                    linestyle="--" if is_scratch else "-")  # fmt: skip
+            band = part.dropna(subset=["low", "high"])
+            if len(band):
+                ax.fill_between(band["n_per_class"], band["low"], band["high"], color=color, alpha=0.15, linewidth=0)
+            if runs is not None and {"arm", "source", "n_per_class", "test_acc"} <= set(runs.columns):
+                src, a = str(part["source"].iloc[0]), str(part["arm"].iloc[0])
+                dots = runs[(runs["source"].astype(str) == src) & (runs["arm"].astype(str) == a)]
+                ax.scatter(dots["n_per_class"], dots["test_acc"], s=8, color=color, alpha=0.45)
+        sizes = sorted(pd.concat([mine, scratch])["n_per_class"].unique())
+        ax.set_xscale("log")
+        ax.set_xticks(sizes, [f"{v:,.0f}" for v in sizes])
+        ax.minorticks_off()
+        ax.set_xlabel("labelled target images per class (log scale)")
+        ax.set_title(titles[arm], fontsize=10)
+        sns.despine(ax=ax)
+    axes[0][0].set_ylabel("test accuracy on the target classes")
+    axes[0][0].yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:.0%}"))
+    axes[0][-1].legend(fontsize=8, loc="lower right")
+    fig.suptitle("source similarity: line = mean over seeds, band = 95% interval, dashed = no pretraining", fontsize=10)
+    return fig

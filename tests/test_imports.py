@@ -52,7 +52,7 @@ for _c in CHAPTERS:
 #: Study modules: one study that chapters run or read (e.g. chapter 3 runs the crossover, chapter 4
 #: draws from its records). They sit between the recipes and the chapters, so a chapter may import
 #: a study and a study can never import a chapter (the floor rule above fails it).
-STUDIES = ("crossover",)
+STUDIES = ("crossover", "similarity")
 for _s in STUDIES:
     FLOORS[f"eurosat_lib.experiments.{_s}"] = 7.5
 

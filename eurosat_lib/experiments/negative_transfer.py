@@ -33,8 +33,8 @@ from .. import runs as R
 from .. import training as T
 from .core import ExperimentSpec, RunResult, run
 from .params import (
-    ChapterParams, at_least, backbone_kwargs, backbone_name, choice, int_list, list_of, nonneg_int, optional, param,
-    pos_int, pos_num, seeds_param, weights_param,
+    ChapterParams, all_of, at_least, backbone_kwargs, backbone_name, choice, int_list, list_of, nonneg_int, optional, param,
+    pos_int, pos_num, satisfies, seeds_param, weights_param,
 )  # fmt: skip
 from .recipes import scratch_model_fn
 
@@ -87,6 +87,45 @@ class NegativeTransferParams(ChapterParams, notebook=NOTEBOOK):
                                         smoke=2, cpu=20, gpu=None)
     test_n_per_class: int | None = param(optional(pos_int), "test images per class scored",
                                          smoke=4, cpu=100, gpu=None)
+    # The similarity study (experiments/similarity.py): sources pretrained on half of the classes (A),
+    # transferred to the other half (B). Its runs live in <out_dir>/similarity.
+    sim_source_classes: list[str] = param(
+        all_of(list_of(choice(*D.CLASS_NAMES), f"class names from {list(D.CLASS_NAMES)}", distinct=True),
+               satisfies(lambda v: len(v) < len(D.CLASS_NAMES), "must leave at least one class for the target task")),
+        "similarity: the source task's classes (A); the target task is the other classes (B)",
+        default=["AnnualCrop", "Forest", "Pasture", "Residential", "River"],
+    )  # fmt: skip
+    sim_sizes: list[int] = param(list_of(pos_int, "positive ints", distinct=True),
+                                 "similarity: target images per class of the frozen and scratch arms",
+                                 smoke=[2], cpu=[5, 20, 100, 1500], gpu=[5, 20, 100, 500, 1500])  # fmt: skip
+    sim_finetune_sizes: list[int] = param(list_of(pos_int, "positive ints", distinct=True),
+                                          "similarity: target images per class of the fine-tuned arm",
+                                          smoke=[2], cpu=[5, 100], gpu=[5, 20, 100, 500, 1500])  # fmt: skip
+    sim_seeds: list[int] = seeds_param("similarity: seeds of the fine-tuned and scratch arms", smoke=1, cpu=3, gpu=5)
+    sim_cheap_seeds: list[int] = seeds_param("similarity: seeds of the frozen arm (under a minute per run)",
+                                             smoke=1, cpu=5, gpu=5)  # fmt: skip
+    sim_image_size: int = param(at_least(32), "similarity: input size of every run (64 = EuroSAT's native size)",
+                                smoke=32, cpu=64, gpu=64)  # fmt: skip
+    sim_source_n_per_class: int | None = param(optional(pos_int), "similarity: source training images per class; "
+                                               "None: A's whole training split", smoke=3, cpu=1000, gpu=None)  # fmt: skip
+    sim_source_epochs: int = param(pos_int, "similarity: pretraining epochs on the source task", smoke=1, cpu=6, gpu=30)
+    sim_head_epochs: int = param(pos_int, "similarity: epochs of the head phase (early stopping after 5)",
+                                 smoke=1, cpu=30, gpu=50)  # fmt: skip
+    sim_lr: float = param(pos_num, "similarity: peak fine-tuning learning rate (cosine decay to 0)", default=3e-4)
+    sim_epochs: int = param(pos_int, "similarity: fine-tuning epochs at large sizes", smoke=1, cpu=3, gpu=10)
+    sim_min_steps: int = param(pos_int, "similarity: fine-tuning steps at least (small sizes)", smoke=1, cpu=150, gpu=300)
+    sim_scratch_epochs: int = param(pos_int, "similarity: epoch cap of the scratch arm at large sizes",
+                                    smoke=1, cpu=6, gpu=60)  # fmt: skip
+    sim_scratch_min_steps: int = param(pos_int, "similarity: scratch steps at least (its cap at small sizes)",
+                                       smoke=1, cpu=600, gpu=4000)  # fmt: skip
+    sim_patience: int = param(pos_int, "similarity: early-stopping patience (epochs) of the scratch arm",
+                              smoke=1, cpu=3, gpu=8)  # fmt: skip
+    sim_epoch_steps: int = param(pos_int, "similarity: steps per epoch at least (small sets repeat within an epoch)",
+                                 smoke=1, cpu=25, gpu=50)  # fmt: skip
+    sim_val_n_per_class: int | None = param(optional(pos_int), "similarity: validation images per class watched by "
+                                            "early stopping (the frozen arm uses them all)", smoke=2, cpu=50, gpu=None)
+    sim_test_n_per_class: int | None = param(optional(pos_int), "similarity: test images per class scored; None: all",
+                                             smoke=4, cpu=None, gpu=None)  # fmt: skip
 
 
 #: The ``model_fn`` of every run of this chapter: arms whose BatchNorm layers train get the
