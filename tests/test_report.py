@@ -244,3 +244,60 @@ def test_committed_page_flags_the_broken_runs_and_fixes_the_labels():
     for line in page.splitlines():
         if re.search(r"\*\*(better|worse)\*\*", line):
             assert "95 % CI" in line, line
+
+
+def _headline(tmp_path, name, acc, *, contended=None, size=128, epochs=5, cap=5, val=(0.9, 0.9)):
+    """A complete headline record under book/runs/cpu/reference/<name> (contended=None: no load kept)."""
+    timings = {"fit_seconds": 1234.0, "phases": {"p": {"epochs_run": epochs}}}
+    if contended is not None:
+        timings.update({"machine_load": {"start": {}, "end": {}}, "contended": contended})
+    rec = {
+        "status": "complete", "warnings": [],
+        "metrics": {"test": {"accuracy": acc, "n": 5400, "macro_f1": acc, "ece": 0.01}},
+        "timings": timings, "extra": {"train_size": 16200},
+        "model_info": {"params": {"trainable": 1000, "total": 1000}},
+        "params": {"backbone": "MobileNetV2", "backbone_kwargs": {"alpha": 0.35}, "image_size": size, "tags": {},
+                   "phases": [{"epochs": cap, "optimizer": "adamw", "learning_rate": 2e-3, "schedule": "cosine",
+                               "early_stopping": 8}]},
+        "environment": {"cpu_model": "cpu", "cpu_count": 2, "gpus": []},
+        "history": [{"history": {"val_accuracy": list(val)}}],
+    }  # fmt: skip
+    d = tmp_path / "book" / "runs" / "cpu" / "reference" / name
+    d.mkdir(parents=True)
+    (d / "record.json").write_text(json.dumps(rec))
+    return rec
+
+
+@pytest.mark.parametrize("contended, shown", [(None, False), (True, False), (False, True)])
+def test_headline_times_show_only_when_measured_alone(tmp_path, contended, shown):
+    rec = _headline(tmp_path, "mobilenetv2_035_finetune", 0.97, contended=contended)
+    text, found = R.reference_section(tmp_path / "book" / "runs" / "cpu", tmp_path / "book")
+    assert "mobilenetv2_035_finetune" in found
+    assert ("20.6 min" in text) is shown  # 1,234 s
+    assert ("not shown" in text) is not shown
+
+
+def test_plateau_run_is_compared_with_helbers_cnn_with_an_interval(tmp_path):
+    _headline(tmp_path, "mobilenetv2_035_finetune", 0.968, contended=False)
+    _headline(tmp_path, "mobilenetv2_035_scratch_plateau", 0.9537, contended=True, size=64, epochs=60, cap=60,
+              val=[0.95] * 6 + [0.9576])  # fmt: skip
+    text, _ = R.reference_section(tmp_path / "book" / "runs" / "cpu", tmp_path / "book")
+    assert "## Headline: one network, two ways" in text
+    para = next(line for line in text.splitlines() if line.startswith("Trained to a plateau"))
+    assert "**95.37 %**" in para and "ran its whole 60-epoch schedule" in para
+    assert "Helber et al.'s two-layer CNN trained from scratch (87.96 %): +7.4 points (95 % CI" in para
+    assert "**better**" in para and "**worse**" in para  # above Helber, below the fine-tuned model
+    # a run stopped by early stopping says so instead
+    (tmp_path / "b2").mkdir()
+    _headline(tmp_path / "b2", "mobilenetv2_035_scratch_plateau", 0.80, contended=False, size=64, epochs=30, cap=60)
+    text2, _ = R.reference_section(tmp_path / "b2" / "book" / "runs" / "cpu", tmp_path / "b2" / "book")
+    assert "early stopping ended it after 30 of at most 60 epochs" in text2
+    assert "-8.0 points" in text2 and "**worse**" in text2  # 80.0 % vs 87.96 %
+
+
+def test_committed_page_states_the_plateau_run_against_helber():
+    text = (REPO / "book" / "results.md").read_text()
+    para = next(line for line in text.splitlines() if line.startswith("Trained to a plateau"))
+    rec = json.loads((REPO / "book/runs/cpu/reference/mobilenetv2_035_scratch_plateau/record.json").read_text())
+    assert R.pct(rec["metrics"]["test"]["accuracy"]) in para and "87.96 %" in para and "95 % CI" in para
+    assert rec["warnings"] == []  # trained to a plateau: not flagged "not converged"
