@@ -78,10 +78,11 @@ def results_dir(args: argparse.Namespace) -> Path:
 
 
 def lib_io():
-    """``eurosat_lib._io`` (atomic writes); importing it does not import TensorFlow."""
-    import eurosat_lib._io
+    """``eurosat_lib.runs``, for its atomic writes (``atomic_path``, ``write_json_atomic``); importing
+    it does not import TensorFlow."""
+    import eurosat_lib.runs
 
-    return eurosat_lib._io
+    return eurosat_lib.runs
 
 
 def environment() -> dict[str, Any]:

@@ -42,13 +42,16 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 import numpy as np
 
 from . import __version__
-from ._io import write_json_atomic
+# Run folders own atomic writing; benchmarks and scripts use these through runs, not the private _io.
+from ._io import atomic_path, write_json_atomic
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
 __all__ = [
     "PARAMS_FILE",
+    "atomic_path",
+    "write_json_atomic",
     "RUN_RECORD",
     "RUN_STATUSES",
     "RunFolderBusy",

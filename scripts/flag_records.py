@@ -21,7 +21,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from eurosat_lib._io import write_json_atomic  # noqa: E402
+from eurosat_lib.runs import write_json_atomic  # noqa: E402
 from eurosat_lib.sanity import flags_from_record  # noqa: E402
 
 

@@ -183,3 +183,52 @@ def test_every_subpackage_is_installed():
     listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
     found = {".".join(p.parent.relative_to(REPO).parts) for p in PKG.rglob("__init__.py")}
     assert found <= listed, f"add to [tool.setuptools] packages in pyproject.toml: {sorted(found - listed)}"
+
+
+def _private_crossings(path: Path) -> list[str]:
+    """``from eurosat_lib.x import _name`` and ``alias._name`` on an imported eurosat_lib module in ``path``."""
+    tree = ast.parse(path.read_text())
+    own = {"eurosat_lib"}  # names bound to eurosat_lib modules in this file
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("eurosat_lib")):
+            if not node.level and any(p.startswith("_") and not p.startswith("__") for p in node.module.split(".")):
+                out.append(f"{path.relative_to(REPO)}:{node.lineno} imports from {node.module}")
+            for a in node.names:
+                if a.name.startswith("_") and not a.name.startswith("__"):
+                    out.append(f"{path.relative_to(REPO)}:{node.lineno} imports {a.name}")
+                else:
+                    own.add(a.asname or a.name)
+        elif isinstance(node, ast.Import):
+            own |= {a.asname or a.name.split(".")[0] for a in node.names if a.name.startswith("eurosat_lib")}
+            out += [f"{path.relative_to(REPO)}:{node.lineno} imports {a.name}" for a in node.names
+                    if a.name.startswith("eurosat_lib") and any(part.startswith("_") and not part.startswith("__")
+                                                                for part in a.name.split("."))]  # fmt: skip
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in own
+                and node.attr.startswith("_") and not node.attr.startswith("__")):  # fmt: skip
+            out.append(f"{path.relative_to(REPO)}:{node.lineno} uses {node.value.id}.{node.attr}")
+    return out
+
+
+def test_no_private_name_crosses_a_module_boundary():
+    """Library, benchmarks and scripts use only public names of other modules (tests may probe privates).
+
+    Private *modules* (``_io``, ``_quiet``) are package-internal helpers whose public names any module
+    of the package may import; what is forbidden is reaching for an underscored name of another module.
+    """
+    files = SOURCES + sorted((REPO / "benchmarks").glob("*.py")) + sorted((REPO / "scripts").glob("*.py"))
+    crossing = [c for p in files for c in _private_crossings(p)]
+    assert not crossing, "private names used across modules (make them public):\n" + "\n".join(crossing)
+
+
+def test_private_crossing_check_can_fail(tmp_path, monkeypatch):
+    bad = PKG / "_probe_private_crossing.py"  # never written: only its text is parsed
+    src = "from .data import _open_source\nfrom . import models as M\nimport eurosat_lib._io\nfrom eurosat_lib._io import progress\nx = M._CAFFE_MEAN_BGR\n"
+    real = Path.read_text
+    monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: src if self == bad else real(self, *a, **k))
+    found = _private_crossings(bad)
+    assert any("imports _open_source" in f for f in found), found
+    assert any("M._CAFFE_MEAN_BGR" in f for f in found), found
+    assert any("imports eurosat_lib._io" in f for f in found), found
+    assert any("imports from eurosat_lib._io" in f for f in found), found

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import functools
 
-from eurosat_lib._quiet import quiet_backend_import
+from .._quiet import quiet_backend_import
 
 # Before Keras: its TensorFlow import would print C++ log lines into notebooks otherwise.
 quiet_backend_import()
