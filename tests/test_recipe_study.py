@@ -122,6 +122,9 @@ def test_the_study_has_at_least_twelve_one_change_configurations_that_all_build(
         assert len({s.key() for s in specs}) == len(specs)
     base = RS.spec_for(RS.BASE, RS.PROFILES["cpu"], 0)
     assert base.image_size == 128 and base.phases[1].epochs == 6 and base.phases[1].unfreeze == "all"
+    assert base.phases[0].epochs == 40 and base.phases[0].early_stopping == 5  # the real head phase
+    smoke = RS.spec_for(RS.BASE, RS.PROFILES["smoke"], 0)
+    assert [ph.epochs for ph in smoke.phases] == [1, 1] and smoke.phases[0].early_stopping is None
     with pytest.raises(ValueError, match="unknown recipe"):
         RS.run_study("smoke", only=["nope"], data=D.make_synthetic(n_per_class=4))
 
@@ -133,6 +136,7 @@ def test_dry_run_trains_one_recipe_then_reuses_it(tmp_path):
     assert {r["seed"] for r in first} == {0, 1}  # the front-runner's extra seed
     r = first[0]
     assert 0.0 <= r["test_acc"] <= 1.0 and 0.0 <= r["tta_test_acc"] <= 1.0 and r["minutes"] > 0
+    assert (r["epochs"], r["head_epochs"]) == (1, 1)  # fine-tuning epochs counted apart from the head's
     folder = RS.out_dir("smoke", tmp_path) / "recipe_adamw_lin_seed0"
     tta = json.loads((folder / "tta.json").read_text())
     assert tta["spec_key"] == json.loads((folder / "params.json").read_text())["spec_key"]
