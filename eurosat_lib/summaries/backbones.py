@@ -118,9 +118,13 @@ def scratch_story(record: Mapping[str, Any]) -> str:
     if not tr or not va:
         return ""
     n = (record.get("extra") or {}).get("train_size")
-    vl = hist.get("val_loss") or []
-    best = min(range(len(vl)), key=vl.__getitem__) if vl else None
-    restored = (f", and early stopping on validation loss kept the weights of epoch {best + 1} (validation "
+    # early stopping restored the best epoch of what it watched (validation loss unless the phase says)
+    monitor = (phases[-1].get("early_stopping_monitor") if phases else None) or "val_loss"
+    watched = hist.get(monitor) or []
+    pick = max if "accuracy" in monitor else min
+    best = pick(range(len(watched)), key=watched.__getitem__) if watched else None
+    what = "validation accuracy" if monitor == "val_accuracy" else "validation loss"
+    restored = (f", and early stopping on {what} kept the weights of epoch {best + 1} (validation "
                 f"accuracy {pct(va[best], 0)})" if best is not None and best < len(va) and len(va) < epoch_cap(record) else "")
     return (f" It trained every layer from random weights for {len(tr)} epochs: training accuracy rose to "
             f"{pct(max(tr), 0)} while validation accuracy stayed between {pct(min(va), 0)} and {pct(max(va), 0)}"
