@@ -100,6 +100,8 @@ def test_candidate_specs_pretrained_use_the_chapter_3_recipe_scratch_its_own(on_
     assert b.weights is None and b.backbone_kwargs == {} and b.image_size == P.scratch_image_size and b.freeze_bn is False
     assert only.name == "scratch" and not only.use_feature_cache and only.unfreeze == "all" and not only.freeze_bn
     assert only.learning_rate == P.lr_scratch and only.schedule == "cosine" and only.early_stopping == BB.SCRATCH_PATIENCE
+    # early stopping watches accuracy: the loss of a scratch network rises while its accuracy climbs
+    assert only.early_stopping_monitor == "val_accuracy" and b.to_dict()["phases"][0]["early_stopping_monitor"] == "val_accuracy"
     assert only.epochs == P.epochs_head + P.epochs_finetune and b.augment == "flip"
     assert b.tags["bn_momentum"] == M.SCRATCH_BN_MOMENTUM and b.tags["init"] == "from scratch"
     with pytest.raises(ValueError, match="without ImageNet weights"):
