@@ -103,6 +103,7 @@ def levelled_problems(text: str, scratch_best_last: int = 0) -> list[tuple[str, 
     """'levelled off' next to runs whose best epoch was the last (stated in the sentence or counted from records)."""
     bad = []
     for s in sentences(text):
+        s = re.sub(r"`[^`]*`", "", s)  # a run folder's name (e.g. `..._scratch_plateau/record.json`) is not prose
         if not LEVELLED.search(s) or re.search(r"\bnot\b[^.]*levell?ed off|still (?:improving|rising)", s, re.I):
             continue
         share = SHARE_LAST.search(s)
@@ -230,6 +231,9 @@ def test_checker_levelled_off():
     ok = "For the from-scratch models the best validation epoch was the last one in 0% and 0% of runs: they had levelled off."
     assert levelled_problems(ok) == []
     assert levelled_problems("They were still improving, so they had not levelled off.", scratch_best_last=2) == []
+    # a record's path is not prose; the same words outside backticks still count
+    assert levelled_problems("From scratch: 95 % (`runs/x_scratch_plateau/record.json`).", scratch_best_last=2) == []
+    assert levelled_problems("From scratch to a plateau: 95 %.", scratch_best_last=2)
 
 
 def test_best_is_last():
