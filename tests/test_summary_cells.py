@@ -1,0 +1,86 @@
+"""The chapters' Summary cells only call, display and narrate: the text each shows comes from its
+summary's ``notebook_markdown()``. Rebuilt from the committed records (the chapter's ``summary.json``
+tables and numbers, through its ``summarize``), that text is, word for word, what the executed chapter
+in the book shows in its Summary cell; and each template's Summary cell is the three calls, no analysis."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+
+from conftest import REPO
+from eurosat_lib import summaries as S
+
+RUNS = REPO / "book" / "runs" / "cpu"
+
+
+def _committed(notebook: str) -> dict:
+    return json.loads((RUNS / notebook / S.summary_file(notebook)).read_text())
+
+
+def _P(notebook: str) -> SimpleNamespace:
+    d = _committed(notebook)
+    return type("Params", (SimpleNamespace,), {"notebook": notebook})(out_dir=str(RUNS / notebook), **d["parameters"])
+
+
+def _frame(notebook: str, name: str) -> pd.DataFrame:
+    return pd.DataFrame(_committed(notebook)["tables"][name])
+
+
+def _summary_cell(nb_path: Path) -> dict:
+    """The first code cell after the ``## Summary`` heading."""
+    cells = json.loads(nb_path.read_text())["cells"]
+    start = next(i for i, c in enumerate(cells) if c["cell_type"] == "markdown" and "## Summary" in "".join(c["source"]))
+    return next(c for c in cells[start + 1:] if c["cell_type"] == "code")
+
+
+def _shown(notebook: str) -> str:
+    """The markdown the executed chapter's Summary cell displays."""
+    cell = _summary_cell(REPO / "book" / "chapters" / f"{notebook}.ipynb")
+    shown = ["".join(o["data"]["text/markdown"]) for o in cell["outputs"] if "text/markdown" in o.get("data", {})]
+    assert len(shown) == 1, f"{notebook}: expected one markdown output in the Summary cell"
+    return shown[0]
+
+
+def _rebuilt(notebook: str):
+    """The chapter's summary, rebuilt by its ``summarize`` from the committed tables and records."""
+    P = _P(notebook)
+    if notebook == "03_finetune":
+        recipe = json.loads((RUNS / notebook / "recipe" / "record.json").read_text())
+        return S.finetune.summarize(P, recipe, *(_frame(notebook, t) for t in ("depth", "learning_rate", "batchnorm")))
+    raise NotImplementedError(notebook)
+
+
+DONE = ["03_finetune"]
+
+
+@pytest.mark.parametrize("notebook", DONE)
+def test_notebook_markdown_is_what_the_executed_chapter_shows(notebook):
+    rebuilt = _rebuilt(notebook)
+    assert rebuilt.notebook_markdown() == _shown(notebook)
+    # the committed summary.json alone gives the same text (the results page's input is enough)
+    assert S.load_summary(RUNS / notebook, notebook).notebook_markdown() == _shown(notebook)
+
+
+@pytest.mark.parametrize("notebook", DONE)
+def test_summary_cell_only_calls_displays_and_saves(notebook):
+    src = "".join(_summary_cell(REPO / "notebooks" / f"{notebook}.ipynb")["source"])
+    lines = [ln for ln in src.splitlines() if ln.strip()]
+    module = S.summary_type(notebook).__module__.rsplit(".", 1)[-1]
+    assert lines[0].startswith(f"s = summaries.{module}.summarize(P, "), lines[0]
+    assert lines[1:] == ["display(Markdown(s.notebook_markdown()))", "X.save_summary(P, s)"]
+
+
+def test_notebook_markdown_follows_the_numbers():
+    """The words are chosen by the numbers: an LR sweep whose worst setting beats the frozen base says so."""
+    nb = "03_finetune"
+    s = S.load_summary(RUNS / nb, nb)
+    assert "below the frozen base + head" in s.notebook_markdown()
+    lr = _frame(nb, "learning_rate").assign(val_accuracy=0.99)
+    better = type(s)(**{**vars(s), "tables": {**s.tables, "learning_rate": lr.to_dict(orient="records")}})
+    text = better.notebook_markdown()
+    assert "still above the frozen base + head" in text and "(99.00%)" in text
