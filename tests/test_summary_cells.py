@@ -52,10 +52,13 @@ def _rebuilt(notebook: str):
     if notebook == "03_finetune":
         recipe = json.loads((RUNS / notebook / "recipe" / "record.json").read_text())
         return S.finetune.summarize(P, recipe, *(_frame(notebook, t) for t in ("depth", "learning_rate", "batchnorm")))
+    if notebook == "05_backbones":
+        return S.backbones.summarize(P, _frame(notebook, "leaderboard").set_index("candidate"), _frame(notebook, "runs"),
+                                     _frame(notebook, "final"), _committed(notebook)["numbers"]["chosen"])
     raise NotImplementedError(notebook)
 
 
-DONE = ["03_finetune"]
+DONE = ["03_finetune", "05_backbones"]
 
 
 @pytest.mark.parametrize("notebook", DONE)
