@@ -55,10 +55,14 @@ def _rebuilt(notebook: str):
     if notebook == "05_backbones":
         return S.backbones.summarize(P, _frame(notebook, "leaderboard").set_index("candidate"), _frame(notebook, "runs"),
                                      _frame(notebook, "final"), _committed(notebook)["numbers"]["chosen"])
+    if notebook == "06_truncation":
+        choice = {k: v for k, v in _committed(notebook)["numbers"].items() if k != "chosen_cut"}
+        return S.truncation.summarize(P, _frame(notebook, "cuts").set_index("block"), choice,
+                                      _frame(notebook, "test").set_index("block"), _frame(notebook, "finetune").set_index("block"))
     raise NotImplementedError(notebook)
 
 
-DONE = ["03_finetune", "05_backbones"]
+DONE = ["03_finetune", "05_backbones", "06_truncation"]
 
 
 @pytest.mark.parametrize("notebook", DONE)
