@@ -59,10 +59,12 @@ def _rebuilt(notebook: str):
         choice = {k: v for k, v in _committed(notebook)["numbers"].items() if k != "chosen_cut"}
         return S.truncation.summarize(P, _frame(notebook, "cuts").set_index("block"), choice,
                                       _frame(notebook, "test").set_index("block"), _frame(notebook, "finetune").set_index("block"))
+    if notebook == "02_negative_transfer":
+        return S.negative_transfer.summarize(P, *(_frame(notebook, t) for t in ("gap_vs_n", "cases", "gap_runs", "case_runs")))
     raise NotImplementedError(notebook)
 
 
-DONE = ["03_finetune", "05_backbones", "06_truncation"]
+DONE = ["02_negative_transfer", "03_finetune", "05_backbones", "06_truncation"]
 
 
 @pytest.mark.parametrize("notebook", DONE)
