@@ -104,7 +104,38 @@ def test_notebook_markdown_follows_the_numbers():
     nb = "03_finetune"
     s = S.load_summary(RUNS / nb, nb)
     assert "below the frozen base + head" in s.notebook_markdown()
-    lr = _frame(nb, "learning_rate").assign(val_accuracy=0.99)
-    better = type(s)(**{**vars(s), "tables": {**s.tables, "learning_rate": lr.to_dict(orient="records")}})
-    text = better.notebook_markdown()
+    text = _with_table(s, "learning_rate", _frame(nb, "learning_rate").assign(val_accuracy=0.99)).notebook_markdown()
     assert "still above the frozen base + head" in text and "(99.00%)" in text
+
+
+def _with_table(s, name: str, df: pd.DataFrame, **fields):
+    import dataclasses
+
+    return dataclasses.replace(s, tables={**s.tables, name: df.to_dict(orient="records")}, **fields)
+
+
+def test_truncation_text_names_a_cut_when_one_is_within_the_tolerance():
+    """The branch the committed run did not take: a shallower cut chosen, and a fine-tuned cut not within tolerance."""
+    nb = "06_truncation"
+    s = S.load_summary(RUNS / nb, nb)
+    assert "the answer here is not to cut (test accuracy 88.51%)" in s.notebook_markdown()
+    test = pd.DataFrame([{"block": "block_16", "test_mean": 0.88, "test_sd": 0.0, "val_mean": 0.886, "seeds": 2, "test_images": 5400},
+                         *_frame(nb, "test").to_dict(orient="records")])
+    ft = _frame(nb, "finetune").assign(**{"fine-tuned": [0.80, 0.842]})
+    cut = _with_table(_with_table(s, "test", test), "finetune", ft, chosen="block_16", chosen_cut="block_16",
+                      chosen_params_share=0.638, chosen_speedup=1.15)
+    text = cut.notebook_markdown()
+    assert ("the shallowest cut within 1 point(s) of the full backbone is `block_16` (64% of the parameters, 1.15× the "
+            "speed); on the test split it scores 88.00% against 88.51% for the full backbone") in text
+    assert "the best fine-tuned cut, `block_16` (80.00%), is not within 1 point(s)" in text
+
+
+def test_negative_transfer_text_when_no_case_turned_negative():
+    nb = "02_negative_transfer"
+    s = S.load_summary(RUNS / nb, nb)
+    assert "Each negative case above broke one of those two conditions." in s.notebook_markdown()
+    none = _with_table(s, "cases", _frame(nb, "cases").assign(verdict="positive"))
+    text = none.notebook_markdown()
+    assert "**Negative transfer (95 % interval of the gap above zero) at 100 images per class:** none." in text
+    assert text.endswith("No case turned negative in this run; the gaps above say how close each came.")
+    assert "shuffled_source_frozen`: " not in text  # no explanation for a case that was not negative
