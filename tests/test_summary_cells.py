@@ -139,3 +139,15 @@ def test_negative_transfer_text_when_no_case_turned_negative():
     assert "**Negative transfer (95 % interval of the gap above zero) at 100 images per class:** none." in text
     assert text.endswith("No case turned negative in this run; the gaps above say how close each came.")
     assert "shuffled_source_frozen`: " not in text  # no explanation for a case that was not negative
+
+
+def test_a_table_without_a_measured_column_still_renders():
+    """A smoke run measures no speed: JSON keeps the column as nulls, which the text shows as nan (as the
+    chapter's own DataFrame did), not a TypeError."""
+    nb = "05_backbones"
+    s = S.load_summary(RUNS / nb, nb)
+    board = _frame(nb, "leaderboard").assign(images_per_s=None, params_M=None)
+    unmeasured = _with_table(s, "leaderboard", board)
+    assert unmeasured.frame("leaderboard")["images_per_s"].tolist() == [None] * len(board)
+    assert unmeasured.numeric_frame("leaderboard")["images_per_s"].isna().all()
+    assert "nan M parameters, nan images/s" in unmeasured.notebook_markdown()

@@ -96,8 +96,8 @@ class BackbonesSummary(ChapterSummary):
         from ..data import CLASS_NAMES
 
         nan = float("nan")
-        board = self.frame("leaderboard").set_index("candidate")
-        runs = self.frame("runs")
+        board = self.numeric_frame("leaderboard").set_index("candidate")
+        runs = self.numeric_frame("runs")
         chosen = self.chosen
         pre = board[board["init"] == "ImageNet"]
         scr = board[board["init"] == "from scratch"]

@@ -122,7 +122,7 @@ class FinetuneSummary(ChapterSummary):
         """
         nan = float("nan")
         P = self.parameters
-        depth, lrs, bn = self.frame("depth"), self.frame("learning_rate"), self.frame("batchnorm")
+        depth, lrs, bn = self.numeric_frame("depth"), self.numeric_frame("learning_rate"), self.numeric_frame("batchnorm")
         best_depth = depth.groupby("unfreeze_fraction")["val_accuracy"].mean()
         best_lr = lrs.groupby("lr_finetune")["val_accuracy"].mean()
         bn_mean = bn.groupby("batchnorm")["val_accuracy"].mean()

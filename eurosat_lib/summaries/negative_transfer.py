@@ -90,7 +90,7 @@ class NegativeTransferSummary(ChapterSummary):
             Markdown, as the template's Summary cell displays it.
         """
         P = self.parameters
-        by_n, by_case, case_runs = self.frame("gap_vs_n"), self.frame("cases"), self.frame("case_runs")
+        by_n, by_case, case_runs = self.numeric_frame("gap_vs_n"), self.numeric_frame("cases"), self.numeric_frame("case_runs")
         verdict = by_case["verdict"].astype(str)
         negative = by_case[verdict.str.startswith("negative")]
         positive = by_case[verdict.str.startswith("positive")]

@@ -54,15 +54,15 @@ class OverfittingSummary(ChapterSummary):
         """
         P = self.parameters
         opt = lambda x: "–" if x is None else f"{x:.1%}"  # noqa: E731
-        gaps = self.frame("gaps").set_index("model")
+        gaps = self.numeric_frame("gaps").set_index("model")
         sc, fr = gaps.loc["from scratch"], gaps.loc["frozen ImageNet base"]
-        curve = self.frame("fraction_curve")
+        curve = self.numeric_frame("fraction_curve")
         fro = curve[curve.method == "frozen features + head"].groupby("train_images")["val_accuracy"].agg(["mean", "std"])
         first, last = fro.iloc[0], fro.iloc[-1]
-        m = self.frame("regularisation").groupby("config", sort=False)["test_accuracy"].agg(["mean", "std"])
+        m = self.numeric_frame("regularisation").groupby("config", sort=False)["test_accuracy"].agg(["mean", "std"])
         base = m.loc["none"]
-        small = self.frame("selection_leak").iloc[0]
-        spread = self.frame("test_spread").set_index("scenario")
+        small = self.numeric_frame("selection_leak").iloc[0]
+        spread = self.numeric_frame("test_spread").set_index("scenario")
         worst = spread["off_by_more_than_2_points"].idxmax()
         honest = self.good_model_test_accuracy
         return f'''

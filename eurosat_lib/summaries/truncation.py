@@ -55,9 +55,9 @@ class TruncationSummary(ChapterSummary):
             Markdown, as the template's Summary cell displays it.
         """
         P = self.parameters
-        table = self.frame("cuts").set_index("block")
-        t = self.frame("test").set_index("block")["test_mean"]
-        ft_wide = self.frame("finetune").set_index("block")
+        table = self.numeric_frame("cuts").set_index("block")
+        t = self.numeric_frame("test").set_index("block")["test_mean"]
+        ft_wide = self.numeric_frame("finetune").set_index("block")
         c, full, tolerance = self.chosen, self.full, P["tolerance"]
         steps_up = int((table["val_mean"].diff().iloc[1:] > 0).sum())
         tol = f"{100 * tolerance:g} point(s)"
