@@ -31,6 +31,7 @@ from .. import data as D
 from .. import models as M
 from .. import runs as R
 from .. import training as T
+from ..summaries.negative_transfer import WHY, why  # noqa: F401  (re-exported: chapter text the summary needs too)
 from .core import ExperimentSpec, RunResult, run
 from .params import (
     ChapterParams, all_of, at_least, backbone_kwargs, backbone_name, choice, int_list, list_of, nonneg_int, optional, param,
@@ -640,59 +641,6 @@ def transfer_cases(P: SimpleNamespace, data: D.EuroSAT) -> tuple[pd.DataFrame, d
     out = paired_gaps(transfer, scratch_runs(P, data, [n]))
     out.insert(1, "description", out["case"].map(CASES))
     return out, notes
-
-
-#: Why each case came out as it did, one explanation per measured outcome (case -> verdict ->
-#: mechanism). :func:`why` picks the one matching the verdict; an inconclusive case gets none,
-#: because there is no measured effect to explain.
-WHY: dict[str, dict[str, str]] = {
-    "imagenet_frozen": {
-        "positive": "ImageNet features are generic enough for satellite patches, and the few labels only have to fit a linear head",
-        "negative": "the frozen ImageNet features do not separate these land-cover classes well enough for a linear head, while the scratch network adapts every layer to them",
-    },
-    "imagenet_gentle": {
-        "positive": "the head is trained first, so fine-tuning starts from sensible gradients, and the low learning rate adapts the pretrained features instead of overwriting them",
-        "negative": "even a gentle fine-tune moved the pretrained features further than the few labels can support, ending below a network trained for this data from the start",
-    },
-    "raw_pixels": {
-        "negative": "the frozen base expects inputs in [-1, 1]; raw 0-255 values are ~128x larger, so with frozen BatchNorm statistics the activations saturate the ReLU6 units and much of the image information is clipped away",
-        "positive": "raw 0-255 inputs saturate many activations of the frozen base, but enough image structure survives for a head on its features to beat a network trained from scratch on so few images",
-    },
-    "tiny_input": {
-        "negative": "at 32 px the base's last feature map is 1x1 and the fine texture that separates land-cover classes is gone; the pretrained filters see a scale they were not trained on",
-        "positive": "even at 32 px, where the base's last feature map is 1x1, the pretrained filters keep enough colour and coarse texture to beat scratch training on so few labels",
-    },
-    "tiny_raw_pixels": {
-        "negative": "both mismatches at once: saturated activations on top of an input too small for the pretrained filters",
-        "positive": "even with both mismatches (saturated activations, an input too small for the filters) the frozen features still gave a head more to work with than scratch training on so few labels",
-    },
-    "shuffled_source_frozen": {
-        "negative": "the source labels had nothing to do with the images, so the pretrained features encode no land-cover information (at best memorised noise), and freezing them stops the target labels from repairing them",
-        "positive": "even features learned from shuffled labels (generic filters fitted to these very images) were more useful to a linear head than a random start at this data size",
-    },
-    "shuffled_source_finetuned": {
-        "negative": "retraining every layer did not undo a start that had memorised noise: it began from weights worse than a random initialisation",
-        "positive": "retraining every layer let the target labels repair the features, and pretraining on the same kind of images still gave a better start than random weights",
-    },
-    "imagenet_aggressive": {
-        "negative": "a high learning rate on every layer, with a random head sending large gradients into the base and BatchNorm statistics re-estimated from small batches, overwrites the pretrained features in the first steps and leaves a badly initialised network",
-        "positive": "despite the high learning rate on every layer (BatchNorm re-estimated from small batches), the pretrained start kept an advantage over random weights: the first steps damaged the features without erasing them",
-    },
-}
-
-
-def why(case: str, verdict: str) -> str | None:
-    """The explanation of ``case`` that matches its measured ``verdict`` (None when inconclusive or unknown).
-
-    Args:
-        case: The case's name.
-        verdict: Its measured verdict.
-
-    Returns:
-        The explanation, or None.
-    """
-    key = "negative" if verdict.startswith("negative") else "positive" if verdict.startswith("positive") else None
-    return WHY.get(case, {}).get(key) if key else None
 
 
 def histories(df: pd.DataFrame, cases: Sequence[str], seed: int) -> dict[str, Any]:

@@ -84,6 +84,38 @@ class BackbonesSummary(ChapterSummary):
             out += [text, ""]
         return out
 
+    def notebook_markdown(self) -> str:
+        """The chapter's own Summary cell: the choice, its cost, the runner-up and pretrained vs scratch.
+
+        Read from the summary's fields, parameters and tables (the leaderboard in its order, best first),
+        so the executed chapter and a summary loaded from its ``summary.json`` give the same text.
+
+        Returns:
+            Markdown, as the template's Summary cell displays it.
+        """
+        from ..data import CLASS_NAMES
+
+        nan = float("nan")
+        board = self.numeric_frame("leaderboard").set_index("candidate")
+        runs = self.numeric_frame("runs")
+        chosen = self.chosen
+        pre = board[board["init"] == "ImageNet"]
+        scr = board[board["init"] == "from scratch"]
+        n_train = int(self.parameters.get("n_per_class") or 0) * len(CLASS_NAMES) or "all"
+        return f'''
+*Numbers from this run ({self.profile} profile, {len(board)} candidates, {len(runs)} runs,
+{n_train} training images, recipe of chapter 3).*
+
+- **Choice (by validation):** {chosen} — {board.loc[chosen, 'val_accuracy']:.2%} validation,
+  **{self.chosen_test_accuracy:.2%}** on the test split ({self.test_n:,} images).
+- **Cost of the choice:** {board.loc[chosen, 'params_M']:.2f} M parameters, {board.loc[chosen, 'images_per_s']:.0f} images/s
+  at inference, {board.loc[chosen, 'fit_seconds']:.0f} s to train here.
+- **Runner-up:** {board.index[1] if len(board) > 1 else "none"}
+  ({board['val_accuracy'].iloc[1] if len(board) > 1 else nan:.2%} validation).
+- **Pretrained vs from scratch:** {pre['val_accuracy'].mean() if len(pre) else nan:.2%} vs
+  {scr['val_accuracy'].mean() if len(scr) else nan:.2%} mean validation accuracy.
+'''
+
 
 def epoch_cap(record: Mapping[str, Any]) -> int:
     """The most epochs the record's phases allowed (early stopping ended the run if it ran fewer).

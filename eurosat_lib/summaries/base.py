@@ -144,6 +144,29 @@ class ChapterSummary:
         rows = self.tables.get(name)
         return pd.DataFrame(rows) if rows else None
 
+    def numeric_frame(self, name: str) -> Any:
+        """One of the summary's tables as a DataFrame, with missing numbers as NaN (as the chapter had them).
+
+        JSON keeps a missing number as ``null``, which pandas reads back as None; a column with no number
+        at all (a speed not measured in a smoke run) would then hold None, which number formats refuse.
+        Columns whose values are all numbers or missing become float columns with NaN.
+
+        Args:
+            name: The table's name.
+
+        Returns:
+            A pandas DataFrame, or None when the table is absent or empty.
+        """
+        df = self.frame(name)
+        if df is None:
+            return None
+        for col in df.columns:
+            if df[col].dtype == object:
+                values = df[col].dropna()
+                if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+                    df[col] = df[col].astype(float)
+        return df
+
     def to_json(self) -> dict[str, Any]:
         """The ``summary.json`` content.
 

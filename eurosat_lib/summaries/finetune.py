@@ -111,6 +111,38 @@ class FinetuneSummary(ChapterSummary):
         return out
 
 
+    def notebook_markdown(self) -> str:
+        """The chapter's own Summary cell: its numbers in a few bullets (the results page has :meth:`render_markdown`).
+
+        Everything is read from the summary's fields, parameters and tables, so the executed chapter and a
+        summary loaded from its ``summary.json`` give the same text.
+
+        Returns:
+            Markdown, as the template's Summary cell displays it.
+        """
+        nan = float("nan")
+        P = self.parameters
+        depth, lrs, bn = self.numeric_frame("depth"), self.numeric_frame("learning_rate"), self.numeric_frame("batchnorm")
+        best_depth = depth.groupby("unfreeze_fraction")["val_accuracy"].mean()
+        best_lr = lrs.groupby("lr_finetune")["val_accuracy"].mean()
+        bn_mean = bn.groupby("batchnorm")["val_accuracy"].mean()
+        head_val_lr = lrs["val_after_head"].mean()
+        frozen_ref = self.frozen_same_budget_val if self.frozen_same_budget_val is not None else nan
+        return f'''
+*Numbers from this run ({self.profile} profile, {P["backbone"]}, {P["image_size"]} px, {len(P["seeds"])} seed(s)).*
+
+- **Recipe:** fine-tuning changed validation accuracy by {100 * (self.val_after_finetune - self.val_after_head):+.1f} points over the frozen
+  base + head; the fine-tuned model scores **{self.recipe_test_accuracy:.2%}** on the full test split.
+- **Depth:** the best mean validation accuracy came from unfreezing {best_depth.idxmax():g} of the blocks
+  ({best_depth.max():.2%}); keeping the base frozen for the same budget gave {frozen_ref:.2%}.
+- **Learning rate:** best {best_lr.idxmax():g} ({best_lr.max():.2%}); worst {best_lr.idxmin():g} ({best_lr.min():.2%}),
+  {"below" if best_lr.min() < head_val_lr else "still above"} the frozen base + head
+  ({head_val_lr:.2%}).
+- **BatchNorm:** with batches of {P["small_batch"]}, frozen BatchNorm gave {bn_mean.get("frozen (inference mode)", nan):.2%}
+  and updating BatchNorm {bn_mean.get("updating (training mode)", nan):.2%} mean validation accuracy.
+'''
+
+
 def summarize(P: Any, recipe: Mapping[str, Any], depth: Any, learning_rate: Any, batchnorm: Any,
               runs: Iterable[Any] = ()) -> FinetuneSummary:  # fmt: skip
     """Chapter 3's summary from the recipe's record and the three sweeps' tables.

@@ -10,6 +10,58 @@ from .base import ChapterSummary
 from .render import RecordContext, chapter_link, flag_note, is_broken, is_number, md_table, pct, setting_text
 
 
+#: Why each case came out as it did, one explanation per measured outcome (case -> verdict ->
+#: mechanism). :func:`why` picks the one matching the verdict; an inconclusive case gets none,
+#: because there is no measured effect to explain.
+WHY: dict[str, dict[str, str]] = {
+    "imagenet_frozen": {
+        "positive": "ImageNet features are generic enough for satellite patches, and the few labels only have to fit a linear head",
+        "negative": "the frozen ImageNet features do not separate these land-cover classes well enough for a linear head, while the scratch network adapts every layer to them",
+    },
+    "imagenet_gentle": {
+        "positive": "the head is trained first, so fine-tuning starts from sensible gradients, and the low learning rate adapts the pretrained features instead of overwriting them",
+        "negative": "even a gentle fine-tune moved the pretrained features further than the few labels can support, ending below a network trained for this data from the start",
+    },
+    "raw_pixels": {
+        "negative": "the frozen base expects inputs in [-1, 1]; raw 0-255 values are ~128x larger, so with frozen BatchNorm statistics the activations saturate the ReLU6 units and much of the image information is clipped away",
+        "positive": "raw 0-255 inputs saturate many activations of the frozen base, but enough image structure survives for a head on its features to beat a network trained from scratch on so few images",
+    },
+    "tiny_input": {
+        "negative": "at 32 px the base's last feature map is 1x1 and the fine texture that separates land-cover classes is gone; the pretrained filters see a scale they were not trained on",
+        "positive": "even at 32 px, where the base's last feature map is 1x1, the pretrained filters keep enough colour and coarse texture to beat scratch training on so few labels",
+    },
+    "tiny_raw_pixels": {
+        "negative": "both mismatches at once: saturated activations on top of an input too small for the pretrained filters",
+        "positive": "even with both mismatches (saturated activations, an input too small for the filters) the frozen features still gave a head more to work with than scratch training on so few labels",
+    },
+    "shuffled_source_frozen": {
+        "negative": "the source labels had nothing to do with the images, so the pretrained features encode no land-cover information (at best memorised noise), and freezing them stops the target labels from repairing them",
+        "positive": "even features learned from shuffled labels (generic filters fitted to these very images) were more useful to a linear head than a random start at this data size",
+    },
+    "shuffled_source_finetuned": {
+        "negative": "retraining every layer did not undo a start that had memorised noise: it began from weights worse than a random initialisation",
+        "positive": "retraining every layer let the target labels repair the features, and pretraining on the same kind of images still gave a better start than random weights",
+    },
+    "imagenet_aggressive": {
+        "negative": "a high learning rate on every layer, with a random head sending large gradients into the base and BatchNorm statistics re-estimated from small batches, overwrites the pretrained features in the first steps and leaves a badly initialised network",
+        "positive": "despite the high learning rate on every layer (BatchNorm re-estimated from small batches), the pretrained start kept an advantage over random weights: the first steps damaged the features without erasing them",
+    },
+}
+
+
+def why(case: str, verdict: str) -> str | None:
+    """The explanation of ``case`` that matches its measured ``verdict`` (None when inconclusive or unknown).
+
+    Args:
+        case: The case's name.
+        verdict: Its measured verdict.
+
+    Returns:
+        The explanation, or None.
+    """
+    key = "negative" if verdict.startswith("negative") else "positive" if verdict.startswith("positive") else None
+    return WHY.get(case, {}).get(key) if key else None
+
 @dataclass(frozen=True)
 class NegativeTransferSummary(ChapterSummary):
     """Chapter 2: transfer vs scratch error, paired by seed.
@@ -25,6 +77,52 @@ class NegativeTransferSummary(ChapterSummary):
     case_n: int | None = None
     negative_cases: tuple[str, ...] | None = None
     positive_cases: tuple[str, ...] | None = None
+
+
+    def notebook_markdown(self) -> str:
+        """The chapter's own Summary cell: the gap by data size, the cases by verdict, why the negative ones hurt.
+
+        Read from the summary's parameters and tables (the verdicts from the ``cases`` table, as
+        :func:`summarize` sorts them), so the executed chapter and a summary loaded from its
+        ``summary.json`` give the same text.
+
+        Returns:
+            Markdown, as the template's Summary cell displays it.
+        """
+        P = self.parameters
+        by_n, by_case, case_runs = self.numeric_frame("gap_vs_n"), self.numeric_frame("cases"), self.numeric_frame("case_runs")
+        verdict = by_case["verdict"].astype(str)
+        negative = by_case[verdict.str.startswith("negative")]
+        positive = by_case[verdict.str.startswith("positive")]
+        unclear = by_case[verdict == "inconclusive"]
+        lo, hi = by_n.iloc[0], by_n.iloc[-1]
+
+        def names(df: Any) -> str:
+            # one seed leaves no sd (NaN, or null read back from JSON): shown as 0
+            return ", ".join(f"`{c}` ({100 * g:+.1f} ± {100 * (s if is_number(s) else 0):.1f} points)"
+                             for c, g, s in zip(df.case, df.gap_mean, df.gap_sd)) or "none"  # fmt: skip
+
+        text = f'''
+*Numbers from this run ({self.profile} profile, {P["backbone"]} α={P["alpha"]}, {P["image_size"]} px, {len(P["seeds"])} seed(s),
+test error on {int(case_runs.test_images.iloc[0]):,} test images).*
+
+- **Data size:** the frozen ImageNet base beat scratch training by {-100 * lo.gap_mean:.1f} points of test error at
+  {lo.n_per_class} images per class and by {-100 * hi.gap_mean:.1f} points at {hi.n_per_class} per class
+  (verdicts: {", ".join(f"{n}: {v}" for n, v in zip(by_n.n_per_class, by_n.verdict))}).
+- **Negative transfer (95 % interval of the gap above zero) at {P["case_n"]} images per class:** {names(negative)}.
+- **Positive transfer:** {names(positive)}.
+- **Inconclusive (the 95 % interval includes zero):** {names(unclear)}.
+
+Why the negative cases hurt, in this run's terms:
+''' + "\n".join(f"- `{c}`: {why(c, 'negative')}." for c in negative.case)
+        if len(negative):
+            return text + '''
+
+Transfer helps when the source task taught features that the target can use *and* the recipe
+keeps them intact. Each negative case above broke one of those two conditions.'''
+        return text + '''
+
+No case turned negative in this run; the gaps above say how close each came.'''
 
     def _sections(self, source: str, ctx: RecordContext) -> list[str]:
         """Chapter 2's section: the gap per data size and per case, each with its interval and verdict."""

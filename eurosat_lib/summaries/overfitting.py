@@ -24,6 +24,9 @@ class OverfittingSummary(ChapterSummary):
         scratch_train_accuracy: The from-scratch model's training accuracy (mean over seeds).
         scratch_test_accuracy: Its test accuracy.
         frozen_test_accuracy: The frozen ImageNet base's test accuracy.
+        good_model_train_accuracy: The final model's accuracy on a sample of its own training images.
+        weakest_class: The class with the final model's lowest test recall.
+        weakest_class_recall: That recall.
     """
 
     NOTEBOOK = "04_overfitting"
@@ -36,6 +39,51 @@ class OverfittingSummary(ChapterSummary):
     scratch_train_accuracy: float | None = None
     scratch_test_accuracy: float | None = None
     frozen_test_accuracy: float | None = None
+    good_model_train_accuracy: float | None = None
+    weakest_class: str | None = None
+    weakest_class_recall: float | None = None
+
+    def notebook_markdown(self) -> str:
+        """The chapter's own Summary cell: the gap, more data, regularisation, the good model, leaks, test-set spread.
+
+        Read from the summary's fields, parameters and tables. A summary written before the final
+        model's training accuracy and weakest class were kept shows "–" for them.
+
+        Returns:
+            Markdown, as the template's Summary cell displays it.
+        """
+        P = self.parameters
+        opt = lambda x: "–" if x is None else f"{x:.1%}"  # noqa: E731
+        gaps = self.numeric_frame("gaps").set_index("model")
+        sc, fr = gaps.loc["from scratch"], gaps.loc["frozen ImageNet base"]
+        curve = self.numeric_frame("fraction_curve")
+        fro = curve[curve.method == "frozen features + head"].groupby("train_images")["val_accuracy"].agg(["mean", "std"])
+        first, last = fro.iloc[0], fro.iloc[-1]
+        m = self.numeric_frame("regularisation").groupby("config", sort=False)["test_accuracy"].agg(["mean", "std"])
+        base = m.loc["none"]
+        small = self.numeric_frame("selection_leak").iloc[0]
+        spread = self.numeric_frame("test_spread").set_index("scenario")
+        worst = spread["off_by_more_than_2_points"].idxmax()
+        honest = self.good_model_test_accuracy
+        return f'''
+*Numbers from this run ({self.profile} profile, {P["backbone"]}, {P["image_size"]} px, {len(P["seeds"])} seed(s)).*
+
+- **Overfitting:** from scratch, {P["n_small"]} images per class gave {sc.train:.1%} training but {sc.test:.1%} test accuracy
+  (gap {100 * sc.train_minus_test:.1f} points); the frozen ImageNet base gave {fr.test:.1%} test accuracy with a gap of
+  {100 * fr.train_minus_test:.1f} points.
+- **More data:** validation accuracy of frozen features + head rose from {first['mean']:.1%} ({fro.index[0]:,} images) to
+  {last['mean']:.1%} ({fro.index[-1]:,} images); seed-to-seed sd fell from {first['std']:.1%} to {last['std']:.1%}.
+- **Regularisation at {P["reg_n"]} images per class:** best configuration by mean test accuracy: **{m['mean'].idxmax()}**
+  ({m['mean'].max():.1%}) vs {base['mean']:.1%} with none.
+- **A good model:** {honest:.1%} on {self.test_n:,} test images, weakest class {self.weakest_class or "–"} ({opt(self.weakest_class_recall)} recall), ECE {self.good_model_ece:.3f}.
+- **Leaks:** scored on its own training images the good model would claim {opt(self.good_model_train_accuracy)} (honest: {honest:.1%});
+  the scratch model {self.scratch_train_accuracy:.1%} (honest: {self.scratch_test_accuracy:.1%}). Choosing the best of {P["n_configs"]} heads on a
+  {int(small.test_images)}-image test set reports {small.leaky_reported:.1%}, but that head delivers {small.leaky_fresh:.1%}
+  on fresh data ({100 * small.optimism:+.1f} points of optimism); choosing on validation reports {small.honest_reported:.1%}
+  and delivers {small.honest_fresh:.1%}.
+- **Unrepresentative test sets:** {worst} test sets missed the honest {honest:.1%} by more than 2 points in
+  {spread.loc[worst, 'off_by_more_than_2_points']:.0%} of draws (5th–95th percentile {spread.loc[worst, 'p5']:.1%}–{spread.loc[worst, 'p95']:.1%}).
+'''
 
     def _sections(self, source: str, ctx: RecordContext) -> list[str]:
         """Chapter 4's section: the gaps, the data-efficiency curve (a figure) and the final model."""
@@ -98,7 +146,7 @@ def data_efficiency_figure(curve: Any, images_dir: Path) -> Path:
 
 
 def summarize(P: Any, good_model: Mapping[str, Any], gaps: Any, fraction_curve: Any, regularisation: Any,
-              selection_leak: Any, test_spread: Any) -> OverfittingSummary:  # fmt: skip
+              selection_leak: Any, test_spread: Any, good_model_train: Mapping[str, Any] | None = None) -> OverfittingSummary:  # fmt: skip
     """Chapter 4's summary from its studies' tables and the final model's test metrics.
 
     Args:
@@ -109,15 +157,21 @@ def summarize(P: Any, good_model: Mapping[str, Any], gaps: Any, fraction_curve: 
         regularisation: ``regularisation_study``'s table.
         selection_leak: ``selection_leak``'s table.
         test_spread: ``spread_table`` (indexed by scenario).
+        good_model_train: ``good_model_train_metrics``: the final model on its own training images (optional).
 
     Returns:
         The typed summary, with the five tables.
     """
     sc, fr = gaps.loc["from scratch"], gaps.loc["frozen ImageNet base"]
+    per_class = good_model.get("per_class") or {}
+    # the first class with the lowest recall (dict order: the class order), as idxmin picks it
+    weakest = min(per_class, key=lambda c: per_class[c]["recall"]) if per_class else None
     return OverfittingSummary.from_study(
         P, {"gaps": gaps.reset_index(), "fraction_curve": fraction_curve, "regularisation": regularisation,
             "selection_leak": selection_leak, "test_spread": test_spread.reset_index()},
         good_model_test_accuracy=float(good_model["accuracy"]), good_model_macro_f1=float(good_model["macro_f1"]),
         good_model_ece=float(good_model["ece"]), test_n=int(good_model["n"]), n_small=int(P.n_small),
         scratch_train_accuracy=float(sc.train), scratch_test_accuracy=float(sc.test), frozen_test_accuracy=float(fr.test),
+        good_model_train_accuracy=None if good_model_train is None else float(good_model_train["accuracy"]),
+        weakest_class=weakest, weakest_class_recall=None if weakest is None else float(per_class[weakest]["recall"]),
     )  # fmt: skip

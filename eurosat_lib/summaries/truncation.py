@@ -44,6 +44,54 @@ class TruncationSummary(ChapterSummary):
     cliff_step: float | None = None
     tolerance: float | None = None
 
+
+    def notebook_markdown(self) -> str:
+        """The chapter's own Summary cell: size vs speed, frozen features per cut, where to cut, fine-tuning.
+
+        Read from the summary's fields, parameters and tables (each indexed by block, shallow to deep),
+        so the executed chapter and a summary loaded from its ``summary.json`` give the same text.
+
+        Returns:
+            Markdown, as the template's Summary cell displays it.
+        """
+        P = self.parameters
+        table = self.numeric_frame("cuts").set_index("block")
+        t = self.numeric_frame("test").set_index("block")["test_mean"]
+        ft_wide = self.numeric_frame("finetune").set_index("block")
+        c, full, tolerance = self.chosen, self.full, P["tolerance"]
+        steps_up = int((table["val_mean"].diff().iloc[1:] > 0).sum())
+        tol = f"{100 * tolerance:g} point(s)"
+        if c != full:
+            where = (f"the shallowest cut within {tol} of the full backbone is `{c}` ({self.chosen_params_share:.0%} of the "
+                     f"parameters, {self.chosen_speedup:.2f}× the speed); on the test split it scores {t[c]:.2%} against "
+                     f"{t[full]:.2%} for the full backbone")
+        else:
+            where = f"no cut stays within {tol} of the full backbone, so the answer here is not to cut (test accuracy {t[full]:.2%})"
+        gains = ft_wide["gain"]
+        ft_text = f"{P['epochs_finetune']} epoch(s) of fine-tuning changed validation accuracy by " + ", ".join(
+            f"{gains[b] * 100:+.1f} points (`{b}`)" for b in gains.index)
+        cut_ft = ft_wide["fine-tuned"].drop(index=full)
+        if len(cut_ft):
+            # the word follows the numbers: within the tolerance of the fine-tuned full backbone, or not
+            ft_full = ft_wide.loc[full, "fine-tuned"]
+            ft_text += (f"; the best fine-tuned cut, `{cut_ft.idxmax()}` ({cut_ft.max():.2%}), is "
+                        f"{'within' if cut_ft.max() >= ft_full - tolerance else 'not within'} {tol} of "
+                        f"the fine-tuned full backbone ({ft_full:.2%})")
+        return f'''
+*Numbers from this run ({self.profile} profile, {P["backbone"]} α={P["alpha"]}, {P["image_size"]} px, {len(P["seeds"])} seed(s),
+{P["n_per_class"] or "all"} training images per class, {len(table)} cuts).*
+
+- **Size vs speed:** the cuts keep from {table.params_share.min():.1%} to 100% of the backbone's
+  {int(table.backbone_params.iloc[-1]):,} parameters; the fastest cut runs {table.speedup.max():.2f}× as fast as the
+  full backbone on this machine.
+- **Frozen features:** validation accuracy ranges from {table.val_mean.min():.2%} (cut after `{table.val_mean.idxmin()}`)
+  to {table.val_mean.max():.2%} (`{table.val_mean.idxmax()}`); the full backbone gives {table.loc[full, "val_mean"]:.2%}.
+  Accuracy went up with depth at {steps_up} of {len(table) - 1} steps between neighbouring cuts; the biggest step down
+  is from `{self.cliff_from}` to `{self.cliff_to}` ({self.cliff_step * 100:.1f} points).
+- **Where to cut:** {where}.
+- **Fine-tuning:** {ft_text}.
+'''
+
     def _sections(self, source: str, ctx: RecordContext) -> list[str]:
         """Chapter 6's section: every cut against the full backbone (paired by seed), then the choice."""
         from ..stats import binomial_se, paired_diff
