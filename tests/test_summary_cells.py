@@ -151,3 +151,45 @@ def test_a_table_without_a_measured_column_still_renders():
     assert unmeasured.frame("leaderboard")["images_per_s"].tolist() == [None] * len(board)
     assert unmeasured.numeric_frame("leaderboard")["images_per_s"].isna().all()
     assert "nan M parameters, nan images/s" in unmeasured.notebook_markdown()
+
+
+def test_finetune_text_names_the_chosen_rate_and_the_crossover_only_when_measured():
+    """Chapter 3's crossover section (section 5) and the rate chosen on validation add one line each; a
+    summary without them (the executed chapter's) keeps exactly its four bullets."""
+    nb = "03_finetune"
+    s = S.load_summary(RUNS / nb, nb)
+    before = s.notebook_markdown()
+    assert "Crossover" not in before and "chosen on validation" not in before
+    lr = float(_frame(nb, "learning_rate")["lr_finetune"].iloc[0])
+    mean = _frame(nb, "learning_rate").groupby("lr_finetune")["val_accuracy"].mean()[lr]
+
+    class Found(SimpleNamespace):
+        def describe(self):
+            return self.words
+
+    found = [Found(arm="finetune_top", n_per_class=150.0, words="from 150 labelled images per class on"),
+             Found(arm="finetune_all", n_per_class=None, words="none in the range studied (5-1,620 labelled images per class)")]
+    recipe = json.loads((RUNS / nb / "recipe" / "record.json").read_text())
+    t = S.finetune.summarize(_P(nb), recipe, *(_frame(nb, k) for k in ("depth", "learning_rate", "batchnorm")),
+                             lr_chosen=lr, crossovers=found)
+    assert (t.crossover_top_n, t.crossover_all_n) == (150.0, None)
+    text = t.notebook_markdown()
+    assert text.startswith(before)
+    assert f"- **Learning rate chosen on validation:** {lr:g} ({mean:.2%} mean validation accuracy" in text
+    assert ("fine-tuning the top blocks beats the frozen base + head from 150 labelled images per class on; "
+            "fine-tuning all layers none in the range studied (5-1,620 labelled images per class).") in text
+
+
+def test_negative_transfer_similarity_line_only_when_the_study_ran():
+    """Chapter 2's section 3 adds its answer as the Summary's last line; without it the text is the executed chapter's."""
+    nb = "02_negative_transfer"
+    args = [_frame(nb, t) for t in ("gap_vs_n", "cases", "gap_runs", "case_runs")]
+    without = S.negative_transfer.summarize(_P(nb), *args)
+    assert without.similarity_answer is None and "Similarity" not in without.notebook_markdown()
+    diffs = pd.DataFrame([{"arm": "frozen", "source": "in_domain", "diff": 0.05}])
+    with_sim = S.negative_transfer.summarize(_P(nb), *args, similarity_answer="Yes: the closer source helped.",
+                                             similarity_differences=diffs)
+    text = with_sim.notebook_markdown()
+    assert text == without.notebook_markdown() + "\n\n- **Similarity (section 3):** Yes: the closer source helped."
+    assert with_sim.frame("similarity_differences")["source"].tolist() == ["in_domain"]
+    assert "similarity_runs" not in with_sim.tables

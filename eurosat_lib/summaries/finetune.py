@@ -53,6 +53,13 @@ class FinetuneSummary(ChapterSummary):
         best_unfreeze_fraction: The depth with the best mean validation accuracy.
         best_lr: The fine-tuning learning rate with the best mean validation accuracy.
         frozen_same_budget_val: Mean validation accuracy of the frozen base for the same budget.
+        lr_chosen: The fine-tuning learning rate chosen on validation among the sound rates (``pick_lr``:
+            a diverged or chance-level rate never is), which the depth sweep used; None when not given.
+        crossover_top: Where fine-tuning the top blocks starts to beat the frozen base in the crossover
+            study, in words (e.g. "from 150 labelled images per class on"); None without the study.
+        crossover_top_n: The same size in labelled images per class; None when none is in the range.
+        crossover_all: As ``crossover_top``, for fine-tuning every layer.
+        crossover_all_n: As ``crossover_top_n``, for fine-tuning every layer.
     """
 
     NOTEBOOK = "03_finetune"
@@ -65,6 +72,11 @@ class FinetuneSummary(ChapterSummary):
     best_unfreeze_fraction: float | None = None
     best_lr: float | None = None
     frozen_same_budget_val: float | None = None
+    lr_chosen: float | None = None
+    crossover_top: str | None = None
+    crossover_top_n: float | None = None
+    crossover_all: str | None = None
+    crossover_all_n: float | None = None
 
     def _sections(self, source: str, ctx: RecordContext) -> list[str]:
         """Chapter 3's section: the recipe's result, then every sweep row against its sweep's reference."""
@@ -120,7 +132,6 @@ class FinetuneSummary(ChapterSummary):
         Returns:
             Markdown, as the template's Summary cell displays it.
         """
-        nan = float("nan")
         P = self.parameters
         depth, lrs, bn = self.numeric_frame("depth"), self.numeric_frame("learning_rate"), self.numeric_frame("batchnorm")
         best_depth = depth.groupby("unfreeze_fraction")["val_accuracy"].mean()
@@ -128,6 +139,24 @@ class FinetuneSummary(ChapterSummary):
         bn_mean = bn.groupby("batchnorm")["val_accuracy"].mean()
         head_val_lr = lrs["val_after_head"].mean()
         frozen_ref = self.frozen_same_budget_val if self.frozen_same_budget_val is not None else nan
+        return self._base_markdown(P, best_depth, best_lr, bn_mean, head_val_lr, frozen_ref) + self._extra_lines(best_lr)
+
+    def _extra_lines(self, lr_means: Any) -> str:
+        """The lines of the sections the older chapters did not have (chosen rate, crossover): empty without them."""
+        lines = []
+        if self.lr_chosen is not None:
+            acc = lr_means.get(self.lr_chosen, float("nan"))
+            lines.append(f"- **Learning rate chosen on validation:** {self.lr_chosen:g} ({acc:.2%} mean validation accuracy; "
+                         "a diverged or chance-level rate is never chosen); the depth sweep used it.")  # fmt: skip
+        if self.crossover_top is not None or self.crossover_all is not None:
+            lines.append(f"- **Crossover (section 5):** on the test split, paired by seed with a 95 % interval, fine-tuning the top "
+                         f"blocks beats the frozen base + head {self.crossover_top or 'not measured'}; fine-tuning all layers "
+                         f"{self.crossover_all or 'not measured'}.")  # fmt: skip
+        return "".join(line + "\n" for line in lines)
+
+    def _base_markdown(self, P: Any, best_depth: Any, best_lr: Any, bn_mean: Any, head_val_lr: float, frozen_ref: float) -> str:
+        """The four bullets every executed chapter 3 shows (recipe, depth, learning rate, BatchNorm)."""
+        nan = float("nan")
         return f'''
 *Numbers from this run ({self.profile} profile, {P["backbone"]}, {P["image_size"]} px, {len(P["seeds"])} seed(s)).*
 
@@ -144,7 +173,8 @@ class FinetuneSummary(ChapterSummary):
 
 
 def summarize(P: Any, recipe: Mapping[str, Any], depth: Any, learning_rate: Any, batchnorm: Any,
-              runs: Iterable[Any] = ()) -> FinetuneSummary:  # fmt: skip
+              runs: Iterable[Any] = (), lr_chosen: float | None = None, crossover: Any = None,
+              crossovers: Iterable[Any] = ()) -> FinetuneSummary:  # fmt: skip
     """Chapter 3's summary from the recipe's record and the three sweeps' tables.
 
     Args:
@@ -154,16 +184,28 @@ def summarize(P: Any, recipe: Mapping[str, Any], depth: Any, learning_rate: Any,
         learning_rate: ``sweep_lr``'s table.
         batchnorm: ``batchnorm_pitfall``'s table.
         runs: Run folders besides those the tables name (the recipe's folder).
+        lr_chosen: The rate ``finetune.pick_lr`` chose on validation (section 2), if the chapter has it.
+        crossover: The crossover study's ``crossover.differences`` table (section 5), if the chapter has it.
+        crossovers: ``crossover.crossover_size`` of each fine-tuned arm (objects with ``arm``,
+            ``n_per_class`` and ``describe()``; arms ``finetune_top`` and ``finetune_all``).
 
     Returns:
-        The typed summary, with the three tables.
+        The typed summary, with the three tables (four with the crossover's differences).
     """
     test = recipe["metrics"]["test"]
     best_depth = depth.groupby("unfreeze_fraction")["val_accuracy"].mean()
     best_lr = learning_rate.groupby("lr_finetune")["val_accuracy"].mean()
     frozen = depth.unfreeze_fraction == 0
+    tables = {"depth": depth, "learning_rate": learning_rate, "batchnorm": batchnorm}
+    if crossover is not None:
+        tables["crossover"] = crossover
+    cross = {}
+    for c in crossovers:  # the study's own finding (crossover.crossover_size), in words and in images per class
+        key = {"finetune_top": "top", "finetune_all": "all"}[c.arm]
+        cross[f"crossover_{key}"] = c.describe()
+        cross[f"crossover_{key}_n"] = c.n_per_class
     return FinetuneSummary.from_study(
-        P, {"depth": depth, "learning_rate": learning_rate, "batchnorm": batchnorm}, runs=runs,
+        P, tables, runs=runs, lr_chosen=lr_chosen, **cross,
         recipe_test_accuracy=float(test["accuracy"]), recipe_test_macro_f1=float(test["macro_f1"]),
         val_after_head=float(recipe["history"][0]["history"]["val_accuracy"][-1]),
         val_after_finetune=float(recipe["metrics"]["val"]["accuracy"]), train_size=int(recipe["extra"]["train_size"]),

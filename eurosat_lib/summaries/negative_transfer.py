@@ -70,6 +70,8 @@ class NegativeTransferSummary(ChapterSummary):
         case_n: Labelled images per class of the cases.
         negative_cases: Cases whose gap's interval lies above zero (transfer hurt).
         positive_cases: Cases whose gap's interval lies below zero (transfer helped).
+        similarity_answer: Section 3's answer to "does similarity decide?" for the frozen arm, the words its
+            measured verdicts choose (``similarity.answer``); None when the chapter has no similarity study.
     """
 
     NOTEBOOK = "02_negative_transfer"
@@ -77,6 +79,7 @@ class NegativeTransferSummary(ChapterSummary):
     case_n: int | None = None
     negative_cases: tuple[str, ...] | None = None
     positive_cases: tuple[str, ...] | None = None
+    similarity_answer: str | None = None
 
 
     def notebook_markdown(self) -> str:
@@ -116,13 +119,17 @@ test error on {int(case_runs.test_images.iloc[0]):,} test images).*
 Why the negative cases hurt, in this run's terms:
 ''' + "\n".join(f"- `{c}`: {why(c, 'negative')}." for c in negative.case)
         if len(negative):
-            return text + '''
+            text += '''
 
 Transfer helps when the source task taught features that the target can use *and* the recipe
 keeps them intact. Each negative case above broke one of those two conditions.'''
-        return text + '''
+        else:
+            text += '''
 
 No case turned negative in this run; the gaps above say how close each came.'''
+        if self.similarity_answer is not None:  # a chapter without section 3 keeps its text unchanged
+            text += "\n\n- **Similarity (section 3):** " + self.similarity_answer
+        return text
 
     def _sections(self, source: str, ctx: RecordContext) -> list[str]:
         """Chapter 2's section: the gap per data size and per case, each with its interval and verdict."""
@@ -194,7 +201,8 @@ def gap_rows(t: Any, runs_table: Any, key: str, ctx: RecordContext) -> list[dict
     return rows
 
 
-def summarize(P: Any, gap_vs_n: Any, cases: Any, gap_runs: Any, case_runs: Any) -> NegativeTransferSummary:
+def summarize(P: Any, gap_vs_n: Any, cases: Any, gap_runs: Any, case_runs: Any, similarity_answer: str | None = None,
+              similarity_differences: Any = None, similarity_runs: Any = None) -> NegativeTransferSummary:  # fmt: skip
     """Chapter 2's summary from its two studies, per run and summarised per group.
 
     Args:
@@ -203,13 +211,21 @@ def summarize(P: Any, gap_vs_n: Any, cases: Any, gap_runs: Any, case_runs: Any) 
         cases: The gap per case, with a ``verdict`` column (``summarise_gaps`` over ``case_runs``).
         gap_runs: One row per data size and seed.
         case_runs: One row per case and seed.
+        similarity_answer: Section 3's answer for the frozen arm (``similarity.answer(diffs, "frozen")``), if
+            the chapter has the similarity study.
+        similarity_differences: The study's ``similarity.differences`` table, if any.
+        similarity_runs: The study's run table (``similarity.run_study(...).table``), if any.
 
     Returns:
-        The typed summary: the cases sorted by their verdict, and the four tables.
+        The typed summary: the cases sorted by their verdict, and the four tables (six with the similarity study's).
     """
     verdict = cases["verdict"].astype(str)
+    tables = {"gap_vs_n": gap_vs_n, "cases": cases, "gap_runs": gap_runs, "case_runs": case_runs}
+    for name, table in (("similarity_differences", similarity_differences), ("similarity_runs", similarity_runs)):
+        if table is not None:
+            tables[name] = table
     return NegativeTransferSummary.from_study(
-        P, {"gap_vs_n": gap_vs_n, "cases": cases, "gap_runs": gap_runs, "case_runs": case_runs},
+        P, tables, similarity_answer=similarity_answer,
         case_n=int(P.case_n), negative_cases=tuple(cases.loc[verdict.str.startswith("negative"), "case"]),
         positive_cases=tuple(cases.loc[verdict.str.startswith("positive"), "case"]),
     )  # fmt: skip
