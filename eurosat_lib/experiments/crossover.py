@@ -336,7 +336,18 @@ def plan(P: SimpleNamespace, data: D.EuroSAT) -> list[tuple[ExperimentSpec, floa
 # --------------------------------------------------------------------------------------------
 
 
-def _row(record: R.RunRecord, run_dir: Path, trained: bool) -> dict[str, Any]:
+def record_row(record: R.RunRecord, run_dir: Path, trained: bool) -> dict[str, Any]:
+    """One table row from a finished run of a study built on these arms (this one, and the similarity study).
+
+    Args:
+        record: The run's record (its tags name ``arm`` and ``size``).
+        run_dir: The run's folder.
+        trained: Whether this call trained the run (False: reused).
+
+    Returns:
+        ``arm``, ``size``, ``n_per_class``, ``seed``, accuracies, test images, minutes, epochs run,
+        budget rule, flags, ``trained`` and ``run``.
+    """
     p = record["params"]
     tags = p.get("tags") or {}
     m = record["metrics"]
@@ -403,7 +414,7 @@ def run_study(
         res: RunResult = run(where, spec, data, train_data=tiled, save_model=False, keep_predictions=False,
                              model_fn=scratch_model_fn() if spec.tags["arm"] == "scratch" else None)  # fmt: skip
         trained = res.model is not None
-        row = _row(res.record, res.run_dir, trained)
+        row = record_row(res.record, res.run_dir, trained)
         rows.append(row)
         if trained:
             # dozens of models in one process: free each one's graph state before the next
@@ -433,7 +444,7 @@ def read_table(folder: str | Path) -> pd.DataFrame:
             continue
         if not rec.complete or (rec["params"].get("tags") or {}).get("study") != "crossover":
             continue
-        rows.append(_row(rec, path.parent, False))
+        rows.append(record_row(rec, path.parent, False))
     return _tidy(rows)
 
 

@@ -463,27 +463,9 @@ COLUMNS = ["source", "arm", "size", "n_per_class", "seed", "test_acc", "val_acc"
 
 
 def _row(record: R.RunRecord, run_dir: Path, trained: bool) -> dict[str, Any]:
-    p = record["params"]
-    tags = p.get("tags") or {}
-    m = record["metrics"]
-    timings = record["timings"] or {}
-    epochs = {name: ph.get("epochs_run") for name, ph in (timings.get("phases") or {}).items()}
-    return {
-        "source": tags.get("source"),
-        "arm": tags.get("arm"),
-        "size": tags.get("size"),
-        "n_per_class": float(tags.get("size", np.nan)),
-        "seed": p.get("seed"),
-        "test_acc": m.get("test", {}).get("accuracy"),
-        "val_acc": m.get("val", {}).get("accuracy"),
-        "test_images": m.get("test", {}).get("n"),
-        "minutes": round(((timings.get("fit_seconds") or 0) + (timings.get("eval_seconds") or 0)) / 60, 2),
-        "epochs_run": sum(v or 0 for v in epochs.values()),
-        "budget": (tags.get("budget") or {}).get("rule"),
-        "warnings": "; ".join(record["warnings"]),
-        "trained": trained,
-        "run": str(run_dir),
-    }
+    # the crossover study's row (same arms, budgets and tags) plus the source network
+    tags = record["params"].get("tags") or {}
+    return {"source": tags.get("source"), **CX.record_row(record, run_dir, trained)}
 
 
 def _tidy(rows: list[dict[str, Any]]) -> pd.DataFrame:
