@@ -190,7 +190,7 @@ def cmd_experiments(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .report import build_results_page
+    from .report import build_recipes_page, build_results_page
 
     book_dir = Path(args.book_dir or "book")
     # The page belongs in the project's book: without --book-dir, a folder that is not the
@@ -202,61 +202,18 @@ def cmd_report(args: argparse.Namespace) -> int:
         )
     path = build_results_page(book_dir, args.profile)
     print(f"results page: {path}")
-    return 0
-
-
-def _study_crossover(args: argparse.Namespace) -> int:
-    """Chapter 3's crossover study: every arm, size and seed, cheapest first, resumable."""
-    import pandas as pd
-
-    from .experiments import crossover as CX
-    from .experiments import load_data, resolve_params
-
-    P = resolve_params("03_finetune", profile=args.profile, out_dir=args.out_dir, **_overrides(args.param))
-    data = load_data(P.data_source, P.profile)
-    print(f"crossover study, profile {P.profile}: run folders under {CX.study_dir(P)}", flush=True)
-    if args.plan:
-        for spec, cost in CX.plan(P, data):
-            print(f"{spec.name:<32} relative cost {cost / 1e3:10.1f}  {spec.tags['budget']['rule']}")
-        return 0
-    table = CX.run_study(P, data, progress=lambda line: print(line, flush=True))
-    diffs = CX.differences(table)
-    with pd.option_context("display.width", 200, "display.max_colwidth", 80):
-        print(CX.difference_table(diffs).to_string())
-    for arm in CX.FINETUNED:
-        print(f"crossover of {CX.ARM_LABELS[arm]}: {CX.crossover_size(diffs, arm).describe()}")
-    return 0
-
-
-def _study_similarity(args: argparse.Namespace) -> int:
-    """Chapter 2's similarity study: the sources pretrained on task A, then every target run, resumable."""
-    import pandas as pd
-
-    from .experiments import load_data, resolve_params
-    from .experiments import similarity as SIM
-
-    P = resolve_params("02_negative_transfer", profile=args.profile, out_dir=args.out_dir, **_overrides(args.param))
-    data = load_data(P.data_source, P.profile)
-    print(f"similarity study, profile {P.profile}: run folders under {SIM.study_dir(P)}", flush=True)
-    if args.plan:
-        print(SIM.plan_text(SIM.plan(P, data)))
-        return 0
-    study = SIM.run_study(P, data, progress=lambda line: print(line, flush=True))
-    diffs = SIM.differences(study.table)
-    with pd.option_context("display.width", 220, "display.max_colwidth", 90):
-        for arm in ("frozen", "finetune"):
-            table = SIM.difference_table(diffs, arm)
-            if len(table):
-                print(f"\n{SIM.ARM_LABELS[arm]}:\n{table.to_string()}")
-    print("\n" + SIM.answer(diffs))
+    recipes = build_recipes_page(book_dir, args.profile)
+    if recipes is not None:
+        print(f"recipe study page: {recipes}")
     return 0
 
 
 #: Long studies the command line runs outside a notebook (``python -m eurosat_lib study NAME``):
-#: name -> (function of the parsed arguments, the chapter whose parameters and folder it uses).
+#: name -> (the module under ``eurosat_lib.experiments`` with a ``cli(P, data, plan_only, log)``
+#: function, the chapter whose parameters and run folder it uses).
 STUDIES = {
-    "crossover": (_study_crossover, "03_finetune"),
-    "similarity": (_study_similarity, "02_negative_transfer"),
+    "crossover": ("crossover", "03_finetune"),
+    "similarity": ("similarity", "02_negative_transfer"),
 }
 
 
@@ -274,10 +231,19 @@ def _overrides(pairs: list[list[str]] | None) -> dict[str, object]:
 
 
 def cmd_study(args: argparse.Namespace) -> int:
-    func, notebook = STUDIES[args.name]
+    import importlib
+
+    from .experiments import load_data, resolve_params
+
+    module, notebook = STUDIES[args.name]
     # Like `make experiments`: the chapter's runs live in the book, book/runs/<profile>/<chapter>.
-    args.out_dir = args.out_dir or str(Path("book") / "runs" / args.profile / notebook)
-    return func(args)
+    out_dir = args.out_dir or str(Path("book") / "runs" / args.profile / notebook)
+    study = importlib.import_module(f"eurosat_lib.experiments.{module}")
+    P = resolve_params(notebook, profile=args.profile, out_dir=out_dir, **_overrides(args.param))
+    data = load_data(P.data_source, P.profile)
+    print(f"{args.name} study, profile {P.profile}: run folders under {study.study_dir(P)}", flush=True)
+    study.cli(P, data, plan_only=args.plan, log=lambda line: print(line, flush=True))
+    return 0
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -326,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--force", action="store_true", help="re-run even if unchanged")
     e.add_argument("--book-dir", default=None, help=argparse.SUPPRESS)
     e.set_defaults(func=cmd_experiments)
-    r = sub.add_parser("report", help="regenerate book/results.md from the run records")
+    r = sub.add_parser("report", help="regenerate book/results.md (and book/recipes.md) from the run records")
     r.add_argument("--profile", default="cpu", choices=["smoke", "cpu", "gpu"])
     r.add_argument("--book-dir", help="the book's source folder (default: book/ of the repository you are in)")
     r.set_defaults(func=cmd_report)

@@ -34,6 +34,7 @@ __all__ = [
     "plot_leaderboard",
     "plot_mistakes",
     "plot_per_class",
+    "plot_recipe_front",
     "plot_reliability",
     "plot_sample_grid",
     "axis_label",
@@ -1265,4 +1266,82 @@ def plot_similarity(curves: pd.DataFrame, runs: pd.DataFrame | None = None) -> F
     axes[0][0].yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:.0%}"))
     axes[0][-1].legend(fontsize=8, loc="lower right")
     fig.suptitle("source similarity: line = mean over seeds, band = 95% interval, dashed = no pretraining", fontsize=10)
+    return fig
+
+
+# --- the recipe study (issue 15) ---
+
+
+def plot_recipe_front(
+    entries: Sequence[Mapping[str, Any]],
+    goal: tuple[float, float] = (0.983, 20.0),
+    moonshot: tuple[float, float] = (0.986, 30.0),
+    anchor: tuple[str, float] | None = ("Helber et al. ResNet-50 (GPU, 224 px)", 0.9857),
+    ax: Axes | None = None,
+) -> Figure:
+    """Test accuracy against training minutes, one point per configuration, with the Pareto front.
+
+    Filled dots are plain test accuracy (bars: the range over seeds where there are several),
+    hollow dots the same runs with dihedral test-time augmentation (drawn at the same training
+    minutes: their inference time is not training). The goal and the moonshot are the corners of
+    the shaded regions a configuration must reach. Configurations without a trusted timing
+    (contended runs) cannot be placed and are listed in the title instead.
+
+    Args:
+        entries: one mapping per configuration with ``recipe``, ``minutes`` (NaN: not trusted),
+            ``test_acc``, ``tta_test_acc`` and ``runs`` (each with ``test_acc``), as
+            :func:`eurosat_lib.summaries.recipes.by_recipe` returns.
+        goal: ``(test accuracy, minutes)`` of the goal.
+        moonshot: ``(test accuracy, minutes)`` of the moonshot.
+        anchor: a published accuracy drawn as a horizontal line, or None.
+        ax: draw into this axes instead of a new figure.
+
+    Returns:
+        The figure.
+    """
+    fig, ax = _new_ax(ax, (8, 5))
+    timed = [e for e in entries if np.isfinite(e["minutes"])]
+    untimed = [e["recipe"] for e in entries if not np.isfinite(e["minutes"])]
+    if not timed:
+        ax.text(0.5, 0.5, "no configuration with a trusted timing yet", ha="center", va="center", transform=ax.transAxes)
+    else:
+        xs = np.array([e["minutes"] for e in timed])
+        ys = np.array([e["test_acc"] for e in timed])
+        lo = ys - np.array([min(r["test_acc"] for r in e["runs"]) for e in timed])
+        hi = np.array([max(r["test_acc"] for r in e["runs"]) for e in timed]) - ys
+        ax.errorbar(xs, ys, yerr=[lo, hi], fmt="o", color="C0", capsize=3, label="test accuracy")
+        tta = np.array([e["tta_test_acc"] for e in timed], dtype=float)
+        ok = np.isfinite(tta)
+        ax.scatter(xs[ok], tta[ok], facecolors="none", edgecolors="C1", label="with test-time augmentation (8 views)")
+        for x, y, t in zip(xs[ok], ys[ok], tta[ok]):
+            ax.plot([x, x], [y, t], color="C1", lw=0.6, alpha=0.6)
+        order = np.argsort(xs, kind="stable")
+        front_x, front_y, best = [], [], -np.inf
+        for i in order:
+            if ys[i] > best:
+                front_x.append(xs[i])
+                front_y.append(ys[i])
+                best = ys[i]
+        ax.step(front_x, front_y, where="post", color="C0", alpha=0.5, lw=1, label="Pareto front (test)")
+        _label_points(ax, xs, ys, [e["recipe"] for e in timed])
+        top = max(np.nanmax(np.r_[ys, tta[ok] if ok.any() else ys]), moonshot[0]) + 0.002
+        bottom = min(ys.min() - 0.005, goal[0] - 0.01)
+        right = max(xs.max() * 1.08, moonshot[1] * 1.05)
+        for (acc, mins), name, color in ((goal, "goal", "C2"), (moonshot, "moonshot", "C3")):
+            ax.add_patch(plt.Rectangle((0, acc), mins, top - acc, color=color, alpha=0.08, lw=0))
+            ax.plot([0, mins, mins], [acc, acc, top], color=color, lw=1, ls="--",
+                    label=f"{name}: ≥ {100 * acc:.1f} % in ≤ {mins:.0f} min")  # fmt: skip
+        if anchor is not None:
+            ax.axhline(anchor[1], color="grey", lw=0.8, ls=":", label=f"{anchor[0]}: {100 * anchor[1]:.2f} %")
+        ax.set_xlim(0, right)
+        ax.set_ylim(bottom, top)
+        ax.legend(fontsize=7, loc="lower right")
+    ax.set_xlabel("training minutes (head phase + fine-tuning)")
+    ax.set_ylabel("test accuracy")
+    ax.yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:.1%}"))
+    title = "recipe study: test accuracy against training time"
+    if untimed:
+        title += f"\nnot placed (timing not trusted): {', '.join(untimed)}"
+    ax.set_title(title, fontsize=10)
+    sns.despine(ax=ax)
     return fig

@@ -318,19 +318,21 @@ def is_contended(*samples: Mapping[str, Any]) -> bool:
 
 
 def timing_trusted(record: Mapping[str, Any] | None) -> bool:
-    """Whether a record's timings may be shown as figures: not flagged ``contended``.
+    """Whether a record's timings may be shown as figures: not ``contended``, not ``spans_processes``.
 
     Records written before the machine's load was kept carry no flag and count as trusted; a
     figure measured while other processes kept more than half the cores busy is never shown in
-    the book (tables print "contended" instead).
+    the book (tables print "contended" instead), nor one of a run resumed across processes (part
+    of it was timed by a process whose load the record does not hold).
 
     Args:
         record: a run record (``record.json`` as a mapping), or None.
 
     Returns:
-        False when ``record["timings"]["contended"]`` is true, else True.
+        False when ``record["timings"]`` says ``contended`` or ``spans_processes``, else True.
     """
-    return not bool(((record or {}).get("timings") or {}).get("contended", False))
+    timings = (record or {}).get("timings") or {}
+    return not (bool(timings.get("contended", False)) or bool(timings.get("spans_processes", False)))
 
 
 def load_timings(start: Mapping[str, Any], end: Mapping[str, Any]) -> dict[str, Any]:
@@ -568,6 +570,29 @@ def read(run_dir: str | os.PathLike) -> RunRecord:
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"run record {path} is not valid JSON ({e}); delete the run folder and re-run it") from e
     return RunRecord.from_dict(data, str(path))
+
+
+def complete_records(folder: str | os.PathLike, **tags: Any) -> Iterator[tuple[Path, RunRecord]]:
+    """The finished runs directly under ``folder`` whose ``params["tags"]`` match ``tags``, by folder name.
+
+    Unreadable and unfinished records are skipped: a study's table is built from what has run,
+    and a run still in progress (or killed) must not become a row.
+
+    Args:
+        folder: A study's folder (one run folder per child).
+        **tags: Tag values a run must carry (``study="crossover"``).
+
+    Yields:
+        ``(run folder, record)`` pairs.
+    """
+    for path in sorted(Path(folder).glob(f"*/{RUN_RECORD}")):
+        try:
+            rec = read(path.parent)
+        except (OSError, ValueError):
+            continue
+        have = rec["params"].get("tags") or {}
+        if rec.complete and all(have.get(k) == v for k, v in tags.items()):
+            yield path.parent, rec
 
 
 def run_model_path(run_dir: str | os.PathLike) -> Path:

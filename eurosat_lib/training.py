@@ -54,7 +54,7 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "linear")
 #: PhaseConfig fields added after runs were committed: ``to_dict`` leaves them out while they
 #: hold their default, so the identity (``ExperimentSpec.key``) of every earlier run is unchanged.
-_LATER_FIELDS = {"label_smoothing": 0.0, "warmup_epochs": 0, "early_stopping_monitor": "val_loss"}
+_LATER_FIELDS = {"label_smoothing": 0.0, "warmup_epochs": 0, "early_stopping_monitor": "val_loss", "image_size": None}
 
 
 # --------------------------------------------------------------------------------------------
@@ -87,6 +87,11 @@ class PhaseConfig:
         early_stopping_monitor: ``"val_loss"`` or ``"val_accuracy"``. A network trained from
             scratch on few steps can have a rising validation loss while its accuracy still
             climbs (its BatchNorm statistics lag its weights); accuracy is the safer signal there.
+        image_size: train this phase (and evaluate after it) at another input size than the
+            run's (progressive resizing: train small, finish large). The run rebuilds the model at
+            this size and carries every weight over (:func:`eurosat_lib.experiments.core.resized_model`);
+            the phase must set ``unfreeze`` because a rebuilt model starts with the builder's
+            trainable state. None keeps the current size.
 
     Raises:
         ValueError: a value out of range, naming the field and the phase.
@@ -106,6 +111,7 @@ class PhaseConfig:
     label_smoothing: float = 0.0
     warmup_epochs: int = 0
     early_stopping_monitor: str = "val_loss"
+    image_size: int | None = None
 
     def __post_init__(self) -> None:
         where = f"in phase {self.name!r}"
@@ -129,6 +135,15 @@ class PhaseConfig:
             raise ValueError(f"warmup_epochs must be an integer in [0, epochs={self.epochs}] {where}, got {self.warmup_epochs!r}")
         if self.early_stopping_monitor not in ("val_loss", "val_accuracy"):
             raise ValueError(f"early_stopping_monitor must be 'val_loss' or 'val_accuracy' {where}, got {self.early_stopping_monitor!r}")
+        if self.image_size is not None and (
+            not isinstance(self.image_size, (int, np.integer)) or isinstance(self.image_size, bool) or self.image_size < 32
+        ):
+            raise ValueError(f"image_size must be None or an integer >= 32 {where}, got {self.image_size!r}")
+        if self.image_size is not None and self.unfreeze is None:
+            raise ValueError(
+                f"a phase that changes image_size must set unfreeze {where}: the model is rebuilt at the "
+                "new size and starts with the builder's trainable state"
+            )
         if self.use_feature_cache and self.unfreeze not in (None, "frozen"):
             raise ValueError(
                 f"use_feature_cache needs a frozen base {where} (unfreeze={self.unfreeze!r}); "

@@ -1,6 +1,6 @@
 """The headline MobileNetV2 (alpha=0.35) runs on the real data: frozen, fine-tuned, from scratch.
 
-    python scripts/reference_runs.py [--only frozen finetune scratch scratch_plateau] [--profile cpu|smoke] [--out DIR]
+    python scripts/reference_runs.py [--only frozen finetune scratch scratch_plateau recipe] [--profile cpu|smoke] [--out DIR]
 
 Same architecture, the same 128 px input (scratch_plateau: 64 px), same split (train 16,200 / val 5,400 / test 5,400):
   frozen    ImageNet base frozen; head trained on cached features (early stopping on val)
@@ -9,6 +9,9 @@ Same architecture, the same 128 px input (scratch_plateau: 64 px), same split (t
   scratch   the same network from random weights, all layers and BatchNorm training (5 epochs)
   scratch_plateau  from random weights at native 64 px, trained to a plateau (early stopping,
             patience 8, cap 60 epochs; AdamW + cosine): the fair from-scratch baseline
+  recipe    the configuration the recipe study (book/recipes.md) chooses on VALIDATION accuracy
+            within the 20-minute goal, re-run as its own headline record, with its dihedral
+            test-time-augmentation score kept beside it (tta.json; inference minutes apart)
 Each run writes a run folder (record.json with timings and test metrics, model.keras); the book's
 results chapter reads the records. Finished runs are reused; interrupted ones resume; a finished run
 whose model.keras is missing (a fresh clone: models are not committed) is trained again, so that
@@ -66,6 +69,24 @@ SPECS = {
 }  # fmt: skip
 
 
+def recipe_spec(study_dir: str = "book/runs/cpu/recipe_study") -> X.ExperimentSpec | None:
+    """The recipe study's choice within the goal's budget as a headline spec, or None before the study has run.
+
+    The choice reads the committed study records (validation accuracy, trusted minutes), so it
+    follows the study: when more configurations finish, a better choice gives a new spec and
+    the headline run is trained again.
+    """
+    from eurosat_lib.experiments import recipe_study as RS
+    from eurosat_lib.summaries import recipes as RP
+
+    chosen = RP.choose(RP.by_recipe(RP.read_rows(study_dir)), RP.GOAL[1])
+    if chosen is None:
+        return None
+    recipe = {r.name: r for r in RS.RECIPES}[chosen["recipe"]]
+    spec = RS.spec_for(recipe, RS.PROFILES["cpu"], 0)
+    return dataclasses.replace(spec, name="mobilenetv2_035_recipe", tags={**spec.tags, "chosen_within_minutes": RP.GOAL[1]})
+
+
 def smoke_spec(spec: X.ExperimentSpec) -> X.ExperimentSpec:
     """``spec`` at toy size: the same phases and switches, one short epoch each."""
     weights = spec.weights if X.weights_available(spec.backbone, spec.weights, **dict(spec.backbone_kwargs)) else None
@@ -77,20 +98,29 @@ def smoke_spec(spec: X.ExperimentSpec) -> X.ExperimentSpec:
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=None, help="parent of the run folders (default book/runs/<profile>/reference)")
-    ap.add_argument("--only", nargs="*", choices=list(SPECS), default=list(SPECS))
+    ap.add_argument("--only", nargs="*", choices=[*SPECS, "recipe"], default=[*SPECS, "recipe"])
     ap.add_argument("--profile", choices=("cpu", "smoke"), default="cpu", help="cpu: the headline runs; smoke: toy size, seconds")
     args = ap.parse_args(argv)
     out = args.out or f"book/runs/{args.profile}/reference"
     smoke = args.profile == "smoke"
     data = X.load_data("auto", profile="smoke") if smoke else D.load_eurosat()
     for key in args.only:
-        spec = smoke_spec(SPECS[key]) if smoke else SPECS[key]
+        spec = SPECS.get(key) or recipe_spec()
+        if spec is None:
+            print(json.dumps({"run": key, "skipped": "the recipe study has no timed configuration yet: run "
+                              "python -m eurosat_lib.experiments.recipe_study --profile cpu"}), flush=True)  # fmt: skip
+            continue
+        spec = smoke_spec(spec) if smoke else spec
         # the from-scratch run gets the BatchNorm momentum its tags record (the chapters' recipe)
         model_fn = scratch_model_fn() if "bn_momentum" in spec.tags else None
         # needs: this script is how a user gets a model to predict with (README), so a finished
         # record without its model.keras is not enough.
         res = X.run_experiment(spec, data, out, verbose=0 if smoke else 2, model_fn=model_fn, needs=("model.keras",),
                                accelerator=X.accelerator_for(args.profile), checkpoints=X.checkpoints_for(args.profile))  # fmt: skip
+        if key == "recipe":  # its test-time-augmentation score, kept beside the record (inference minutes apart)
+            from eurosat_lib.experiments import recipe_study as RS
+
+            RS.tta_result(res, data, spec)
         m = res.record["metrics"]["test"]
         print(json.dumps({"run": key, "test_accuracy": m["accuracy"], "test_macro_f1": m["macro_f1"],
                           "fit_seconds": res.record["timings"]["fit_seconds"], "model": str(res.run_dir / "model.keras"),

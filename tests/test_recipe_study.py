@@ -161,3 +161,48 @@ def test_gpu_page_gives_the_study_command_and_says_whether_it_ran():
     ran = any((REPO / "book" / "runs" / "gpu" / "recipe_study").glob("*/record.json"))
     assert ("**Status: not run yet.**" in page) == (not ran)
     assert f"≥ {100 * RS.GPU_GOAL[0]:.1f} % test accuracy in ≤ {RS.GPU_GOAL[1]:.0f} minutes" in page
+
+
+def test_progressive_resizing_finishes_at_the_larger_size_with_the_trained_weights(tmp_path):
+    """`finish160` in the dry run: fine-tune at 32 px, then a finishing phase at 64 px on the same
+    weights; the saved model takes the larger size and the record counts both phases' epochs."""
+    data = D.make_synthetic(n_per_class=12, seed=0)
+    (r,) = [x for x in RS.run_study("smoke", root=tmp_path, only=["finish160"], data=data, log=lambda *_: None) if x["seed"] == 0]
+    folder = RS.out_dir("smoke", tmp_path) / "recipe_finish160_seed0"
+    rec = json.loads((folder / "record.json").read_text())
+    assert [ph["name"] for ph in rec["params"]["phases"]] == ["head", "finetune", "finish"]
+    assert rec["params"]["image_size"] == 32 and rec["params"]["phases"][2]["image_size"] == 64
+    assert (r["image_size"], r["final_size"], r["epochs"]) == (32, 64, 2)
+    assert rec["model_info"]["image_size"] == 64  # the model that was scored and saved is the 64 px one
+    assert set(rec["timings"]["phases"]) == {"head", "finetune", "finish"}
+
+
+def test_resized_model_carries_every_weight_and_refuses_a_size_dependent_one():
+    import keras
+
+    from eurosat_lib.experiments import core
+
+    spec = RS.spec_for(RS.BASE, RS.PROFILES["smoke"], 0)
+    spec = ExperimentSpec(**{**{f: getattr(spec, f) for f in spec.__dataclass_fields__}, "weights": None})
+    small = core.build_from_spec(spec)
+    for v in small.trainable_weights[:3]:
+        v.assign(v.value + 1.0)
+    big = core.resized_model(small, spec, 64)
+    # the images stay 64 px at the input; the backbone behind the in-model resize takes the new size
+    assert (M.describe_model(small)["image_size"], M.describe_model(big)["image_size"]) == (32, 64)
+    assert all(np.allclose(np.asarray(a.value), np.asarray(b.value)) for a, b in zip(small.weights, big.weights))
+
+    def flat(s):  # a head whose weight shape depends on the input size
+        inp = keras.Input((s.image_size, s.image_size, 3))
+        return keras.Model(inp, keras.layers.Dense(2)(keras.layers.Flatten()(inp)))
+
+    with pytest.raises(ValueError, match="progressive resizing needs a network whose weights do not depend on the input size"):
+        core.resized_model(flat(spec), spec, 48, model_fn=flat)
+
+
+def test_a_phase_that_changes_size_must_say_what_trains():
+    with pytest.raises(ValueError, match="image_size must be None or an integer >= 32"):
+        T.PhaseConfig("x", image_size=8, unfreeze="all")
+    with pytest.raises(ValueError, match="must set unfreeze"):
+        T.PhaseConfig("x", image_size=160)
+    assert "image_size" not in T.PhaseConfig("x").to_dict() and T.PhaseConfig("x", image_size=160, unfreeze="all").to_dict()["image_size"] == 160

@@ -29,6 +29,7 @@ import pytest
 
 from conftest import REPO
 from eurosat_lib import data as D
+from eurosat_lib import runs
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="needs POSIX signals")
 
@@ -325,6 +326,13 @@ def test_two_phase_run_killed_in_each_phase_resumes_to_the_unbroken_result(tmp_p
     assert "is in use by process" in waited.read_text()
     # The interrupted run: every phase ran exactly its epochs, and resumed.
     ref, rec = ra["record"], rk["record"]
+    # Its timing was measured by three processes: the record says so, and the book will not show it.
+    assert rec["timings"]["spans_processes"] is True and "spans_processes" not in ref["timings"], where
+    assert not runs.timing_trusted(rec)
+    # (the reference shared the CPU with the other runs, so its own flag is "contended"; alone, the
+    # resumption is what withholds the timing)
+    assert runs.timing_trusted({"timings": {"contended": False}})
+    assert not runs.timing_trusted({"timings": {"contended": False, "spans_processes": True}})
     for phase in ("head", "finetune"):
         assert rec["timings"]["phases"][phase]["epochs_run"] == 3, where
         rows = (tmp_path / "broken" / "two_phase" / f"history_{phase}.csv").read_text().strip().splitlines()[1:]

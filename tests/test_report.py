@@ -306,3 +306,35 @@ def test_committed_page_states_the_plateau_run_against_helber():
     rec = json.loads((REPO / "book/runs/cpu/reference/mobilenetv2_035_scratch_plateau/record.json").read_text())
     assert R.pct(rec["metrics"]["test"]["accuracy"]) in para and "87.96 %" in para and "95 % CI" in para
     assert rec["warnings"] == []  # trained to a plateau: not flagged "not converged"
+
+
+@pytest.mark.parametrize("acc, tta_acc, contended, goal", [
+    (0.985, 0.987, False, "met"),
+    (0.980, 0.984, False, "met only with test-time augmentation"),
+    (0.975, 0.978, False, "not met"),
+    (0.990, 0.990, True, None),  # a contended timing states no verdict on the time goal
+])  # fmt: skip
+def test_recipe_headline_states_the_goal_from_its_record(tmp_path, acc, tta_acc, contended, goal):
+    _headline(tmp_path, "mobilenetv2_035_finetune", 0.968, contended=False)
+    rec = _headline(tmp_path, "mobilenetv2_035_recipe", acc, contended=contended)  # 1,234 s = 20.6 min: over 20
+    rec["timings"]["fit_seconds"] = 18 * 60
+    rec["params"]["tags"] = {"recipe": "px160", "what": "160 px input"}
+    rec["params"]["spec_key"] = "k"
+    d = tmp_path / "book" / "runs" / "cpu" / "reference" / "mobilenetv2_035_recipe"
+    (d / "record.json").write_text(json.dumps(rec))
+    (d / "tta.json").write_text(json.dumps({"spec_key": "k", "test_accuracy": tta_acc, "seconds": 90.0, "n": 5400}))
+    text, found = R.reference_section(tmp_path / "book" / "runs" / "cpu", tmp_path / "book")
+    assert "mobilenetv2_035_recipe" in found and "## Headline: one network, two ways" in text
+    para = next(line for line in text.splitlines() if line.startswith("The configuration the [recipe study]"))
+    assert f"**{R.pct(acc)}**" in para and f"**{R.pct(tta_acc)}**" in para and "`px160`: 160 px input" in para
+    assert "1.5 min of inference, not counted as training" in para
+    if goal is None:
+        assert "18.0 min" not in para and "not shown: measured under contention" in para
+        assert "whether it meets the time goal is not stated" in para and "**met" not in para and "**not met**" not in para
+    else:
+        assert "18.0 min" in para and f"The goal (≥ 98.3 % in ≤ 20 min): **{goal}**." in para
+    assert "Against the two-phase fine-tuning row:" in para and "95 % CI" in para
+    # a stale tta.json (another spec) is not quoted
+    (d / "tta.json").write_text(json.dumps({"spec_key": "old", "test_accuracy": 0.5, "seconds": 90.0, "n": 5400}))
+    text, _ = R.reference_section(tmp_path / "book" / "runs" / "cpu", tmp_path / "book")
+    assert "50.00 %" not in text and "dihedral" not in text

@@ -436,16 +436,7 @@ def read_table(folder: str | Path) -> pd.DataFrame:
         The table of :func:`run_study` (``trained`` is False everywhere); empty when there are no
         finished records.
     """
-    rows = []
-    for path in sorted(Path(folder).glob(f"*/{R.RUN_RECORD}")):
-        try:
-            rec = R.read(path.parent)
-        except (OSError, ValueError):
-            continue
-        if not rec.complete or (rec["params"].get("tags") or {}).get("study") != "crossover":
-            continue
-        rows.append(record_row(rec, path.parent, False))
-    return _tidy(rows)
+    return _tidy([record_row(rec, run_dir, False) for run_dir, rec in R.complete_records(folder, study="crossover")])
 
 
 # --------------------------------------------------------------------------------------------
@@ -716,3 +707,24 @@ def reconciliation(P: SimpleNamespace, diffs: pd.DataFrame, lr_chosen: float | N
                      f"{P.crossover_image_size} pixels per side, so the headline's gain comes with what differs from "
                      "this study: its larger input and its longer schedule, not the amount of data alone.")
     return " ".join(parts)
+
+
+def cli(P: SimpleNamespace, data: D.EuroSAT, plan_only: bool = False, log: Callable[[str], None] = print) -> None:
+    """What ``python -m eurosat_lib study crossover`` does: print the plan, or run the study and print its answer.
+
+    Args:
+        P: The chapter's resolved parameters.
+        data: The dataset.
+        plan_only: Print the runs, cheapest first, with their relative cost, and train nothing.
+        log: Line printer.
+    """
+    if plan_only:
+        for spec, cost in plan(P, data):
+            log(f"{spec.name:<32} relative cost {cost / 1e3:10.1f}  {spec.tags['budget']['rule']}")
+        return
+    table = run_study(P, data, progress=log)
+    diffs = differences(table)
+    with pd.option_context("display.width", 200, "display.max_colwidth", 80):
+        log(difference_table(diffs).to_string())
+    for arm in FINETUNED:
+        log(f"crossover of {ARM_LABELS[arm]}: {crossover_size(diffs, arm).describe()}")

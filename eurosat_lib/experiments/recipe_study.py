@@ -35,14 +35,13 @@ from .. import data as D
 from .. import models as M
 from .. import training as T
 from .._io import write_json_atomic
-from .core import (ExperimentSpec, RunResult, accelerator_for, checkpoints_for, eval_split, load_data, run_experiment,
-                   weights_available)
+from .core import (ExperimentSpec, RunResult, accelerator_for, checkpoints_for, eval_split, load_data, predict,
+                   run_experiment, weights_available)
+from ..summaries.recipes import GOAL, HELBER_RESNET50, MOONSHOT, choose, encode_labels, pareto_front, record_row  # noqa: F401  (the study's API)
 from .recipes import unfreeze_policy
 
-#: Published anchors on EuroSAT RGB the study's front is read against (see book/references.bib).
-HELBER_RESNET50 = 0.9857
-#: The issue's goals on these 2 CPU cores (minutes of training, TTA counted apart).
-GOAL, MOONSHOT = (0.983, 20.0), (0.986, 30.0)
+# The published anchor (HELBER_RESNET50) and the issue's goals on 2 CPU cores (GOAL, MOONSHOT:
+# test accuracy, minutes of training, TTA counted apart) live with the page that states them.
 #: The GPU edition's goal (one GPU).
 GPU_GOAL = (0.988, 10.0)
 
@@ -65,6 +64,10 @@ class Recipe:
         alpha: MobileNetV2 width multiplier (0.35 or 0.5 have weights on these machines).
         unfreeze: share of the backbone's blocks unfrozen (1 = all).
         batch_size: fine-tuning batch size.
+        finish_size: progressive resizing: after ``epochs`` at ``image_size``, fine-tune
+            ``finish_epochs`` more at this larger size (and evaluate there); None: no such phase.
+        finish_epochs: epochs of the finishing phase.
+        finish_lr: its peak learning rate (cosine decay; low, as the weights are nearly trained).
     """
 
     name: str
@@ -80,15 +83,20 @@ class Recipe:
     alpha: float = 0.35
     unfreeze: float = 1.0
     batch_size: int = 64
+    finish_size: int | None = None
+    finish_epochs: int = 0
+    finish_lr: float = 1e-4
 
-    def phases(self, smoke: bool = False) -> tuple[T.PhaseConfig, T.PhaseConfig]:
-        """``(head, finetune)``: the head on cached features, then the fine-tuning phase.
+    def phases(self, smoke: bool = False, smoke_size: int | None = None) -> tuple[T.PhaseConfig, ...]:
+        """``(head, finetune[, finish])``: the head on cached features, the fine-tuning phase, and
+        the progressive-resizing phase at ``finish_size`` when there is one.
 
         Args:
             smoke: A dry run: one head epoch without early stopping and one fine-tuning epoch.
+            smoke_size: The dry run's tiny input size; its finishing phase runs at twice it.
 
         Returns:
-            The head phase and the fine-tuning phase.
+            The head phase, the fine-tuning phase and, with ``finish_size``, the finishing phase.
         """
         epochs = 1 if smoke else self.epochs
         head = T.PhaseConfig("head", epochs=1 if smoke else 40, learning_rate=1e-3, batch_size=128,
@@ -98,7 +106,14 @@ class Recipe:
             weight_decay=self.weight_decay, schedule=self.schedule, warmup_epochs=min(self.warmup_epochs, epochs),
             label_smoothing=self.label_smoothing, unfreeze=unfreeze_policy("MobileNetV2", self.unfreeze), freeze_bn=True,
         )  # fmt: skip
-        return head, tune
+        if self.finish_size is None:
+            return head, tune
+        finish = T.PhaseConfig(
+            "finish", epochs=1 if smoke else self.finish_epochs, learning_rate=self.finish_lr, batch_size=self.batch_size,
+            optimizer=self.optimizer, weight_decay=self.weight_decay, schedule="cosine", label_smoothing=self.label_smoothing,
+            unfreeze=tune.unfreeze, freeze_bn=True, image_size=2 * smoke_size if smoke and smoke_size else self.finish_size,
+        )  # fmt: skip
+        return head, tune, finish
 
 
 BASE = Recipe("base", "the headline recipe: 128 px, Adam 3e-4, cosine, 6 epochs")
@@ -127,6 +142,10 @@ RECIPES: tuple[Recipe, ...] = (
     _r("alpha05", "10 epochs, alpha 0.5 (wider network)", epochs=10, alpha=0.5),
     _r("top_half", "10 epochs, top half of the blocks unfrozen", epochs=10, unfreeze=0.5),
     _r("e10_px160", "10 epochs at 160 px", epochs=10, image_size=160),
+    # progressive resizing (train small, finish large): most epochs at the cheap size, the last
+    # ones at a larger size with a low learning rate, so the network adapts to the size it is scored at
+    _r("finish160", "progressive: 8 epochs at 128 px, then 2 at 160 px (lr 1e-4)", epochs=8, finish_size=160, finish_epochs=2),
+    _r("finish224", "progressive: 8 epochs at 128 px, then 2 at 224 px (lr 1e-4)", epochs=8, finish_size=224, finish_epochs=2),
 )  # fmt: skip
 
 
@@ -180,7 +199,7 @@ def spec_for(recipe: Recipe, profile: Profile, seed: int) -> ExperimentSpec:
         image_size=profile.image_size or recipe.image_size,
         head=M.HeadConfig(dropout=0.2),
         augment="flip",
-        phases=recipe.phases(smoke=profile.smoke),
+        phases=recipe.phases(smoke=profile.smoke, smoke_size=profile.image_size),
         seed=seed,
         n_per_class=profile.n_per_class,
         val_n_per_class=profile.val_n_per_class,
@@ -205,7 +224,12 @@ def out_dir(profile: str, root: str | Path = "book/runs") -> Path:
 def tta_result(res: RunResult, data: D.EuroSAT, spec: ExperimentSpec) -> dict[str, Any]:
     """Test accuracy with dihedral test-time augmentation, computed once and kept in ``tta.json``.
 
-    The file is keyed by the run's ``spec_key``, so a retrained run never reuses a stale figure.
+    The file also keeps each test image's predicted class with and without TTA (``test_pred``,
+    ``tta_pred``) and its true class (``labels``), in the compact form of
+    :func:`eurosat_lib.summaries.recipes.encode_labels`: model files are never committed, and per-image
+    predictions are what a paired interval between two recipes needs (:func:`eurosat_lib.stats.bootstrap_diff`).
+    The file is keyed by the run's ``spec_key``, so a retrained run never reuses a stale figure;
+    an older file without the predictions is completed from the run's model.
 
     Args:
         res: the finished run (its model is loaded, or re-made on a fresh clone, when needed).
@@ -213,29 +237,34 @@ def tta_result(res: RunResult, data: D.EuroSAT, spec: ExperimentSpec) -> dict[st
         spec: the run's spec (its test subset).
 
     Returns:
-        ``{"spec_key", "test_accuracy", "seconds", "n"}``.
+        ``{"spec_key", "test_accuracy", "seconds", "n", "labels", "test_pred", "tta_pred"}``.
     """
     path = res.run_dir / "tta.json"
     key = spec.key()
     if path.is_file():
         try:
             got = json.loads(path.read_text())
-            if got.get("spec_key") == key:
+            if got.get("spec_key") == key and all(k in got for k in ("labels", "test_pred", "tta_pred")):
                 return got
         except (OSError, ValueError):
             pass
     test = eval_split(data, "test", spec)
     model = res.load_model()
+    plain = res.predictions.get("test")
+    if plain is None or len(plain) != len(test):
+        plain = predict(model, test.images)
     t0 = time.perf_counter()
     prob = T.predict_dihedral(model, test.images)
-    out = {"spec_key": key, "test_accuracy": float(np.mean(prob.argmax(1) == test.labels)),
-           "seconds": round(time.perf_counter() - t0, 2), "n": int(len(test))}  # fmt: skip
+    seconds = round(time.perf_counter() - t0, 2)
+    out = {"spec_key": key, "test_accuracy": float(np.mean(prob.argmax(1) == test.labels)), "seconds": seconds,
+           "n": int(len(test)), "labels": encode_labels(test.labels), "test_pred": encode_labels(np.argmax(plain, 1)),
+           "tta_pred": encode_labels(prob.argmax(1))}  # fmt: skip
     write_json_atomic(path, out)
     return out
 
 
 def row(recipe: Recipe, seed: int, res: RunResult, tta: dict[str, Any] | None) -> dict[str, Any]:
-    """One table row from a finished run's record.
+    """One table row from a finished run's record (:func:`eurosat_lib.summaries.recipes.record_row`).
 
     Args:
         recipe: The run's configuration.
@@ -247,21 +276,32 @@ def row(recipe: Recipe, seed: int, res: RunResult, tta: dict[str, Any] | None) -
         The row: recipe, seed, image size, fine-tuning and head epochs run, validation, test and TTA test accuracy,
         training (and TTA) minutes, whether the timing was contended, and the run's flags.
     """
-    rec = res.record
-    timings = rec["timings"]
-    return {
-        "recipe": recipe.name, "what": recipe.what, "seed": seed,
-        "image_size": rec["params"]["image_size"],
-        # the head trains on cached features in seconds; the recipe's epochs are the fine-tuning ones
-        "epochs": (timings["phases"].get("finetune") or {}).get("epochs_run", 0),
-        "head_epochs": (timings["phases"].get("head") or {}).get("epochs_run", 0),
-        "val_acc": rec["metrics"]["val"]["accuracy"], "test_acc": rec["metrics"]["test"]["accuracy"],
-        "tta_test_acc": tta["test_accuracy"] if tta else float("nan"),
-        "minutes": timings["fit_seconds"] / 60.0,
-        "tta_minutes": tta["seconds"] / 60.0 if tta else float("nan"),
-        "contended": bool(timings.get("contended", False)),
-        "warnings": list(rec.get("warnings", [])),
-    }  # fmt: skip
+    return {**record_row(res.record, tta), "recipe": recipe.name, "what": recipe.what, "seed": seed}
+
+
+def write_plan(profile: str, root: str | Path = "book/runs") -> Path:
+    """Write the study folder's ``plan.json``: the configurations the profile is meant to run.
+
+    The book's page reads it (without importing Keras) to say which configurations have not run yet.
+
+    Args:
+        profile: The profile's name.
+        root: The parent of the profiles' run folders.
+
+    Returns:
+        The file's path.
+    """
+    from ..summaries.recipes import PLAN_FILE
+
+    prof = PROFILES[profile]
+    by_name = {r.name: r for r in RECIPES}
+    plan = {"profile": profile, "command": f"python -m eurosat_lib.experiments.recipe_study --profile {profile}",
+            "seeds": list(prof.seeds), "front_seeds": list(prof.front_seeds), "front_runners": prof.front_runners,
+            "recipes": [{"name": n, "what": by_name[n].what} for n in prof.recipes]}  # fmt: skip
+    path = out_dir(profile, root) / PLAN_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(path, plan)
+    return path
 
 
 def run_study(profile: str = "cpu", *, root: str | Path = "book/runs", only: Sequence[str] | None = None,
@@ -292,6 +332,7 @@ def run_study(profile: str = "cpu", *, root: str | Path = "book/runs", only: Seq
         raise ValueError(f"unknown recipe(s) {unknown}; choose from {sorted(by_name)}")
     data = data if data is not None else load_data("auto", profile=profile)
     folder = out_dir(profile, root)
+    write_plan(profile, root)
     rows: list[dict[str, Any]] = []
 
     def one(recipe: Recipe, seed: int) -> None:
@@ -316,42 +357,6 @@ def run_study(profile: str = "cpu", *, root: str | Path = "book/runs", only: Seq
             if seed not in prof.seeds:
                 one(by_name[r["recipe"]], seed)
     return rows
-
-
-def pareto_front(rows: Sequence[dict[str, Any]], x: str = "minutes", y: str = "test_acc") -> list[dict[str, Any]]:
-    """The rows no other row beats on both axes (less ``x`` and more ``y``), by increasing ``x``.
-
-    Args:
-        rows: table rows (one per configuration, e.g. seed means).
-        x: the cost column (smaller is better).
-        y: the quality column (larger is better).
-
-    Returns:
-        The non-dominated rows, sorted by ``x``; ties in ``x`` keep the better ``y`` only.
-    """
-    front, best = [], -float("inf")
-    for r in sorted(rows, key=lambda r: (r[x], -r[y])):
-        if r[y] > best:
-            front.append(r)
-            best = r[y]
-    return front
-
-
-def choose(rows: Sequence[dict[str, Any]], budget_minutes: float) -> dict[str, Any] | None:
-    """The configuration with the best VALIDATION accuracy within ``budget_minutes`` of training.
-
-    Choosing on validation and reporting its test accuracy once keeps the headline honest;
-    picking the best test score among many recipes would be selection on the test set.
-
-    Returns:
-        The chosen row, or None when no run fits the budget.
-
-    Args:
-        rows: The study's rows (``minutes``, ``val_acc``).
-        budget_minutes: The most training minutes a configuration may take.
-    """
-    fits = [r for r in rows if r["minutes"] <= budget_minutes]
-    return max(fits, key=lambda r: r["val_acc"]) if fits else None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

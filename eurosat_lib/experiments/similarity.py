@@ -637,17 +637,7 @@ def read_table(folder: str | Path) -> pd.DataFrame:
     Returns:
         :func:`run_study`'s table (``trained`` False everywhere); empty without finished records.
     """
-    rows = []
-    for path in sorted(Path(folder).glob(f"*/{R.RUN_RECORD}")):
-        try:
-            rec = R.read(path.parent)
-        except (OSError, ValueError):
-            continue
-        tags = rec["params"].get("tags") or {}
-        if not rec.complete or tags.get("study") != "similarity" or tags.get("role") != "target":
-            continue
-        rows.append(_row(rec, path.parent, False))
-    return _tidy(rows)
+    return _tidy([_row(rec, run_dir, False) for run_dir, rec in R.complete_records(folder, study="similarity", role="target")])
 
 
 # --------------------------------------------------------------------------------------------
@@ -957,3 +947,25 @@ def answer(diffs: pd.DataFrame, arm: str = "frozen") -> str:
     return (f"**Not measurably ({where}):** no source's difference from ImageNet or from training from scratch that "
             "would show an effect of similarity excludes zero: with these seeds and sizes the study cannot say that "
             "similarity decides.")
+
+
+def cli(P: SimpleNamespace, data: D.EuroSAT, plan_only: bool = False, log: Callable[[str], None] = print) -> None:
+    """What ``python -m eurosat_lib study similarity`` does: print the plan, or run the study and print its answer.
+
+    Args:
+        P: The chapter's resolved parameters.
+        data: The dataset.
+        plan_only: Print the sources and target runs with their cost, and train nothing.
+        log: Line printer.
+    """
+    if plan_only:
+        log(plan_text(plan(P, data)))
+        return
+    study = run_study(P, data, progress=log)
+    diffs = differences(study.table)
+    with pd.option_context("display.width", 220, "display.max_colwidth", 90):
+        for arm in ("frozen", "finetune"):
+            table = difference_table(diffs, arm)
+            if len(table):
+                log(f"\n{ARM_LABELS[arm]}:\n{table.to_string()}")
+    log("\n" + answer(diffs))

@@ -1,0 +1,180 @@
+"""The recipe study's page (issue 15): built from run records alone, choosing on validation,
+hiding contended timings, and comparing each configuration with the base on the same test images."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+
+import numpy as np
+import pytest
+
+from conftest import REPO
+from eurosat_lib import report as R
+from eurosat_lib import stats
+from eurosat_lib.summaries import recipes as RP
+
+BOOK = REPO / "book"
+N = 400  # test images of the fabricated runs
+
+
+def _record(name, seed, *, val, test, minutes, contended=False, px=128, epochs=6, warnings=(), spans=False):
+    return {
+        "status": "complete", "warnings": list(warnings),
+        "params": {"spec_key": f"{name}-{seed}", "name": f"recipe_{name}_seed{seed}", "seed": seed, "image_size": px,
+                   "tags": {"study": "recipes", "recipe": name, "what": f"what {name}"}},
+        "metrics": {"val": {"accuracy": val, "n": N}, "test": {"accuracy": test, "n": N}},
+        "timings": {"fit_seconds": minutes * 60, "phases": {"head": {"epochs_run": 20}, "finetune": {"epochs_run": epochs}},
+                    "machine_load": {"start": {}, "end": {}}, "contended": contended,
+                    **({"spans_processes": True} if spans else {})},
+        "environment": {"cpu_count": 2, "cpu_model": "Test CPU"},
+    }  # fmt: skip
+
+
+def _preds(labels, acc, rng):
+    """Predictions right on exactly round(acc * n) images: the first ones are the wrong ones, so a
+    more accurate run's errors are a subset of a less accurate one's (a clear paired difference)."""
+    pred = labels.copy()
+    wrong = np.arange(len(labels) - int(round(acc * len(labels))))
+    pred[wrong] = (labels[wrong] + 1) % 10
+    return pred
+
+
+def _study(tmp_path, runs, planned):
+    study = tmp_path / "book" / "runs" / "cpu" / "recipe_study"
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 10, N)
+    for kw in runs:
+        rec = _record(**kw)
+        d = study / rec["params"]["name"]
+        d.mkdir(parents=True)
+        (d / "record.json").write_text(json.dumps(rec))
+        test_pred, tta_pred = _preds(labels, kw["test"], rng), _preds(labels, min(1.0, kw["test"] + 0.005), rng)
+        (d / "tta.json").write_text(json.dumps({
+            "spec_key": rec["params"]["spec_key"], "test_accuracy": float(np.mean(tta_pred == labels)), "seconds": 30.0,
+            "n": N, "labels": RP.encode_labels(labels), "test_pred": RP.encode_labels(test_pred),
+            "tta_pred": RP.encode_labels(tta_pred)}))  # fmt: skip
+    (study / RP.PLAN_FILE).write_text(json.dumps({"command": "python -m eurosat_lib.experiments.recipe_study --profile cpu",
+                                                   "recipes": [{"name": n, "what": f"what {n}"} for n in planned]}))  # fmt: skip
+    return study, labels
+
+
+RUNS = [
+    dict(name="base", seed=0, val=0.960, test=0.965, minutes=8.0),
+    # the best TEST score within 20 min, but not the best on validation
+    dict(name="e10", seed=0, val=0.970, test=0.985, minutes=12.0),
+    dict(name="px160", seed=0, val=0.975, test=0.975, minutes=15.0),
+    dict(name="px160", seed=1, val=0.977, test=0.980, minutes=15.4),
+    # most accurate on validation, but measured under contention: never chosen, no time shown
+    dict(name="px224", seed=0, val=0.990, test=0.990, minutes=19.0, contended=True),
+    dict(name="e15", seed=0, val=0.980, test=0.987, minutes=25.0),
+    # resumed across processes: its minutes are partly another process's, never shown nor chosen
+    dict(name="ls10", seed=0, val=0.995, test=0.995, minutes=10.0, spans=True),
+]
+
+
+def test_page_chooses_on_validation_and_hides_contended_timings(tmp_path):
+    study, labels = _study(tmp_path, RUNS, ["e3", "base", "e10", "px160", "px224", "e15", "ls10"])
+    page = R.build_recipes_page(tmp_path / "book", "cpu").read_text()
+    assert "6 of 7 configurations have run (7 runs)" in page and "Not run yet: `e3` (what e3)" in page
+    assert "not shown: resumed across processes" in next(line for line in page.splitlines() if line.startswith("| `ls10`"))
+    assert "`px160` (2)" in page  # the configuration with two seeds is named
+    # px224 is the best on validation but contended: its minutes are withheld and it is not chosen
+    row = next(line for line in page.splitlines() if line.startswith("| `px224`"))
+    assert "not shown: contended" in row
+    goal = next(line for line in page.splitlines() if line.startswith("**Within 20 minutes"))
+    # chosen on validation (px160, val 97.6 %) although e10 has the better test accuracy
+    assert "`px160`" in goal and "`e10`" not in goal and "mean of 2 seeds" in goal
+    assert "test **97.75 %**" in goal and "**not reached**" in goal
+    moon = next(line for line in page.splitlines() if line.startswith("**Within 30 minutes"))
+    assert "`e15`" in moon and "98.70 %" in moon and "**reached** without test-time augmentation" in moon
+    assert (tmp_path / "book" / "images" / "recipes.png").stat().st_size > 10_000
+
+
+def test_page_compares_with_the_base_on_the_same_test_images(tmp_path):
+    study, labels = _study(tmp_path, RUNS, [r["name"] for r in RUNS])
+    page = R.build_recipes_page(tmp_path / "book", "cpu").read_text()
+    rows = {r["recipe"]: r for r in RP.read_rows(study) if r["seed"] == 0}
+    y = RP.decode_labels(rows["base"]["labels"])
+    want = stats.bootstrap_diff(RP.decode_labels(rows["e10"]["test_pred"]) == y, RP.decode_labels(rows["base"]["test_pred"]) == y)
+    line = next(line for line in page.splitlines() if line.startswith("| `e10` |") and "vs" not in line and "points" in line)
+    assert stats.format_diff(want, digits=2) in line and f"**{want.verdict}**" in line
+    assert want.verdict == "better" and "+2.00 points" in line  # 98.5 vs 96.5 % on 400 images
+    # the interval is the paired one, not the unpaired binomial
+    assert "unpaired" not in line
+
+
+def test_tta_file_of_another_spec_is_ignored(tmp_path):
+    study, _ = _study(tmp_path, RUNS[:2], ["base", "e10"])
+    tta = study / "recipe_e10_seed0" / "tta.json"
+    got = json.loads(tta.read_text())
+    got["spec_key"] = "stale"
+    tta.write_text(json.dumps(got))
+    rows = {r["recipe"]: r for r in RP.read_rows(study)}
+    assert math.isnan(rows["e10"]["tta_test_acc"]) and rows["e10"]["test_pred"] is None
+    page = R.build_recipes_page(tmp_path / "book", "cpu").read_text()
+    assert "no per-image predictions" in page
+
+
+def test_flagged_configuration_is_never_chosen_nor_compared(tmp_path):
+    runs = RUNS[:1] + [dict(name="e10", seed=0, val=0.999, test=0.10, minutes=5.0, warnings=["diverged"])]
+    _study(tmp_path, runs, ["base", "e10"])
+    page = R.build_recipes_page(tmp_path / "book", "cpu").read_text()
+    goal = next(line for line in page.splitlines() if line.startswith("**Within 20 minutes"))
+    assert "`base`" in goal and "`e10`" not in goal
+    assert "not compared (flagged run)" in page and "⚠ diverged" in page
+
+
+def test_labels_round_trip():
+    x = np.array([0, 9, 3, 3, 7])
+    assert RP.encode_labels(x) == "09337"
+    assert np.array_equal(RP.decode_labels(RP.encode_labels(x)), x)
+    assert RP.encode_labels([12, 1]) == [12, 1] and np.array_equal(RP.decode_labels([12, 1]), [12, 1])
+
+
+def test_no_study_folder_leaves_no_page(tmp_path):
+    (tmp_path / "book" / "runs" / "cpu").mkdir(parents=True)
+    assert R.build_recipes_page(tmp_path / "book", "cpu") is None
+    assert not (tmp_path / "book" / "recipes.md").exists()
+
+
+def test_committed_recipes_page_is_what_the_run_records_give(tmp_path):
+    committed = BOOK / "recipes.md"
+    assert committed.is_file(), "book/recipes.md is missing: run `python -m eurosat_lib report --profile cpu`"
+    fresh = R.build_recipes_page(BOOK, "cpu", out=tmp_path / "recipes.md", images_dir=tmp_path / "images")
+    assert fresh.read_text() == committed.read_text(), "book/recipes.md is stale or hand-edited: regenerate it"
+    for rec in re.findall(r"`(book/runs/cpu/recipe_study)/", committed.read_text()):
+        assert (REPO / rec).is_dir()
+
+
+@pytest.mark.parametrize("key", ["labels", "test_pred", "tta_pred"])
+def test_committed_study_runs_keep_per_image_predictions(key):
+    """Every committed recipe-study run keeps what its paired comparisons need, consistent with its record."""
+    study = BOOK / "runs" / "cpu" / "recipe_study"
+    rows = RP.read_rows(study)
+    assert rows, "no committed recipe-study runs"
+    for r in rows:
+        assert r[key] is not None and len(RP.decode_labels(r[key])) == r["n_test"], r["record"]
+        y = RP.decode_labels(r["labels"])
+        if key == "test_pred":
+            assert np.mean(RP.decode_labels(r["test_pred"]) == y) == pytest.approx(r["test_acc"], abs=1e-9), r["record"]
+        if key == "tta_pred":
+            assert np.mean(RP.decode_labels(r["tta_pred"]) == y) == pytest.approx(r["tta_test_acc"], abs=1e-9), r["record"]
+
+
+def test_minutes_from_another_cpu_are_not_on_the_time_axis(tmp_path):
+    """Sessions get different CPU models: a run timed on another one shows no minutes and is never chosen."""
+    study, _ = _study(tmp_path, RUNS[:3], ["base", "e10", "px160"])
+    rec_path = study / "recipe_px160_seed0" / "record.json"
+    rec = json.loads(rec_path.read_text())
+    rec["environment"]["cpu_model"] = "Other CPU"
+    rec_path.write_text(json.dumps(rec))
+    rows = RP.read_rows(study)
+    assert RP.study_machine(rows) == "Test CPU, 2 cores"
+    page = R.build_recipes_page(tmp_path / "book", "cpu").read_text()
+    row = next(line for line in page.splitlines() if line.startswith("| `px160`"))
+    assert "not shown: timed on another machine (Other CPU, 2 cores)" in row
+    goal = next(line for line in page.splitlines() if line.startswith("**Within 20 minutes"))
+    assert "`e10`" in goal  # px160 has the better validation accuracy but no comparable minutes
+    assert "compared **on one machine** (Test CPU, 2 cores)" in page
