@@ -1277,6 +1277,7 @@ def plot_recipe_front(
     goal: tuple[float, float] = (0.983, 20.0),
     moonshot: tuple[float, float] = (0.986, 30.0),
     anchor: tuple[str, float] | None = ("Helber et al. ResNet-50 (GPU, 224 px)", 0.9857),
+    front: Sequence[Mapping[str, Any]] = (),
     ax: Axes | None = None,
 ) -> Figure:
     """Test accuracy against training minutes, one point per configuration, with the Pareto front.
@@ -1294,6 +1295,7 @@ def plot_recipe_front(
         goal: ``(test accuracy, minutes)`` of the goal.
         moonshot: ``(test accuracy, minutes)`` of the moonshot.
         anchor: a published accuracy drawn as a horizontal line, or None.
+        front: the Pareto front's entries (:func:`eurosat_lib.summaries.recipes.pareto_front`), drawn as a step line.
         ax: draw into this axes instead of a new figure.
 
     Returns:
@@ -1315,14 +1317,9 @@ def plot_recipe_front(
         ax.scatter(xs[ok], tta[ok], facecolors="none", edgecolors="C1", label="with test-time augmentation (8 views)")
         for x, y, t in zip(xs[ok], ys[ok], tta[ok]):
             ax.plot([x, x], [y, t], color="C1", lw=0.6, alpha=0.6)
-        order = np.argsort(xs, kind="stable")
-        front_x, front_y, best = [], [], -np.inf
-        for i in order:
-            if ys[i] > best:
-                front_x.append(xs[i])
-                front_y.append(ys[i])
-                best = ys[i]
-        ax.step(front_x, front_y, where="post", color="C0", alpha=0.5, lw=1, label="Pareto front (test)")
+        if front:
+            ax.step([e["minutes"] for e in front], [e["test_acc"] for e in front], where="post", color="C0", alpha=0.5, lw=1,
+                    label="Pareto front (test)")  # fmt: skip
         _label_points(ax, xs, ys, [e["recipe"] for e in timed])
         top = max(np.nanmax(np.r_[ys, tta[ok] if ok.any() else ys]), moonshot[0]) + 0.002
         bottom = min(ys.min() - 0.005, goal[0] - 0.01)

@@ -452,7 +452,7 @@ def build_recipes_page(
 
         img_dir = Path(images_dir) if images_dir else book_dir / "images"
         img_dir.mkdir(parents=True, exist_ok=True)
-        fig = plot_recipe_front(entries, goal=RP.GOAL, moonshot=RP.MOONSHOT)
+        fig = plot_recipe_front(entries, goal=RP.GOAL, moonshot=RP.MOONSHOT, front=RP.pareto_front(entries))
         with atomic_path(img_dir / "recipes.png", suffix=".png") as tmp:
             fig.savefig(tmp, dpi=100, bbox_inches="tight")
         plt.close(fig)

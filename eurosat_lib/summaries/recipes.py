@@ -465,8 +465,6 @@ def render_page(rows: Sequence[dict[str, Any]], *, source: str, profile: str, pl
                              ("tta", "test with TTA"), ("tmin", "TTA minutes"), ("seeds", "seeds")]),  # fmt: skip
             "", f"Records: `{source}/recipe_<configuration>_seed<k>/record.json`.", ""]  # fmt: skip
     if base is not None:
-        from ..stats import format_diff
-
         comp = []
         for e in entries:
             if e is base:
@@ -476,8 +474,8 @@ def render_page(rows: Sequence[dict[str, Any]], *, source: str, profile: str, pl
             extra = e["minutes"] - base["minutes"]
             comp.append({
                 "recipe": f"`{e['recipe']}`",
-                "d": "not compared (flagged run)" if broken else (f"{format_diff(d, digits=2)}: **{d.verdict}**" if d else "no per-image predictions"),
-                "dt": "–" if broken or dt is None else f"{format_diff(dt, digits=2)}: **{dt.verdict}**",
+                "d": "not compared (flagged run)" if broken else (format_diff_text(d) if d else "no per-image predictions"),
+                "dt": "–" if broken or dt is None else format_diff_text(dt),
                 "min": f"{extra:+.1f}" if math.isfinite(extra) else "–",
             })  # fmt: skip
         out += ["## Against the base recipe", "",
