@@ -39,7 +39,7 @@ import warnings
 import weakref
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from . import models as M  # noqa: I001  (first: it imports Keras quietly, see models.py)
 
@@ -878,6 +878,8 @@ def train_phases(
     train: EuroSAT,
     val: EuroSAT | None,
     phases: Sequence[PhaseConfig],
+    *,
+    resize: Callable[[keras.Model, int], keras.Model] | None = None,
     **kwargs: Any,
 ) -> list[PhaseResult]:
     """Run phases in order (e.g. head on a frozen base, then fine-tuning). See :func:`fit_phase`.
@@ -887,15 +889,28 @@ def train_phases(
         train: The training images.
         val: The validation images.
         phases: The phases, in order (names unique).
+        resize: Called as ``resize(model, size)`` before each phase that sets
+            :attr:`PhaseConfig.image_size`; it returns the model to train from then on (the same
+            weights, built for ``size``: progressive resizing). The caller keeps what it returns,
+            since that, not ``model``, is the trained network afterwards.
         **kwargs: Passed to :func:`fit_phase`.
 
     Returns:
         One result per phase.
 
     Raises:
-        ValueError: Two phases share a name.
+        ValueError: Two phases share a name (their state and weight files would collide), or a
+            phase sets ``image_size`` and no ``resize`` is given.
     """
     names = [p.name for p in phases]
     if len(set(names)) != len(names):
         raise ValueError(f"phase names must be unique, got {names}")
-    return [fit_phase(model, train, val, p, **kwargs) for p in phases]
+    sized = [p.name for p in phases if p.image_size is not None]
+    if sized and resize is None:
+        raise ValueError(f"phases {sized} set image_size: pass resize= to build the model at that size")
+    results = []
+    for p in phases:
+        if p.image_size is not None:
+            model = resize(model, p.image_size)  # type: ignore[misc]  # checked above
+        results.append(fit_phase(model, train, val, p, **kwargs))
+    return results

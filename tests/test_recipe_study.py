@@ -206,3 +206,26 @@ def test_a_phase_that_changes_size_must_say_what_trains():
     with pytest.raises(ValueError, match="must set unfreeze"):
         T.PhaseConfig("x", image_size=160)
     assert "image_size" not in T.PhaseConfig("x").to_dict() and T.PhaseConfig("x", image_size=160, unfreeze="all").to_dict()["image_size"] == 160
+
+
+def test_duplicate_phase_names_raise_through_run_experiment_before_any_training(tmp_path, monkeypatch):
+    """run_experiment hands all phases to training.train_phases in one call, so its unique-name
+    check holds for every spec (two phases named alike would share state and weight files)."""
+    from eurosat_lib import training as T
+    from eurosat_lib.experiments import core
+
+    monkeypatch.setattr(T, "fit_phase", lambda *a, **k: pytest.fail("no phase may train"))
+    spec = RS.spec_for(RS.BASE, RS.PROFILES["smoke"], 0)
+    fields = {f: getattr(spec, f) for f in spec.__dataclass_fields__}
+    twice = ExperimentSpec(**{**fields, "weights": None, "phases": (spec.phases[0], spec.phases[0])})
+    with pytest.raises(ValueError, match="phase names must be unique"):
+        core.run_experiment(twice, D.make_synthetic(n_per_class=12, seed=0), tmp_path)
+    (rec,) = (tmp_path / twice.name).glob("record.json")
+    assert json.loads(rec.read_text())["status"] == "failed"  # marked failed, never read as a result
+
+
+def test_a_phase_with_image_size_needs_a_resize_callback():
+    from eurosat_lib import training as T
+
+    with pytest.raises(ValueError, match=r"phases \['finish'\] set image_size: pass resize="):
+        T.train_phases(None, None, None, [T.PhaseConfig("head"), T.PhaseConfig("finish", unfreeze="all", image_size=64)])

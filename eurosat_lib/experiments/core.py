@@ -296,8 +296,7 @@ def resized_model(model: Any, spec: ExperimentSpec, image_size: int,
     """
     new = (model_fn or build_from_spec)(dataclasses.replace(spec, image_size=image_size))
     old_w, new_w = model.weights, new.weights
-    shapes = [(tuple(a.shape), tuple(b.shape)) for a, b in zip(old_w, new_w)]
-    if len(old_w) != len(new_w) or any(a != b for a, b in shapes):
+    if len(old_w) != len(new_w) or any(tuple(a.shape) != tuple(b.shape) for a, b in zip(old_w, new_w)):
         raise ValueError(
             f"experiment {spec.name!r}: the model built at {image_size} px does not have the same weights as the one at "
             f"{spec.image_size} px ({len(old_w)} vs {len(new_w)} weights); progressive resizing needs a network whose "
@@ -364,14 +363,17 @@ def run_experiment(
             model = (model_fn or build_from_spec)(spec)
         train = train_data if train_data is not None else train_subset(data, spec)
         val = eval_split(data, "val", spec)
-        results, size = [], spec.image_size
-        for phase in spec.phases:
-            if phase.image_size is not None and phase.image_size != size:
-                with acc.scope():  # progressive resizing: the same weights, a model built for the new size
-                    model = resized_model(model, spec, phase.image_size, model_fn)
-                size = phase.image_size
-            results += T.train_phases(model, train, val, [phase], seed=spec.seed, run_dir=folder, accelerator=acc,
-                                      verbose=verbose, checkpoints=checkpoints)  # fmt: skip
+        built = [(model, spec.image_size)]
+
+        def resize(current: Any, size: int) -> Any:  # progressive resizing: the same weights, built for `size`
+            if size != built[-1][1]:
+                with acc.scope():
+                    built.append((resized_model(current, spec, size, model_fn), size))
+            return built[-1][0]
+
+        results = T.train_phases(model, train, val, spec.phases, resize=resize, seed=spec.seed, run_dir=folder,
+                                 accelerator=acc, verbose=verbose, checkpoints=checkpoints)  # fmt: skip
+        model = built[-1][0]
         # A phase finished by an earlier process (skipped) or continued from its checkpoint (resumed)
         # was partly timed elsewhere: the skipped phases' stored seconds are added, and the record
         # says its timing spans processes, so the book does not show it as one measurement.
