@@ -79,6 +79,8 @@ def shown_time(rec: Mapping[str, Any]) -> str:
         return "not shown: machine load not recorded"
     if timings.get("spans_processes"):
         return "not shown: resumed across processes"
+    if any((ph or {}).get("features_from_cache") for ph in (timings.get("phases") or {}).values()):
+        return "not shown: features cached by an earlier run"
     if not timing_trusted(rec):
         return "not shown: measured under contention"
     return duration(timings["fit_seconds"])

@@ -176,6 +176,9 @@ class PhaseResult:
     seconds_per_epoch: float = 0.0
     resumed: bool = False
     skipped: bool = False
+    #: the frozen base's features were read from an earlier run's cache: the phase's seconds
+    #: leave out their extraction (see ``reuse_features`` in :func:`fit_phase`)
+    features_from_cache: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """The result as plain data.
@@ -505,6 +508,7 @@ def extract_features(
     cache: bool = True,
     desc: str = "features",
     eager: bool = False,
+    reuse: bool = True,
 ) -> np.ndarray:
     """Run ``extractor`` over ``images`` once (progress bar), caching the result on disk.
 
@@ -516,19 +520,27 @@ def extract_features(
         extractor: The feature model (e.g. a frozen backbone with pooling).
         images: The inputs.
         batch_size: Inputs per call.
-        cache: Whether to read and write the on-disk cache.
+        cache: Whether to use the on-disk cache at all.
         desc: The progress bar's label.
         eager: Passed to :func:`predict_batches`.
+        reuse: Whether to read features an earlier call cached (False: compute them, and
+            refresh the cache; a timed run that must pay for its own extraction).
 
     Returns:
         The features, float32, one row per image.
     """
+    return _features(extractor, images, batch_size, cache=cache, desc=desc, eager=eager, reuse=reuse)[0]
+
+
+def _features(extractor: keras.Model, images: np.ndarray, batch_size: int = 256, *, cache: bool = True,
+              desc: str = "features", eager: bool = False, reuse: bool = True) -> tuple[np.ndarray, bool]:  # fmt: skip
+    """:func:`extract_features`, plus whether the features were read from the cache."""
     path = None
     if cache:
         path = config.cache_dir() / "features" / f"{_extractor_key(extractor, images)}.npy"
-        if path.is_file():
+        if reuse and path.is_file():
             try:
-                return np.load(path)
+                return np.load(path), True
             except (OSError, ValueError):
                 path.unlink(missing_ok=True)
     batches = progress(range(0, len(images), batch_size), desc=desc, unit="batch")
@@ -539,7 +551,7 @@ def extract_features(
         with atomic_path(path, suffix=".npy") as tmp:
             with open(tmp, "wb") as f:
                 np.save(f, feats)
-    return feats
+    return feats, False
 
 
 # --------------------------------------------------------------------------------------------
@@ -734,6 +746,7 @@ def fit_phase(
     tensorboard: bool = True,
     checkpoints: bool = True,
     extra_callbacks: Sequence[keras.callbacks.Callback] = (),
+    reuse_features: bool = True,
 ) -> PhaseResult:
     """Train ``model`` for one phase; resumable when ``run_dir`` is given.
 
@@ -752,6 +765,9 @@ def fit_phase(
         tensorboard: Write TensorBoard logs into ``run_dir``.
         checkpoints: Save a checkpoint per epoch so an interrupted phase resumes.
         extra_callbacks: More Keras callbacks.
+        reuse_features: With ``use_feature_cache``, read features an earlier run cached on
+            disk. False computes them here, so the phase's time includes their extraction (a
+            time-to-accuracy measurement must pay for it, whatever ran before).
 
     Returns:
         The phase's result.
@@ -770,13 +786,19 @@ def fit_phase(
         M.set_trainable(model, phase.unfreeze, freeze_bn=phase.freeze_bn)
     trainable = M.count_params(model)["trainable"]
     t_start = time.perf_counter()
-    feature_seconds = 0.0
+    feature_seconds, from_cache = 0.0, False
 
     if phase.use_feature_cache:
         extractor, head = M.split_feature_extractor(model)
         t0 = time.perf_counter()
-        x_train = extract_features(extractor, train.images, desc=f"{phase.name}: train features", eager=acc.run_eagerly)
-        x_val = extract_features(extractor, val.images, desc=f"{phase.name}: val features", eager=acc.run_eagerly) if val is not None else None
+        x_train, from_cache = _features(extractor, train.images, desc=f"{phase.name}: train features", eager=acc.run_eagerly,
+                                        reuse=reuse_features)  # fmt: skip
+        if val is not None:
+            x_val, val_cached = _features(extractor, val.images, desc=f"{phase.name}: val features", eager=acc.run_eagerly,
+                                          reuse=reuse_features)  # fmt: skip
+            from_cache = from_cache or val_cached
+        else:
+            x_val = None
         feature_seconds = time.perf_counter() - t0
         fit_model = head
     else:
@@ -847,6 +869,7 @@ def fit_phase(
         feature_seconds=round(feature_seconds, 3),
         seconds_per_epoch=round((seconds - feature_seconds) / train_epochs_here, 3),
         resumed=resumed,
+        features_from_cache=from_cache,
     )
     if run_dir is not None:
         with atomic_path(run_dir / f"phase_{phase.name}.weights.h5", suffix=".weights.h5") as tmp:

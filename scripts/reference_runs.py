@@ -116,7 +116,8 @@ def main(argv: list[str]) -> int:
         # needs: this script is how a user gets a model to predict with (README), so a finished
         # record without its model.keras is not enough.
         res = X.run_experiment(spec, data, out, verbose=0 if smoke else 2, model_fn=model_fn, needs=("model.keras",),
-                               accelerator=X.accelerator_for(args.profile), checkpoints=X.checkpoints_for(args.profile))  # fmt: skip
+                               accelerator=X.accelerator_for(args.profile), checkpoints=X.checkpoints_for(args.profile),
+                               reuse_features=False)  # timed headline runs pay for their own feature extraction  # fmt: skip
         if key == "recipe":  # its test-time-augmentation score, kept beside the record (inference minutes apart)
             from eurosat_lib.experiments import recipe_study as RS
 

@@ -39,8 +39,21 @@ def test_budget_scales_steps_with_data_and_states_itself():
     scratch = CX.budget(P, "scratch", 50)
     assert scratch.steps >= 1200 and scratch.patience == 4 and scratch.head_epochs == 0
     assert "early stopping" in scratch.rule and "cosine" in big.rule
+    # fine-tuning runs to a plateau under its cap too (a fixed 3-6 epochs left runs still improving)
+    assert big.patience == tiny.patience == 4 and "early stopping after 4 epochs" in big.rule
     with pytest.raises(ValueError, match="unknown crossover arm 'frozn'"):
         CX.budget(P, "frozn", 50)
+
+
+@pytest.mark.parametrize("profile", ["cpu", "gpu"])
+def test_scratch_never_gets_a_smaller_budget_than_fine_tuning(profile):
+    """A fair baseline: at every size the scratch arm's cap (steps) is at least the fine-tuned
+    arms', and every trained arm stops at its plateau (same patience)."""
+    P = resolve_params(FT.NOTEBOOK, profile=profile)
+    for images in (50, 200, 500, 1_500, 5_000, 16_200):
+        s, f = CX.budget(P, "scratch", images), CX.budget(P, "finetune_all", images)
+        assert s.steps >= f.steps, (profile, images, s.steps, f.steps)
+        assert s.patience == f.patience == P.crossover_patience
 
 
 def test_plan_runs_cheapest_first_and_every_arm_has_its_recipe():
@@ -56,6 +69,7 @@ def test_plan_runs_cheapest_first_and_every_arm_has_its_recipe():
     assert [p.name for p in frozen.phases] == ["head"] and frozen.phases[0].use_feature_cache
     assert top.phases[1].unfreeze == "block_13" and every.phases[1].unfreeze == "all"
     assert all(s.phases[1].freeze_bn and s.phases[1].schedule == "cosine" and s.weights == "imagenet" for s in (top, every))
+    assert top.phases[1].early_stopping == every.phases[1].early_stopping == P.crossover_patience
     # scratch: random weights, ONE phase training everything (never a head on a frozen random base)
     (only,) = scratch.phases
     assert scratch.weights is None and only.unfreeze == "all" and not only.freeze_bn and only.optimizer == "adamw"

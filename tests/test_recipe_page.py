@@ -178,3 +178,18 @@ def test_minutes_from_another_cpu_are_not_on_the_time_axis(tmp_path):
     goal = next(line for line in page.splitlines() if line.startswith("**Within 20 minutes"))
     assert "`e10`" in goal  # px160 has the better validation accuracy but no comparable minutes
     assert "compared **on one machine** (Test CPU, 2 cores)" in page
+
+
+def test_minutes_of_a_run_that_reused_cached_features_are_not_shown(tmp_path):
+    """A run whose head read the frozen base's features from an earlier run's cache skipped the
+    extraction every other run paid for: its minutes are withheld and it is never chosen on time."""
+    study, _ = _study(tmp_path, RUNS[:3], ["base", "e10", "px160"])
+    rec_path = study / "recipe_px160_seed0" / "record.json"
+    rec = json.loads(rec_path.read_text())
+    rec["timings"]["phases"]["head"]["features_from_cache"] = True
+    rec_path.write_text(json.dumps(rec))
+    page = R.build_recipes_page(tmp_path / "book", "cpu").read_text()
+    row = next(line for line in page.splitlines() if line.startswith("| `px160`"))
+    assert "not shown: features cached by an earlier run" in row
+    goal = next(line for line in page.splitlines() if line.startswith("**Within 20 minutes"))
+    assert "`e10`" in goal and "`px160`" not in goal

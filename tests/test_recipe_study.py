@@ -140,6 +140,10 @@ def test_dry_run_trains_one_recipe_then_reuses_it(tmp_path):
     folder = RS.out_dir("smoke", tmp_path) / "recipe_adamw_lin_seed0"
     tta = json.loads((folder / "tta.json").read_text())
     assert tta["spec_key"] == json.loads((folder / "params.json").read_text())["spec_key"]
+    # seed 1 runs the same frozen base on the same images, yet pays for its own feature extraction
+    for seed in (0, 1):
+        rec = json.loads((RS.out_dir("smoke", tmp_path) / f"recipe_adamw_lin_seed{seed}" / "record.json").read_text())
+        assert not any(ph.get("features_from_cache") for ph in rec["timings"]["phases"].values()), seed
     mtime = (folder / "record.json").stat().st_mtime_ns
     again = RS.run_study("smoke", root=tmp_path, only=["adamw_lin"], data=data, log=lambda *_: None)
     assert (folder / "record.json").stat().st_mtime_ns == mtime  # reused, not retrained

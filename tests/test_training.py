@@ -233,6 +233,24 @@ def test_feature_cache_is_reused_and_keyed_by_weights(tmp_path, monkeypatch):
     assert len(list((tmp_path / "features").glob("*.npy"))) == 2 and not np.allclose(f1, f3)
 
 
+def test_fit_phase_says_when_features_came_from_the_cache_and_can_pay_for_them(tmp_path, monkeypatch):
+    """The second head phase on the same images reads the cache (and says so); with
+    reuse_features=False it extracts again, so its time includes the extraction."""
+    monkeypatch.setenv("EUROSAT_DATA_DIR", str(tmp_path))
+    data = D.make_synthetic(n_per_class=6, seed=0)
+    train, val = data.get_split("train", n_per_class=3), data.get_split("val", n_per_class=1)
+    model = M.build_model("MobileNetV2", weights=None, image_size=32, backbone_kwargs={"alpha": 0.35}, augment=None)
+    phase = T.PhaseConfig("head", epochs=1, batch_size=8, use_feature_cache=True)
+    first = T.fit_phase(model, train, val, phase)
+    again = T.fit_phase(model, train, val, phase)
+    calls = []
+    real = T.predict_batches
+    monkeypatch.setattr(T, "predict_batches", lambda *a, **k: calls.append(1) or real(*a, **k))
+    paid = T.fit_phase(model, train, val, phase, reuse_features=False)
+    assert (first.features_from_cache, again.features_from_cache, paid.features_from_cache) == (False, True, False)
+    assert len(calls) == 2  # train and val features extracted again
+
+
 _JAX_TRAIN = textwrap.dedent(
     """
     import keras, numpy as np

@@ -321,6 +321,7 @@ def run_experiment(
     train_data: D.EuroSAT | None = None,
     checkpoints: bool = True,
     needs: Sequence[str] = (),
+    reuse_features: bool = True,
 ) -> RunResult:
     """Train and evaluate one spec into ``out_dir/<spec.name>``; reuse or resume when possible.
 
@@ -342,6 +343,9 @@ def run_experiment(
         needs: files a later step needs from the run folder (``"model.keras"``): a finished run
             without them is trained again instead of reused. :meth:`RunResult.load_model` asks
             for the model this way by itself.
+        reuse_features: read the frozen base's features from an earlier run's cache (see
+            :func:`training.fit_phase`); False when the run's minutes must include extracting
+            them (time-to-accuracy). The record says which (``features_from_cache``).
 
     Returns:
         The run's record, folder, and (when trained now) the model and predictions.
@@ -372,7 +376,8 @@ def run_experiment(
             return built[-1][0]
 
         results = T.train_phases(model, train, val, spec.phases, resize=resize, seed=spec.seed, run_dir=folder,
-                                 accelerator=acc, verbose=verbose, checkpoints=checkpoints)  # fmt: skip
+                                 accelerator=acc, verbose=verbose, checkpoints=checkpoints,
+                                 reuse_features=reuse_features)  # fmt: skip
         model = built[-1][0]
         # A phase finished by an earlier process (skipped) or continued from its checkpoint (resumed)
         # was partly timed elsewhere: the skipped phases' stored seconds are added, and the record
@@ -396,7 +401,8 @@ def run_experiment(
             "eval_seconds": round(eval_seconds, 2),
             "phases": {r.name: {"seconds": r.seconds, "seconds_per_epoch": r.seconds_per_epoch,
                                 "feature_seconds": r.feature_seconds, "epochs_run": r.epochs_run,
-                                "resumed": r.resumed, **({"skipped": True} if r.skipped else {})} for r in results},
+                                "resumed": r.resumed, **({"skipped": True} if r.skipped else {}),
+                                **({"features_from_cache": True} if r.features_from_cache else {})} for r in results},
             "inference_images_per_s": round(ips, 1),
             **({"spans_processes": True} if spans else {}),
         }  # fmt: skip
@@ -417,7 +423,8 @@ def run_experiment(
 
     def remake() -> RunResult:
         return run_experiment(spec, data, out_dir, accelerator=accelerator, keep_predictions=keep_predictions, verbose=verbose,
-                              model_fn=model_fn, train_data=train_data, checkpoints=checkpoints, needs=("model.keras",))  # fmt: skip
+                              model_fn=model_fn, train_data=train_data, checkpoints=checkpoints, needs=("model.keras",),
+                              reuse_features=reuse_features)  # fmt: skip
 
     return RunResult(record=record, run_dir=run_dir, model=made.get("model"), predictions=made.get("predictions", {}),
                      remake=remake if save_model else None)  # fmt: skip

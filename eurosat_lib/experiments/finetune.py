@@ -72,14 +72,18 @@ class FinetuneParams(ChapterParams, notebook=NOTEBOOK):
     crossover_lr: float = param(pos_num, "crossover: peak fine-tuning learning rate (cosine decay to 0)", default=3e-4)
     crossover_top_fraction: float = param(fraction, "crossover: share of the blocks the finetune_top arm unfreezes",
                                           default=0.25)  # fmt: skip
-    crossover_epochs: int = param(pos_int, "crossover: fine-tuning epochs at large sizes", smoke=1, cpu=3, gpu=10)
-    crossover_min_steps: int = param(pos_int, "crossover: fine-tuning steps at least (small sizes)", smoke=1, cpu=150, gpu=300)
-    # cpu: the scratch arm on the whole split is the study's largest cost (6 x 507 steps per seed)
+    # cpu: 3 epochs / 150 steps left a third of the fine-tuned runs still improving at their end
+    crossover_epochs: int = param(pos_int, "crossover: fine-tuning epoch cap at large sizes (early stopping ends sooner)",
+                                  smoke=1, cpu=8, gpu=15)  # fmt: skip
+    crossover_min_steps: int = param(pos_int, "crossover: fine-tuning step cap at least (small sizes)",
+                                     smoke=1, cpu=400, gpu=800)  # fmt: skip
+    # Scratch's caps are above the fine-tuned arms' (a fair budget: random weights need more steps,
+    # and early stopping ends it at its plateau); on the whole split it is the study's largest cost.
     crossover_scratch_epochs: int = param(pos_int, "crossover: epoch cap of the scratch arm at large sizes",
-                                          smoke=1, cpu=6, gpu=60)  # fmt: skip
+                                          smoke=1, cpu=12, gpu=60)  # fmt: skip
     crossover_scratch_min_steps: int = param(pos_int, "crossover: scratch steps at least (its cap at small sizes)",
-                                             smoke=1, cpu=600, gpu=4000)  # fmt: skip
-    crossover_patience: int = param(pos_int, "crossover: early-stopping patience (epochs) of the scratch arm",
+                                             smoke=1, cpu=1200, gpu=4000)  # fmt: skip
+    crossover_patience: int = param(pos_int, "crossover: early-stopping patience (epochs) of the fine-tuned and scratch arms",
                                     smoke=1, cpu=3, gpu=8)  # fmt: skip
     crossover_epoch_steps: int = param(pos_int, "crossover: steps per epoch at least (small sets repeat within an epoch)",
                                        smoke=1, cpu=25, gpu=50)  # fmt: skip

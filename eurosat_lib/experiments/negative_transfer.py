@@ -113,13 +113,15 @@ class NegativeTransferParams(ChapterParams, notebook=NOTEBOOK):
     sim_head_epochs: int = param(pos_int, "similarity: epochs of the head phase (early stopping after 5)",
                                  smoke=1, cpu=30, gpu=50)  # fmt: skip
     sim_lr: float = param(pos_num, "similarity: peak fine-tuning learning rate (cosine decay to 0)", default=3e-4)
-    sim_epochs: int = param(pos_int, "similarity: fine-tuning epochs at large sizes", smoke=1, cpu=3, gpu=10)
-    sim_min_steps: int = param(pos_int, "similarity: fine-tuning steps at least (small sizes)", smoke=1, cpu=150, gpu=300)
+    sim_epochs: int = param(pos_int, "similarity: fine-tuning epoch cap at large sizes (early stopping ends sooner)",
+                            smoke=1, cpu=8, gpu=15)  # fmt: skip
+    sim_min_steps: int = param(pos_int, "similarity: fine-tuning step cap at least (small sizes)",
+                               smoke=1, cpu=400, gpu=800)  # fmt: skip
     sim_scratch_epochs: int = param(pos_int, "similarity: epoch cap of the scratch arm at large sizes",
                                     smoke=1, cpu=6, gpu=60)  # fmt: skip
     sim_scratch_min_steps: int = param(pos_int, "similarity: scratch steps at least (its cap at small sizes)",
                                        smoke=1, cpu=600, gpu=4000)  # fmt: skip
-    sim_patience: int = param(pos_int, "similarity: early-stopping patience (epochs) of the scratch arm",
+    sim_patience: int = param(pos_int, "similarity: early-stopping patience (epochs) of the fine-tuned and scratch arms",
                               smoke=1, cpu=3, gpu=8)  # fmt: skip
     sim_epoch_steps: int = param(pos_int, "similarity: steps per epoch at least (small sets repeat within an epoch)",
                                  smoke=1, cpu=25, gpu=50)  # fmt: skip

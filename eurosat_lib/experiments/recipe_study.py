@@ -338,7 +338,10 @@ def run_study(profile: str = "cpu", *, root: str | Path = "book/runs", only: Seq
     def one(recipe: Recipe, seed: int) -> None:
         spec = spec_for(recipe, prof, seed)
         t0 = time.perf_counter()
-        res = run_experiment(spec, data, folder, accelerator=accelerator_for(profile), checkpoints=checkpoints_for(profile))
+        # reuse_features=False: every run pays for its own feature extraction, so that minutes
+        # do not depend on which configuration happened to run first at the same input size
+        res = run_experiment(spec, data, folder, accelerator=accelerator_for(profile), checkpoints=checkpoints_for(profile),
+                             reuse_features=False)  # fmt: skip
         t = tta_result(res, data, spec) if tta else None
         rows.append(row(recipe, seed, res, t))
         r = rows[-1]

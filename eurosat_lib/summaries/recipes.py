@@ -97,6 +97,7 @@ def record_row(record: Mapping[str, Any], tta: Mapping[str, Any] | None) -> dict
         "contended": bool(timings.get("contended", False)),
         "load_recorded": "machine_load" in timings,
         "spans_processes": bool(timings.get("spans_processes", False)),
+        "features_from_cache": any(bool((ph or {}).get("features_from_cache")) for ph in phases.values()),
         "machine": machine_name(record.get("environment") or {}),
         "warnings": list(record.get("warnings", [])),
         "labels": (tta or {}).get("labels"), "test_pred": (tta or {}).get("test_pred"),
@@ -182,8 +183,9 @@ def untimed_reason(row: Mapping[str, Any], machine: str | None = None) -> str | 
         machine: The study's machine; a run timed on another is not on the same time axis.
 
     Returns:
-        ``"load not recorded"``, ``"contended"``, ``"resumed across processes"``,
-        ``"timed on another machine (…)"`` or None.
+        ``"load not recorded"``, ``"contended"``, ``"resumed across processes"``, ``"features
+        cached by an earlier run"`` (its minutes leave out the feature extraction every other
+        run pays), ``"timed on another machine (…)"`` or None.
     """
     if machine is not None and row.get("machine", "") != machine:
         return f"timed on another machine ({row.get('machine', '?')})"
@@ -193,6 +195,8 @@ def untimed_reason(row: Mapping[str, Any], machine: str | None = None) -> str | 
         return "contended"
     if row.get("spans_processes"):
         return "resumed across processes"
+    if row.get("features_from_cache"):
+        return "features cached by an earlier run"
     return None
 
 
