@@ -317,22 +317,65 @@ def is_contended(*samples: Mapping[str, Any]) -> bool:
     return False
 
 
+def wait_until_quiet(max_wait_s: float = 600.0, poll_s: float = 10.0, log: Callable[[str], None] | None = None,
+                     *, sample: Callable[[], Mapping[str, Any]] | None = None,
+                     sleep: Callable[[float], None] = time.sleep) -> bool:  # fmt: skip
+    """Wait until the machine is quiet by the :func:`is_contended` rule, before timed work starts.
+
+    The 1-minute load average lags: right after another job (a test run, the previous
+    configuration's evaluation in another process) it still counts that job for a minute or two,
+    so a run started at once is recorded as contended although nothing else runs. Waiting here
+    costs that minute instead of the run's timing.
+
+    Args:
+        max_wait_s: Give up after this many seconds (the run then starts, and its record says
+            whether it was contended).
+        poll_s: Seconds between samples.
+        log: Called with a line when waiting starts and ends (None: silent).
+        sample: Returns a :func:`machine_load` sample (default: :func:`machine_load`).
+        sleep: The sleeping function (tests pass a fake clock).
+
+    Returns:
+        True when the machine became quiet, False when ``max_wait_s`` ran out first.
+    """
+    sample = sample or machine_load
+    waited = 0.0
+    while is_contended(s := sample()):
+        if waited >= max_wait_s:
+            if log:
+                log(f"the machine is still busy after {waited:.0f} s (other processes: {s.get('other_cores')} cores); "
+                    "starting anyway, the record will say it was contended")  # fmt: skip
+            return False
+        if log and waited == 0:
+            log(f"waiting for a quiet machine (other processes: {s.get('other_cores')} cores of {s.get('cpu_count')})")
+        sleep(poll_s)
+        waited += poll_s
+    if log and waited:
+        log(f"quiet after {waited:.0f} s")
+    return True
+
+
 def timing_trusted(record: Mapping[str, Any] | None) -> bool:
-    """Whether a record's timings may be shown as figures: not ``contended``, not ``spans_processes``.
+    """Whether a record's timings may be shown as figures: not ``contended``, not ``spans_processes``,
+    no phase on features read from an earlier run's cache.
 
     Records written before the machine's load was kept carry no flag and count as trusted; a
     figure measured while other processes kept more than half the cores busy is never shown in
     the book (tables print "contended" instead), nor one of a run resumed across processes (part
-    of it was timed by a process whose load the record does not hold).
+    of it was timed by a process whose load the record does not hold), nor one whose head phase
+    read its features from an earlier run's cache (it left out work the other runs paid for).
 
     Args:
         record: a run record (``record.json`` as a mapping), or None.
 
     Returns:
-        False when ``record["timings"]`` says ``contended`` or ``spans_processes``, else True.
+        False when ``record["timings"]`` says ``contended`` or ``spans_processes``, or a phase
+        says ``features_from_cache``; else True.
     """
     timings = (record or {}).get("timings") or {}
-    return not (bool(timings.get("contended", False)) or bool(timings.get("spans_processes", False)))
+    cached = any(bool((ph or {}).get("features_from_cache")) for ph in (timings.get("phases") or {}).values()
+                 if isinstance(ph, Mapping))  # fmt: skip
+    return not (bool(timings.get("contended", False)) or bool(timings.get("spans_processes", False)) or cached)
 
 
 def load_timings(start: Mapping[str, Any], end: Mapping[str, Any]) -> dict[str, Any]:
@@ -754,6 +797,7 @@ def reuse_or_run(
     needs: Sequence[str] = (),
     reuse: bool = True,
     lock_timeout: float | None = None,
+    wait_quiet_s: float = 0.0,
 ) -> RunRecord:
     """Reuse the finished run in ``folder`` or make it, one process at a time.
 
@@ -773,6 +817,9 @@ def reuse_or_run(
             is run again (the checkpoints left, if any, are reused).
         reuse: False runs again even when a finished record exists.
         lock_timeout: seconds to wait for another process in the folder (None: no limit).
+        wait_quiet_s: before a run that will train (not a reused one), wait up to this many
+            seconds for a quiet machine (:func:`wait_until_quiet`); 0 starts at once. Timed
+            studies set it, so a run does not start inside the load of the job before it.
 
     Returns:
         The reused or new record.
@@ -796,6 +843,8 @@ def reuse_or_run(
         folder.mkdir(parents=True, exist_ok=True)
         params = dict(params)
         write_json_atomic(folder / PARAMS_FILE, jsonable(params, "params"))
+        if wait_quiet_s > 0:
+            wait_until_quiet(wait_quiet_s, log=lambda m: print(f"[{folder.name}] {m}", file=sys.stderr, flush=True))
         load_start = machine_load()
         write(folder, RunRecord(params=params, status="running", timings=load_timings(load_start, load_start)))
         try:

@@ -117,7 +117,8 @@ def main(argv: list[str]) -> int:
         # record without its model.keras is not enough.
         res = X.run_experiment(spec, data, out, verbose=0 if smoke else 2, model_fn=model_fn, needs=("model.keras",),
                                accelerator=X.accelerator_for(args.profile), checkpoints=X.checkpoints_for(args.profile),
-                               reuse_features=False)  # timed headline runs pay for their own feature extraction  # fmt: skip
+                               # timed headline runs pay for their own features and start on a quiet machine
+                               reuse_features=False, wait_quiet_s=0.0 if smoke else 600.0)  # fmt: skip
         if key == "recipe":  # its test-time-augmentation score, kept beside the record (inference minutes apart)
             from eurosat_lib.experiments import recipe_study as RS
 

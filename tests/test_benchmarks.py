@@ -33,6 +33,7 @@ RUNS = {
     "transfer": ([], {}),
     "backbones": ([], {}),
     "engine": ([], {}),
+    "recipes": ([], {}),
     # the CPU reference is measured in a subprocess (the path a GPU machine without
     # backbones.json takes), not read from the backbones.json written beside it
     "gpu_jax": (["--cpu-reference", "measure"], {"KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}),
@@ -159,6 +160,27 @@ def test_bench_engine_quick(quick_runs):
     assert q["engine_over_plain"] == pytest.approx(rnd["engine"]["images_per_s"] / rnd["plain"]["images_per_s"], rel=1e-3)
     assert r["goals"]["engine_vs_plain"]["target"] == 0.95
     assert isinstance(f["contended"], list) and "engine / plain" in text
+
+
+def test_bench_recipes_quick(quick_runs):
+    """Two configurations of the smoke study: e3 (one epoch at 32 px) and finish160 (the same,
+    then one epoch at 64 px) share one workload and add one; the modelled minutes follow."""
+    r, text = finish(quick_runs, "recipes")
+    f, q = r["figures"], r["ratios"]
+    assert len(f["speeds"]) == 2 and all(positive(*s.values()) for s in f["speeds"].values())
+    (rnd,) = f["rounds"]
+    assert set(rnd) == set(f["speeds"]) and all(positive(m["first_epoch_seconds"]) for m in rnd.values())
+    conf = f["configurations"]
+    assert set(conf) == {"e3", "finish160"} and positive(conf["e3"]["modelled_minutes"])
+    # finish160 = e3's work plus one more epoch: strictly more minutes, whatever the speeds
+    assert q["finish160_over_e3"] > 1.0 and q["e3_over_e3"] == 1.0
+    assert "recorded / modelled" in text and isinstance(f["contended"], list)
+
+
+def test_bench_recipes_names_an_unknown_configuration():
+    proc = subprocess.run([sys.executable, str(BENCH / "bench_recipes.py"), "--quick", "--recipes", "e3", "nope"],
+                          capture_output=True, text=True, cwd=REPO, timeout=300)  # fmt: skip
+    assert proc.returncode != 0 and "--recipes ['nope'] are not configurations of the study" in proc.stderr
 
 
 @pytest.mark.slow

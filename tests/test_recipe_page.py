@@ -19,8 +19,8 @@ BOOK = REPO / "book"
 N = 400  # test images of the fabricated runs
 
 
-def _record(name, seed, *, val, test, minutes, contended=False, px=128, epochs=6, warnings=(), spans=False):
-    return {
+def _record(name, seed, *, val, test, minutes, contended=False, px=128, epochs=6, warnings=(), spans=False, spe=None):
+    rec = {
         "status": "complete", "warnings": list(warnings),
         "params": {"spec_key": f"{name}-{seed}", "name": f"recipe_{name}_seed{seed}", "seed": seed, "image_size": px,
                    "tags": {"study": "recipes", "recipe": name, "what": f"what {name}"}},
@@ -30,6 +30,11 @@ def _record(name, seed, *, val, test, minutes, contended=False, px=128, epochs=6
                     **({"spans_processes": True} if spans else {})},
         "environment": {"cpu_count": 2, "cpu_model": "Test CPU"},
     }  # fmt: skip
+    if spe is not None:  # a fine-tuning phase with its seconds per epoch (the machine's speed)
+        rec["params"].update(backbone_kwargs={"alpha": 0.35}, phases=[{"name": "head"}, {"name": "finetune", "unfreeze": "all",
+                                                                                          "batch_size": 64}])  # fmt: skip
+        rec["timings"]["phases"]["finetune"]["seconds_per_epoch"] = spe
+    return rec
 
 
 def _preds(labels, acc, rng):
@@ -193,3 +198,17 @@ def test_minutes_of_a_run_that_reused_cached_features_are_not_shown(tmp_path):
     assert "not shown: features cached by an earlier run" in row
     goal = next(line for line in page.splitlines() if line.startswith("**Within 20 minutes"))
     assert "`e10`" in goal and "`px160`" not in goal
+
+
+def test_page_states_how_much_the_machine_speed_drifted_across_runs(tmp_path):
+    """Runs that did the same work per epoch give the machine's own drift; a contended run's speed
+    is not part of it, and without two such runs the page says nothing about it."""
+    runs = [dict(RUNS[0], spe=80.0), dict(RUNS[1], spe=120.0), dict(RUNS[2], spe=100.0),
+            dict(name="px224", seed=0, val=0.9, test=0.9, minutes=19.0, contended=True, spe=300.0)]  # fmt: skip
+    _study(tmp_path, runs, ["base", "e10", "px160", "px224"])
+    page = R.build_recipes_page(tmp_path / "book", "cpu").read_text()
+    line = next(ln for ln in page.splitlines() if ln.startswith("- Even on one machine the speed drifts"))
+    assert "(alpha 0.35, 128 px, unfreeze all, batch 64; runs of `base`, `e10`, `px160`)" in line
+    assert "took from 80 to 120 s (3 runs, median 100 s), 50 % apart" in line
+    _study(tmp_path / "one", [dict(RUNS[0], spe=80.0), RUNS[1]], ["base", "e10"])
+    assert "speed drifts" not in R.build_recipes_page(tmp_path / "one" / "book", "cpu").read_text()

@@ -27,6 +27,41 @@ def test_timing_trusted_reads_the_contended_flag():
     assert not R.timing_trusted(_record(True))
 
 
+def test_timing_of_a_run_on_cached_features_is_not_trusted():
+    """A head phase that read its features from an earlier run's cache skipped their extraction:
+    its run's time is not comparable with runs that paid for it."""
+    rec = _record(False)
+    rec["timings"]["phases"]["head"] = {"seconds": 12.0, "features_from_cache": True}
+    assert not R.timing_trusted(rec)
+    rec["timings"]["phases"]["head"]["features_from_cache"] = False
+    assert R.timing_trusted(rec)
+
+
+@pytest.mark.parametrize("chapter", ["01_transfer_learning", "05_backbones"])
+def test_chapters_that_compare_training_times_pay_for_their_features(chapter, monkeypatch):
+    """Chapters 1 and 5 compare arms' training times: their runs never read cached features."""
+    from eurosat_lib import data as D
+    from eurosat_lib.experiments import transfer as TF
+    from eurosat_lib.experiments.params import resolve_params
+
+    class Called(Exception):
+        pass
+
+    def fake_run(P, spec, data, **kw):
+        raise Called(kw)
+
+    P = resolve_params(chapter, profile="smoke")
+    data = D.make_synthetic(n_per_class=12, seed=0)
+    module = TF if chapter == "01_transfer_learning" else BB
+    monkeypatch.setattr(module, "run", fake_run)
+    with pytest.raises(Called) as got:
+        if module is TF:
+            TF.compare_from_scratch(P, data)
+        else:
+            BB.compare_backbones(P, data, [BB.Candidate("MobileNetV2", 0.35, True, 64)])
+    assert got.value.args[0].get("reuse_features") is False
+
+
 @pytest.mark.parametrize("contended", [False, True])
 def test_backbone_rows_hide_contended_timings(contended):
     c = BB.Candidate("MobileNetV2", 0.35, True, 128)
@@ -55,3 +90,28 @@ def test_truncation_speeds_are_withheld_when_the_machine_is_busy(monkeypatch, ot
     busy = other > 1.0
     assert list(speed["contended"]) == [busy, busy]
     assert speed["images_per_s"].isna().all() == busy and (speed["images_per_s"] > 0).all() == (not busy)
+
+
+def _load(other: float) -> dict:
+    return {"other_cores": other, "cpu_count": 2}
+
+
+def test_wait_until_quiet_waits_out_a_lagging_load_and_gives_up_after_its_limit():
+    slept, lines = [], []
+    samples = iter([_load(1.4), _load(1.2), _load(0.3)])
+    assert R.wait_until_quiet(60, 10, lines.append, sample=lambda: next(samples), sleep=slept.append)
+    assert slept == [10, 10] and lines[0].startswith("waiting for a quiet machine") and lines[-1] == "quiet after 20 s"
+    slept.clear()
+    assert not R.wait_until_quiet(30, 10, lines.append, sample=lambda: _load(1.9), sleep=slept.append)
+    assert slept == [10, 10, 10] and "still busy after 30 s" in lines[-1]
+
+
+def test_reuse_or_run_waits_for_quiet_only_before_training(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(R, "wait_until_quiet", lambda *a, **k: calls.append(a) or True)
+    make = lambda folder: R.RunRecord(params={}, metrics={"val": {"accuracy": 0.5}})  # noqa: E731
+    R.reuse_or_run(tmp_path / "run", {"spec_key": "k"}, make, wait_quiet_s=120)
+    assert len(calls) == 1 and calls[0][0] == 120
+    R.reuse_or_run(tmp_path / "run", {"spec_key": "k"}, make, wait_quiet_s=120)  # reused: no wait
+    R.reuse_or_run(tmp_path / "other", {"spec_key": "k2"}, make)  # the default starts at once
+    assert len(calls) == 1

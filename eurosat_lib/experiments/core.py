@@ -322,6 +322,7 @@ def run_experiment(
     checkpoints: bool = True,
     needs: Sequence[str] = (),
     reuse_features: bool = True,
+    wait_quiet_s: float = 0.0,
 ) -> RunResult:
     """Train and evaluate one spec into ``out_dir/<spec.name>``; reuse or resume when possible.
 
@@ -346,6 +347,8 @@ def run_experiment(
         reuse_features: read the frozen base's features from an earlier run's cache (see
             :func:`training.fit_phase`); False when the run's minutes must include extracting
             them (time-to-accuracy). The record says which (``features_from_cache``).
+        wait_quiet_s: before training (not when reusing), wait up to this many seconds for a
+            quiet machine (:func:`eurosat_lib.runs.wait_until_quiet`); for timed runs.
 
     Returns:
         The run's record, folder, and (when trained now) the model and predictions.
@@ -419,7 +422,7 @@ def run_experiment(
             extra={"train_size": len(train), "accelerator": acc.to_dict()},
         )
 
-    record = R.reuse_or_run(run_dir, params, produce, needs=needs, reuse=reuse)
+    record = R.reuse_or_run(run_dir, params, produce, needs=needs, reuse=reuse, wait_quiet_s=wait_quiet_s)
 
     def remake() -> RunResult:
         return run_experiment(spec, data, out_dir, accelerator=accelerator, keep_predictions=keep_predictions, verbose=verbose,

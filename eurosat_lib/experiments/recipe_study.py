@@ -340,8 +340,9 @@ def run_study(profile: str = "cpu", *, root: str | Path = "book/runs", only: Seq
         t0 = time.perf_counter()
         # reuse_features=False: every run pays for its own feature extraction, so that minutes
         # do not depend on which configuration happened to run first at the same input size
+        # and starts on a quiet machine (the load average lags the previous run's evaluation)
         res = run_experiment(spec, data, folder, accelerator=accelerator_for(profile), checkpoints=checkpoints_for(profile),
-                             reuse_features=False)  # fmt: skip
+                             reuse_features=False, wait_quiet_s=0.0 if prof.smoke else 600.0)  # fmt: skip
         t = tta_result(res, data, spec) if tta else None
         rows.append(row(recipe, seed, res, t))
         r = rows[-1]

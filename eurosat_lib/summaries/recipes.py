@@ -98,11 +98,54 @@ def record_row(record: Mapping[str, Any], tta: Mapping[str, Any] | None) -> dict
         "load_recorded": "machine_load" in timings,
         "spans_processes": bool(timings.get("spans_processes", False)),
         "features_from_cache": any(bool((ph or {}).get("features_from_cache")) for ph in phases.values()),
+        # the machine's speed during the run: seconds per epoch of the fine-tuning phase, and the
+        # work such an epoch does (runs with the same workload did the same work per epoch)
+        "finetune_s_per_epoch": (phases.get("finetune") or {}).get("seconds_per_epoch"),
+        "finetune_workload": _workload(params),
         "machine": machine_name(record.get("environment") or {}),
         "warnings": list(record.get("warnings", [])),
         "labels": (tta or {}).get("labels"), "test_pred": (tta or {}).get("test_pred"),
         "tta_pred": (tta or {}).get("tta_pred"),
     }  # fmt: skip
+
+
+def _workload(params: Mapping[str, Any]) -> str | None:
+    """What one fine-tuning epoch computes: width, input size, unfrozen layers, batch size."""
+    tune = next((ph for ph in params.get("phases") or [] if ph.get("name") == "finetune"), None)
+    if tune is None:
+        return None
+    alpha = (params.get("backbone_kwargs") or {}).get("alpha")
+    return f"alpha {alpha}, {tune.get('image_size') or params['image_size']} px, unfreeze {tune.get('unfreeze')}, batch {tune.get('batch_size')}"
+
+
+def speed_drift(rows: Sequence[Mapping[str, Any]], machine: str | None = None) -> dict[str, Any] | None:
+    """How much the machine's speed varied across runs that did the same work per epoch.
+
+    Among the runs timed on ``machine`` whose timing is trusted, the most common fine-tuning
+    workload (e.g. 128 px, every layer, batch 64) is taken; its seconds per epoch are compared.
+
+    Args:
+        rows: :func:`record_row` rows.
+        machine: The study's machine (default :func:`study_machine` of ``rows``).
+
+    Returns:
+        ``{"workload", "runs", "recipes", "low", "high", "median"}`` (seconds per epoch), or None
+        with fewer than two such runs.
+    """
+    machine = machine if machine is not None else study_machine(rows)
+    timed = [r for r in rows if r.get("finetune_workload") and r.get("finetune_s_per_epoch")
+             and untimed_reason(r, machine) is None]  # fmt: skip
+    by: dict[str, list[Mapping[str, Any]]] = {}
+    for r in timed:
+        by.setdefault(r["finetune_workload"], []).append(r)
+    if not by:
+        return None
+    workload, runs = max(by.items(), key=lambda kv: (len(kv[1]), kv[0]))
+    if len(runs) < 2:
+        return None
+    secs = sorted(float(r["finetune_s_per_epoch"]) for r in runs)
+    return {"workload": workload, "runs": len(runs), "recipes": sorted({r["recipe"] for r in runs}),
+            "low": secs[0], "high": secs[-1], "median": float(np.median(secs))}  # fmt: skip
 
 
 def read_rows(study_dir: str | Path) -> list[dict[str, Any]]:
@@ -376,6 +419,18 @@ def choice_text(entries: Sequence[Mapping[str, Any]], budget: float, target: flo
     return " ".join(words)
 
 
+def _drift_lines(rows: Sequence[Mapping[str, Any]], machine: str | None) -> list[str]:
+    d = speed_drift(rows, machine)
+    if d is None:
+        return []
+    names = ", ".join(f"`{n}`" for n in d["recipes"])
+    return [f"- Even on one machine the speed drifts: the same fine-tuning epoch ({d['workload']}; runs of {names}) "
+            f"took from {d['low']:.0f} to {d['high']:.0f} s ({d['runs']} runs, median {d['median']:.0f} s), "
+            f"{100 * (d['high'] / d['low'] - 1):.0f} % apart for reasons that are not the recipe. Differences in minutes "
+            "smaller than that are not evidence that one recipe is faster; `benchmarks/bench_recipes.py` measures "
+            "the configurations' costs side by side in one run."]
+
+
 def render_page(rows: Sequence[dict[str, Any]], *, source: str, profile: str, plan: Mapping[str, Any] | None = None,
                 figure: str | None = None) -> str:  # fmt: skip
     """The recipe study's page.
@@ -426,6 +481,7 @@ def render_page(rows: Sequence[dict[str, Any]], *, source: str, profile: str, pl
         f"- Minutes are compared **on one machine** ({machine or 'none yet'}). This project's sessions do not always "
         "get the same CPU model, and one epoch can take twice as long on one as on another, so a run timed on "
         "another CPU shows no minutes here.",
+        *_drift_lines(rows, machine),
         "- **Test with TTA** averages the predictions over the 8 dihedral views of each image (overhead images have no "
         "canonical orientation); its inference minutes are counted apart from training.",
         "- Test accuracies carry a 95 % Wilson interval over the test images; each configuration is compared with the "
