@@ -209,6 +209,25 @@ def scratch_dir(prefix: str, parent: str | os.PathLike | None = None) -> Iterato
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def epoch_clock():
+    """A Keras callback recording each epoch's wall time in ``.seconds`` (Keras imported only when
+    called, so this module stays free of a backend)."""
+    import keras
+
+    class EpochClock(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.seconds: list[float] = []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._t = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.seconds.append(time.perf_counter() - self._t)
+
+    return EpochClock()
+
+
 def median(xs: Iterable[float]) -> float:
     xs = list(xs)
     return statistics.median(xs) if xs else float("nan")

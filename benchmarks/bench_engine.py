@@ -34,7 +34,7 @@ import sys
 import tempfile
 import time
 
-from _common import finish, goal, make_parser, median, print_table, ratio
+from _common import epoch_clock, finish, goal, make_parser, median, print_table, ratio
 
 NAME = "engine"
 VARIANTS = ("engine", "engine_bare", "plain", "engine_xla", "plain_xla", "engine_bf16")
@@ -78,24 +78,6 @@ def build(args):
         backbone_kwargs={"alpha": 0.35}, seed=args.seed,
     )  # fmt: skip
     return M.set_trainable(model, "all", freeze_bn=True)
-
-
-def epoch_clock():
-    """A Keras callback recording each epoch's wall time (Keras imported only once needed)."""
-    import keras
-
-    class EpochClock(keras.callbacks.Callback):
-        def __init__(self):
-            super().__init__()
-            self.seconds: list[float] = []
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self._t = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            self.seconds.append(time.perf_counter() - self._t)
-
-    return EpochClock()
 
 
 def machine_load() -> dict:

@@ -34,7 +34,7 @@ import tempfile
 import time
 from typing import Any
 
-from _common import REPO, finish, make_parser, median, print_table, ratio
+from _common import REPO, epoch_clock, finish, make_parser, median, print_table, ratio
 
 NAME = "recipes"
 
@@ -100,7 +100,7 @@ def measure(w: Workload, spec, phase, train, val) -> dict[str, Any]:
     keras.backend.clear_session()
     T.set_seed(0)
     model = core.build_from_spec(dataclasses.replace(spec, image_size=w.image_size))
-    clock = EpochClock.make()
+    clock = epoch_clock()
     before = runs.machine_load()
     ph = dataclasses.replace(phase, epochs=2, image_size=None, warmup_epochs=0, early_stopping=None)
     with tempfile.TemporaryDirectory() as tmp:
@@ -113,27 +113,6 @@ def measure(w: Workload, spec, phase, train, val) -> dict[str, Any]:
     return {"train_images_per_s": len(train) / clock.seconds[-1], "first_epoch_seconds": clock.seconds[0],
             "infer_images_per_s": infer, "load_before": before, "load_after": after,
             "contended": runs.is_contended(before, after)}  # fmt: skip
-
-
-class EpochClock:
-    """A Keras callback recording each epoch's wall time (Keras imported only once needed)."""
-
-    @staticmethod
-    def make():
-        import keras
-
-        class _Clock(keras.callbacks.Callback):
-            def __init__(self):
-                super().__init__()
-                self.seconds: list[float] = []
-
-            def on_epoch_begin(self, epoch, logs=None):
-                self._t = time.perf_counter()
-
-            def on_epoch_end(self, epoch, logs=None):
-                self.seconds.append(time.perf_counter() - self._t)
-
-        return _Clock()
 
 
 def modelled_minutes(spec, n_train: int, n_val: int, speeds: dict[Workload, dict[str, float]], head_infer: float) -> float:
