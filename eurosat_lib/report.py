@@ -72,14 +72,14 @@ def shown_time(rec: Mapping[str, Any]) -> str:
     Returns:
         The duration, or why it is withheld.
     """
-    from .runs import timing_trusted
+    from .runs import timing_trusted, used_cached_features
 
     timings = rec.get("timings") or {}
     if "machine_load" not in timings:
         return "not shown: machine load not recorded"
     if timings.get("spans_processes"):
         return "not shown: resumed across processes"
-    if any((ph or {}).get("features_from_cache") for ph in (timings.get("phases") or {}).values()):
+    if used_cached_features(rec):
         return "not shown: features cached by an earlier run"
     if not timing_trusted(rec):
         return "not shown: measured under contention"

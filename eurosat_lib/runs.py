@@ -355,6 +355,19 @@ def wait_until_quiet(max_wait_s: float = 600.0, poll_s: float = 10.0, log: Calla
     return True
 
 
+def used_cached_features(record: Mapping[str, Any] | None) -> bool:
+    """Whether a phase of the run read the frozen base's features from an earlier run's cache.
+
+    Args:
+        record: a run record (``record.json`` as a mapping), or None.
+
+    Returns:
+        True when a phase in ``record["timings"]["phases"]`` says ``features_from_cache``.
+    """
+    phases = ((record or {}).get("timings") or {}).get("phases") or {}
+    return any(bool(ph.get("features_from_cache")) for ph in phases.values() if isinstance(ph, Mapping))
+
+
 def timing_trusted(record: Mapping[str, Any] | None) -> bool:
     """Whether a record's timings may be shown as figures: not ``contended``, not ``spans_processes``,
     no phase on features read from an earlier run's cache.
@@ -373,9 +386,8 @@ def timing_trusted(record: Mapping[str, Any] | None) -> bool:
         says ``features_from_cache``; else True.
     """
     timings = (record or {}).get("timings") or {}
-    cached = any(bool((ph or {}).get("features_from_cache")) for ph in (timings.get("phases") or {}).values()
-                 if isinstance(ph, Mapping))  # fmt: skip
-    return not (bool(timings.get("contended", False)) or bool(timings.get("spans_processes", False)) or cached)
+    return not (bool(timings.get("contended", False)) or bool(timings.get("spans_processes", False))
+                or used_cached_features(record))  # fmt: skip
 
 
 def load_timings(start: Mapping[str, Any], end: Mapping[str, Any]) -> dict[str, Any]:

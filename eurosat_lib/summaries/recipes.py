@@ -77,6 +77,8 @@ def record_row(record: Mapping[str, Any], tta: Mapping[str, Any] | None) -> dict
         validation, test and TTA test accuracy, training (and TTA) minutes, whether the timing
         was contended, the run's flags, and the per-image test predictions where kept.
     """
+    from ..runs import used_cached_features  # keras-free, as this module
+
     params, timings = record["params"], record["timings"]
     tags = params.get("tags") or {}
     phases = timings.get("phases") or {}
@@ -97,7 +99,7 @@ def record_row(record: Mapping[str, Any], tta: Mapping[str, Any] | None) -> dict
         "contended": bool(timings.get("contended", False)),
         "load_recorded": "machine_load" in timings,
         "spans_processes": bool(timings.get("spans_processes", False)),
-        "features_from_cache": any(bool((ph or {}).get("features_from_cache")) for ph in phases.values()),
+        "features_from_cache": used_cached_features(record),
         # the machine's speed during the run: seconds per epoch of the fine-tuning phase, and the
         # work such an epoch does (runs with the same workload did the same work per epoch)
         "finetune_s_per_epoch": (phases.get("finetune") or {}).get("seconds_per_epoch"),
