@@ -114,6 +114,21 @@ def test_study_runs_every_arm_and_a_second_call_reuses_them(tmp_path):
     assert empty.empty
 
 
+def test_a_contended_or_cached_timing_is_no_table_minute(tmp_path):
+    """The cost table never shows a time taken beside other jobs (or one that skipped paid work)."""
+    def record(**timings):
+        return {"params": {"seed": 0, "tags": {"arm": "frozen", "size": 5, "budget": {"rule": "r"}}},
+                "metrics": {"test": {"accuracy": 0.8, "n": 100}}, "model_info": {"num_classes": 10}, "warnings": [],
+                "timings": {"fit_seconds": 90.0, "eval_seconds": 30.0, "phases": {"head": {"epochs_run": 3}}, **timings}}
+
+    assert CX.record_row(record(contended=False), tmp_path, False)["minutes"] == 2.0
+    assert CX.record_row(record(), tmp_path, False)["minutes"] == 2.0  # written before loads were kept
+    for bad in ({"contended": True}, {"spans_processes": True},
+                {"phases": {"head": {"epochs_run": 3, "features_from_cache": True}}}):
+        row = CX.record_row(record(**bad), tmp_path, False)
+        assert np.isnan(row["minutes"]) and row["test_acc"] == 0.8 and row["epochs_run"] == 3, bad
+
+
 # ------------------------------------------------------------------------------------------
 # The crossover size, on constructed tables
 # ------------------------------------------------------------------------------------------

@@ -350,8 +350,9 @@ def record_row(record: R.RunRecord, run_dir: Path, trained: bool) -> dict[str, A
         trained: Whether this call trained the run (False: reused).
 
     Returns:
-        ``arm``, ``size``, ``n_per_class``, ``seed``, accuracies, test images, minutes, epochs run,
-        budget rule, flags, ``trained`` and ``run``.
+        ``arm``, ``size``, ``n_per_class``, ``seed``, accuracies, test images, minutes (NaN
+        when :func:`eurosat_lib.runs.timing_trusted` says the timing is not a measurement), epochs
+        run, budget rule, flags, ``trained`` and ``run``.
     """
     p = record["params"]
     tags = p.get("tags") or {}
@@ -370,7 +371,10 @@ def record_row(record: R.RunRecord, run_dir: Path, trained: bool) -> dict[str, A
         "test_acc": m.get("test", {}).get("accuracy"),
         "val_acc": m.get("val", {}).get("accuracy"),
         "test_images": m.get("test", {}).get("n"),
-        "minutes": round(((timings.get("fit_seconds") or 0) + (timings.get("eval_seconds") or 0)) / 60, 2),
+        # a time taken while other jobs shared the CPU (or resumed across processes) is not a
+        # measurement of the arm's cost: left empty, never averaged into a table
+        "minutes": (round(((timings.get("fit_seconds") or 0) + (timings.get("eval_seconds") or 0)) / 60, 2)
+                    if R.timing_trusted(record) else np.nan),
         "epochs_run": sum(v or 0 for v in epochs.values()),
         "budget": (tags.get("budget") or {}).get("rule"),
         "warnings": "; ".join(record["warnings"]),
