@@ -115,12 +115,15 @@ def measure(w: Workload, spec, phase, train, val) -> dict[str, Any]:
             "contended": runs.is_contended(before, after)}  # fmt: skip
 
 
-def modelled_minutes(spec, n_train: int, n_val: int, speeds: dict[Workload, dict[str, float]], head_infer: float) -> float:
-    """Feature extraction for the head, then each phase's epochs of training and validation, at the measured speeds."""
+def modelled_minutes(spec, n_train: int, n_val: int, speeds: dict[Workload, dict[str, float]], head_infer: float,
+                     num_classes: int = 10) -> float:
+    """Feature extraction for the head, then each phase's epochs of training and validation (of the
+    images it scores each epoch: ``val_n_per_class`` per class when set), at the measured speeds."""
     seconds = (n_train + n_val) / head_infer
     for ph, w in phase_workloads(spec):
         s = speeds[w]
-        seconds += ph.epochs * (n_train / s["train_images_per_s"] + n_val / s["infer_images_per_s"])
+        watched = n_val if ph.val_n_per_class is None else min(n_val, ph.val_n_per_class * num_classes)
+        seconds += ph.epochs * (n_train / s["train_images_per_s"] + watched / s["infer_images_per_s"])
     return seconds / 60.0
 
 
@@ -189,7 +192,7 @@ def main(argv=None) -> int:
                                "speeds": {w.label: speeds[w] for w in order}, "configurations": {}}  # fmt: skip
     table = []
     for recipe, spec in plan:
-        m = modelled_minutes(spec, full_train, full_val, speeds, head_infer[spec.image_size])
+        m = modelled_minutes(spec, full_train, full_val, speeds, head_infer[spec.image_size], data.num_classes)
         rec = recorded.get(recipe.name, float("nan"))
         figures["configurations"][recipe.name] = {"modelled_minutes": m, "recorded_minutes": rec,
                                                   "recorded_over_modelled": ratio(rec, m)}  # fmt: skip

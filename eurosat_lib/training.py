@@ -48,13 +48,14 @@ import numpy as np  # noqa: E402
 
 from . import config  # noqa: E402
 from ._io import atomic_path, progress, write_json_atomic
-from .data import EuroSAT
+from .data import EuroSAT, nested_subset
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "linear")
 #: PhaseConfig fields added after runs were committed: ``to_dict`` leaves them out while they
 #: hold their default, so the identity (``ExperimentSpec.key``) of every earlier run is unchanged.
-_LATER_FIELDS = {"label_smoothing": 0.0, "warmup_epochs": 0, "early_stopping_monitor": "val_loss", "image_size": None}
+_LATER_FIELDS = {"label_smoothing": 0.0, "warmup_epochs": 0, "early_stopping_monitor": "val_loss", "image_size": None,
+                 "val_n_per_class": None}
 
 
 # --------------------------------------------------------------------------------------------
@@ -92,6 +93,12 @@ class PhaseConfig:
             this size and carries every weight over (:func:`eurosat_lib.experiments.core.resized_model`);
             the phase must set ``unfreeze`` because a rebuilt model starts with the builder's
             trainable state. None keeps the current size.
+        val_n_per_class: score only this many validation images per class after each epoch (a
+            fixed stratified subset, the same for every run; the whole set when a class has
+            fewer). Early stopping and the best checkpoint watch it. A phase without early
+            stopping uses validation only to draw its learning curve, and at 160 px a pass over
+            5,400 images is a fifth of each fine-tuning epoch; the run's final scores still use
+            its whole validation split. None: every validation image, every epoch.
 
     Raises:
         ValueError: a value out of range, naming the field and the phase.
@@ -112,6 +119,7 @@ class PhaseConfig:
     warmup_epochs: int = 0
     early_stopping_monitor: str = "val_loss"
     image_size: int | None = None
+    val_n_per_class: int | None = None
 
     def __post_init__(self) -> None:
         where = f"in phase {self.name!r}"
@@ -139,6 +147,11 @@ class PhaseConfig:
             not isinstance(self.image_size, (int, np.integer)) or isinstance(self.image_size, bool) or self.image_size < 32
         ):
             raise ValueError(f"image_size must be None or an integer >= 32 {where}, got {self.image_size!r}")
+        if self.val_n_per_class is not None and (
+            not isinstance(self.val_n_per_class, (int, np.integer)) or isinstance(self.val_n_per_class, bool)
+            or self.val_n_per_class < 1
+        ):  # fmt: skip
+            raise ValueError(f"val_n_per_class must be None or a positive integer {where}, got {self.val_n_per_class!r}")
         if self.image_size is not None and self.unfreeze is None:
             raise ValueError(
                 f"a phase that changes image_size must set unfreeze {where}: the model is rebuilt at the "
@@ -733,6 +746,32 @@ class _State:
             write_json_atomic(self.path, self.data)
 
 
+def monitor_subset(val: EuroSAT, n_per_class: int) -> EuroSAT:
+    """The validation images a phase scores after each epoch (:attr:`PhaseConfig.val_n_per_class`).
+
+    Args:
+        val: The run's validation images.
+        n_per_class: Images per class to keep.
+
+    Returns:
+        ``nested_subset(val, n_per_class, seed=0)`` (the same images for every run), or ``val``
+        itself when no class has more than ``n_per_class`` images (a run already scoring a
+        small subset, e.g. the smoke profile).
+
+    Raises:
+        ValueError: Some classes have more images than ``n_per_class`` and some fewer: a
+            stratified subset of that size does not exist.
+    """
+    counts = np.bincount(val.labels, minlength=val.num_classes)
+    present = counts[counts > 0]
+    if present.size == 0 or present.max() <= n_per_class:
+        return val
+    if present.min() < n_per_class:
+        raise ValueError(f"val_n_per_class={n_per_class}, but the validation classes have {present.min()} to "
+                         f"{present.max()} images: use at most {present.min()}, or None for all of them")
+    return nested_subset(val, n_per_class=n_per_class, seed=0)
+
+
 def fit_phase(
     model: keras.Model,
     train: EuroSAT,
@@ -773,6 +812,8 @@ def fit_phase(
         The phase's result.
     """
     acc = accelerator or Accelerator()
+    if val is not None and phase.val_n_per_class is not None:
+        val = monitor_subset(val, phase.val_n_per_class)
     run_dir = Path(run_dir) if run_dir is not None else None
     state = _State(run_dir)
     done = state.done(phase.name)

@@ -289,3 +289,26 @@ def test_engine_sections_never_show_a_contended_timing():
     assert "12.3" not in text and "| round 2 | 80 | contended |" in text.replace(".00", "")
     assert "0.900, 1.10; median **1.00x**" in text and "Not shown: round 2 plain" in text
     assert mr._clean_ratios(r, "engine", "plain") == pytest.approx([0.9, 1.1])
+
+
+def test_recipe_minutes_model_counts_only_the_validation_images_a_phase_scores():
+    """bench_recipes: a phase validating on a subset pays for the subset each epoch, not the split."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        spec = importlib.util.spec_from_file_location("bench_recipes_t", BENCH / "bench_recipes.py")
+        br = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = br  # its dataclass looks its module up there
+        spec.loader.exec_module(br)
+    finally:
+        sys.path.remove(str(BENCH))
+        sys.modules.pop("bench_recipes_t", None)
+    from eurosat_lib.experiments import recipe_study as RS
+
+    by_name = {r.name: r for r in RS.RECIPES}
+    full, fast = (RS.spec_for(by_name[n], RS.PROFILES["cpu"], 0) for n in ("e10_px160", "fast160"))
+    w = br.phase_workloads(full)[0][1]
+    assert br.phase_workloads(fast)[0][1] == w  # the same workload: only validation and epochs differ
+    speeds = {w: {"train_images_per_s": 100.0, "infer_images_per_s": 200.0}}
+    # head features (16,200 + 5,400) / 200; then per epoch 16,200 / 100 + watched / 200
+    assert br.modelled_minutes(full, 16200, 5400, speeds, 200.0) * 60 == pytest.approx(108 + 10 * (162 + 27))
+    assert br.modelled_minutes(fast, 16200, 5400, speeds, 200.0) * 60 == pytest.approx(108 + 8 * (162 + 2.5))

@@ -39,6 +39,28 @@ def test_new_phase_fields_leave_every_committed_run_key_unchanged():
     assert "label_smoothing" in ph.to_dict() and "label_smoothing" not in T.PhaseConfig("finetune").to_dict()
 
 
+def test_every_committed_recipe_run_keeps_its_key_so_the_study_reuses_it():
+    """Adding a Recipe or phase field must not make the study retrain its finished runs."""
+    folder = REPO / "book" / "runs" / "cpu" / "recipe_study"
+    by_name = {r.name: r for r in RS.RECIPES}
+    checked = 0
+    for params_path in sorted(folder.glob("recipe_*_seed*/params.json")):
+        p = json.loads(params_path.read_text())
+        recipe = by_name[p["tags"]["recipe"]]
+        assert RS.spec_for(recipe, RS.PROFILES["cpu"], p["seed"]).key() == p["spec_key"], params_path
+        checked += 1
+    assert checked >= 10
+
+
+def test_a_configuration_can_validate_each_epoch_on_a_subset():
+    fast = next(r for r in RS.RECIPES if r.name == "fast160")
+    head, tune = RS.spec_for(fast, RS.PROFILES["cpu"], 0).phases
+    assert tune.val_n_per_class == 50 and head.val_n_per_class is None and tune.label_smoothing == 0.1
+    spec = RS.spec_for(fast, RS.PROFILES["cpu"], 0)
+    assert spec.val_n_per_class is None and spec.image_size == 160  # final scores: the whole splits
+    assert all(ph.val_n_per_class is None for r in RS.RECIPES if r.name != "fast160" for ph in r.phases())
+
+
 def test_new_phase_fields_are_validated_by_name():
     with pytest.raises(ValueError, match=r"label_smoothing must be in \[0, 1\) in phase 'x'"):
         T.PhaseConfig("x", label_smoothing=1.0)

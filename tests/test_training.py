@@ -341,3 +341,40 @@ def test_an_unreadable_state_file_is_reported_and_means_no_finished_phase(tmp_pa
         res = T.fit_phase(_tiny_dense_model(), train, val, phase, run_dir=run, accelerator=acc, checkpoints=False)
     assert not res.skipped and res.epochs_run == 1
     assert json.loads(state.read_text())["completed"]["head"]["epochs_run"] == 1  # repaired
+
+
+def test_a_phase_can_score_a_validation_subset_each_epoch(monkeypatch):
+    """val_n_per_class: each epoch scores a fixed stratified subset; the phase's keys of old runs stay."""
+    import keras
+
+    syn = D.make_synthetic(n_per_class=60, seed=0)
+    train, val, _ = syn.splits()
+    per_class = np.bincount(val.labels, minlength=10)
+    assert per_class.min() > 3
+    sub = T.monitor_subset(val, 3)
+    assert np.bincount(sub.labels, minlength=10).tolist() == [3] * 10
+    assert set(sub.file_ids) <= set(val.file_ids)
+    assert T.monitor_subset(val, 3).file_ids.tolist() == sub.file_ids.tolist()  # the same images every time
+    assert T.monitor_subset(val, int(per_class.max())) is val  # nothing to drop
+    mixed = val.take(np.flatnonzero((val.labels != 0) | (np.arange(len(val)) % 2 == 0)))
+    with pytest.raises(ValueError, match="val_n_per_class=.*use at most"):
+        T.monitor_subset(mixed, int(np.bincount(mixed.labels).max()) - 1)
+    with pytest.raises(ValueError, match="val_n_per_class"):
+        T.PhaseConfig("finetune", val_n_per_class=0)
+    assert "val_n_per_class" not in T.PhaseConfig().to_dict()  # a run written before the field keeps its key
+    assert T.PhaseConfig(val_n_per_class=3).to_dict()["val_n_per_class"] == 3
+
+    seen: list[int] = []
+    real = T.ArraySequence
+
+    def spy(x, y, *args, **kwargs):
+        seen.append(len(y))
+        return real(x, y, *args, **kwargs)
+
+    monkeypatch.setattr(T, "ArraySequence", spy)
+    model = keras.Sequential([keras.Input((64, 64, 3)), keras.layers.Rescaling(1 / 255), keras.layers.GlobalAveragePooling2D(),
+                              keras.layers.Dense(10, activation="softmax")])  # fmt: skip
+    res = T.fit_phase(model, train, val, T.PhaseConfig("head", epochs=2, batch_size=8, val_n_per_class=3),
+                      accelerator=T.Accelerator(run_eagerly=True), checkpoints=False, tensorboard=False)  # fmt: skip
+    assert seen == [len(train), 30] and len(res.history["val_accuracy"]) == 2
+    assert all(round(a * 30, 6) == round(a * 30) for a in res.history["val_accuracy"])  # scored on 30 images
