@@ -96,6 +96,11 @@ def test_study_runs_every_arm_and_a_second_call_reuses_them(tmp_path):
     records = sorted(CX.study_dir(P).glob("*/record.json"))
     stamps = [p.stat().st_mtime_ns for p in records]
     assert len(records) == 4
+    # the frozen and fine-tuned arms share a subset, yet each run paid for its own head features,
+    # so the table's minutes are measurements (runs.timing_trusted)
+    from eurosat_lib import runs as R
+
+    assert not any(R.used_cached_features(R.read(p.parent)) for p in records)
 
     again = CX.run_study(P, data, progress=lines.append)
     assert not again["trained"].any() and all("reused" in line for line in lines[4:])

@@ -287,6 +287,8 @@ def test_study_runs_end_to_end_on_real_images_and_a_second_call_reuses_it(tmp_pa
 
     rec = R.read(table.loc[table["source"] == "in_domain", "run"].iloc[0])
     assert rec["model_info"]["num_classes"] == 5 and rec["params"]["weights"].endswith(SIM.SOURCE_WEIGHTS_FILE)
+    # each run paid for its own head features (frozen and fine-tuned arms share subsets): its minutes are measured
+    assert not any(R.used_cached_features(R.read(r)) for r in table["run"])
     stamps = {p: p.stat().st_mtime_ns for p in SIM.study_dir(P).glob("*/record.json")}
     again = SIM.run_study(P, tiny, progress=lines.append)
     assert not again.table["trained"].any() and all("reused" in line for line in lines[len(stamps):])

@@ -420,8 +420,11 @@ def run_study(
         train = train_subset(data, spec)
         passes = spec.tags["budget"]["passes_per_epoch"]
         tiled = train if passes == 1 else train.take(np.tile(np.arange(len(train)), passes))
+        # reuse_features=False: each run computes its own head features (seconds at 64 px), so its
+        # minutes are a measurement of what the arm costs, not of what an earlier run cached
         res: RunResult = run(where, spec, data, train_data=tiled, save_model=False, keep_predictions=False,
-                             model_fn=scratch_model_fn() if spec.tags["arm"] == "scratch" else None)  # fmt: skip
+                             model_fn=scratch_model_fn() if spec.tags["arm"] == "scratch" else None,
+                             reuse_features=False)  # fmt: skip
         trained = res.model is not None
         row = record_row(res.record, res.run_dir, trained)
         rows.append(row)

@@ -590,7 +590,9 @@ def run_study(P: SimpleNamespace, data: D.EuroSAT, *, progress: Callable[[str], 
             passes = spec.tags["budget"]["passes_per_epoch"]
             tiled = train if passes == 1 else train.take(np.tile(np.arange(len(train)), passes))
             fn = scratch_model_fn(k) if spec.tags["arm"] == "scratch" else (lambda s: build_from_spec(s, k))
-            res = run(where, spec, target, train_data=tiled, save_model=False, keep_predictions=False, model_fn=fn)
+            # each run pays for its own head features (as in the crossover): its minutes are a measurement
+            res = run(where, spec, target, train_data=tiled, save_model=False, keep_predictions=False, model_fn=fn,
+                      reuse_features=False)  # fmt: skip
             row = _row(res.record, res.run_dir, res.model is not None)
             rows.append(row)
             trained = row["trained"]
