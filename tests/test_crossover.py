@@ -75,6 +75,10 @@ def test_plan_runs_cheapest_first_and_every_arm_has_its_recipe():
     assert scratch.weights is None and only.unfreeze == "all" and not only.freeze_bn and only.optimizer == "adamw"
     assert only.early_stopping == P.crossover_patience and scratch.tags["bn_momentum"] < 0.99
     assert all(s.eval_splits == ("val", "test") and s.image_size == P.crossover_image_size for s, _ in plan)
+    # every arm stops on validation accuracy, the head phases too (the loss kept first-epoch weights)
+    stopping = [ph for s, _ in plan for ph in s.phases if ph.early_stopping]
+    assert len(stopping) == len(plan) + 8 and {ph.early_stopping_monitor for ph in stopping} == {"val_accuracy"}
+    assert all("validation accuracy" in s.tags["budget"]["rule"] for s, _ in plan)
     with pytest.raises(ValueError, match=r"crossover_sizes \[30\].*smallest class has \(24\)"):
         CX.plan(params(crossover_sizes=[2, 30]), data)
 

@@ -7,25 +7,26 @@ same images at their native 64 px, the same nested training subsets per seed
 split, 1,620 images per class on average), each arm with a recipe fit for it:
 
 ``frozen``
-    ImageNet base frozen, a new head trained on cached features (Adam, early stopping on the
-    validation loss). Costs seconds, so it gets more seeds and the whole validation split.
+    ImageNet base frozen, a new head trained on cached features (Adam, early stopping on
+    validation accuracy). Costs seconds, so it gets more seeds and the whole validation split.
 ``finetune_top``
     The frozen arm's head phase, then the top share of the blocks unfrozen (BatchNorm kept in
     inference mode) at a low learning rate with cosine decay: the Keras two-phase recipe, with
-    early stopping on the validation loss under an epoch cap.
+    early stopping on validation accuracy under an epoch cap.
 ``finetune_all``
     The same, with every layer unfrozen (BatchNorm frozen): the headline run's recipe.
 ``scratch``
     The same architecture from random weights, one phase, every layer and BatchNorm training
     (momentum :data:`eurosat_lib.models.SCRATCH_BN_MOMENTUM`), AdamW with cosine decay, early
-    stopping on the validation loss with patience, an epoch cap. Never a head on a frozen random
+    stopping on validation accuracy with patience, an epoch cap. Never a head on a frozen random
     base (that measures nothing but chance).
 
 **Budget.** Steps scale with the data, and every trained arm runs to a plateau or to its cap: a
 fine-tuning phase runs up to ``crossover_epochs`` epochs, or more at small sizes so that its cap
 is at least ``crossover_min_steps`` steps; scratch runs up to ``crossover_scratch_epochs`` epochs
 (at least ``crossover_scratch_min_steps`` steps). Both stop early, keeping their best weights,
-after ``crossover_patience`` epochs without a lower validation loss. (A fixed fine-tuning budget of
+after ``crossover_patience`` epochs without a higher validation accuracy (:data:`MONITOR` says
+why not the loss). (A fixed fine-tuning budget of
 3-6 epochs left 11 of 30 fine-tuned runs with validation accuracy still rising 2-5 points at
 their end: the comparison with the frozen base measured the budget, not the method.) An *epoch* is at least ``crossover_epoch_steps``
 steps: at 5 images per class one pass is 2 batches, so the training set is repeated within an
@@ -212,16 +213,25 @@ def budget(P: SimpleNamespace, arm: str, train_images: int) -> Budget:
     if arm == "scratch":
         epochs = max(P.crossover_scratch_epochs, math.ceil(P.crossover_scratch_min_steps / per_epoch))
         rule = (f"up to {epochs} epochs (at least {P.crossover_scratch_min_steps} steps, {P.crossover_scratch_epochs} epochs "
-                f"at large sizes), early stopping after {P.crossover_patience} epochs without a lower validation loss")
+                f"at large sizes), early stopping after {P.crossover_patience} epochs without a higher validation accuracy")
         return Budget(train_images, passes, per_epoch, epochs, 0, P.crossover_patience, rule)
     if arm == "frozen":
-        rule = f"head only: up to {P.epochs_head} epochs, early stopping after {HEAD_PATIENCE}"
+        rule = f"head only: up to {P.epochs_head} epochs, early stopping after {HEAD_PATIENCE} without a higher validation accuracy"
         return Budget(train_images, passes, per_epoch, 0, P.epochs_head, None, rule)
     epochs = max(P.crossover_epochs, math.ceil(P.crossover_min_steps / per_epoch))
     rule = (f"head phase (up to {P.epochs_head} epochs), then up to {epochs} fine-tuning epochs = {epochs * per_epoch} "
             f"steps (at least {P.crossover_min_steps} steps, {P.crossover_epochs} epochs at large sizes), cosine decay "
-            f"to 0 over the cap, early stopping after {P.crossover_patience} epochs without a lower validation loss")
+            f"to 0 over the cap, early stopping after {P.crossover_patience} epochs without a higher validation accuracy")
     return Budget(train_images, passes, per_epoch, epochs, P.epochs_head, P.crossover_patience, rule)
+
+
+#: What every arm's early stopping watches (and restores the best epoch of). Not the validation
+#: loss: fine-tuned on 5 images per class, a network's validation loss was lowest after its first
+#: epoch and then rose (growing confidence on the images it got wrong) while its validation
+#: accuracy climbed another 7-8 points; stopping on the loss kept the first epoch's weights and
+#: scored the arm 7 points below where it was heading. The frozen arm watches the same thing, so
+#: every arm is compared at the same kind of plateau.
+MONITOR = "val_accuracy"
 
 
 def arm_phases(P: SimpleNamespace, arm: str, b: Budget) -> tuple[T.PhaseConfig, ...]:
@@ -239,16 +249,16 @@ def arm_phases(P: SimpleNamespace, arm: str, b: Budget) -> tuple[T.PhaseConfig, 
     """
     if arm == "scratch":
         # Everything trains from the first step, BatchNorm too; cosine decay over the cap, so the
-        # last epochs before the cap are small steps, and early stopping on the validation loss
+        # last epochs before the cap are small steps, and early stopping on validation accuracy
         # (restoring the best weights) ends runs that stopped improving sooner.
         return (T.PhaseConfig("scratch", epochs=b.epochs, learning_rate=SCRATCH_LR, batch_size=BATCH, optimizer="adamw",
                               weight_decay=SCRATCH_WEIGHT_DECAY, schedule="cosine", early_stopping=b.patience,
-                              unfreeze="all", freeze_bn=False),)  # fmt: skip
+                              early_stopping_monitor=MONITOR, unfreeze="all", freeze_bn=False),)  # fmt: skip
     # The head phase of every pretrained arm: cached features of the frozen base (the frozen
     # arm IS this phase; the fine-tuned arms start from it, so fine-tuning never pushes
     # gradients from a random head into the pretrained blocks).
     head = T.PhaseConfig("head", epochs=b.head_epochs, learning_rate=P.lr_head, batch_size=BATCH,
-                         early_stopping=HEAD_PATIENCE, use_feature_cache=True)  # fmt: skip
+                         early_stopping=HEAD_PATIENCE, early_stopping_monitor=MONITOR, use_feature_cache=True)  # fmt: skip
     if arm == "frozen":
         return (head,)
     # Fine-tuning: a low peak rate decayed to 0 (the headline recipe's schedule), BatchNorm kept
@@ -257,7 +267,8 @@ def arm_phases(P: SimpleNamespace, arm: str, b: Budget) -> tuple[T.PhaseConfig, 
     # compared at its own plateau; the flags still say when a run hit the cap while improving.
     fraction = 1.0 if arm == "finetune_all" else P.crossover_top_fraction
     tune = T.PhaseConfig("finetune", epochs=b.epochs, learning_rate=P.crossover_lr, batch_size=BATCH, schedule="cosine",
-                         early_stopping=b.patience, unfreeze=unfreeze_policy(P.backbone, fraction), freeze_bn=True)  # fmt: skip
+                         early_stopping=b.patience, early_stopping_monitor=MONITOR,
+                         unfreeze=unfreeze_policy(P.backbone, fraction), freeze_bn=True)  # fmt: skip
     return (head, tune)
 
 
