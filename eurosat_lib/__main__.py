@@ -190,7 +190,7 @@ def cmd_experiments(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .report import build_recipes_page, build_results_page
+    from .report import build_cost_snippet, build_recipes_page, build_results_page
 
     book_dir = Path(args.book_dir or "book")
     # The page belongs in the project's book: without --book-dir, a folder that is not the
@@ -205,6 +205,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     recipes = build_recipes_page(book_dir, args.profile)
     if recipes is not None:
         print(f"recipe study page: {recipes}")
+    print(f"edition cost (included by gpu.md): {build_cost_snippet(book_dir, args.profile)}")
     return 0
 
 

@@ -464,3 +464,28 @@ def build_recipes_page(
     with atomic_path(target, suffix=".md") as tmp:
         tmp.write_text(page)
     return target
+
+
+def build_cost_snippet(book_dir: str | os.PathLike = "book", profile: str = "cpu", out: str | os.PathLike | None = None) -> Path:
+    """Write ``book/edition_cost.md``: what ``make experiments`` cost, from the run records (``book/gpu.md`` includes it).
+
+    Args:
+        book_dir: The book's folder.
+        profile: Whose run records (``book/runs/<profile>/``) and executed chapters.
+        out: The file's path (default ``book/edition_cost.md``).
+
+    Returns:
+        The file's path.
+    """
+    from .summaries import cost
+
+    book_dir = Path(book_dir)
+    runs_dir = book_dir / "runs" / profile
+    rows = cost.edition_cost(runs_dir) if runs_dir.is_dir() else []
+    pending = sorted(p.stem for p in (book_dir.parent / "notebooks" / "pending").glob("[0-9][0-9]_*.ipynb"))
+    text = cost.render_cost(rows, cost.execution_minutes(book_dir / "chapters", profile), profile,
+                            source=relative_source(runs_dir, book_dir), pending=pending)  # fmt: skip
+    target = Path(out) if out else book_dir / cost.SNIPPET
+    with atomic_path(target, suffix=".md") as tmp:
+        tmp.write_text(text)
+    return target

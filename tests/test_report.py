@@ -338,3 +338,41 @@ def test_recipe_headline_states_the_goal_from_its_record(tmp_path, acc, tta_acc,
     (d / "tta.json").write_text(json.dumps({"spec_key": "old", "test_accuracy": 0.5, "seconds": 90.0, "n": 5400}))
     text, _ = R.reference_section(tmp_path / "book" / "runs" / "cpu", tmp_path / "book")
     assert "50.00 %" not in text and "dihedral" not in text
+
+
+def test_committed_edition_cost_is_what_the_records_give(tmp_path):
+    committed = BOOK / "edition_cost.md"
+    assert committed.is_file(), "book/edition_cost.md is missing: run `python -m eurosat_lib report --profile cpu`"
+    fresh = R.build_cost_snippet(BOOK, "cpu", out=tmp_path / "edition_cost.md")
+    assert fresh.read_text() == committed.read_text(), "book/edition_cost.md is stale or hand-edited: regenerate it"
+    assert "```{include} edition_cost.md" in (BOOK / "gpu.md").read_text()  # the reproduce page shows it
+
+
+def test_edition_cost_sums_the_records_per_chapter_and_study(tmp_path):
+    from eurosat_lib.summaries import cost as C
+
+    def record(folder, fit, ev=30.0, status="complete", **timings):
+        folder.mkdir(parents=True)
+        (folder / "record.json").write_text(json.dumps(
+            {"status": status, "timings": {"fit_seconds": fit, "eval_seconds": ev, **timings}}))  # fmt: skip
+
+    runs = tmp_path / "book" / "runs" / "cpu"
+    record(runs / "01_transfer_learning" / "a", 570.0)
+    record(runs / "01_transfer_learning" / "b", 270.0, contended=True)
+    record(runs / "01_transfer_learning" / "c", 999.0, status="running")  # unfinished: not counted
+    record(runs / "03_finetune" / "recipe", 120.0)
+    record(runs / "03_finetune" / "crossover" / "x", 3570.0,
+           phases={"head": {"features_from_cache": True}})  # fmt: skip
+    record(runs / "recipe_study" / "r", 9999.0)  # its own command: not in make experiments
+    rows = C.edition_cost(runs)
+    assert [(r["chapter"], r["part"], r["runs"], round(r["minutes"], 2), r["contended"], r["cached"]) for r in rows] == [
+        ("01_transfer_learning", "chapter", 2, 15.0, 1, 0),
+        ("03_finetune", "chapter", 1, 2.5, 0, 0),
+        ("03_finetune", "crossover", 1, 60.0, 0, 1),
+    ]
+    text = C.render_cost(rows, {"01_transfer_learning": 3.0, "03_finetune": 4.5}, "cpu", "book/runs/cpu")
+    assert "**4 runs, 1.3 hours of recorded training and scoring.**" in text and "**1.4 hours**" in text
+    assert "within the 5-hour budget" in text and "1 runs were timed while" in text and "1 runs read head features" in text
+    assert "| 03_finetune | its crossover study | 1 | 60 | 0 | 1 |" in text
+    over = C.render_cost(rows, {"01_transfer_learning": 300.0}, "cpu", "x", pending=["03_finetune"])
+    assert "over the 5-hour budget" in over and "`03_finetune` waits in `notebooks/pending/`" in over
