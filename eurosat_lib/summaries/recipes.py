@@ -465,9 +465,10 @@ def render_page(rows: Sequence[dict[str, Any]], *, source: str, profile: str, pl
         "",
         "The headline fine-tuned MobileNetV2 of the [results page](results.md) is one recipe: a new head trained on "
         "cached features of the frozen ImageNet base, then every layer fine-tuned with BatchNorm frozen (128 px input, "
-        "Adam at 3e-4 with cosine decay, 6 epochs, random dihedral flips). Each configuration below changes **one** "
+        "Adam at 3e-4 with cosine decay, 6 epochs, random dihedral flips). Most configurations below change **one** "
         "thing of it — input size, fine-tuning epochs, label smoothing, optimiser and schedule, width, how many blocks "
-        "are unfrozen — and is measured as test accuracy against minutes of training"
+        "are unfrozen — and a few combine changes (progressive resizing, larger inputs with more epochs; the table's "
+        "second column says what changed). Each is measured as test accuracy against minutes of training"
         + (f" on {cores}" if machine else "") + ". "
         f"The goal: at least **{100 * GOAL[0]:.1f} %** test accuracy in at most **{GOAL[1]:.0f} minutes** of training; "
         f"the moonshot: **{100 * MOONSHOT[0]:.1f} %** in {MOONSHOT[1]:.0f} minutes, above Helber et al.'s ImageNet "
