@@ -83,7 +83,7 @@ class FinetuneParams(ChapterParams, notebook=NOTEBOOK):
                                           smoke=1, cpu=12, gpu=60)  # fmt: skip
     crossover_scratch_min_steps: int = param(pos_int, "crossover: scratch steps at least (its cap at small sizes)",
                                              smoke=1, cpu=1200, gpu=4000)  # fmt: skip
-    crossover_patience: int = param(pos_int, "crossover: early-stopping patience (epochs) of the fine-tuned and scratch arms",
+    crossover_patience: int = param(pos_int, "crossover: early-stopping patience (epochs) of the fine-tuned arms (scratch runs its whole budget)",
                                     smoke=1, cpu=3, gpu=8)  # fmt: skip
     crossover_epoch_steps: int = param(pos_int, "crossover: steps per epoch at least (small sets repeat within an epoch)",
                                        smoke=1, cpu=25, gpu=50)  # fmt: skip

@@ -121,7 +121,7 @@ class NegativeTransferParams(ChapterParams, notebook=NOTEBOOK):
                                     smoke=1, cpu=6, gpu=60)  # fmt: skip
     sim_scratch_min_steps: int = param(pos_int, "similarity: scratch steps at least (its cap at small sizes)",
                                        smoke=1, cpu=600, gpu=4000)  # fmt: skip
-    sim_patience: int = param(pos_int, "similarity: early-stopping patience (epochs) of the fine-tuned and scratch arms",
+    sim_patience: int = param(pos_int, "similarity: early-stopping patience (epochs) of the fine-tuned arms (scratch runs its whole budget)",
                               smoke=1, cpu=3, gpu=8)  # fmt: skip
     sim_epoch_steps: int = param(pos_int, "similarity: steps per epoch at least (small sets repeat within an epoch)",
                                  smoke=1, cpu=25, gpu=50)  # fmt: skip

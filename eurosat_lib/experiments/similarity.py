@@ -24,8 +24,8 @@ backbone from one of :data:`SOURCES`:
     source, the same images with the task destroyed.
 ``random``
     No pretraining: the from-scratch arm with its own recipe and a fair budget (AdamW, cosine
-    decay, BatchNorm momentum :data:`eurosat_lib.models.SCRATCH_BN_MOMENTUM`, early stopping on
-    validation), never a head on a frozen random base.
+    decay over its whole stated budget, BatchNorm momentum
+    :data:`eurosat_lib.models.SCRATCH_BN_MOMENTUM`), never a head on a frozen random base.
 
 Every pretrained source enters two arms, with the recipes of the crossover study
 (:mod:`.crossover`, so "frozen" and "fine-tuned" mean the same thing in both studies):
