@@ -122,7 +122,9 @@ def test_cpu_plan_sizes_seeds_recipes_and_cost():
     assert tuned.phases[1].unfreeze == "all" and tuned.phases[1].freeze_bn and tuned.phases[1].learning_rate == P.sim_lr
     (only,) = scratch.phases  # no pretraining = the scratch recipe, never a head on a frozen random base
     assert scratch.weights is None and only.unfreeze == "all" and not only.freeze_bn and only.optimizer == "adamw"
-    assert only.early_stopping == P.sim_patience and scratch.tags["bn_momentum"] < 0.99
+    # scratch spends its whole stated budget; the fine-tuned arm stops at its plateau
+    assert only.early_stopping is None and scratch.tags["bn_momentum"] < 0.99
+    assert tuned.phases[1].early_stopping == P.sim_patience and tuned.phases[1].early_stopping_monitor == "val_accuracy"
     assert specs["imagenet_frozen_n5_seed0"].weights == "imagenet"
     src = specs["source_shuffled_n1000"]
     assert src.tags["labels"] == "shuffled" and src.weights is None and src.n_per_class == 1000
