@@ -260,11 +260,15 @@ def machine_load(window: float = 0.1) -> dict[str, Any]:
 
     Returns a dict: ``loadavg`` (1, 5, 15 min; None where the OS has none), ``busy_cores``
     (cores busy since the previous sample, or over ``window`` seconds the first time; psutil;
-    None without it), ``own_cores`` (this
-    process's CPU use over about the last minute, in cores: its own part of the load), and
-    ``other_cores``: the 1-minute load average minus ``own_cores`` (or ``busy_cores`` minus this
-    process's share where there is no load average), never below 0. Load averages count this
-    process's own recent work too, which is why its share is taken off.
+    None without it), ``own_cores`` (this process's CPU use over about the last minute, in
+    cores), and ``other_cores``: the cores other processes used over the same interval as
+    ``busy_cores`` (``busy_cores`` minus this process's CPU use over that interval), never below
+    0. Between a run's start and end samples that is their average over the whole run. Without
+    psutil it falls back on the 1-minute load average minus ``own_cores``. The load average is
+    not used where CPU time is known: it counts *runnable threads*, and TensorFlow keeps more
+    threads runnable than this machine has cores, so a training process alone on 2 cores showed
+    a load of 2.6 while using 1.6 cores, and "load minus own use" read a full core of other
+    processes that did not exist (6 of 16 crossover runs were flagged contended that way).
 
     Args:
         window: Seconds to sample CPU use over when there is no previous sample.
@@ -273,22 +277,25 @@ def machine_load(window: float = 0.1) -> dict[str, Any]:
         ``loadavg``, ``busy_cores``, ``own_cores`` and ``other_cores`` as described above.
     """
     global _LAST_SAMPLE
+    cpu_before, t_before = _own_cpu_seconds(), time.time()
+    busy = _busy_cores(window)
     now, cpu = time.time(), _own_cpu_seconds()
-    # This process's CPU seconds over about the last minute, in cores: the part of the 1-minute
-    # load average that is its own. Since the previous sample, or since the process started.
+    # This process's CPU seconds over about the last minute, in cores (kept in the record), and
+    # over the interval busy_cores covers (since the previous sample, else the sampling window).
     if _LAST_SAMPLE is not None:
         t0, cpu0, own0 = _LAST_SAMPLE
         dt = max(now - t0, 1e-3)
         own = (cpu - cpu0) / max(dt, _LOAD_WINDOW) + own0 * max(0.0, _LOAD_WINDOW - dt) / _LOAD_WINDOW
+        own_interval = (cpu - cpu0) / dt
     else:
         own = cpu / max(now - _process_start(), _LOAD_WINDOW)
+        own_interval = (cpu - cpu_before) / max(now - t_before, window, 1e-3)
     _LAST_SAMPLE = (now, cpu, own)
-    busy = _busy_cores(window)
     load = _loadavg()
-    if load is not None:
+    if busy is not None:
+        other = busy - own_interval
+    elif load is not None:
         other = load[0] - own
-    elif busy is not None:
-        other = busy - own
     else:
         other = None
     return {
@@ -388,6 +395,41 @@ def timing_trusted(record: Mapping[str, Any] | None) -> bool:
     timings = (record or {}).get("timings") or {}
     return not (bool(timings.get("contended", False)) or bool(timings.get("spans_processes", False))
                 or used_cached_features(record))  # fmt: skip
+
+
+def recorded_minutes(record: Mapping[str, Any] | None) -> float | None:
+    """A record's training and scoring time in minutes (``fit_seconds`` + ``eval_seconds``).
+
+    Whether that time may be shown as a measurement is :func:`timing_trusted`'s question, not
+    this one's: the edition's cost counts every minute a run took, a study's table only trusted ones.
+
+    Args:
+        record: a run record (``record.json`` as a mapping), or None.
+
+    Returns:
+        Minutes, or None for a record without timings (written before they were kept).
+    """
+    timings = (record or {}).get("timings") or {}
+    if timings.get("fit_seconds") is None:
+        return None
+    return ((timings.get("fit_seconds") or 0.0) + (timings.get("eval_seconds") or 0.0)) / 60
+
+
+def trusted_minutes(record: Mapping[str, Any] | None) -> float:
+    """:func:`recorded_minutes` rounded to 0.01 where :func:`timing_trusted`, else NaN.
+
+    What a study's table shows: a time taken while other jobs shared the CPU (or resumed across
+    processes, or on another run's cached features) is not a measurement of the run's cost, so it
+    is left empty and never averaged.
+
+    Args:
+        record: a run record (``record.json`` as a mapping), or None.
+
+    Returns:
+        Minutes, or NaN.
+    """
+    minutes = recorded_minutes(record)
+    return round(minutes, 2) if minutes is not None and timing_trusted(record) else math.nan
 
 
 def load_timings(start: Mapping[str, Any], end: Mapping[str, Any]) -> dict[str, Any]:

@@ -367,22 +367,47 @@ def test_machine_load_and_the_contended_rule(monkeypatch):
     monkeypatch.setattr(runs, "_busy_cores", lambda window: 1.9)
     monkeypatch.setattr(runs, "_LAST_SAMPLE", None)
     monkeypatch.setattr(runs, "_process_start", lambda: runs.time.time() - 600)
-    monkeypatch.setattr(runs, "_own_cpu_seconds", lambda: 60.0)  # 0.1 core over 10 minutes
+    monkeypatch.setattr(runs, "_own_cpu_seconds", lambda: 60.0)  # 0.1 core over 10 minutes, idle now
     monkeypatch.setattr(runs.os, "getloadavg", lambda: (1.6, 1.2, 0.8))
-    busy = runs.machine_load()
+    busy = runs.machine_load()  # 1.9 cores busy, none of them ours: other processes
     assert busy["loadavg"] == [1.6, 1.2, 0.8] and busy["own_cores"] == pytest.approx(0.1, abs=0.01)
-    assert busy["other_cores"] == pytest.approx(1.5, abs=0.01) and busy["busy_cores"] == 1.9
-    monkeypatch.setattr(runs.os, "getloadavg", lambda: (0.9, 0.9, 0.9))
+    assert busy["other_cores"] == pytest.approx(1.9, abs=0.01) and busy["busy_cores"] == 1.9
+    monkeypatch.setattr(runs, "_busy_cores", lambda window: 0.3)
     quiet = runs.machine_load()
-    assert quiet["other_cores"] < 1.0
+    assert quiet["other_cores"] == pytest.approx(0.3, abs=0.01)
     assert runs.is_contended(busy) and not runs.is_contended(quiet)
     t = runs.load_timings(quiet, busy)
     assert t["contended"] is True and t["machine_load"]["start"] == quiet and "rule" in t["machine_load"]
-    # This process's own training is not counted as contention: 1.9 load, 1.8 of it ours.
+    # This process's own training is not counted as contention: 1.9 cores busy, 1.8 of them ours.
+    monkeypatch.setattr(runs, "_busy_cores", lambda window: 1.9)
     monkeypatch.setattr(runs, "_LAST_SAMPLE", (runs.time.time() - 120, 60.0 - 216.0, 0.0))
     monkeypatch.setattr(runs.os, "getloadavg", lambda: (1.9, 1.9, 1.5))
     own = runs.machine_load()
     assert own["own_cores"] == pytest.approx(1.8, abs=0.01) and not runs.is_contended(own)
+
+
+def test_queued_threads_of_our_own_are_no_contention(monkeypatch):
+    """A crossover run alone on the machine: load 2.64 (TensorFlow's threads queue for the 2
+    cores), 1.6 cores busy, 1.59 of them its own. "Load minus own use" read 1.05 other cores and
+    flagged it contended; the CPU actually used by others over the run was 0.01 cores."""
+    monkeypatch.setattr(runs.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(runs, "_own_cpu_seconds", lambda: 1000.0 + 1.59 * 600)
+    monkeypatch.setattr(runs, "_LAST_SAMPLE", (runs.time.time() - 600, 1000.0, 1.5))
+    monkeypatch.setattr(runs.os, "getloadavg", lambda: (2.64, 2.54, 2.35))
+    monkeypatch.setattr(runs, "_busy_cores", lambda window: 1.6)
+    alone = runs.machine_load()
+    assert alone["other_cores"] == pytest.approx(0.01, abs=0.02) and not runs.is_contended(alone)
+    # the same load with another job sharing the CPU over the run: 2 cores busy, 0.9 ours
+    monkeypatch.setattr(runs, "_own_cpu_seconds", lambda: 1000.0 + 0.9 * 600)
+    monkeypatch.setattr(runs, "_LAST_SAMPLE", (runs.time.time() - 600, 1000.0, 1.5))
+    monkeypatch.setattr(runs, "_busy_cores", lambda window: 2.0)
+    shared = runs.machine_load()
+    assert shared["other_cores"] == pytest.approx(1.1, abs=0.02) and runs.is_contended(shared)
+    # without psutil, the load average is all there is
+    monkeypatch.setattr(runs, "_busy_cores", lambda window: None)
+    monkeypatch.setattr(runs, "_LAST_SAMPLE", (runs.time.time() - 600, 1000.0, 0.9))
+    fallback = runs.machine_load()
+    assert fallback["other_cores"] == pytest.approx(2.64 - 0.9, abs=0.02)
 
 
 def test_records_carry_the_contended_flag(tmp_path, monkeypatch):
