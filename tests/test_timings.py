@@ -37,6 +37,30 @@ def test_timing_of_a_run_on_cached_features_is_not_trusted():
     assert R.timing_trusted(rec)
 
 
+def test_recorded_minutes_sum_fit_and_scoring_and_only_trusted_ones_are_shown():
+    rec = _record(False)
+    rec["timings"]["eval_seconds"] = 30.0
+    assert R.recorded_minutes(rec) == 2.5 and R.trusted_minutes(rec) == 2.5
+    rec["timings"]["contended"] = True  # still a cost the edition paid, but not a measurement
+    assert R.recorded_minutes(rec) == 2.5 and np.isnan(R.trusted_minutes(rec))
+    untimed = {"timings": {"eval_seconds": 30.0}}  # written before timings were kept
+    assert R.recorded_minutes(untimed) is None and np.isnan(R.trusted_minutes(untimed))
+    assert R.recorded_minutes(None) is None
+
+
+def test_the_edition_cost_knows_every_study_the_command_line_runs():
+    """The cost table finds a study by its folder: a study added to the command line (or a folder
+    renamed) without telling :mod:`eurosat_lib.summaries.cost` would be counted as chapter runs."""
+    import importlib
+
+    from eurosat_lib import __main__ as cli
+    from eurosat_lib.summaries import cost
+
+    assert set(cost.STUDIES) == set(cli.STUDIES)
+    for name, (module, _chapter) in cli.STUDIES.items():
+        assert importlib.import_module(f"eurosat_lib.experiments.{module}").SUBDIR == name
+
+
 @pytest.mark.parametrize("chapter", ["01_transfer_learning", "05_backbones"])
 def test_chapters_that_compare_training_times_pay_for_their_features(chapter, monkeypatch):
     """Chapters 1 and 5 compare arms' training times: their runs never read cached features."""

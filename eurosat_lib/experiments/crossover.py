@@ -385,10 +385,7 @@ def record_row(record: R.RunRecord, run_dir: Path, trained: bool) -> dict[str, A
         "test_acc": m.get("test", {}).get("accuracy"),
         "val_acc": m.get("val", {}).get("accuracy"),
         "test_images": m.get("test", {}).get("n"),
-        # a time taken while other jobs shared the CPU (or resumed across processes) is not a
-        # measurement of the arm's cost: left empty, never averaged into a table
-        "minutes": (round(((timings.get("fit_seconds") or 0) + (timings.get("eval_seconds") or 0)) / 60, 2)
-                    if R.timing_trusted(record) else np.nan),
+        "minutes": R.trusted_minutes(record),  # NaN unless a quiet measurement
         "epochs_run": sum(v or 0 for v in epochs.values()),
         "budget": (tags.get("budget") or {}).get("rule"),
         "warnings": "; ".join(record["warnings"]),

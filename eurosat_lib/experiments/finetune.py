@@ -77,8 +77,8 @@ class FinetuneParams(ChapterParams, notebook=NOTEBOOK):
                                   smoke=1, cpu=8, gpu=15)  # fmt: skip
     crossover_min_steps: int = param(pos_int, "crossover: fine-tuning step cap at least (small sizes)",
                                      smoke=1, cpu=400, gpu=800)  # fmt: skip
-    # Scratch's caps are above the fine-tuned arms' (a fair budget: random weights need more steps,
-    # and early stopping ends it at its plateau); on the whole split it is the study's largest cost.
+    # Scratch's budget is above the fine-tuned arms' cap (a fair budget: random weights need more
+    # steps) and it spends all of it; on the whole split it is the study's largest cost.
     crossover_scratch_epochs: int = param(pos_int, "crossover: epoch cap of the scratch arm at large sizes",
                                           smoke=1, cpu=12, gpu=60)  # fmt: skip
     crossover_scratch_min_steps: int = param(pos_int, "crossover: scratch steps at least (its cap at small sizes)",

@@ -447,7 +447,7 @@ def plan_text(runs: Sequence[PlannedRun]) -> str:
     for r in runs:
         key = "pretraining on A" if r.role == "source" else ARM_LABELS[r.spec.tags["arm"]]
         by[key] = by.get(key, 0.0) + r.seconds
-    lines.append("estimated minutes alone on the book's 2-core CPU (upper bound: early stopping ends scratch runs sooner): "
+    lines.append("estimated minutes alone on the book's 2-core CPU (upper bound: early stopping ends fine-tuned runs sooner): "
                  + ", ".join(f"{k} {v / 60:.0f}" for k, v in by.items()) + f"; total {sum(by.values()) / 60:.0f}")
     return "\n".join(lines)
 
@@ -494,11 +494,10 @@ def _source_row(res: RunResult) -> dict[str, Any]:
     rec = res.record
     tags = rec["params"].get("tags") or {}
     hist = rec["history"][-1]["history"] if rec["history"] else {}
-    t = rec["timings"] or {}
     return {"source": tags.get("source"), "train_images": tags.get("train_images"),
             "val_acc": rec["metrics"].get("val", {}).get("accuracy"),
             "train_acc": (hist.get("accuracy") or [np.nan])[-1],
-            "minutes": round(((t.get("fit_seconds") or 0) + (t.get("eval_seconds") or 0)) / 60, 2),
+            "minutes": R.trusted_minutes(rec),
             "warnings": "; ".join(rec["warnings"]), "budget": (tags.get("budget") or {}).get("rule"),
             "run": str(res.run_dir)}  # fmt: skip
 

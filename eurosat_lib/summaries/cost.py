@@ -43,7 +43,7 @@ def edition_cost(runs_dir: str | Path) -> list[dict[str, Any]]:
         ``contended`` and ``cached`` (runs timed beside other jobs / on cached head features),
         ``untimed`` (records without timings).
     """
-    from ..runs import used_cached_features  # keras-free, as this module
+    from ..runs import recorded_minutes, used_cached_features  # keras-free, as this module
 
     rows = []
     for chapter in sorted(p for p in Path(runs_dir).iterdir() if p.is_dir() and p.name[:2].isdigit()):
@@ -55,13 +55,13 @@ def edition_cost(runs_dir: str | Path) -> list[dict[str, Any]]:
             rel = path.relative_to(chapter).parts
             part = rel[0] if len(rel) > 2 and rel[0] in STUDIES else "chapter"
             g = parts.setdefault(part, {"runs": 0, "minutes": 0.0, "contended": 0, "cached": 0, "untimed": 0})
-            timings = rec.get("timings") or {}
             g["runs"] += 1
-            if timings.get("fit_seconds") is None:
+            minutes = recorded_minutes(rec)
+            if minutes is None:
                 g["untimed"] += 1
                 continue
-            g["minutes"] += ((timings.get("fit_seconds") or 0.0) + (timings.get("eval_seconds") or 0.0)) / 60
-            g["contended"] += bool(timings.get("contended", False))
+            g["minutes"] += minutes
+            g["contended"] += bool((rec.get("timings") or {}).get("contended", False))
             g["cached"] += used_cached_features(rec)
         order = ["chapter"] + [s for s in STUDIES if s in parts]
         rows += [{"chapter": chapter.name, "part": p, **parts[p]} for p in order if p in parts]
