@@ -444,7 +444,7 @@ def load_timings(start: Mapping[str, Any], end: Mapping[str, Any]) -> dict[str, 
     """
     return {
         "machine_load": {"start": dict(start), "end": dict(end),
-                         "rule": f"contended: other processes' load > {CONTENDED_SHARE} x cores at start or end"},
+                         "rule": f"contended: other processes' CPU use > {CONTENDED_SHARE} x cores at start or end"},
         "contended": is_contended(start, end),
     }  # fmt: skip
 
