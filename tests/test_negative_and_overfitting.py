@@ -207,3 +207,37 @@ def test_scenario_plot_draws_each_leak_against_its_own_reference():
     assert any("+5.0 points vs its honest 90.0%" in t.get_text() for t in fig2.axes[0].texts)
     plt.close(fig)
     plt.close(fig2)
+
+
+def test_feature_head_runs_are_keyed_on_where_the_features_come_from(tmp_path):
+    """Recomputed features that differ in the last bit reuse the run; other images do not."""
+    from types import SimpleNamespace
+
+    from eurosat_lib import training as T
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(80, 8)).astype(np.float32)
+    y = np.arange(80) % 10
+    bank = object.__new__(OF.FeatureBank)  # the key needs only the provenance, not an extractor
+    bank.source = {"backbone": "MobileNetV2", "weights": "imagenet", "images": {"pool": "abc"}}
+    P = SimpleNamespace(out_dir=tmp_path, profile="smoke")
+    phase = T.PhaseConfig("head", epochs=1, learning_rate=1e-3, batch_size=32)
+    idx = np.arange(60)
+
+    def head(features, key):
+        tr, ev = (features[:60], y[:60]), {"val": (features[60:], y[60:])}
+        return OF.feature_head_run(P, "head", tr, ev, phase=phase, inputs_key=key, keep=("val",))
+
+    first = head(x, bank.inputs_key(idx))
+    written = (tmp_path / "head" / "record.json").stat().st_mtime_ns
+    one_ulp = np.nextafter(x, np.float32(np.inf))
+    assert not np.array_equal(one_ulp, x)
+    again = head(one_ulp, bank.inputs_key(idx))
+    assert (tmp_path / "head" / "record.json").stat().st_mtime_ns == written  # reused, not retrained
+    assert again["record"]["timings"] == first["record"]["timings"]
+    assert again["record"]["params"]["spec_key"] == first["record"]["params"]["spec_key"]
+    assert bank.inputs_key(np.arange(1, 61)) != bank.inputs_key(idx)
+    bank.source = {**bank.source, "weights": None}
+    assert bank.inputs_key(idx) != first["record"]["params"]["inputs_key"]
+    with pytest.raises(ValueError, match="inputs_key"):
+        head(x, "")

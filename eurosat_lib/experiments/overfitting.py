@@ -33,7 +33,9 @@ from .. import models as M
 from .. import training as T
 from .._io import write_json_atomic
 from . import crossover as CX
-from .core import ExperimentSpec, RunResult, accelerator_for, checkpoints_for, eval_split, predict, run, train_subset
+from .core import (
+    ExperimentSpec, RunResult, accelerator_for, checkpoints_for, data_identity, eval_split, predict, run, train_subset,
+)
 from .params import (
     ChapterParams, backbone_kwargs, backbone_name, choice, fraction, int_list, list_of, nonneg_int, optional, param,
     pos_int, pos_num, satisfies, seeds_param, weights_param,
@@ -297,6 +299,7 @@ def feature_head_run(
     phase: T.PhaseConfig,
     hidden: Sequence[int] = (),
     dropout: float = 0.0,
+    inputs_key: str,
     seed: int = 0,
     tags: Mapping[str, Any] | None = None,
     keep: Sequence[str] = ("test",),
@@ -307,6 +310,11 @@ def feature_head_run(
     training. Returns ``{"record": ..., "predictions": {split: y_prob}}`` for the splits in
     ``keep`` (saved as ``predictions.npz``). A finished run with the same configuration is reused.
 
+    The run is keyed on ``inputs_key`` (where the features come from, e.g.
+    :meth:`FeatureBank.inputs_key`), not on the features' bits: the same extractor on another CPU
+    or oneDNN path yields features that differ in the last bits, and keying on those retrained
+    every head (and moved the chapter's numbers) whenever the features were recomputed.
+
     Args:
         P: The chapter's parameters (``out_dir``).
         name: The run folder's name.
@@ -315,21 +323,24 @@ def feature_head_run(
         phase: The training phase.
         hidden: Hidden layers of the head.
         dropout: Dropout of the head.
+        inputs_key: Where ``train`` and ``evals`` come from (extractor, data and image indices).
         seed: The run's seed.
         tags: Labels stored with the run's parameters.
         keep: Splits whose predictions are kept.
 
     Returns:
         The record and the kept predictions.
+
+    Raises:
+        ValueError: ``inputs_key`` is empty.
     """
     run_dir = Path(P.out_dir) / name
     x_tr, y_tr = train
-    h = hashlib.sha256()
-    for arr in (x_tr, y_tr, *[a for pair in evals.values() for a in pair]):
-        h.update(hashlib.sha256(np.ascontiguousarray(arr)).digest())
+    if not inputs_key:
+        raise ValueError(f"feature_head_run({name!r}): inputs_key is empty; pass FeatureBank.inputs_key(indices)")
     params = {
         "kind": "feature_head", "name": name, "phase": phase.to_dict(), "hidden": list(hidden), "dropout": dropout,
-        "seed": seed, "tags": dict(tags or {}), "inputs_sha256": h.hexdigest()[:16],
+        "seed": seed, "tags": dict(tags or {}), "inputs_key": inputs_key,
     }  # fmt: skip
     key = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:16]
     params["spec_key"] = key
@@ -383,6 +394,28 @@ class FeatureBank:
         self.x_pool = T.extract_features(self.extractor, self.pool.images, desc="pool features", eager=eager)
         self.x_val = T.extract_features(self.extractor, self.val.images, desc="val features", eager=eager)
         self.x_test = T.extract_features(self.extractor, self.test.images, desc="test features", eager=eager)
+        self.source = {
+            # Layer names carry per-session counters, so the extractor is named by its shape, not its JSON.
+            "backbone": P.backbone, "weights": P.weights, "image_size": P.image_size, "alpha": P.alpha,
+            "extractor": {"params": M.count_params(self.extractor), "features": int(self.x_pool.shape[1])},
+            "data": data_identity(data),
+            "images": {k: _ids_digest(s) for k, s in (("pool", self.pool), ("val", self.val), ("test", self.test))},
+        }  # fmt: skip
+
+    def inputs_key(self, idx: np.ndarray) -> str:
+        """The key of a head run on the pool images ``idx`` scored on this bank's validation and test.
+
+        It names the features' provenance (extractor, data, which images), so recomputed features
+        whose last bits differ still find their runs.
+
+        Args:
+            idx: Indices into the pool.
+
+        Returns:
+            A 16-hex-digit key.
+        """
+        sel = hashlib.sha256(np.ascontiguousarray(np.asarray(idx, dtype=np.int64))).hexdigest()
+        return hashlib.sha256(json.dumps({**self.source, "train_indices": sel}, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def evals(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """The validation and test features with their labels, as :func:`feature_head_run` takes them.
@@ -391,6 +424,13 @@ class FeatureBank:
             ``{"val": (features, labels), "test": (features, labels)}``.
         """
         return {"val": (self.x_val, self.val.labels), "test": (self.x_test, self.test.labels)}
+
+
+def _ids_digest(part: D.EuroSAT) -> str:
+    """Digest of a split's image ids and labels, in order (which images, not their pixels)."""
+    h = hashlib.sha256("\n".join(map(str, part.file_ids)).encode())
+    h.update(np.ascontiguousarray(np.asarray(part.labels, dtype=np.int64)))
+    return h.hexdigest()[:16]
 
 
 def training_pool(P: SimpleNamespace, data: D.EuroSAT) -> D.EuroSAT:
@@ -549,7 +589,8 @@ def fraction_curve(P: SimpleNamespace, data: D.EuroSAT, bank: FeatureBank | None
             idx = D.subset_indices(bank.pool.labels, fraction=f, seed=seed, num_classes=bank.pool.num_classes)
             phase = T.PhaseConfig("head", epochs=P.epochs_head, learning_rate=P.lr_head, batch_size=128)
             out = feature_head_run(P, f"curve_frozen_f{f:g}_seed{seed}", (bank.x_pool[idx], bank.pool.labels[idx]),
-                                   bank.evals(), phase=phase, seed=seed, tags={"fraction": f}, keep=())  # fmt: skip
+                                   bank.evals(), phase=phase, inputs_key=bank.inputs_key(idx), seed=seed, tags={"fraction": f},
+                                   keep=())  # fmt: skip
             rec = out["record"]
             rows.append({"method": "frozen features + head", "fraction": f, "train_images": len(idx), "seed": seed,
                          "val_accuracy": rec["metrics"]["val"]["accuracy"], "test_accuracy": rec["metrics"]["test"]["accuracy"]})  # fmt: skip
@@ -783,7 +824,7 @@ def config_sweep(P: SimpleNamespace, data: D.EuroSAT, bank: FeatureBank) -> tupl
         phase = T.PhaseConfig("head", epochs=cfg["epochs"], learning_rate=cfg["lr"], batch_size=P.batch_size)
         out = feature_head_run(P, f"sweep_config{k:02d}", (bank.x_pool[idx], bank.pool.labels[idx]), bank.evals(),
                                phase=phase, hidden=cfg["hidden"], dropout=cfg["dropout"], seed=cfg["seed"],
-                               tags={"config": k})  # fmt: skip
+                               inputs_key=bank.inputs_key(idx), tags={"config": k})  # fmt: skip
         m = out["record"]["metrics"]
         rows.append({"config": k, **{k2: v for k2, v in cfg.items() if k2 != "seed"}, "val_accuracy": m["val"]["accuracy"],
                      "test_accuracy": m["test"]["accuracy"]})  # fmt: skip
