@@ -185,3 +185,76 @@ def test_small_cnn_runs_through_run_and_writes_a_record(tmp_path):
     assert row["train_size"] == 20 and 0 <= row["test_accuracy"] <= 1
     again = run(P, spec, data, model_fn=lambda s: pytest.fail("a finished run must be reused"))
     assert again.record["params"]["spec_key"] == spec.key()
+
+
+# --------------------------------------------------------------------------------------------
+# The chapter's paragraphs: verdicts from the paired interval, diagnoses from the numbers
+# --------------------------------------------------------------------------------------------
+
+
+def test_cpu_profile_has_the_statistical_power_of_issue_12():
+    P = resolve_params(TL.NOTEBOOK, profile="cpu")
+    assert P.val_n_per_class is None  # the whole validation split: seconds on cached features
+    assert len(P.seeds) >= 3 and len(P.probe_seeds) >= 5  # probes cost seconds: >= 5 seeds
+    assert TL.probe_spec(P, image_size=P.image_size, seed=4).val_n_per_class is None
+    for spec in TL.compare_specs(P, seed=0).values():
+        assert spec.val_n_per_class is None and spec.phases[0].val_n_per_class == P.monitor_n_per_class
+
+
+def _records(tmp_path, rows, n_val=5400, n_test=5400, flags=()):
+    """Fake run folders with records holding the rows' numbers (their ``run`` column set)."""
+    for r in rows:
+        folder = tmp_path / f"{r['key']}_{r['seed']}"
+        folder.mkdir()
+        rec = {"params": {"image_size": 64}, "metrics": {"val": {"accuracy": r["val_accuracy"], "n": n_val},
+                                                         "test": {"accuracy": r.get("test_accuracy", 0.5), "n": n_test}},
+               "warnings": list(flags) if r["key"] in r.get("flagged", ()) else [], "timings": {}}
+        (folder / "record.json").write_text(json.dumps(rec))
+        r["run"] = str(folder)
+    return pd.DataFrame(rows)
+
+
+def test_sweep_and_head_paragraphs_say_what_the_interval_says(tmp_path):
+    from eurosat_lib.summaries import RecordContext
+    from eurosat_lib.summaries import transfer as ST
+
+    ctx = RecordContext(root=tmp_path)
+    lin = [0.80, 0.81, 0.79, 0.80, 0.82]
+    deep_lower = [v - 0.05 for v in lin]  # 5 points worse on every seed
+    rows = [{"key": h, "head": h, "seed": s, "val_accuracy": v, "train_accuracy": t}
+            for h, vals, trains in (("linear", lin, [0.9] * 5), ("512-256", deep_lower, [0.8, 0.81, 0.79, 0.8, 0.8]))
+            for s, (v, t) in enumerate(zip(vals, trains))]  # fmt: skip
+    hd = _records(tmp_path, rows)
+    text = ST.sweep_paragraph(hd, "head", "linear", ctx=ctx)
+    assert "**worse**" in text and "5 seeds" in text and "5,400 validation images" in text
+    diag = ST.head_diagnosis(hd, "512-256", ctx=ctx)
+    assert "underfits" in diag and "overfit" not in diag.replace("not overfitting", "")
+    # the same validation gap with training accuracy as high as the linear head's: overfitting
+    hd2 = hd.assign(train_accuracy=[0.9] * 5 + [0.95, 0.96, 0.94, 0.95, 0.97])
+    assert "*overfits*" in ST.head_diagnosis(hd2, "512-256", ctx=ctx)
+    # noise only: no verdict word but "no measurable difference"
+    noisy = hd.assign(val_accuracy=lin + [0.83, 0.78, 0.80, 0.77, 0.84])
+    text = ST.sweep_paragraph(noisy, "head", "linear", ctx=ctx)
+    assert "no measurable difference" in text and "**worse**" not in text and "**better**" not in text
+    assert "measurable difference" in ST.head_diagnosis(noisy, "512-256", ctx=ctx)
+
+
+def test_compare_paragraph_flags_budget_bound_runs_and_broken_ones(tmp_path):
+    from eurosat_lib.summaries import RecordContext
+    from eurosat_lib.summaries import transfer as ST
+
+    ctx = RecordContext(root=tmp_path)
+    models = list(TL.COMPARE_MODELS)
+    accs = {models[0]: [0.85, 0.86, 0.84], models[1]: [0.60, 0.62, 0.61], models[2]: [0.10, 0.11, 0.09]}
+    rows = [{"key": m, "model": m, "seed": s, "val_accuracy": a, "test_accuracy": a, "train_size": 1000,
+             "flagged": (models[1], models[2])} for m in models for s, a in enumerate(accs[m])]  # fmt: skip
+    cmp = _records(tmp_path, rows, flags=("not converged",))
+    text = ST.compare_paragraph(cmp, 15, ctx=ctx)
+    assert "1,000 training images and 15 epochs" in text and "5,400 test images" in text
+    assert text.count("still improving when the budget ended in 3 of 3") == 2
+    assert "**worse**" in text  # the scratch network, 24 points below on every seed
+    assert "gap is partly its budget" in text  # a worse arm that was still improving
+    (tmp_path / "chance").mkdir()
+    cmp2 = _records(tmp_path / "chance", [dict(r, flagged=(models[2],)) for r in rows], flags=("chance-level",))
+    text2 = ST.compare_paragraph(cmp2, 15, ctx=ctx)
+    assert "not compared: a flagged run" in text2 and "levelled off within the budget in every run (3)" in text2

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Sequence
 
 from .base import ChapterSummary
 from .render import (
     RecordContext,
     chapter_link,
+    compare_text,
     duration,
     flag_note,
     group_flags,
+    is_broken,
     md_table,
     mean_sd,
     num,
+    paired_values,
     sizes_text,
     versus,
 )
@@ -92,6 +97,43 @@ class TransferSummary(ChapterSummary):
                                     ("vs", "difference vs the group's reference"), ("n", "seeds")]), ""]  # fmt: skip
         return out
 
+    def notebook_markdown(self, ctx: RecordContext | None = None) -> str:
+        """The chapter's own Summary cell: each question's answer with its interval and verdict.
+
+        Args:
+            ctx: Where the runs' records are (default: paths relative to the working directory).
+
+        Returns:
+            Markdown, as the template's Summary cell displays it.
+        """
+        ctx = _ctx(ctx)
+        p = self.parameters
+        cmp, res = self.numeric_frame("compare"), self.numeric_frame("resolution")
+        pre, hd = self.numeric_frame("preprocessing"), self.numeric_frame("heads")
+        who = f"{p.get('backbone')}" + (f" α = {p['alpha']}" if p.get("alpha") else "")
+        lines = [f"*Numbers from this run ({self.profile} profile, {who}, {int(cmp['train_size'].iloc[0]):,} training images; "
+                 f"section 1: {_seeds(len(set(cmp['seed'])))}, sections 2-4: {_seeds(len(set(res['seed'])))}).*", ""]  # fmt: skip
+        models = list(dict.fromkeys(cmp["model"]))
+        lines.append(f"- **Reuse vs scratch** (test, {p.get('epochs')} epochs each): {models[0]} "
+                     f"{mean_sd(cmp.loc[cmp['model'] == models[0], 'test_accuracy'])}; "
+                     + "; ".join(f"{m} {mean_sd(cmp.loc[cmp['model'] == m, 'test_accuracy'])} "
+                                 f"({versus(cmp, 'model', m, models[0], 'test_accuracy', ctx)})" for m in models[1:]) + ".")  # fmt: skip
+        lo = int(res["image_size"].min())
+        by_size = res.groupby("image_size")["val_accuracy"].mean()
+        best = int(by_size.idxmax())
+        lines.append(f"- **Resolution** (frozen features, validation): best at {best} px, {mean_sd(res.loc[res['image_size'] == best, 'val_accuracy'])}"
+                     + (f"; against {lo} px {versus(res, 'image_size', best, lo, 'val_accuracy', ctx)}." if best != lo else "."))  # fmt: skip
+        correct = str(pre.loc[pre["correct"].astype(bool), "mode"].iloc[0])
+        wrong = pre[~pre["correct"].astype(bool)].groupby("mode")["val_accuracy"].mean()
+        if len(wrong):
+            worst = str(wrong.idxmin())
+            lines.append(f"- **Preprocessing:** the correct `{correct}` gives {mean_sd(pre.loc[pre['mode'] == correct, 'val_accuracy'])}; "
+                         f"the worst wrong one, `{worst}`, {versus(pre, 'mode', worst, correct, 'val_accuracy', ctx)}.")  # fmt: skip
+        deep = list(dict.fromkeys(hd["head"]))[-1]
+        lines.append(f"- **Head depth:** `{deep}` against the linear head {versus(hd, 'head', deep, 'linear', 'val_accuracy', ctx)}. "
+                     + head_diagnosis(hd, deep, ctx=ctx))  # fmt: skip
+        return "\n".join(lines) + "\n"
+
 
 def summarize(P: Any, compare: Any, resolution: Any, preprocessing: Any, heads: Any,
               models: Sequence[str] | None = None) -> TransferSummary:  # fmt: skip
@@ -119,3 +161,127 @@ def summarize(P: Any, compare: Any, resolution: Any, preprocessing: Any, heads: 
         small_cnn_test_accuracy=float(acc[cnn_m]), best_resolution=int(by_size.idxmax()),
         correct_preprocessing=str(correct), deep_head=str(deep),
     )  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------
+# The chapter's own paragraphs: every comparison through stats (a 95 % interval and its verdict)
+# --------------------------------------------------------------------------------------------
+
+
+def _ctx(ctx: RecordContext | None) -> RecordContext:
+    # A chapter runs from the repository root (or wherever its out_dir is relative to).
+    return ctx or RecordContext(root=Path.cwd())
+
+
+def _seeds(n: int) -> str:
+    return f"{n} seed" + ("" if n == 1 else "s")
+
+
+def _minutes(ctx: RecordContext, runs: Sequence[Any]) -> float:
+    """Mean training-and-scoring minutes of the runs whose timing is a measurement (NaN if none)."""
+    from ..runs import trusted_minutes
+
+    got = [m for m in (trusted_minutes(ctx.record(r)) for r in runs) if not math.isnan(m)]
+    return sum(got) / len(got) if got else math.nan
+
+
+def _not_converged(ctx: RecordContext, runs: Sequence[Any]) -> int:
+    return sum("not converged" in w for w in ctx.warnings(list(runs)))
+
+
+def compare_paragraph(compare: Any, epochs: int, ctx: RecordContext | None = None) -> str:
+    """Section 1's paragraph: each from-scratch model against frozen features, paired over seeds.
+
+    Args:
+        compare: ``compare_from_scratch``'s table (the frozen model first).
+        epochs: The epoch budget every model had.
+        ctx: Where the runs' records are (default: paths relative to the working directory).
+
+    Returns:
+        Markdown.
+    """
+    ctx = _ctx(ctx)
+    models = list(dict.fromkeys(compare["model"]))
+    ref, g_ref = models[0], compare[compare["model"] == models[0]]
+    n_test = ctx.n_eval(list(compare["run"]), "test")
+    text = [f"With {int(compare['train_size'].iloc[0]):,} training images and {epochs} epochs for every model, "
+            f"{ref} scores **{mean_sd(g_ref['test_accuracy'])}** test accuracy (mean ± sd over {_seeds(len(g_ref))}"
+            + (f", {n_test:,} test images" if n_test else "") + ")" + flag_note(group_flags(g_ref, ctx)) + "."]  # fmt: skip
+    for m in models[1:]:
+        g = compare[compare["model"] == m]
+        text.append(f"{m[0].upper() + m[1:]}: **{mean_sd(g['test_accuracy'])}**{flag_note(group_flags(g, ctx))}; "
+                    f"against the frozen features {versus(compare, 'model', m, ref, 'test_accuracy', ctx)}.")  # fmt: skip
+    for m in models[1:]:
+        runs = list(compare.loc[compare["model"] == m, "run"])
+        k = _not_converged(ctx, runs)
+        text.append(f"{m[0].upper() + m[1:]} was still improving when the budget ended in {k} of {len(runs)} run(s) "
+                    "(flag “not converged”): with more epochs it would score higher, so its gap is partly the budget."
+                    if k else f"{m[0].upper() + m[1:]} had levelled off within the budget in every run ({len(runs)}).")
+    mins = {m: _minutes(ctx, list(compare.loc[compare["model"] == m, "run"])) for m in models}
+    if all(not math.isnan(v) for v in mins.values()):
+        text.append("Training and scoring took " + ", ".join(f"{duration(60 * v)} ({m})" for m, v in mins.items())
+                    + " per run on this machine (runs timed alone).")
+    return " ".join(text)
+
+
+def sweep_paragraph(table: Any, key: str, ref: Any, label: Any = str, ctx: RecordContext | None = None) -> str:
+    """A frozen-feature sweep's paragraph: each setting against the reference, on validation, paired.
+
+    Args:
+        table: One row per run (``seed``, ``key``, ``val_accuracy``, ``run``).
+        key: The swept column.
+        ref: The reference setting.
+        label: Setting -> its name in the text.
+        ctx: Where the runs' records are.
+
+    Returns:
+        Markdown.
+    """
+    ctx = _ctx(ctx)
+    g_ref = table[table[key] == ref]
+    n_val = ctx.n_eval(list(table["run"]), "val") if "run" in table else None
+    out = [f"{label(ref)}: **{mean_sd(g_ref['val_accuracy'])}** validation accuracy (mean ± sd over {_seeds(len(g_ref))}"
+           + (f", {n_val:,} validation images" if n_val else "") + ")" + flag_note(group_flags(g_ref, ctx)) + "."]  # fmt: skip
+    for k in dict.fromkeys(table[key]):
+        if k == ref:
+            continue
+        g = table[table[key] == k]
+        out.append(f"{label(k)}: {mean_sd(g['val_accuracy'])}{flag_note(group_flags(g, ctx))}, "
+                   f"{versus(table, key, k, ref, 'val_accuracy', ctx)} against {label(ref)}.")  # fmt: skip
+    return " ".join(out)
+
+
+def head_diagnosis(heads: Any, head: str, ref: str = "linear", ctx: RecordContext | None = None) -> str:
+    """Whether a head that differs from the linear one on validation over- or underfits.
+
+    A head worse on validation *and* on its own training images underfits (it has not fitted the
+    training set in its budget); one worse on validation but not on training overfits.
+
+    Args:
+        heads: ``sweep_heads``'s table (``train_accuracy``: last epoch, dropout active).
+        head: The head judged.
+        ref: The reference head.
+        ctx: Where the runs' records are.
+
+    Returns:
+        A sentence.
+    """
+    from ..stats import paired_diff
+
+    ctx = _ctx(ctx)
+    va, vb, ra, rb = paired_values(heads, "head", head, ref, "val_accuracy")
+    ta, tb, _, _ = paired_values(heads, "head", head, ref, "train_accuracy")
+    if not va or not ta:
+        return ""
+    if is_broken(ctx.warnings(ra)) or is_broken(ctx.warnings(rb)):
+        return ""  # a chance-level or diverged head is not diagnosed
+    val, train = paired_diff(va, vb, n_eval=ctx.n_eval(ra + rb, "val")), paired_diff(ta, tb)
+    said = f"Training accuracy (last epoch, dropout active) of the `{head}` head against `{ref}`: {compare_text(train)}."
+    if val.verdict == "worse" and train.verdict == "worse":
+        return said + (f" It fits its own training images less well too: in this budget the `{head}` head *underfits*; "
+                       "this is not overfitting.")
+    if val.verdict == "worse":
+        return said + f" It fits the training images at least as well but generalises worse: the `{head}` head *overfits*."
+    if val.verdict == "better":
+        return said + " The extra capacity helps on these features."
+    return said + " On validation the extra layers make no measurable difference."
