@@ -193,3 +193,54 @@ def test_a_scratch_candidate_trains_every_layer_from_the_first_step_at_smoke_siz
     assert bp["trainable"] > 0.95 * bp["total"], bp
     assert rec["model_info"]["bn_frozen"] is False
     assert df["init"].tolist() == ["from scratch"]
+
+
+def test_cpu_profile_scores_every_candidate_on_the_whole_validation_split(on_disk):
+    P = resolve_params(BB.NOTEBOOK, profile="cpu", candidates=["MobileNetV2:0.35", "ResNet50"])
+    assert P.val_n_per_class is None and len(P.seeds) >= 5 and P.scratch_seeds >= 3  # issue 12's power
+    pre, scr = BB.resolve_candidates(P)
+    a, b = BB.candidate_spec(P, pre, seed=0), BB.candidate_spec(P, scr, seed=0)
+    assert a.val_n_per_class is None and b.val_n_per_class is None  # scored on all at the end ...
+    assert a.phases[-1].val_n_per_class == b.phases[-1].val_n_per_class == P.monitor_n_per_class == 30  # ... watched on a subset
+    assert a.phases[0].val_n_per_class is None  # the head phase on cached features watches all: seconds
+
+
+def _board_runs(tmp_path, accs, inits, flagged=()):
+    rows = []
+    for c, vals in accs.items():
+        for seed, v in enumerate(vals):
+            folder = tmp_path / f"{c}_{seed}"
+            folder.mkdir()
+            rec = {"params": {"image_size": 128}, "metrics": {"val": {"accuracy": v, "n": 5400}, "test": {"accuracy": v, "n": 500}},
+                   "warnings": ["chance-level"] if c in flagged else []}  # fmt: skip
+            (folder / "record.json").write_text(json.dumps(rec))
+            rows.append({"candidate": c, "init": inits[c], "image_size": 128, "seed": seed, "val_accuracy": v,
+                         "val_macro_f1": v, "test_accuracy": v, "test_macro_f1": v, "total_params": 1e6,
+                         "inference_images_per_s": 100.0, "fit_seconds": 60.0, "run": str(folder)})  # fmt: skip
+    runs = pd.DataFrame(rows)
+    return runs, BB.summarise(runs)
+
+
+def test_leaderboard_and_test_paragraphs_use_the_paired_interval(tmp_path):
+    from eurosat_lib.summaries import RecordContext
+    from eurosat_lib.summaries import backbones as SB
+
+    ctx = RecordContext(root=tmp_path)
+    a = [0.90, 0.91, 0.89, 0.90, 0.92]
+    accs = {"A": a, "B": [v - 0.002 + 0.01 * (-1) ** i for i, v in enumerate(a)], "C": [v - 0.05 for v in a]}
+    runs, board = _board_runs(tmp_path, accs, {"A": "ImageNet", "B": "ImageNet", "C": "from scratch"})
+    text = SB.leaderboard_paragraph(runs, board, ["A"], ctx=ctx)
+    assert "**A**" in text and "5,400 validation images" in text
+    b_part = text.split("**B**")[1].split(";")[0]
+    assert "no measurable difference" in b_part  # 0.2 points on noise of a point: not "worse"
+    c_part = text.split("**C**")[1].split(";")[0]
+    assert "**worse**" in c_part and "from scratch, **C**" in text
+    final = pd.DataFrame({"seed": range(5), "test_accuracy": a, "test_macro_f1": a, "test_n": 5400})
+    same = SB.test_paragraph(runs, "A", final, ctx=ctx)
+    assert "the same candidate is first" in same and "5,400 images" in same
+    other = SB.test_paragraph(runs.assign(test_accuracy=runs["test_accuracy"].where(runs["candidate"] != "B", 0.99)), "A", final, ctx=ctx)
+    assert "**B** is first" in other and "**better**" in other and "optimistic" in other
+    # a flagged candidate is never compared
+    (tmp_path / "flagged").mkdir()
+    runs2, board2 = _board_runs(tmp_path / "flagged", accs, {"A": "ImageNet", "B": "ImageNet", "C": "from scratch"}, flagged=("C",))
+    assert "not compared" in SB.leaderboard_paragraph(runs2, board2, ctx=ctx).split("**C**")[1]

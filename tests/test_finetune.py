@@ -216,6 +216,7 @@ def test_scratch_model_fn_sets_the_batchnorm_momentum_the_spec_records():
 def test_recipe_rebuilds_the_specs_of_the_books_committed_runs():
     """The recipe functions still describe the runs the book's chapter 3 was made from (same spec
     key), so a refactor cannot silently retrain them or orphan their records."""
+    import dataclasses
     import json
 
     from conftest import REPO
@@ -231,7 +232,17 @@ def test_recipe_rebuilds_the_specs_of_the_books_committed_runs():
             epochs_finetune=tune["epochs"], n_per_class=p["n_per_class"], val_n_per_class=p["val_n_per_class"],
             test_n_per_class=p["test_n_per_class"],
         )  # fmt: skip
+        # None given to resolve_params means "the profile decides": the record's own value is set after
+        P = dataclasses.replace(P, monitor_n_per_class=tune.get("val_n_per_class"))
         t = p["tags"]
         spec = FT.recipe_spec(P, name=p["name"], fraction=t["unfreeze_fraction"], lr=t["lr_finetune"], seed=p["seed"],
                               freeze_bn=t["freeze_bn"], batch_size=t["batch_size"], full_test="test" in p["eval_splits"])  # fmt: skip
         assert spec.key() == p["spec_key"], path.parent.name
+
+
+def test_cpu_profile_has_the_statistical_power_of_issue_12():
+    P = resolve_params(FT.NOTEBOOK, profile="cpu")
+    assert len(P.seeds) >= 3 and P.val_n_per_class is None and P.monitor_n_per_class == 30
+    spec = FT.recipe_spec(P, name="x", fraction=0.5, lr=3e-4, seed=0)
+    head, tune = spec.phases
+    assert spec.val_n_per_class is None and head.val_n_per_class is None and tune.val_n_per_class == 30

@@ -241,3 +241,10 @@ def test_feature_head_runs_are_keyed_on_where_the_features_come_from(tmp_path):
     assert bank.inputs_key(idx) != first["record"]["params"]["inputs_key"]
     with pytest.raises(ValueError, match="inputs_key"):
         head(x, "")
+
+
+def test_chapter_4_cpu_profile_has_the_statistical_power_of_issue_12():
+    P = resolve_params(OF.NOTEBOOK, profile="cpu")
+    assert len(P.seeds) >= 3 and len(P.curve_seeds) >= 5 and P.val_n_per_class is None
+    for spec in (OF.scratch_spec(P, 0), OF.frozen_spec(P, 0), OF.reg_spec(P, "none", 0), OF.reg_spec(P, "all three", 0)):
+        assert spec.val_n_per_class is None and spec.phases[-1].val_n_per_class == P.monitor_n_per_class, spec.name

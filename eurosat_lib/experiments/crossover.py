@@ -703,7 +703,10 @@ def reconciliation(P: SimpleNamespace, diffs: pd.DataFrame, lr_chosen: float | N
         b = depth[depth["unfreeze_fraction"] == 0.0].set_index("seed")["val_accuracy"]
         seeds = sorted(set(a.index) & set(b.index))
         if seeds:
-            n_val = P.val_n_per_class * 10 if P.val_n_per_class else None
+            if "val_n" in depth and depth["val_n"].notna().any():
+                n_val = int(depth["val_n"].min())
+            else:
+                n_val = P.val_n_per_class * 10 if P.val_n_per_class else None
             sweep = stats.paired_diff(a[seeds].to_numpy(), b[seeds].to_numpy(), n_eval=n_val)
             parts.append(f"In the depth sweep, all layers against the frozen base gave {stats.format_diff(sweep)} on "
                          f"validation: {sweep.verdict}.")

@@ -99,10 +99,14 @@ def two_phases(
     Phase ``head``: ``P.epochs_head`` epochs at ``P.lr_head``, batches of 128, early stopping
     after 5 epochs without a better validation loss. Phase ``finetune``: ``P.epochs_finetune``
     epochs at ``lr`` with the top ``fraction`` of the blocks trainable (:func:`unfreeze_policy`).
+    The head phase watches the whole validation set the run is given (on cached features that
+    costs seconds); the fine-tuning phase watches ``P.monitor_n_per_class`` images per class of
+    it, where the chapter has that parameter, because scoring 5,400 images after every
+    fine-tuning epoch would cost more than the epoch. The run's final scores use the whole set.
 
     Args:
         P: resolved notebook parameters (``backbone``, ``epochs_head``, ``lr_head``,
-            ``epochs_finetune``, ``batch_size``).
+            ``epochs_finetune``, ``batch_size``, optionally ``monitor_n_per_class``).
         fraction: share of the blocks unfrozen in the second phase.
         lr: learning rate of the second phase.
         batch_size: batch size of the second phase (default ``P.batch_size``).
@@ -115,7 +119,8 @@ def two_phases(
         T.PhaseConfig("head", epochs=P.epochs_head, learning_rate=P.lr_head, batch_size=128,
                       early_stopping=5, use_feature_cache=True),
         T.PhaseConfig("finetune", epochs=P.epochs_finetune, learning_rate=lr, batch_size=batch_size or P.batch_size,
-                      unfreeze=unfreeze_policy(P.backbone, fraction), freeze_bn=freeze_bn),
+                      unfreeze=unfreeze_policy(P.backbone, fraction), freeze_bn=freeze_bn,
+                      val_n_per_class=getattr(P, "monitor_n_per_class", None)),
     )  # fmt: skip
 
 

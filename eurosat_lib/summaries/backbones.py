@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from pathlib import Path
+from typing import Any, Mapping, Sequence
 
 from .base import ChapterSummary
 from .render import (
@@ -15,9 +16,11 @@ from .render import (
     is_broken,
     is_number,
     md_table,
+    mean_sd,
     num,
     paired_values,
     pct,
+    versus,
 )
 
 
@@ -182,3 +185,80 @@ def summarize(P: Any, leaderboard: Any, runs: Any, final: Any, chosen: str) -> B
         P, {"leaderboard": leaderboard.reset_index(), "runs": runs, "final": final},
         chosen=str(chosen), chosen_test_accuracy=float(final["test_accuracy"].mean()), test_n=int(final["test_n"].iloc[0]),
     )  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------
+# The chapter's own paragraphs: every accuracy comparison through the paired 95 % interval
+# --------------------------------------------------------------------------------------------
+
+
+def leaderboard_paragraph(runs: Any, board: Any, front: Sequence[str] = (), ctx: RecordContext | None = None) -> str:
+    """Section 3's paragraph: every candidate against the best on validation, then the costs.
+
+    Args:
+        runs: ``compare_backbones``'s per-run table (``candidate``, ``seed``, ``val_accuracy``, ``run``).
+        board: The leaderboard (``summarise``: indexed by candidate, best first).
+        front: The Pareto-optimal candidates.
+        ctx: Where the runs' records are (default: paths relative to the working directory).
+
+    Returns:
+        Markdown.
+    """
+    ctx = ctx or RecordContext(root=Path.cwd())
+    best = board.index[0]
+    g = runs[runs["candidate"] == best]
+    n_val = ctx.n_eval(list(runs["run"]), "val")
+    out = [f"The best mean validation accuracy came from **{best}**: {mean_sd(g['val_accuracy'])} over {len(g)} seed(s)"
+           + (f" ({n_val:,} validation images)" if n_val else "") + flag_note(ctx.warnings(list(g["run"]))) + "."]  # fmt: skip
+    others = [f"**{c}** {mean_sd(runs.loc[runs['candidate'] == c, 'val_accuracy'])}, "
+              f"{versus(runs, 'candidate', c, best, 'val_accuracy', ctx)}" for c in board.index[1:]]
+    if others:
+        out.append("Against it, paired by seed (the same training images): " + "; ".join(others) + ".")
+    speed = board["images_per_s"].astype(float)
+    if speed.notna().any():
+        fastest = speed.idxmax()
+        if fastest != best and is_number(speed[best]):
+            out.append(f"The fastest at inference, **{fastest}**, runs {speed[fastest] / speed[best]:.1f}× as fast as {best}.")
+    else:
+        out.append("Inference speeds are not shown: none was measured on a quiet machine in this run.")
+    smallest = board["params_M"].astype(float).idxmin()
+    if smallest != best:
+        out.append(f"The smallest, **{smallest}**, has {board.loc[smallest, 'params_M']:.2f} M parameters against "
+                   f"{board.loc[best, 'params_M']:.2f} M.")
+    pre = [c for c in board.index if board.loc[c, "init"] == "ImageNet"]
+    scr = [c for c in board.index if board.loc[c, "init"] == "from scratch"]
+    if pre and scr:
+        out.append(f"The best candidate trained from scratch, **{scr[0]}**, against the best pretrained one, {pre[0]}: "
+                   f"{versus(runs, 'candidate', scr[0], pre[0], 'val_accuracy', ctx)}.")
+    if front:
+        out.append("Not beaten on both accuracy and speed by any other candidate (the Pareto front): " + ", ".join(front) + ".")
+    return " ".join(out)
+
+
+def test_paragraph(runs: Any, chosen: str, final: Any, ctx: RecordContext | None = None) -> str:
+    """Section 4's paragraph: the chosen candidate on the test split, and whether the test subset disagrees.
+
+    Args:
+        runs: The per-run table (``test_accuracy`` on the leaderboard's small test subset).
+        chosen: The candidate chosen on validation.
+        final: ``final_test``'s table (one row per seed; ``test_accuracy``, ``test_macro_f1``, ``test_n``).
+        ctx: Where the runs' records are.
+
+    Returns:
+        Markdown.
+    """
+    ctx = ctx or RecordContext(root=Path.cwd())
+    out = [f"Chosen on validation: **{chosen}**. On the test split ({int(final['test_n'].iloc[0]):,} images) it scores "
+           f"**{mean_sd(final['test_accuracy'])}** accuracy (macro-F1 {final['test_macro_f1'].mean():.3f}, {len(final)} seed(s))."]
+    by_test = runs.groupby("candidate", sort=False)["test_accuracy"].mean()
+    if by_test.notna().any():
+        top = by_test.idxmax()
+        n_sub = ctx.n_eval(list(runs["run"]), "test")
+        sub = f"the leaderboard's test subset ({n_sub:,} images)" if n_sub else "the leaderboard's test subset"
+        if top == chosen:
+            out.append(f"On {sub} the same candidate is first.")
+        else:
+            out.append(f"On {sub} **{top}** is first; against the chosen candidate there: "
+                       f"{versus(runs, 'candidate', top, chosen, 'test_accuracy', ctx)}. Picking it from those numbers "
+                       "would have made a choice on test images, which [chapter 4](04_overfitting.ipynb) shows is optimistic.")
+    return " ".join(out)

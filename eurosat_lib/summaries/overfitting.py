@@ -65,8 +65,9 @@ class OverfittingSummary(ChapterSummary):
         spread = self.numeric_frame("test_spread").set_index("scenario")
         worst = spread["off_by_more_than_2_points"].idxmax()
         honest = self.good_model_test_accuracy
+        curve_seeds = f", {len(P['curve_seeds'])} for the data-efficiency heads" if P.get("curve_seeds") else ""
         return f'''
-*Numbers from this run ({self.profile} profile, {P["backbone"]}, {P["image_size"]} px, {len(P["seeds"])} seed(s)).*
+*Numbers from this run ({self.profile} profile, {P["backbone"]}, {P["image_size"]} px, {len(P["seeds"])} seed(s){curve_seeds}).*
 
 - **Overfitting:** from scratch, {P["n_small"]} images per class gave {sc.train:.1%} training but {sc.test:.1%} test accuracy
   (gap {100 * sc.train_minus_test:.1f} points); the frozen ImageNet base gave {fr.test:.1%} test accuracy with a gap of
