@@ -63,7 +63,8 @@ def test_fractions_and_names_resolve_like_build_model(tmp_path):
 
 def test_notebook_parameters_are_validated():
     P = resolve_params("06_truncation", profile="cpu")
-    assert P.cuts == "stages" and len(P.seeds) == 2 and P.image_size == 128
+    assert P.cuts == "stages" and P.image_size == 128
+    assert len(P.seeds) >= 5 and len(P.finetune_seeds) >= 3 and P.val_n_per_class is None  # issue 12's power
     for bad, match in (({"cuts": "all"}, "'cuts'"), ({"cuts": [0.5, 2.0]}, "'cuts'"), ({"tolerance": 1.5}, "'tolerance'"),
                        ({"n_finetune": -1}, "'n_finetune'")):  # fmt: skip
         with pytest.raises(ParameterError, match=match):
@@ -85,24 +86,36 @@ def test_cut_spec_truncates_only_below_the_full_backbone():
 
 
 def test_cut_table_and_the_chosen_cut():
-    sweep = sweep_frame({"b1": [0.60, 0.62], "b2": [0.80, 0.82], "b3": [0.895, 0.905], "b4": [0.90, 0.91], "top": [0.905, 0.905]})
+    # five seeds, tight: b3 and b4 lose at most a few tenths of a point, b2 and b1 far more
+    sweep = sweep_frame({"b1": [0.60, 0.62, 0.61, 0.60, 0.62], "b2": [0.80, 0.82, 0.81, 0.80, 0.81],
+                         "b3": [0.898, 0.902, 0.899, 0.903, 0.900], "b4": [0.903, 0.905, 0.904, 0.906, 0.904],
+                         "top": [0.905, 0.905, 0.904, 0.906, 0.905]})  # fmt: skip
     table = TR.cut_table(sweep, pd.DataFrame({"block": ["b1", "b2", "b3", "b4", "top"], "images_per_s": [500, 300, 200, 150, 100]}))
     assert list(table.index) == ["b1", "b2", "b3", "b4", "top"]
-    assert table.loc["top", "drop"] == 0 and table.loc["b3", "drop"] == pytest.approx(0.005)
+    assert table.loc["top", "drop"] == 0 and table.loc["b3", "drop"] == pytest.approx(0.0046)
+    assert table.loc["b3", "drop"] < table.loc["b3", "loss_high"] < 0.01 and table.loc["top", "loss_high"] == 0
     assert table.loc["b1", "speedup"] == 5 and table.loc["top", "params_share"] == 1
     choice = TR.choose_cut(table, tolerance=0.01)
+    assert choice["rule"] == "95 % upper bound" and choice["noise"] < 0.01
     assert choice["chosen"] == "b3" and choice["full"] == "top" and choice["chosen_all_safe"]
-    assert (choice["cliff_from"], choice["cliff_to"]) == ("b2", "b1") and choice["cliff_step"] == pytest.approx(0.2)
-    assert choice["chosen_speedup"] == 2 and choice["chosen_drop"] == pytest.approx(0.005)
+    assert choice["chosen_loss_high"] == pytest.approx(table.loc["b3", "loss_high"])
+    assert (choice["cliff_from"], choice["cliff_to"]) == ("b2", "b1") and choice["cliff_step"] == pytest.approx(0.198)
+    assert choice["chosen_speedup"] == 2 and choice["chosen_drop"] == pytest.approx(0.0046)
     assert np.isfinite(choice["chosen_gap_sd"])
-    # Zero tolerance: only cuts at least as good as the full backbone count (b4 ties with it).
-    assert TR.choose_cut(table, 0.0)["chosen"] == "b4"
-    assert TR.choose_cut(table.drop(index="b4"), 0.0)["chosen"] == "top"
-    # A dip in the middle: the shallow cut is within tolerance but a deeper one is not.
+    # A tolerance below the loss's upper bound: b3 is no longer shown safe, b4 is.
+    assert TR.choose_cut(table, 0.006)["chosen"] == "b4"
+    assert TR.choose_cut(table.drop(index="b4"), 0.006)["chosen"] == "top"
+    # Two seeds: a mean loss of half a point, but the interval (t with 1 degree of freedom) reaches
+    # far past one point, so no cut is shown within the tolerance: keep the whole backbone.
+    two = TR.cut_table(sweep_frame({"b3": [0.895, 0.905], "b4": [0.90, 0.91], "top": [0.905, 0.905]}))
+    choice = TR.choose_cut(two, 0.01)
+    assert two.loc["b3", "drop"] < 0.01 and choice["chosen"] == "top" and choice["noise"] > 0.01
+    # One seed: no interval, the mean decides (and says so). A dip in the middle: the shallow cut
+    # is within tolerance but a deeper one is not.
     dip = TR.cut_table(sweep_frame({"b1": [0.90], "b2": [0.80], "top": [0.905]}))
     choice = TR.choose_cut(dip, 0.01)
-    assert choice["chosen"] == "b1" and not choice["chosen_all_safe"]
-    assert math.isnan(choice["chosen_gap_sd"])  # one seed: no spread
+    assert choice["chosen"] == "b1" and not choice["chosen_all_safe"] and choice["rule"].startswith("mean")
+    assert math.isnan(choice["chosen_gap_sd"]) and math.isnan(choice["noise"])  # one seed: no spread
 
 
 def test_finetune_candidates_go_down_from_the_chosen_cut():
@@ -135,3 +148,21 @@ def test_a_tiny_sweep_end_to_end(tmp_path, monkeypatch):
     assert list(again.run) == list(sweep.run) and list(again.val_accuracy) == list(sweep.val_accuracy)
     tested = TR.score_on_test(P, data, ["top"])
     assert tested.test_accuracy.notna().all() and (tested.test_images == 10).all()
+
+
+def test_choice_and_finetune_paragraphs_follow_the_interval():
+    from eurosat_lib.summaries import truncation as ST
+
+    sweep = sweep_frame({"b3": [0.898, 0.902, 0.899, 0.903, 0.900], "b4": [0.903, 0.905, 0.904, 0.906, 0.904],
+                         "top": [0.905, 0.905, 0.904, 0.906, 0.905]})  # fmt: skip
+    table = TR.cut_table(sweep)
+    text = ST.choice_paragraph(table, TR.choose_cut(table, 0.01))
+    assert "**Chosen cut: after `b3`**" in text and "at most 0.67" in text and "upper end of the 95 % interval" in text
+    two = TR.cut_table(sweep_frame({"b3": [0.895, 0.905], "top": [0.905, 0.905]}))
+    text = ST.choice_paragraph(two, TR.choose_cut(two, 0.01))
+    assert "**No cut is shown to lose at most 1 point(s)**" in text and "wider than the tolerance" in text
+    rows = [{"block": b, "seed": s, "stage": st, "val_accuracy": v, "val_images": 5400}
+            for b, gain in (("b3", 0.05), ("top", 0.0)) for s in range(3)
+            for st, v in (("frozen + head", 0.80 + 0.01 * s), ("fine-tuned", 0.80 + 0.01 * s + gain + 0.002 * (s % 2)))]  # fmt: skip
+    ft = ST.finetune_paragraph(pd.DataFrame(rows))
+    assert "at `b3`" in ft and "**better**" in ft.split("at `top`")[0] and "no measurable difference" in ft.split("at `top`")[1]

@@ -29,6 +29,7 @@ from .. import data as D
 from .. import models as M
 from .. import runs as R
 from .. import training as T
+from ..stats import paired_diff
 from .core import ExperimentSpec, RunResult, run
 from .params import (
     ChapterParams, any_of, backbone_kwargs, backbone_name, choice, fraction, interval, is_num, list_of, nonneg_int,
@@ -67,14 +68,19 @@ class TruncationParams(ChapterParams, notebook=NOTEBOOK):
     lr_finetune: float = param(pos_num, "learning rate of the short fine-tunes", smoke=1e-4, cpu=3e-4, gpu=1e-4)
     batch_size: int = param(pos_int, "batch size of the fine-tuning runs", smoke=128, cpu=32, gpu=128)
     n_per_class: int | None = param(optional(pos_int), "training images per class", smoke=8, cpu=100, gpu=None)
-    val_n_per_class: int | None = param(pos_int, "validation images per class", smoke=4, cpu=50, gpu=None)
+    # Issue 12: 500 validation images and 2 seeds could not resolve the 1-point tolerance.
+    val_n_per_class: int | None = param(optional(pos_int), "validation images per class (None: all 5,400)",
+                                        smoke=4, cpu=None, gpu=None)
+    monitor_n_per_class: int | None = param(optional(pos_int), "validation images per class watched after each "
+                                            "fine-tuning epoch (None: all)", smoke=None, cpu=50, gpu=None)
     test_n_per_class: int | None = param(optional(pos_int), "test images per class scored",
                                          smoke=10, cpu=None, gpu=None)
     tolerance: float = param(interval(0, 1, closed="left", what="an accuracy difference"),
                              "accuracy a cut may lose and still count as safe, 0.01 is one point", default=0.01)
     n_finetune: int = param(nonneg_int, "cuts besides the full backbone given a short fine-tune", smoke=0, cpu=1, gpu=3)
     speed_images: int = param(pos_int, "images per timed inference batch", smoke=16, cpu=256, gpu=256)
-    seeds: list[int] = seeds_param(smoke=1, cpu=2, gpu=5)
+    seeds: list[int] = seeds_param("seeds of the linear probes at every cut (seconds each)", smoke=1, cpu=5, gpu=5)
+    finetune_seeds: list[int] = seeds_param("seeds of the short fine-tunes", smoke=1, cpu=3, gpu=3)
 
 
 # --------------------------------------------------------------------------------------------
@@ -238,7 +244,8 @@ def cut_spec(P: SimpleNamespace, block: str, seed: int, *, with_test: bool = Fal
                             schedule="cosine", use_feature_cache=True)]  # fmt: skip
     if finetune:
         phases.append(T.PhaseConfig("finetune", epochs=P.epochs_finetune, learning_rate=P.lr_finetune,
-                                    batch_size=P.batch_size, unfreeze="all", freeze_bn=True))  # fmt: skip
+                                    batch_size=P.batch_size, unfreeze="all", freeze_bn=True,
+                                    val_n_per_class=P.monitor_n_per_class))  # fmt: skip
     name = f"cut-{block}" + ("_finetune" if finetune else "") + ("_test" if with_test else "") + f"_seed{seed}"
     return ExperimentSpec(
         name=name,
@@ -268,6 +275,7 @@ def _row(res: RunResult, names: Sequence[str], **extra: Any) -> dict[str, Any]:
         "backbone_params": info["backbone_params"]["total"],
         **extra,
         "val_accuracy": rec["metrics"]["val"]["accuracy"],
+        "val_images": rec["metrics"]["val"].get("n"),
         "test_accuracy": rec["metrics"].get("test", {}).get("accuracy"),
         "test_images": rec["metrics"].get("test", {}).get("n"),
         "val_after_head": head_val[-1],
@@ -363,6 +371,17 @@ def cut_table(sweep: pd.DataFrame, speed: pd.DataFrame | None = None) -> pd.Data
     ).sort_values("depth")
     full = table.iloc[-1]
     table["drop"] = full["val_mean"] - table["val_mean"]
+    # The loss against the full backbone, paired by seed (the same training images), with the
+    # upper end of its 95 % interval: how much a cut may lose, given the seeds and the images scored.
+    wide = sweep.pivot_table(index="seed", columns="block", values="val_accuracy", aggfunc="mean")
+    n_val = sweep["val_images"].min() if "val_images" in sweep and sweep["val_images"].notna().any() else None
+    high = {}
+    for block in table.index:
+        pair = wide[[block, table.index[-1]]].dropna()
+        d = paired_diff(pair[table.index[-1]].to_numpy(), pair[block].to_numpy(),
+                        n_eval=int(n_val) if n_val else None) if len(pair) else None  # fmt: skip
+        high[block] = 0.0 if block == table.index[-1] else (d.high if d is not None else float("nan"))
+    table["loss_high"] = pd.Series(high)
     table["params_share"] = table["backbone_params"] / full["backbone_params"]
     if speed is not None:
         table = table.join(speed.set_index("block")["images_per_s"])
@@ -373,8 +392,14 @@ def cut_table(sweep: pd.DataFrame, speed: pd.DataFrame | None = None) -> pd.Data
 def choose_cut(table: pd.DataFrame, tolerance: float) -> dict[str, Any]:
     """Read the answer off :func:`cut_table`.
 
-    * ``full``: the full backbone (the last row); ``chosen``: the shallowest cut whose mean
-      validation accuracy is within ``tolerance`` of it (the full backbone if no cut is);
+    * ``full``: the full backbone (the last row); ``chosen``: the shallowest cut shown to lose at
+      most ``tolerance``: the upper end of the 95 % interval of its paired loss (``loss_high``) is
+      within the tolerance (a non-inferiority test: a cut whose mean loss is small but whose
+      interval reaches past the tolerance is not shown safe). Without intervals (one seed) the
+      mean loss decides and ``rule`` says so. The full backbone if no cut qualifies;
+    * ``rule``: ``"95 % upper bound"`` or ``"mean (one seed: no interval)"``;
+    * ``noise``: the median half-width of the cuts' intervals (NaN without intervals): a
+      tolerance below it cannot be met by any cut however similar, which the chapter must say;
     * ``chosen_all_safe``: whether every cut deeper than the chosen one is within tolerance too
       (if not, the curve is not monotone and the choice deserves a second look);
     * ``cliff``: the adjacent pair of cuts with the largest accuracy step (``cliff_from`` is the
@@ -395,8 +420,13 @@ def choose_cut(table: pd.DataFrame, tolerance: float) -> dict[str, Any]:
     if table.empty:
         raise ValueError("no cuts to choose from")
     full = table.index[-1]
-    ok = table["drop"] <= tolerance + 1e-12
+    high = table["loss_high"] if "loss_high" in table else pd.Series(np.nan, index=table.index)
+    cuts = table.index[:-1]
+    with_interval = len(cuts) > 0 and bool(np.isfinite(high[cuts].astype(float)).all())
+    ok = (high <= tolerance + 1e-12) if with_interval else (table["drop"] <= tolerance + 1e-12)
+    ok[full] = True
     chosen = next(b for b in table.index if ok[b])
+    half = (high[cuts] - table.loc[cuts, "drop"]).astype(float) if with_interval else pd.Series(dtype=float)
     deeper = table.index[table.index.get_loc(chosen):]
     steps = table["val_mean"].diff(-1).iloc[:-1]  # shallower minus the next deeper
     if len(steps):
@@ -414,6 +444,9 @@ def choose_cut(table: pd.DataFrame, tolerance: float) -> dict[str, Any]:
         "chosen": chosen,
         "chosen_all_safe": bool(ok[deeper].all()),
         "chosen_drop": gap,
+        "chosen_loss_high": float(high[chosen]) if with_interval else float("nan"),
+        "rule": "95 % upper bound" if with_interval else "mean (one seed: no interval)",
+        "noise": float(half.median()) if len(half) else float("nan"),
         "chosen_gap_sd": gap / sd if np.isfinite(sd) and sd > 0 else float("nan"),
         "chosen_params_share": float(table.loc[chosen, "params_share"]),
         "chosen_speedup": float(table.loc[chosen, "speedup"]) if "speedup" in table else float("nan"),
@@ -469,8 +502,8 @@ def finetune_candidates(table: pd.DataFrame, choice: dict[str, Any], n: int) -> 
 def finetune_cuts(P: SimpleNamespace, data: D.EuroSAT, blocks: Sequence[str]) -> pd.DataFrame:
     """Head phase, then ``P.epochs_finetune`` epochs with the whole (cut) backbone trainable.
 
-    One seed (the first). Long format for plotting: two rows per cut, ``stage`` = "frozen + head"
-    (validation accuracy after the head phase) and "fine-tuned".
+    Every seed of ``P.finetune_seeds``. Long format for plotting: two rows per cut and seed,
+    ``stage`` = "frozen + head" (validation accuracy after the head phase) and "fine-tuned".
 
     Args:
         P: The chapter's parameters.
@@ -483,9 +516,10 @@ def finetune_cuts(P: SimpleNamespace, data: D.EuroSAT, blocks: Sequence[str]) ->
     names = M.block_names(P.backbone)
     rows = []
     for block in blocks:
-        res = run(P, cut_spec(P, block, P.seeds[0], finetune=True), data)
-        r = _row(res, names, seed=P.seeds[0])
-        ft = res.record["timings"]["phases"].get("finetune", {})
-        for stage, acc in (("frozen + head", r["val_after_head"]), ("fine-tuned", r["val_accuracy"])):
-            rows.append({**r, "stage": stage, "val_accuracy": acc, "finetune_s_per_epoch": ft.get("seconds_per_epoch")})
+        for seed in P.finetune_seeds:
+            res = run(P, cut_spec(P, block, seed, finetune=True), data)
+            r = _row(res, names, seed=seed)
+            ft = res.record["timings"]["phases"].get("finetune", {})
+            for stage, acc in (("frozen + head", r["val_after_head"]), ("fine-tuned", r["val_accuracy"])):
+                rows.append({**r, "stage": stage, "val_accuracy": acc, "finetune_s_per_epoch": ft.get("seconds_per_epoch")})
     return pd.DataFrame(rows)

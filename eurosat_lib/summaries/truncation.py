@@ -7,7 +7,17 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from .base import ChapterSummary
-from .render import RecordContext, chapter_link, compare_text, is_number, md_table, pct, read_json, record_warnings, setting_text
+from .render import (
+    RecordContext,
+    chapter_link,
+    compare_text,
+    is_number,
+    md_table,
+    pct,
+    read_json,
+    record_warnings,
+    setting_text,
+)
 
 
 @dataclass(frozen=True)
@@ -173,3 +183,65 @@ def summarize(P: Any, cuts: Any, choice: Mapping[str, Any], test: Any, finetune:
         P, {"cuts": cuts.reset_index(), "test": test.reset_index(), "finetune": finetune.reset_index()},
         **{"chosen_cut": choice["chosen"], "full": choice["full"], **scalars},
     )  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------
+# The chapter's own paragraphs
+# --------------------------------------------------------------------------------------------
+
+
+def choice_paragraph(table: Any, choice: Mapping[str, Any]) -> str:
+    """Section 3's paragraph: the cut chosen by the non-inferiority rule, or why none was.
+
+    Args:
+        table: ``cut_table`` (``val_mean``, ``drop``, ``loss_high``, ``params_share``, ``speedup``).
+        choice: ``choose_cut``'s result.
+
+    Returns:
+        Markdown.
+    """
+    c, full, tol = choice["chosen"], choice["full"], float(choice["tolerance"])
+    interval = choice.get("rule") == "95 % upper bound"
+    if c != full:
+        text = (f"**Chosen cut: after `{c}`** — {pct(table.loc[c, 'val_mean'])} validation accuracy against "
+                f"{pct(table.loc[full, 'val_mean'])} for the full backbone: it loses {100 * choice['chosen_drop']:.2f} points"
+                + (f", at most {100 * choice['chosen_loss_high']:.2f} (upper end of the 95 % interval, paired by seed), "
+                   f"within the tolerance of {100 * tol:g} point(s)" if interval else
+                   f" on the mean of one seed, within the tolerance of {100 * tol:g} point(s) (no interval: one seed)")
+                + f". It keeps {choice['chosen_params_share']:.0%} of the parameters"
+                + (f" and runs {choice['chosen_speedup']:.2f}× as fast." if is_number(choice.get("chosen_speedup"))
+                   else " (speed not measured on a quiet machine)."))  # fmt: skip
+    else:
+        best = table["val_mean"].iloc[:-1].astype(float).idxmax() if len(table) > 1 else full
+        text = (f"**No cut is shown to lose at most {100 * tol:g} point(s)**: the best cut, `{best}`, reaches "
+                f"{pct(table.loc[best, 'val_mean'])} against {pct(table.loc[full, 'val_mean'])}"
+                + (f", and its loss could be as large as {100 * table.loc[best, 'loss_high']:.2f} points (95 % upper bound)"
+                   if interval and best != full else "") + ". On this evidence, keep the whole backbone.")  # fmt: skip
+    if interval and is_number(choice.get("noise")) and choice["noise"] > tol:
+        text += (f" The intervals here are ±{100 * choice['noise']:.1f} points wide (median), wider than the tolerance: "
+                 "no cut could be shown safe at this tolerance, however close, without more seeds or images.")
+    if not choice.get("chosen_all_safe", True):
+        text += " Some deeper cut is not shown within the tolerance, so the curve is not monotone."
+    return text + (f" The largest single step down is from `{choice['cliff_from']}` to `{choice['cliff_to']}`: "
+                   f"{100 * choice['cliff_step']:.1f} points.")
+
+
+def finetune_paragraph(ft: Any) -> str:
+    """Section 4's paragraph: what the short fine-tune adds at each cut, paired with its own head phase.
+
+    Args:
+        ft: ``finetune_cuts``'s long table (``block``, ``seed``, ``stage``, ``val_accuracy``, ``val_images``).
+
+    Returns:
+        Markdown.
+    """
+    from ..stats import paired_diff
+
+    parts = []
+    n_val = int(ft["val_images"].min()) if "val_images" in ft and ft["val_images"].notna().any() else None
+    for block, g in ft.groupby("block", sort=False):
+        wide = g.pivot_table(index="seed", columns="stage", values="val_accuracy").dropna()
+        if {"fine-tuned", "frozen + head"} <= set(wide.columns) and len(wide):
+            d = paired_diff(wide["fine-tuned"].to_numpy(), wide["frozen + head"].to_numpy(), n_eval=n_val)
+            parts.append(f"at `{block}` fine-tuning against the frozen cut's own head: {compare_text(d)}")
+    return ("Paired by seed (the same run before and after its fine-tuning phase): " + "; ".join(parts) + ".") if parts else ""
