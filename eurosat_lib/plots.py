@@ -989,9 +989,18 @@ def plot_gap_vs_n(df: pd.DataFrame, x: str = "n_per_class") -> Figure:
     a1.set(xscale="log", xlabel="labelled training images per class", ylabel="test error", title="Test error (mean ± sd over seeds)")
     a1.legend(fontsize=8)
     s = _mean_sd(df, x, "gap")
+    # the gap's 95 % interval over seeds (Student t), as the chapter's table states it
+    from .stats import paired_diff
+
+    half = []
+    for v in s[x]:
+        g = df.loc[df[x] == v, "gap"].to_numpy(float)
+        d = paired_diff(g, np.zeros_like(g)) if len(g) > 1 else None
+        half.append((d.high - d.mean) if d is not None and np.isfinite(d.high) else 0.0)
+    half = np.asarray(half)
     a2.axhline(0, color="black", linewidth=0.8)
-    a2.axhspan(0, max(0.05, float((s["mean"] + s["sd"]).max()) * 1.1), color="tab:red", alpha=0.07, label="gap > 0: negative transfer")
-    a2.errorbar(s[x], s["mean"], yerr=s["sd"], marker="o", capsize=3, color="black", label="gap (mean ± sd)")
+    a2.axhspan(0, max(0.05, float((s["mean"] + half).max()) * 1.1), color="tab:red", alpha=0.07, label="gap > 0: negative transfer")
+    a2.errorbar(s[x], s["mean"], yerr=half, marker="o", capsize=3, color="black", label="gap (mean, 95 % interval)")
     a2.scatter(df[x], df["gap"], s=10, color="grey", alpha=0.6, label="one seed")
     a2.set(xscale="log", xlabel="labelled training images per class", ylabel="error(transfer) − error(scratch)",
            title="Negative-transfer gap")
@@ -1006,14 +1015,20 @@ def plot_gap_vs_n(df: pd.DataFrame, x: str = "n_per_class") -> Figure:
 _VERDICT_COLORS = {"negative": "tab:red", "positive": "tab:green", "inconclusive": "tab:grey"}
 
 
-def plot_case_gaps(df: pd.DataFrame, case: str = "case", ax: Axes | None = None) -> Figure:
-    """One bar per case: mean gap ± sd over seeds (dots = seeds), red when the gap is above zero
-    by more than the seed spread (negative transfer), green when below, grey in between.
+def plot_case_gaps(df: pd.DataFrame, case: str = "case", ax: Axes | None = None, summary: pd.DataFrame | None = None) -> Figure:
+    """One bar per case: mean gap with its 95 % interval (dots = seeds), coloured by the verdict.
+
+    The colours and intervals come from ``summary`` (``negative_transfer.summarise_gaps`` per case:
+    ``gap_low``, ``gap_high``, ``verdict``), the same numbers the chapter's table and text state:
+    red where the interval lies above zero (transfer hurt), green below, grey where it includes
+    zero or a run was flagged. Without ``summary`` every bar is grey with ± 1 sd over seeds, and
+    the title says so.
 
     Args:
         df: One row per case and seed (``gap``).
         case: The column naming the case.
         ax: Draw into this axes instead of a new figure.
+        summary: The per-case verdicts and intervals.
 
     Returns:
         The figure.
@@ -1027,17 +1042,24 @@ def plot_case_gaps(df: pd.DataFrame, case: str = "case", ax: Axes | None = None)
     s = _mean_sd(df, case, "gap").set_index(case).loc[order].reset_index()
     fig, ax = _new_ax(ax, (8, 0.55 * len(order) + 1.6))
     y = np.arange(len(order))[::-1]
-    colors = []
-    for m, sd, n in zip(s["mean"], s["sd"], s["n"]):
-        v = "negative" if (m - sd > 0 if n > 1 else m > 0) else "positive" if (m + sd < 0 if n > 1 else m < 0) else "inconclusive"
-        colors.append(_VERDICT_COLORS[v])
-    ax.barh(y, s["mean"], xerr=s["sd"], color=colors, alpha=0.8, capsize=3)
+    if summary is not None:
+        v = summary.set_index(case).loc[order]
+        colors = [_VERDICT_COLORS.get(str(x).split()[0], "tab:grey") if not str(x).startswith("not a finding") else "tab:grey"
+                  for x in v["verdict"]]  # fmt: skip
+        low, high = v["gap_low"].to_numpy(float), v["gap_high"].to_numpy(float)
+        mean = v["gap_mean"].to_numpy(float)
+        xerr = np.nan_to_num(np.vstack([mean - low, high - mean]), nan=0.0)
+        title = "Negative-transfer gap per case (bars: 95 % interval; red: above zero, transfer hurt)"
+    else:
+        colors, mean, xerr = ["tab:grey"] * len(order), s["mean"].to_numpy(float), s["sd"].to_numpy(float)
+        title = "Negative-transfer gap per case (mean ± 1 sd over seeds; no verdicts given)"
+    ax.barh(y, mean, xerr=xerr, color=colors, alpha=0.8, capsize=3)
     pos = dict(zip(order, y))
     ax.scatter(df["gap"], [pos[c] for c in df[case]], color="black", s=10, zorder=3)
     ax.axvline(0, color="black", linewidth=0.8)
     ax.set_yticks(y, order)
     ax.set_xlabel("gap = test error(transfer) − test error(scratch)")
-    ax.set_title("Negative-transfer gap per case (red: transfer hurt beyond the seed spread)")
+    ax.set_title(title)
     sns.despine(ax=ax)
     return fig
 

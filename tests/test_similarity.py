@@ -239,6 +239,15 @@ def test_answer_is_chosen_by_the_verdicts():
     assert answer(0.80, 0.60).startswith("**Only at the far end")
     assert answer(0.80, 0.70).startswith("**Not measurably")
     assert SIM.answer(SIM.differences(study_table(0.8, 0.7)).iloc[0:0]).startswith("*The similarity study has no")
+    # a closer source that wins at one size and loses at another: closeness did not decide alone
+    small, large = SIZES[0], SIZES[-1]
+    mixed = made_table({("imagenet", "frozen"): {n: 0.80 for n in SIZES}, ("random", "scratch"): {n: 0.70 for n in SIZES},
+                        ("in_domain", "frozen"): {n: 0.85 if n == small else 0.75 if n == large else 0.80 for n in SIZES},
+                        ("shuffled", "frozen"): {n: 0.70 for n in SIZES}})  # fmt: skip
+    text = SIM.answer(SIM.differences(mixed))
+    assert text.startswith("**Mixed") and "could not be told apart from no pretraining" in text
+    # closer sources tied with ImageNet, the unrelated one above scratch: not "not measurably"
+    assert answer(0.80, 0.75).startswith("**No (")
 
 
 def test_plot_similarity_draws_a_panel_per_arm_with_the_scratch_reference():

@@ -51,7 +51,7 @@ class FinetuneParams(ChapterParams, notebook=NOTEBOOK):
                                      smoke=0.1, cpu=0.5, gpu=0.5)
     unfreeze_fractions: list[float] = param(
         list_of(interval(0, 1), "fractions in [0, 1] (0 = head only, 1 = all blocks)"), "depths swept",
-        smoke=[0.1], cpu=[0.0, 0.25, 1.0], gpu=[0.0, 0.1, 0.25, 0.5, 0.75, 1.0],
+        smoke=[0.1], cpu=[0.0, 0.25, 0.5, 1.0], gpu=[0.0, 0.1, 0.25, 0.5, 0.75, 1.0],
     )
     learning_rates: list[float] = param(list_of(pos_num, "positive learning rates"), "fine-tuning learning rates swept",
                                         smoke=[1e-4, 1e-3], cpu=[1e-5, 1e-4, 3e-4, 1e-3, 1e-2],

@@ -32,6 +32,7 @@ from .. import models as M
 from .. import runs as R
 from .. import training as T
 from ..summaries.negative_transfer import WHY, why  # noqa: F401  (re-exported: chapter text the summary needs too)
+from . import crossover as CX
 from .core import ExperimentSpec, RunResult, run
 from .params import (
     ChapterParams, all_of, at_least, backbone_kwargs, backbone_name, choice, int_list, list_of, nonneg_int, optional, param,
@@ -225,12 +226,17 @@ def _eval_var(g: pd.DataFrame) -> float:
     return (at * (1 - at) + ats * (1 - ats)) / n
 
 
+#: The verdict of a gap whose runs include a chance-level or diverged one.
+NOT_A_FINDING = "not a finding (flagged run)"
+
+
 def summarise_gaps(df: pd.DataFrame, by: str | Sequence[str]) -> pd.DataFrame:
     """Mean, sd, min, max and 95 % interval of ``gap`` (and both arms' errors) per group, with a :func:`verdict`.
 
     ``df`` needs columns ``gap``, ``err_transfer``, ``err_scratch`` and ``seed`` (``test_images``,
     when present, adds the test set's binomial noise to the interval). ``seeds_negative`` counts
-    seeds whose own gap was > 0.
+    seeds whose own gap was > 0. With a ``flags`` column (the runs' sanity flags), a group holding
+    a chance-level or diverged run gets the verdict :data:`NOT_A_FINDING`.
 
     Args:
         df: One row per run pair (see above).
@@ -256,6 +262,11 @@ def summarise_gaps(df: pd.DataFrame, by: str | Sequence[str]) -> pd.DataFrame:
     out["gap_low"] = [lo for lo, _ in ci]
     out["gap_high"] = [hi for _, hi in ci]
     out["verdict"] = [verdict(m, s, k, e) for m, s, k, e in zip(out["gap_mean"], out["gap_sd"], out["seeds"], out["eval_var"])]
+    if "flags" in df:
+        # a chance-level or diverged run on either side: the gap measures that failure, not transfer
+        broken = g["flags"].apply(lambda f: any(x in str(v) for v in f for x in ("chance-level", "diverged")))
+        out["flags"] = g["flags"].apply(lambda f: "; ".join(sorted({x for v in f for x in str(v).split("; ") if x})))
+        out.loc[broken, "verdict"] = NOT_A_FINDING
     return out.drop(columns="eval_var").reset_index()
 
 
@@ -271,10 +282,14 @@ def paired_gaps(transfer: pd.DataFrame, scratch: pd.DataFrame, on: Sequence[str]
         The joined rows with ``gap``.
     """
     on = list(on)
-    s = scratch[on + ["test_error", "run"]].rename(columns={"test_error": "err_scratch", "run": "run_scratch"})
+    keep = on + ["test_error", "run"] + (["flags"] if "flags" in scratch else [])
+    s = scratch[keep].rename(columns={"test_error": "err_scratch", "run": "run_scratch", "flags": "flags_scratch"})
     t = transfer.rename(columns={"test_error": "err_transfer"})
     out = t.merge(s, on=on, how="inner", validate="many_to_one")
     out["gap"] = out["err_transfer"] - out["err_scratch"]
+    if "flags_scratch" in out:  # both runs' flags: a broken run on either side makes the gap no finding
+        own = list(out["flags"]) if "flags" in out else [""] * len(out)
+        out["flags"] = ["; ".join(x for x in (a, b) if x) for a, b in zip(own, out.pop("flags_scratch"))]
     return out
 
 
@@ -529,6 +544,7 @@ def _row(res: RunResult, **extra: Any) -> dict[str, Any]:
         "train_size": rec["extra"]["train_size"],
         "epochs": sum(p["epochs_run"] for p in rec["timings"]["phases"].values()),
         "fit_seconds": rec["timings"]["fit_seconds"],
+        "flags": "; ".join(rec.get("warnings") or []),
         "run": str(res.run_dir),
     }
 
@@ -568,6 +584,78 @@ def gap_vs_n(P: SimpleNamespace, data: D.EuroSAT) -> pd.DataFrame:
         for n in P.n_grid for seed in P.seeds
     ])  # fmt: skip
     return paired_gaps(transfer, scratch_runs(P, data, P.n_grid))
+
+
+def gap_vs_n_crossover(P: SimpleNamespace) -> pd.DataFrame:
+    """Section 1 from chapter 3's crossover records: frozen ImageNet base + head vs the same network from scratch.
+
+    Both arms there have their own recipe and budget (scratch: AdamW, cosine decay, BatchNorm
+    momentum 0.9, at least the fine-tuned arms' step cap, spent whole), at six data sizes from 5
+    images per class to the whole training split, on the whole test split. Equal-budget scratch
+    runs at tiny sizes (this chapter's earlier design) never left chance level, so their "gap"
+    measured a network that had not learned. Trains nothing.
+
+    Args:
+        P: This chapter's parameters (its ``out_dir`` locates the study beside it).
+
+    Returns:
+        One row per data size and seed with both arms: ``n_per_class``, ``size``, ``seed``,
+        ``err_transfer``, ``err_scratch``, ``gap``, ``test_images``, ``flags`` (both runs') and
+        ``run`` / ``run_scratch``. Empty when the study has not run.
+    """
+    cols = ["n_per_class", "size", "seed", "err_transfer", "err_scratch", "gap", "test_images", "flags", "run", "run_scratch"]
+    t = CX.read_table(CX.records_dir(P.out_dir))
+    if t.empty:
+        return pd.DataFrame(columns=cols)
+    t = t.assign(n_per_class=t["n_per_class"].round().astype(int), err=1.0 - t["test_acc"].astype(float))
+    keys = ["n_per_class", "size", "seed"]
+    fro = t[t["arm"] == "frozen"][keys + ["err", "test_images", "warnings", "run"]]
+    scr = t[t["arm"] == "scratch"][keys + ["err", "test_images", "warnings", "run"]]
+    out = fro.merge(scr, on=keys, suffixes=("_t", "_s"), validate="one_to_one")
+    out = out.rename(columns={"err_t": "err_transfer", "err_s": "err_scratch", "run_t": "run", "run_s": "run_scratch"})
+    out["gap"] = out["err_transfer"] - out["err_scratch"]
+    out["test_images"] = out[["test_images_t", "test_images_s"]].min(axis=1)
+    out["flags"] = ["; ".join(x for x in (a, b) if x) for a, b in zip(out["warnings_t"], out["warnings_s"])]
+    return out[cols].sort_values(["n_per_class", "seed"]).reset_index(drop=True)
+
+
+def gap_paragraph(by_n: pd.DataFrame) -> str:
+    """Section 1's paragraph from :func:`summarise_gaps` per data size: every gap with its interval.
+
+    Args:
+        by_n: One row per data size (``n_per_class``, both errors, ``gap_mean``, ``gap_low``,
+            ``gap_high``, ``seeds``, ``verdict``).
+
+    Returns:
+        Markdown.
+    """
+    if by_n.empty:
+        return "*Chapter 3's crossover study has no finished runs yet: run `python -m eurosat_lib study crossover`.*"
+
+    def one(r: pd.Series) -> str:
+        ci = (f"95 % CI {100 * r.gap_low:+.1f} to {100 * r.gap_high:+.1f}" if np.isfinite(r.gap_low) and np.isfinite(r.gap_high)
+              else "no interval")  # fmt: skip
+        return (f"at **{int(r.n_per_class):,}** images per class, test error {r.err_transfer:.1%} with the frozen ImageNet "
+                f"base against {r.err_scratch:.1%} from scratch: gap {100 * r.gap_mean:+.1f} points ({ci}, {int(r.seeds)} seeds) "
+                f"→ **{r.verdict}**")
+
+    lines = [one(r) for _, r in by_n.iterrows()]
+    v = by_n["verdict"]
+    text = "Paired by seed (the same images for both arms): " + "; ".join(lines) + ". "
+    if (v == "negative").any():
+        text += f"Transfer was negative at {', '.join(str(int(n)) for n in by_n.loc[v == 'negative', 'n_per_class'])} images per class. "
+    elif (v == "positive").all():
+        text += "At every size the ImageNet start lowered the test error (every interval lies below zero). "
+    else:
+        text += "No size shows negative transfer; where the interval includes zero, the two arms cannot be told apart. "
+    sound = by_n[by_n["verdict"] != NOT_A_FINDING]
+    if len(sound) > 1:
+        lo, hi = sound.iloc[0], sound.iloc[-1]
+        text += (f"From {int(lo.n_per_class):,} to {int(hi.n_per_class):,} images per class the scratch arm's error fell by "
+                 f"{100 * (lo.err_scratch - hi.err_scratch):.1f} points and the transfer arm's by "
+                 f"{100 * (lo.err_transfer - hi.err_transfer):.1f}, so the gap went from {100 * lo.gap_mean:+.1f} to "
+                 f"{100 * hi.gap_mean:+.1f} points.")  # fmt: skip
+    return text
 
 
 def pretrain_shuffled_source(P: SimpleNamespace, data: D.EuroSAT) -> tuple[RunResult, Path]:

@@ -927,8 +927,14 @@ def answer(diffs: pd.DataFrame, arm: str = "frozen") -> str:
     close = verdicts("in_domain", "imagenet") | verdicts("in_domain_imagenet", "imagenet")
     far = verdicts("shuffled", "random")
     closer_wins, closer_loses = "better" in close, "worse" in close
-    unrelated_hurts = "worse" in far
+    unrelated_hurts, unrelated_helps = "worse" in far, "better" in far
     where = ARM_LABELS[arm]
+    far_text = (" The unrelated source fell below no pretraining." if unrelated_hurts else
+                " The unrelated source even beat no pretraining: pretraining on these images helped whatever their labels."
+                if unrelated_helps else " The unrelated source could not be told apart from no pretraining.")  # fmt: skip
+    if closer_wins and closer_loses:
+        return (f"**Mixed ({where}):** a closer source beat ImageNet at some sizes and fell below it at others, so closeness "
+                "to the target did not decide on its own; the sizes in the table above say where each won." + far_text)
     if closer_wins and not closer_loses and unrelated_hurts:
         return (f"**Yes, in this study ({where}):** a source closer to the target than ImageNet beat ImageNet, and an "
                 "unrelated source fell below no pretraining at all: how similar the source is decided whether "
@@ -945,6 +951,10 @@ def answer(diffs: pd.DataFrame, arm: str = "frozen") -> str:
         return (f"**Only at the far end ({where}):** the unrelated source fell below training from scratch, but the "
                 "closer sources and ImageNet could not be told apart (or traded places across sizes): beyond "
                 "\"related at all\", the study cannot show that more similarity helps more.")
+    if unrelated_helps:
+        return (f"**No ({where}):** the closer sources could not be told apart from ImageNet, and even the unrelated "
+                "source beat no pretraining: on this evidence, pretraining on related *images* helped whatever their "
+                "labels, and similarity of the source *task* did not decide.")
     return (f"**Not measurably ({where}):** no source's difference from ImageNet or from training from scratch that "
             "would show an effect of similarity excludes zero: with these seeds and sizes the study cannot say that "
             "similarity decides.")

@@ -27,8 +27,8 @@ WHY: dict[str, dict[str, str]] = {
         "positive": "raw 0-255 inputs saturate many activations of the frozen base, but enough image structure survives for a head on its features to beat a network trained from scratch on so few images",
     },
     "tiny_input": {
-        "negative": "at 32 px the base's last feature map is 1x1 and the fine texture that separates land-cover classes is gone; the pretrained filters see a scale they were not trained on",
-        "positive": "even at 32 px, where the base's last feature map is 1x1, the pretrained filters keep enough colour and coarse texture to beat scratch training on so few labels",
+        "negative": "shrunk to the tiny input size, the image leaves the base's last feature map one or a few cells wide (MobileNetV2 divides the input by 32) and the fine texture that separates land-cover classes is gone; the pretrained filters see a scale they were not trained on",
+        "positive": "even shrunk to the tiny input size, where the base's last feature map is one or a few cells wide, the pretrained filters keep enough colour and coarse texture to beat scratch training on so few labels",
     },
     "tiny_raw_pixels": {
         "negative": "both mismatches at once: saturated activations on top of an input too small for the pretrained filters",
@@ -101,32 +101,27 @@ class NegativeTransferSummary(ChapterSummary):
         lo, hi = by_n.iloc[0], by_n.iloc[-1]
 
         def names(df: Any) -> str:
-            # one seed leaves no sd (NaN, or null read back from JSON): shown as 0
-            return ", ".join(f"`{c}` ({100 * g:+.1f} ± {100 * (s if is_number(s) else 0):.1f} points)"
-                             for c, g, s in zip(df.case, df.gap_mean, df.gap_sd)) or "none"  # fmt: skip
+            def one(r: Any) -> str:
+                lo, hi = r.get("gap_low"), r.get("gap_high")
+                ci = f", 95 % CI {100 * lo:+.1f} to {100 * hi:+.1f}" if is_number(lo) and is_number(hi) else ", one seed: no interval"
+                return f"`{r['case']}` ({100 * r['gap_mean']:+.1f} points{ci})"
 
+            return ", ".join(one(r) for _, r in df.iterrows()) or "none"
+
+        who = f"{P['backbone']}" + (f" α={P['alpha']}" if P.get("alpha") else "")
+        sizes = ", ".join(f"{int(n):,}: {v}" for n, v in zip(by_n.n_per_class, by_n.verdict))
         text = f'''
-*Numbers from this run ({self.profile} profile, {P["backbone"]} α={P["alpha"]}, {P["image_size"]} px, {len(P["seeds"])} seed(s),
+*Numbers from this run ({self.profile} profile, {who}, {P["image_size"]} px, {len(P["seeds"])} seed(s),
 test error on {int(case_runs.test_images.iloc[0]):,} test images).*
 
-- **Data size:** the frozen ImageNet base beat scratch training by {-100 * lo.gap_mean:.1f} points of test error at
-  {lo.n_per_class} images per class and by {-100 * hi.gap_mean:.1f} points at {hi.n_per_class} per class
-  (verdicts: {", ".join(f"{n}: {v}" for n, v in zip(by_n.n_per_class, by_n.verdict))}).
+- **Data size** (frozen ImageNet base + head against the same network from scratch, each with its own
+  recipe and budget): gap {100 * lo.gap_mean:+.1f} points of test error at {int(lo.n_per_class):,} images per class and
+  {100 * hi.gap_mean:+.1f} at {int(hi.n_per_class):,} (verdict per size: {sizes}).
 - **Negative transfer (95 % interval of the gap above zero) at {P["case_n"]} images per class:** {names(negative)}.
 - **Positive transfer:** {names(positive)}.
 - **Inconclusive (the 95 % interval includes zero):** {names(unclear)}.
-
-Why the negative cases hurt, in this run's terms:
-''' + "\n".join(f"- `{c}`: {why(c, 'negative')}." for c in negative.case)
-        if len(negative):
-            text += '''
-
-Transfer helps when the source task taught features that the target can use *and* the recipe
-keeps them intact. Each negative case above broke one of those two conditions.'''
-        else:
-            text += '''
-
-No case turned negative in this run; the gaps above say how close each came.'''
+''' + ("\nWhy the negative cases hurt, in this run's terms:\n" + "\n".join(f"- `{c}`: {why(c, 'negative')}." for c in negative.case)
+       if len(negative) else "\nNo case turned negative in this run; the gaps above say how close each came.")
         if self.similarity_answer is not None:  # a chapter without section 3 keeps its text unchanged
             text += "\n\n- **Similarity (section 3):** " + self.similarity_answer
         return text
@@ -134,7 +129,9 @@ No case turned negative in this run; the gaps above say how close each came.'''
     def _sections(self, source: str, ctx: RecordContext) -> list[str]:
         """Chapter 2's section: the gap per data size and per case, each with its interval and verdict."""
         out = ["## Negative transfer (" + chapter_link(self.NOTEBOOK, "chapter 2") + ")", "",
-               f"Gap = test error with transfer − test error from scratch (same network, images and budget, paired by seed); "
+               f"Gap = test error with transfer − test error from scratch (same network and images, paired by seed; by data "
+               f"size, each arm with its own recipe and budget (chapter 3's crossover runs), and for the cases, the scratch "
+               f"arm's budget); "
                f"a gap above zero is negative transfer. *Negative* / *positive transfer* only when the 95 % interval of the "
                f"gap excludes zero. Setting: {setting_text(self.parameters, with_n=False, ctx=ctx)}. Source: {source}.", ""]  # fmt: skip
         verdicts: dict[str, list[str]] = {"negative": [], "positive": [], "none": []}

@@ -221,7 +221,8 @@ def choice_paragraph(table: Any, choice: Mapping[str, Any]) -> str:
         text += (f" The intervals here are ±{100 * choice['noise']:.1f} points wide (median), wider than the tolerance: "
                  "no cut could be shown safe at this tolerance, however close, without more seeds or images.")
     if not choice.get("chosen_all_safe", True):
-        text += " Some deeper cut is not shown within the tolerance, so the curve is not monotone."
+        text += (" Some deeper cut is not shown within the tolerance: either its accuracy dips below the chosen cut's "
+                 "or its interval is wider; the table above says which.")
     return text + (f" The largest single step down is from `{choice['cliff_from']}` to `{choice['cliff_to']}`: "
                    f"{100 * choice['cliff_step']:.1f} points.")
 
