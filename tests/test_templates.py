@@ -91,3 +91,12 @@ def test_the_checks_can_fail(tmp_path):
         test_template_calls_only_what_the_library_has(bad)
     with pytest.raises(AssertionError, match="no_such_parameter"):
         test_template_reads_only_its_chapters_parameters(bad)
+
+
+def test_parameter_help_is_readable_by_papermill():
+    """papermill reads a parameters cell's comments as help; an '=' inside one makes it skip the line
+    ("Unable to parse line ..."), so `papermill --help-notebook` would not list that parameter."""
+    from eurosat_lib.experiments.params import NOTEBOOKS
+
+    bad = [(nb, f.name) for nb in NOTEBOOKS for f in dataclasses.fields(chapter_params(nb)) if "=" in f.metadata["help"]]
+    assert not bad, bad

@@ -61,16 +61,16 @@ class FinetuneParams(ChapterParams, notebook=NOTEBOOK):
     crossover_sizes: list[int | str] = param(
         list_of(any_of(pos_int, choice("all"), message=""), "positive ints or 'all' (the whole training split)",
                 distinct=True),
-        "crossover: labelled training images per class ('all' = the whole training split)",
+        "crossover: labelled training images per class ('all': the whole training split)",
         smoke=[2, 4], cpu=[5, 20, 50, 150, 500, "all"], gpu=[5, 20, 50, 150, 500, "all"], example=[5, 50, "all"],
     )  # fmt: skip
     crossover_seeds: list[int] = seeds_param("crossover: seeds of the fine-tuned and scratch arms", smoke=1, cpu=3, gpu=5)
     crossover_cheap_seeds: list[int] = seeds_param("crossover: seeds of the frozen arm (under a minute per run)",
                                                    smoke=1, cpu=5, gpu=5)  # fmt: skip
-    crossover_image_size: int = param(pos_int, "crossover: input size (64 = EuroSAT's native size)", smoke=32, cpu=64, gpu=64)
+    crossover_image_size: int = param(pos_int, "crossover: input size (64: EuroSAT's native size)", smoke=32, cpu=64, gpu=64)
     crossover_val_n_per_class: int | None = param(optional(pos_int), "crossover: validation images per class watched by "
                                                   "early stopping (the frozen arm uses them all)", smoke=2, cpu=50, gpu=None)
-    crossover_test_n_per_class: int | None = param(optional(pos_int), "crossover: test images per class scored (None = all)",
+    crossover_test_n_per_class: int | None = param(optional(pos_int), "crossover: test images per class scored (None: all)",
                                                    smoke=4, cpu=None, gpu=None)  # fmt: skip
     crossover_lr: float = param(pos_num, "crossover: peak fine-tuning learning rate (cosine decay to 0)", default=3e-4)
     crossover_top_fraction: float = param(fraction, "crossover: share of the blocks the finetune_top arm unfreezes",

@@ -36,7 +36,7 @@ from . import crossover as CX
 from .core import ExperimentSpec, RunResult, run
 from .params import (
     ChapterParams, all_of, at_least, backbone_kwargs, backbone_name, choice, int_list, list_of, nonneg_int, optional, param,
-    pos_int, pos_num, satisfies, seeds_param, weights_param,
+    pos_int, pos_num, resolve_params, satisfies, seeds_param, weights_param,
 )  # fmt: skip
 from .recipes import scratch_model_fn
 
@@ -79,7 +79,7 @@ class NegativeTransferParams(ChapterParams, notebook=NOTEBOOK):
     lr: float = param(pos_num, "Adam learning rate of the scratch arm and of every head", default=1e-3)
     lr_gentle: float = param(pos_num, "learning rate of the gentle fine-tuning phase", default=1e-4)
     lr_aggressive: float = param(pos_num, "learning rate of the aggressive full unfreezing", default=1e-2)
-    small_size: int = param(at_least(32), "tiny input size of the resolution-mismatch cases (MobileNetV2: >= 32)", default=32)
+    small_size: int = param(at_least(32), "tiny input size of the resolution-mismatch cases (MobileNetV2: at least 32)", default=32)
     source_n_per_class: int = param(pos_int, "images per class of the shuffled-label source task", smoke=3, cpu=100, gpu=1000)
     source_epochs: int = param(pos_int, "pretraining epochs on the shuffled-label source", smoke=1, cpu=10, gpu=30)
     source_init: str = param(choice("scratch", "imagenet"), "scratch or imagenet: start of the shuffled-label pretraining",
@@ -106,7 +106,7 @@ class NegativeTransferParams(ChapterParams, notebook=NOTEBOOK):
     sim_seeds: list[int] = seeds_param("similarity: seeds of the fine-tuned and scratch arms", smoke=1, cpu=3, gpu=5)
     sim_cheap_seeds: list[int] = seeds_param("similarity: seeds of the frozen arm (under a minute per run)",
                                              smoke=1, cpu=5, gpu=5)  # fmt: skip
-    sim_image_size: int = param(at_least(32), "similarity: input size of every run (64 = EuroSAT's native size)",
+    sim_image_size: int = param(at_least(32), "similarity: input size of every run (64: EuroSAT's native size)",
                                 smoke=32, cpu=64, gpu=64)  # fmt: skip
     sim_source_n_per_class: int | None = param(optional(pos_int), "similarity: source training images per class; "
                                                "None: A's whole training split", smoke=3, cpu=1000, gpu=None)  # fmt: skip
@@ -586,17 +586,33 @@ def gap_vs_n(P: SimpleNamespace, data: D.EuroSAT) -> pd.DataFrame:
     return paired_gaps(transfer, scratch_runs(P, data, P.n_grid))
 
 
-def gap_vs_n_crossover(P: SimpleNamespace) -> pd.DataFrame:
+def crossover_params(P: SimpleNamespace) -> ChapterParams:
+    """Chapter 3's parameters for the crossover study beside this chapter (same profile, weights and data).
+
+    Args:
+        P: This chapter's parameters.
+
+    Returns:
+        Chapter 3's resolved parameters, its ``out_dir`` the sibling folder the study lives in.
+    """
+    return resolve_params(CX.HOME, profile=P.profile, weights=P.weights, data_source=P.data_source,
+                          out_dir=str(CX.records_dir(P.out_dir).parent))  # fmt: skip
+
+
+def gap_vs_n_crossover(P: SimpleNamespace, data: D.EuroSAT | None = None) -> pd.DataFrame:
     """Section 1 from chapter 3's crossover records: frozen ImageNet base + head vs the same network from scratch.
 
     Both arms there have their own recipe and budget (scratch: AdamW, cosine decay, BatchNorm
     momentum 0.9, at least the fine-tuned arms' step cap, spent whole), at six data sizes from 5
     images per class to the whole training split, on the whole test split. Equal-budget scratch
     runs at tiny sizes (this chapter's earlier design) never left chance level, so their "gap"
-    measured a network that had not learned. Trains nothing.
+    measured a network that had not learned. With ``data``, runs of those two arms the study has
+    not finished yet are trained first (into the study's own folder, where chapter 3 reuses
+    them); without, only finished records are read.
 
     Args:
         P: This chapter's parameters (its ``out_dir`` locates the study beside it).
+        data: The dataset, to train missing runs; None reads records only.
 
     Returns:
         One row per data size and seed with both arms: ``n_per_class``, ``size``, ``seed``,
@@ -604,6 +620,8 @@ def gap_vs_n_crossover(P: SimpleNamespace) -> pd.DataFrame:
         ``run`` / ``run_scratch``. Empty when the study has not run.
     """
     cols = ["n_per_class", "size", "seed", "err_transfer", "err_scratch", "gap", "test_images", "flags", "run", "run_scratch"]
+    if data is not None:
+        CX.run_study(crossover_params(P), data, arms=("frozen", "scratch"))
     t = CX.read_table(CX.records_dir(P.out_dir))
     if t.empty:
         return pd.DataFrame(columns=cols)
