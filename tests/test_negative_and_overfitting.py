@@ -248,3 +248,16 @@ def test_chapter_4_cpu_profile_has_the_statistical_power_of_issue_12():
     assert len(P.seeds) >= 3 and len(P.curve_seeds) >= 5 and P.val_n_per_class is None
     for spec in (OF.scratch_spec(P, 0), OF.frozen_spec(P, 0), OF.reg_spec(P, "none", 0), OF.reg_spec(P, "all three", 0)):
         assert spec.val_n_per_class is None and spec.phases[-1].val_n_per_class == P.monitor_n_per_class, spec.name
+
+
+def test_a_gap_with_a_flagged_run_is_no_finding():
+    rows = [{"n_per_class": n, "seed": s, "err_transfer": 0.3, "err_scratch": 0.9 if n == 5 else 0.5 + 0.01 * s,
+             "test_images": 5400, "flags": "chance-level" if n == 5 and s else ""} for n in (5, 50) for s in range(3)]  # fmt: skip
+    df = pd.DataFrame(rows)
+    df["gap"] = df["err_transfer"] - df["err_scratch"]
+    by_n = NT.summarise_gaps(df, "n_per_class")
+    assert list(by_n["verdict"]) == [NT.NOT_A_FINDING, "positive"]  # a -60-point "gap" against a chance-level arm
+    text = NT.gap_paragraph(by_n)
+    assert "→ **not a finding (flagged run)**" in text and "→ **positive**" in text
+    assert "From 50 to" not in text  # the flagged size is left out of the trend sentence
+    assert NT.summarise_gaps(df.drop(columns="flags"), "n_per_class")["verdict"].iloc[0] == "positive"  # without flags: unguarded

@@ -654,13 +654,16 @@ def gap_paragraph(by_n: pd.DataFrame) -> str:
         ci = (f"95 % CI {100 * r.gap_low:+.1f} to {100 * r.gap_high:+.1f}" if np.isfinite(r.gap_low) and np.isfinite(r.gap_high)
               else "no interval")  # fmt: skip
         return (f"at **{int(r.n_per_class):,}** images per class, test error {r.err_transfer:.1%} with the frozen ImageNet "
-                f"base against {r.err_scratch:.1%} from scratch: gap {100 * r.gap_mean:+.1f} points ({ci}, {int(r.seeds)} seeds) "
+                f"base against {r.err_scratch:.1%} from scratch: gap {100 * r.gap_mean:+.1f} points ({ci}, "
+                f"{int(r.seeds)} seed{'s' if int(r.seeds) != 1 else ''}) "
                 f"→ **{r.verdict}**")
 
     lines = [one(r) for _, r in by_n.iterrows()]
     v = by_n["verdict"]
     text = "Paired by seed (the same images for both arms): " + "; ".join(lines) + ". "
-    if (v == "negative").any():
+    if (v == NOT_A_FINDING).all():
+        text += "Every size holds a flagged run (chance-level or diverged): no gap here is a finding. "
+    elif (v == "negative").any():
         text += f"Transfer was negative at {', '.join(str(int(n)) for n in by_n.loc[v == 'negative', 'n_per_class'])} images per class. "
     elif (v == "positive").all():
         text += "At every size the ImageNet start lowered the test error (every interval lies below zero). "
@@ -791,9 +794,13 @@ def explain(summary: pd.DataFrame) -> list[str]:
         ci = (f" (95 % CI {100 * lo:+.1f} to {100 * hi:+.1f}, {int(r.seeds)} seeds)" if np.isfinite(lo) and np.isfinite(hi)
               else f" ({int(r.seeds)} seed, no interval)")  # fmt: skip
         reason = why(r.case, r.verdict)
+        if r.verdict == NOT_A_FINDING:
+            tail = f"; a run is flagged ({r.get('flags', '')}), so the gap measures that failure, not transfer."
+        else:
+            tail = f"; why: {reason}." if reason else "; the interval includes zero, so there is no effect to explain."
         lines.append(
             f"**{r.case}** ({CASES.get(r.case, r.case)}): test error {r.err_transfer:.1%} vs {r.err_scratch:.1%} "
             f"from scratch, gap {100 * r.gap_mean:+.1f} points{ci} → **{r.verdict}** ({r.seeds_negative} of {r.seeds} seeds with gap > 0)"
-            + (f"; why: {reason}." if reason else "; the interval includes zero, so there is no effect to explain.")
+            + tail
         )
     return lines

@@ -98,6 +98,7 @@ class NegativeTransferSummary(ChapterSummary):
         negative = by_case[verdict.str.startswith("negative")]
         positive = by_case[verdict.str.startswith("positive")]
         unclear = by_case[verdict == "inconclusive"]
+        flagged = by_case[verdict.str.startswith("not a finding")]
         lo, hi = by_n.iloc[0], by_n.iloc[-1]
 
         def names(df: Any) -> str:
@@ -120,7 +121,7 @@ test error on {int(case_runs.test_images.iloc[0]):,} test images).*
 - **Negative transfer (95 % interval of the gap above zero) at {P["case_n"]} images per class:** {names(negative)}.
 - **Positive transfer:** {names(positive)}.
 - **Inconclusive (the 95 % interval includes zero):** {names(unclear)}.
-''' + ("\nWhy the negative cases hurt, in this run's terms:\n" + "\n".join(f"- `{c}`: {why(c, 'negative')}." for c in negative.case)
+''' + (f"- **Not findings (a chance-level or diverged run):** {names(flagged)}.\n" if len(flagged) else "") + ("\nWhy the negative cases hurt, in this run's terms:\n" + "\n".join(f"- `{c}`: {why(c, 'negative')}." for c in negative.case)
        if len(negative) else "\nNo case turned negative in this run; the gaps above say how close each came.")
         if self.similarity_answer is not None:  # a chapter without section 3 keeps its text unchanged
             text += "\n\n- **Similarity (section 3):** " + self.similarity_answer
