@@ -195,3 +195,14 @@ def test_negative_transfer_similarity_line_only_when_the_study_ran():
     assert text == without.notebook_markdown() + "\n\n- **Similarity (section 3):** Yes: the closer source helped."
     assert with_sim.frame("similarity_differences")["source"].tolist() == ["in_domain"]
     assert "similarity_runs" not in with_sim.tables
+
+
+def test_chapter_1_summary_states_each_answer_with_its_interval():
+    """Chapter 1's next Summary cell (pending template), built from the committed records."""
+    nb = "01_transfer_learning"
+    s = S.load_summary(RUNS / nb, nb)
+    text = s.notebook_markdown(S.RecordContext(root=REPO))
+    for bullet in ("**Reuse vs scratch**", "**Resolution**", "**Preprocessing:**", "**Head depth:**"):
+        assert bullet in text
+    assert text.count("95 % CI") >= 4 and "against the next best" in text
+    assert "512-256" in text and ("underfits" in text or "overfits" in text or "measurable difference" in text)

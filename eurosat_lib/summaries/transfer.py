@@ -119,10 +119,14 @@ class TransferSummary(ChapterSummary):
                      + "; ".join(f"{m} {mean_sd(cmp.loc[cmp['model'] == m, 'test_accuracy'])} "
                                  f"({versus(cmp, 'model', m, models[0], 'test_accuracy', ctx)})" for m in models[1:]) + ".")  # fmt: skip
         lo = int(res["image_size"].min())
-        by_size = res.groupby("image_size")["val_accuracy"].mean()
-        best = int(by_size.idxmax())
-        lines.append(f"- **Resolution** (frozen features, validation): best at {best} px, {mean_sd(res.loc[res['image_size'] == best, 'val_accuracy'])}"
-                     + (f"; against {lo} px {versus(res, 'image_size', best, lo, 'val_accuracy', ctx)}." if best != lo else "."))  # fmt: skip
+        by_size = res.groupby("image_size")["val_accuracy"].mean().sort_values(ascending=False)
+        best = int(by_size.index[0])
+        vs = [f"against the next best, {int(by_size.index[1])} px, {versus(res, 'image_size', best, int(by_size.index[1]), 'val_accuracy', ctx)}"
+              ] if len(by_size) > 1 else []  # fmt: skip
+        if best != lo and (len(by_size) < 2 or int(by_size.index[1]) != lo):
+            vs.append(f"against {lo} px {versus(res, 'image_size', best, lo, 'val_accuracy', ctx)}")
+        lines.append(f"- **Resolution** (frozen features, validation): highest mean at {best} px, "
+                     f"{mean_sd(res.loc[res['image_size'] == best, 'val_accuracy'])}" + ("; " + "; ".join(vs) if vs else "") + ".")  # fmt: skip
         correct = str(pre.loc[pre["correct"].astype(bool), "mode"].iloc[0])
         wrong = pre[~pre["correct"].astype(bool)].groupby("mode")["val_accuracy"].mean()
         if len(wrong):
