@@ -95,7 +95,7 @@ def test_every_arm_gets_the_same_step_budget():
 
 def test_source_task_is_disjoint_from_targets_and_has_shuffled_labels():
     data = D.make_synthetic(n_per_class=40, seed=0)
-    P = resolve_params("02_negative_transfer", profile="smoke", source_n_per_class=5, n_grid=[2, 4], case_n=4, seeds=[0, 1])
+    P = resolve_params("02_negative_transfer", profile="smoke", source_n_per_class=5, case_n=4, seeds=[0, 1])
     src = NT.shuffled_source_data(P, data)
     train = data.get_split("train")
     targets = set()

@@ -433,7 +433,7 @@ def test_chapter_02_source_model_is_re_created_in_a_fresh_clone(tmp_path):
     from eurosat_lib.experiments import resolve_params
 
     data = D.make_synthetic(n_per_class=40, seed=0)
-    P = resolve_params("02_negative_transfer", profile="smoke", source_n_per_class=3, n_grid=[2], case_n=2, seeds=[0],
+    P = resolve_params("02_negative_transfer", profile="smoke", source_n_per_class=3, case_n=2, seeds=[0],
                        weights=None, image_size=32, out_dir=str(tmp_path / "02"))  # fmt: skip
     # The committed state: a finished record (and parameters), no model files.
     spec = NT.source_spec(P)

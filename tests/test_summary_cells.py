@@ -60,7 +60,10 @@ def _rebuilt(notebook: str):
         return S.truncation.summarize(P, _frame(notebook, "cuts").set_index("block"), choice,
                                       _frame(notebook, "test").set_index("block"), _frame(notebook, "finetune").set_index("block"))
     if notebook == "02_negative_transfer":
-        return S.negative_transfer.summarize(P, *(_frame(notebook, t) for t in ("gap_vs_n", "cases", "gap_runs", "case_runs")))
+        c = _committed(notebook)
+        sim = {f"similarity_{t}": _frame(notebook, f"similarity_{t}") for t in ("differences", "runs") if f"similarity_{t}" in c["tables"]}
+        return S.negative_transfer.summarize(P, *(_frame(notebook, t) for t in ("gap_vs_n", "cases", "gap_runs", "case_runs")),
+                                             similarity_answer=c["numbers"].get("similarity_answer"), **sim)  # fmt: skip
     if notebook == "04_overfitting":
         good = RUNS / notebook / "good_model"
         gm = json.loads((good / "record.json").read_text())["metrics"]["test"]
@@ -139,7 +142,7 @@ def test_negative_transfer_text_when_no_case_turned_negative():
     none = _with_table(s, "cases", _frame(nb, "cases").assign(verdict="positive"))
     text = none.notebook_markdown()
     assert "**Negative transfer (95 % interval of the gap above zero) at 100 images per class:** none." in text
-    assert text.endswith("No case turned negative in this run; the gaps above say how close each came.")
+    assert "\nNo case turned negative in this run; the gaps above say how close each came.\n\n- **Similarity (section 3):** " in text
     assert "shuffled_source_frozen`: " not in text  # no explanation for a case that was not negative
 
 

@@ -5,11 +5,11 @@ Definition (Wang et al., 2019, *Characterizing and avoiding negative transfer*):
     gap = test error with transfer - test error from scratch      (same architecture, same budget)
     negative transfer  <=>  gap > 0
 
-Both arms here use the same network (MobileNetV2, same width and input size), the same labelled
-target subset (a nested subset of the training split, per seed), the same optimiser, batch size
-and number of epochs. The *transfer* arms start from pretrained weights; the *scratch* arm starts
-from a random initialisation and trains every layer. Gaps are paired by seed (the same training
-images for both arms) and summarised as mean ± standard deviation over seeds.
+Section 1 (the gap against data size) reads chapter 3's crossover study, whose frozen and scratch
+arms each have their own recipe and budget (:func:`gap_vs_n_crossover`). The cases of section 2
+use the same network (MobileNetV2, same width and input size), the same labelled target subset
+(per seed), the same optimiser, batch size and number of epochs as their scratch arm. Gaps are
+paired by seed (the same training images for both arms), with a 95 % interval (:func:`summarise_gaps`).
 
 Every study returns a tidy :class:`pandas.DataFrame` (one row per run and seed, with the run
 folder); runs are ordinary run folders under ``P.out_dir`` named by their configuration, so
@@ -35,7 +35,7 @@ from ..summaries.negative_transfer import WHY, why  # noqa: F401  (re-exported: 
 from . import crossover as CX
 from .core import ExperimentSpec, RunResult, run
 from .params import (
-    ChapterParams, all_of, at_least, backbone_kwargs, backbone_name, choice, int_list, list_of, nonneg_int, optional, param,
+    ChapterParams, all_of, at_least, backbone_kwargs, backbone_name, choice, list_of, nonneg_int, optional, param,
     pos_int, pos_num, resolve_params, satisfies, seeds_param, weights_param,
 )  # fmt: skip
 from .recipes import scratch_model_fn
@@ -63,8 +63,6 @@ class NegativeTransferParams(ChapterParams, notebook=NOTEBOOK):
     alpha: float | None = param(optional(pos_num), "MobileNet width multiplier", smoke=0.35, cpu=0.35, gpu=None)
     weights: str | None = weights_param("the pretrained start of the transfer arms")
     image_size: int = param(pos_int, "input size of every arm", default=64)
-    n_grid: list[int] = param(int_list, "labelled training images per class swept in section 1",
-                              smoke=[4], cpu=[5, 25, 100], gpu=[5, 10, 25, 50, 100, 250, 500, 1000])
     case_n: int = param(pos_int, "labelled training images per class in section 2", smoke=4, cpu=100, gpu=100)
     cases: list[str] = param(
         list_of(choice(*CASES), f"case names from {list(CASES)}"), "which transfer cases section 2 runs",
@@ -353,7 +351,7 @@ def shuffled_source_data(P: SimpleNamespace, data: D.EuroSAT) -> D.EuroSAT:
     """
     pos = data.split_indices("train")
     labels = data.labels[pos]
-    n_target = max([P.case_n, *P.n_grid])
+    n_target = P.case_n
     exclude = np.concatenate([D.subset_indices(labels, n_per_class=n_target, seed=s, num_classes=data.num_classes) for s in P.seeds])
     src = data.take(pos[source_indices(labels, P.source_n_per_class, exclude, num_classes=data.num_classes)])
     from dataclasses import replace
@@ -565,25 +563,6 @@ def scratch_runs(P: SimpleNamespace, data: D.EuroSAT, ns: Sequence[int]) -> pd.D
         for seed in P.seeds:
             rows.append(_row(_run(P, scratch_spec(P, n, seed), data), n_per_class=n, seed=seed))
     return pd.DataFrame(rows)
-
-
-def gap_vs_n(P: SimpleNamespace, data: D.EuroSAT) -> pd.DataFrame:
-    """Section 1: frozen ImageNet base + head vs scratch, for each n in ``P.n_grid`` and seed.
-
-    One row per (n, seed) with both arms' test errors and the paired ``gap``.
-
-    Args:
-        P: The chapter's parameters (``n_grid``).
-        data: The dataset.
-
-    Returns:
-        The table described above.
-    """
-    transfer = pd.DataFrame([
-        _row(_run(P, frozen_spec(P, n, seed, weights=P.weights), data), n_per_class=n, seed=seed)
-        for n in P.n_grid for seed in P.seeds
-    ])  # fmt: skip
-    return paired_gaps(transfer, scratch_runs(P, data, P.n_grid))
 
 
 def crossover_params(P: SimpleNamespace) -> ChapterParams:
