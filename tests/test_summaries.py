@@ -81,7 +81,9 @@ def test_transfer_summarize_gives_the_committed_numbers(tmp_path):
 
 def test_negative_transfer_summarize_sorts_cases_by_verdict(tmp_path):
     nb = "02_negative_transfer"
-    s = S.negative_transfer.summarize(_P(nb, tmp_path), *(_frame(nb, t) for t in ("gap_vs_n", "cases", "gap_runs", "case_runs")))
+    answer = _committed(nb)["numbers"].get("similarity_answer")  # section 3's words, chosen by its own verdicts
+    s = S.negative_transfer.summarize(_P(nb, tmp_path), *(_frame(nb, t) for t in ("gap_vs_n", "cases", "gap_runs", "case_runs")),
+                                      similarity_answer=answer)  # fmt: skip
     assert s.numbers() == _committed(nb)["numbers"]
     cases = _frame(nb, "cases").assign(verdict="negative")
     s = S.negative_transfer.summarize(_P(nb, tmp_path), _frame(nb, "gap_vs_n"), cases, _frame(nb, "gap_runs"), _frame(nb, "case_runs"))
@@ -169,3 +171,22 @@ def test_md_table_keeps_cells_as_given():
 
     table = md_table([{"a": "1,000", "b": "0.50 %"}, {"a": "x | y"}], [("a", "A"), ("b", "B col")])
     assert table.splitlines() == ["| A | B col |", "|---|---|", "| 1,000 | 0.50 % |", "| x | y | – |"]
+
+
+def test_results_page_and_chapter_2_state_the_same_interval():
+    """The results page's gap interval is the chapter's: a table's numpy integers count as numbers
+    (the page once dropped the test images' noise for them and printed a wider interval)."""
+    import numpy as np
+    import pandas as pd
+
+    from eurosat_lib.experiments import negative_transfer as NT
+    from eurosat_lib.summaries.negative_transfer import gap_rows
+    from eurosat_lib.summaries.render import RecordContext, is_number
+
+    assert is_number(np.int64(5400)) and is_number(np.float32(0.5)) and not is_number(float("nan")) and not is_number(None)
+    runs = pd.DataFrame({"n_per_class": [5, 5, 5], "seed": [0, 1, 2], "err_transfer": [0.308, 0.320, 0.304],
+                         "err_scratch": [0.550, 0.548, 0.512], "test_images": np.array([5400] * 3, dtype=np.int64)})  # fmt: skip
+    runs["gap"] = runs["err_transfer"] - runs["err_scratch"]
+    chapter = NT.summarise_gaps(runs, "n_per_class")
+    page = gap_rows(chapter, runs, "n_per_class", RecordContext())[0]["ci"]
+    assert page == f"{100 * chapter['gap_low'][0]:+.1f} to {100 * chapter['gap_high'][0]:+.1f}"

@@ -122,9 +122,12 @@ def is_number(x: Any) -> bool:
         x: Any value.
 
     Returns:
-        Whether it is an int or a float that is not NaN.
+        Whether it is a real number (Python's or numpy's: a table's integer column holds
+        ``numpy.int64``) that is not NaN.
     """
-    return isinstance(x, (int, float)) and not (isinstance(x, float) and math.isnan(x))
+    import numbers
+
+    return isinstance(x, numbers.Real) and not math.isnan(x)
 
 
 def mean_sd(values: Any, digits: int = 1, scale: float = 100.0, unit: str = " %") -> str:
