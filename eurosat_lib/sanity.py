@@ -14,10 +14,13 @@
     start (not the phase's) catches a fine-tuning phase that blows up in its first step and
     then creeps down again, still far above where the run began.
 ``"not converged"``
-    The run stopped while validation accuracy was still rising: its last epoch is its best one
-    (over all phases) **and** it gained more than the noise over the last ``window`` epochs,
-    i.e. ``val[-1] - max(val[:-window]) > sqrt(2 p (1 - p) / n_eval)`` — one standard error of
-    the difference between two accuracies measured on ``n_eval`` images.
+    The run stopped while validation accuracy was still rising: the last epoch of its last phase
+    that watched validation (the phase whose weights are the run's) is that phase's best **and**
+    it gained more than the noise over the last ``window`` epochs, i.e.
+    ``val[-1] - max(val[:-window]) > sqrt(2 p (1 - p) / n_eval)`` — one standard error of the
+    difference between two accuracies measured on ``n_eval`` images (the images that phase
+    watched: :func:`monitored_images`). A fine-tune still climbing back towards the head
+    phase's accuracy when it stopped is not converged, though it never beat the head.
 
 The module does no I/O and imports only numpy, so run writers, reports and tests can all call it.
 """
@@ -29,7 +32,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["FLAGS", "FLAG_TEXT", "flags", "flags_from_record", "history_series", "wilson_interval"]
+__all__ = ["FLAGS", "FLAG_TEXT", "flags", "flags_from_record", "history_series", "monitored_images", "wilson_interval"]
 
 #: Every flag :func:`flags` can return, in the order it returns them.
 FLAGS = ("chance-level", "diverged", "not converged")
@@ -150,7 +153,10 @@ def flags(
         out.append("diverged")
 
     # not converged: best epoch is the last one and the last `window` epochs gained more than noise.
-    val = history_series(history, "val_accuracy")
+    # Judged on the last phase that watched validation: its weights are the run's, and a new phase
+    # (fine-tuning after a head) starts from another regime, so a fine-tune still climbing back
+    # towards the head's level stopped while improving although it never beat the head's best.
+    val = history_series(_last_watched_phase(history), "val_accuracy")
     if n_eval is None:
         v = (metrics or {}).get("val")
         n_eval = v.get("n") if isinstance(v, Mapping) else None
@@ -163,6 +169,35 @@ def flags(
     return out
 
 
+def _last_watched_phase(history: Any) -> Any:
+    """The last phase of a list of phases that recorded ``val_accuracy`` (a single mapping as is)."""
+    if history is None or isinstance(history, Mapping):
+        return history
+    watched = [ph for ph in history if isinstance(ph, Mapping) and history_series([ph], "val_accuracy")]
+    return watched[-1:] if watched else []
+
+
+def monitored_images(record: Mapping[str, Any]) -> int | None:
+    """Validation images behind the last watched phase's ``val_accuracy`` curve, if the record says.
+
+    A phase may watch a per-class subset of the validation split after each epoch
+    (``val_n_per_class`` in its parameters) while the run is scored on all of it.
+
+    Args:
+        record: The parsed ``record.json``.
+
+    Returns:
+        ``val_n_per_class`` × classes of the last watched phase, or None (the validation split's
+        count then applies).
+    """
+    k = int((record.get("model_info") or {}).get("num_classes") or 10)
+    last = _last_watched_phase(record.get("history"))
+    name = last[0].get("name") if isinstance(last, list) and last else None
+    phases = [p for p in ((record.get("params") or {}).get("phases") or []) if isinstance(p, Mapping) and p.get("name") == name]
+    per_class = phases[-1].get("val_n_per_class") if phases else None
+    return int(per_class) * k if isinstance(per_class, int) and per_class > 0 else None
+
+
 def flags_from_record(record: Mapping[str, Any]) -> list[str]:
     """:func:`flags` of a loaded ``record.json`` (class count from ``model_info``, default 10).
 
@@ -173,5 +208,5 @@ def flags_from_record(record: Mapping[str, Any]) -> list[str]:
         The run's flags, in :data:`FLAGS` order.
     """
     k = (record.get("model_info") or {}).get("num_classes") or 10
-    return flags(record.get("history"), record.get("metrics"), num_classes=int(k))
+    return flags(record.get("history"), record.get("metrics"), num_classes=int(k), n_eval=monitored_images(record))
 

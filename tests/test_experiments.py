@@ -226,6 +226,37 @@ def test_a_changed_spec_under_the_same_name_starts_clean(tmp_path):
     assert rec["params"]["seed"] == 5 and rec["params"]["spec_key"] == _spec(seed=5).key()
 
 
+def test_a_run_from_a_weights_file_is_trained_again_when_the_file_changes(tmp_path, monkeypatch):
+    """A source network retrained since (its weights are never committed) writes other weights to
+    the same path: a target run trained from the old file is not reused."""
+    import keras
+
+    def save_backbone(seed: int) -> Path:
+        keras.utils.set_random_seed(seed)
+        base = keras.applications.MobileNetV2(input_shape=(32, 32, 3), alpha=0.35, include_top=False, weights=None)
+        path = tmp_path / "source_backbone.weights.h5"
+        base.save_weights(str(path))
+        return path
+
+    syn = D.make_synthetic(n_per_class=20)
+    acc = T.Accelerator(run_eagerly=True)
+    trained = []
+    real = T.train_phases
+    monkeypatch.setattr(T, "train_phases", lambda *a, **k: trained.append(1) or real(*a, **k))
+    path = save_backbone(0)
+    spec = _spec(weights=str(path))
+    X.run_experiment(spec, syn, tmp_path / "runs", accelerator=acc)
+    digest = X.weights_file_digest(path)
+    assert len(digest) == 64 and X.recorded_weights_digest(tmp_path / "runs" / "demo") == digest
+    X.run_experiment(spec, syn, tmp_path / "runs", accelerator=acc)
+    assert len(trained) == 1  # the same file: reused
+    save_backbone(1)  # the source retrained: same path, other weights
+    X.run_experiment(spec, syn, tmp_path / "runs", accelerator=acc)
+    assert len(trained) == 2 and X.recorded_weights_digest(tmp_path / "runs" / "demo") == X.weights_file_digest(path) != digest
+    # weights by name, or a file not there (a fresh clone before the source is retrained): no digest, no check
+    assert X.weights_file_digest("imagenet") is None and X.weights_file_digest(tmp_path / "missing.h5") is None
+
+
 def test_header_shows_only_the_chapters_parameters_in_a_closed_dropdown():
     P = X.resolve_params("00_data", profile="smoke")
     html = X.header_table(P, D.make_synthetic(n_per_class=2), notes={"cut after": "block_5"}).data
@@ -280,6 +311,21 @@ def test_run_notebooks_skips_unchanged_and_never_leaves_half_written_chapters(tm
     assert len(injected) == 1 and "remove-cell" in injected[0].metadata.tags
     assert not any("remove-cell" in c.metadata.get("tags", []) for c in nb.cells if "parameters" in c.metadata.get("tags", []))
     assert X.run_notebooks("smoke", ["00_data"], templates_dir=templates, book_dir=book, log=logs.append)[0]["status"] == "skipped"
+    assert nb.metadata["eurosat"]["resolved"]["grid_per_class"] == 3 and "out_dir" not in nb.metadata["eurosat"]["resolved"]
+    # the same cells and -p parameters under a changed profile default are a different chapter
+    from eurosat_lib.experiments.data_overview import DataParams
+
+    orig = DataParams.defaults.__func__
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(DataParams, "defaults", classmethod(lambda cls, profile="cpu": {**orig(cls, profile), "grid_per_class": 5}))
+        assert X.run_notebooks("smoke", ["00_data"], templates_dir=templates, book_dir=book, log=logs.append)[0]["status"] == "ran"
+        assert "the profile's values changed: grid_per_class 3 -> 5" in logs[-2]
+    # a chapter executed before the stamp held the profile's values is stale, and says why
+    nb = nbformat.read(out, as_version=4)
+    del nb.metadata["eurosat"]["resolved"]
+    nbformat.write(nb, out)
+    assert X.run_notebooks("smoke", ["00_data"], templates_dir=templates, book_dir=book, log=logs.append)[0]["status"] == "ran"
+    assert "executed before the profile's values were stamped" in logs[-2]
     # a template that fails: the previous chapter stays, no temporary file is left behind
     before = out.read_bytes()
     _template(templates / "00_data.ipynb", "raise RuntimeError('boom')")

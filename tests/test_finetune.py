@@ -246,3 +246,44 @@ def test_cpu_profile_has_the_statistical_power_of_issue_12():
     spec = FT.recipe_spec(P, name="x", fraction=0.5, lr=3e-4, seed=0)
     head, tune = spec.phases
     assert spec.val_n_per_class is None and head.val_n_per_class is None and tune.val_n_per_class == 30
+
+
+def test_chapter_3_summary_states_paired_intervals_and_never_quotes_a_collapsed_rate(tmp_path):
+    """With a rate chosen on validation, every Summary comparison is paired by seed with its interval;
+    a diverged rate is named as collapsed, not as the sweep's "worst" setting."""
+    import json
+
+    from eurosat_lib.summaries import RecordContext
+    from eurosat_lib.summaries.finetune import FinetuneSummary
+
+    def run(name: str, flags=()) -> str:
+        folder = tmp_path / name
+        folder.mkdir(parents=True)
+        (folder / "record.json").write_text(json.dumps({"status": "complete", "warnings": list(flags),
+                                                        "metrics": {"val": {"n": 5400}, "test": {"n": 5400}}}))
+        return str(folder)
+
+    run("recipe")
+    lr_rows, depth_rows, bn_rows = [], [], []
+    for seed in range(3):
+        for lr, acc, flags in ((1e-5, 0.90, ()), (1e-4, 0.95, ()), (1e-2, 0.10, ("diverged",))):
+            lr_rows.append({"lr_finetune": lr, "seed": seed, "val_accuracy": acc + 0.002 * seed, "val_after_head": 0.88,
+                            "run": run(f"lr{lr:g}_s{seed}", flags)})
+        for f, acc in ((0.0, 0.88), (0.5, 0.95), (1.0, 0.885)):
+            depth_rows.append({"unfreeze_fraction": f, "seed": seed, "val_accuracy": acc + 0.003 * (-1) ** seed,
+                               "run": run(f"d{f:g}_s{seed}")})
+        for mode, acc in (("frozen (inference mode)", 0.94), ("updating (training mode)", 0.80)):
+            bn_rows.append({"batchnorm": mode, "seed": seed, "val_accuracy": acc + 0.001 * seed, "run": run(f"bn{mode[:3]}_s{seed}")})
+    s = FinetuneSummary(profile="cpu", parameters={"backbone": "MobileNetV2", "image_size": 64, "seeds": [0, 1, 2],
+                                                   "unfreeze_fraction": 0.5, "small_batch": 8},
+                        tables={"depth": depth_rows, "learning_rate": lr_rows, "batchnorm": bn_rows},
+                        lr_chosen=1e-4, val_after_head=0.88, val_after_finetune=0.95, recipe_test_accuracy=0.96)
+    text = s.notebook_markdown(RecordContext(root=tmp_path))
+    lr_line = next(ln for ln in text.splitlines() if ln.startswith("- **Learning rate"))
+    assert "0.0001 chosen on validation" in lr_line and "1e-05 -5." in lr_line and "**worse**" in lr_line
+    assert "0.01 collapsed" in lr_line and "10.0" not in lr_line  # the collapse is named, its accuracy not quoted
+    depth_line = next(ln for ln in text.splitlines() if ln.startswith("- **Depth"))
+    assert "top 50% of the blocks unfrozen +7.0" in depth_line and "all blocks unfrozen +0.5" in depth_line
+    assert depth_line.split("all blocks unfrozen")[1].count("no measurable difference") == 1
+    assert "updating against frozen -14.0" in text and "CI" in text
+    assert "- **Recipe (one run):**" in text and "**better**" in text.split("- **Recipe")[1].splitlines()[0]

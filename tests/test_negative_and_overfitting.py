@@ -250,6 +250,26 @@ def test_chapter_4_cpu_profile_has_the_statistical_power_of_issue_12():
         assert spec.val_n_per_class is None and spec.phases[-1].val_n_per_class == P.monitor_n_per_class, spec.name
 
 
+def test_cheap_regularisation_heads_get_five_seeds_and_each_pairs_with_none(monkeypatch):
+    """Section 3: heads on cached features cost seconds (curve_seeds, >= 5); with augmentation the
+    frozen base runs every step (seeds, >= 3); "none" has every seed the others have."""
+    P = resolve_params(OF.NOTEBOOK, profile="cpu")
+    ran = []
+
+    class Res:
+        run_dir = "x"
+        record = {"metrics": {"val": {"accuracy": 0.8}, "test": {"accuracy": 0.8}},
+                  "timings": {"phases": {"head": {"epochs_run": 1}}, "fit_seconds": 1.0}}
+
+    monkeypatch.setattr(OF, "run", lambda P, spec, data, **k: ran.append(spec.name) or Res())
+    monkeypatch.setattr(OF, "train_metrics", lambda *a, **k: {"accuracy": 0.9})
+    monkeypatch.setattr(OF, "train_subset", lambda data, spec: None)
+    reg = OF.regularisation_study(P, data=None)
+    seeds = reg.groupby("config")["seed"].apply(set)
+    assert seeds["none"] == seeds["dropout"] == seeds["early stopping"] == set(P.curve_seeds) and len(P.curve_seeds) >= 5
+    assert seeds["augmentation"] == seeds["all three"] == set(P.seeds) <= seeds["none"]
+
+
 def test_a_gap_with_a_flagged_run_is_no_finding():
     rows = [{"n_per_class": n, "seed": s, "err_transfer": 0.3, "err_scratch": 0.9 if n == 5 else 0.5 + 0.01 * s,
              "test_images": 5400, "flags": "chance-level" if n == 5 and s else ""} for n in (5, 50) for s in range(3)]  # fmt: skip
@@ -261,3 +281,46 @@ def test_a_gap_with_a_flagged_run_is_no_finding():
     assert "→ **not a finding (flagged run)**" in text and "→ **positive**" in text
     assert "From 50 to" not in text  # the flagged size is left out of the trend sentence
     assert NT.summarise_gaps(df.drop(columns="flags"), "n_per_class")["verdict"].iloc[0] == "positive"  # without flags: unguarded
+
+
+def _records(tmp_path, name: str, n_test: int = 5400) -> str:
+    import json
+
+    folder = tmp_path / name
+    folder.mkdir()
+    (folder / "record.json").write_text(json.dumps({"status": "complete", "metrics": {"test": {"n": n_test}, "val": {"n": n_test}}, "warnings": []}))
+    return str(folder)
+
+
+def test_chapter_4_paragraphs_state_verdicts_only_where_the_interval_supports_them(tmp_path):
+    """Section 1 says "generalises better and overfits less" only with both intervals; section 3
+    compares every configuration with none, paired by seed, on test (nothing is chosen on it)."""
+    from eurosat_lib.summaries import RecordContext
+    from eurosat_lib.summaries import overfitting as SO
+
+    ctx = RecordContext(root=tmp_path)
+
+    def pair(fr_test: list[float], fr_train: list[float]) -> pd.DataFrame:
+        rows = []
+        for seed in range(3):
+            for model, tr, te in (("from scratch", 0.99, [0.60, 0.62, 0.61][seed]), ("frozen ImageNet base", fr_train[seed], fr_test[seed])):
+                run = _records(tmp_path, f"{model.replace(' ', '_')}_{seed}_{len(list(tmp_path.iterdir()))}")
+                for split, acc in (("train", tr), ("val", te), ("test", te)):
+                    rows.append({"model": model, "seed": seed, "split": split, "accuracy": acc, "trainable": 1000, "run": run})
+        return pd.DataFrame(rows)
+
+    both = SO.pair_paragraph(pair([0.85, 0.86, 0.85], [0.90, 0.91, 0.90]), 20, ctx=ctx)
+    assert "generalises better *and* overfits less" in both and "**better**" in both
+    # the frozen base tests higher but its gap is as large as scratch's (train 1.0 vs test ~0.6 gap ~0.39)
+    not_both = SO.pair_paragraph(pair([0.61, 0.63, 0.60], [0.99, 1.0, 0.98]), 20, ctx=ctx)
+    assert "do not show that the frozen base both" in not_both and "generalises better *and*" not in not_both
+
+    reg = []
+    for seed, (none, aug, drop) in enumerate([(0.80, 0.86, 0.805), (0.81, 0.87, 0.80), (0.80, 0.865, 0.81)]):
+        for cfg, acc in (("none", none), ("augmentation", aug), ("dropout", drop)):
+            reg.append({"config": cfg, "seed": seed, "val_accuracy": acc, "test_accuracy": acc, "train_minus_test": 1 - acc,
+                        "run": _records(tmp_path, f"reg_{cfg}_{seed}")})
+    text = SO.regularisation_paragraph(pd.DataFrame(reg), ctx=ctx)
+    aug_part, drop_part = text.split("**augmentation**")[1].split(";")[0], text.split("**dropout**")[1]
+    assert "**better**" in aug_part and "no measurable difference" in drop_part
+    assert "nothing is chosen on it" in text and "best" not in text

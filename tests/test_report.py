@@ -235,11 +235,12 @@ def test_a_chance_level_candidate_is_left_out_of_the_choice(tmp_path):
 def test_committed_page_flags_the_broken_runs_and_fixes_the_labels():
     page = (BOOK / "results.md").read_text()
     assert "unfreeze top 0 of the blocks" not in page
-    # chapter 5's from-scratch EfficientNetB0: its row carries the flag exactly when its record does
-    rec = json.loads((BOOK / "runs/cpu/05_backbones/efficientnetb0_scratch_64px_seed0/record.json").read_text())
+    # chapter 5's from-scratch EfficientNetB0: its row carries the flag exactly when one of its records does
+    recs = [json.loads(p.read_text()) for p in sorted((BOOK / "runs/cpu/05_backbones").glob("efficientnetb0_scratch_64px_seed*/record.json"))]
+    assert len(recs) >= 3  # issue 12: three seeds from scratch
     row = next(line for line in page.splitlines() if line.startswith("| EfficientNetB0 · from scratch · 64px |"))
-    assert f"| {100 * rec['metrics']['val']['accuracy']:.1f} %" in row
-    assert ("⚠ chance-level — not a finding" in row) is ("chance-level" in rec["warnings"])
+    assert f"| {100 * sum(r['metrics']['val']['accuracy'] for r in recs) / len(recs):.1f} % ± " in row
+    assert ("⚠ chance-level — not a finding" in row) is any("chance-level" in r["warnings"] for r in recs)
     assert "10.0 ± 0.0 % ⚠ chance-level (2/2 runs), diverged (2/2 runs)" in page
     ch1 = page[page.index("## Reusing ImageNet features"):page.index("## Negative transfer")]
     assert "| same network, from scratch | 64 px |" in ch1 and "Setting: MobileNetV2 α = 0.35, 128 px" not in ch1

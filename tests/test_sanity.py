@@ -178,3 +178,27 @@ def test_flag_records_script_check_mode(tmp_path):
     assert subprocess.run([sys.executable, script, "--check", str(tmp_path / "runs")], capture_output=True).returncode == 0
     bad = subprocess.run([sys.executable, script, str(tmp_path / "nope")], capture_output=True, text=True)
     assert bad.returncode == 2 and "nope" in bad.stderr
+
+
+def test_a_fine_tune_still_climbing_back_towards_its_head_is_not_converged():
+    """Chapter 6's two-epoch fine-tunes: the head phase ends at 88 %, fine-tuning drops to 78 % and
+    climbs to 83.6 % when the budget ends: still improving, although below the head's best."""
+    hist = [_phase("head", [2.0, 0.6, 0.5], [0.80, 0.87, 0.88]), _phase("finetune", [1.48, 0.43], [0.782, 0.836])]
+    assert S.flags(hist, _metrics(val=0.83, test=0.83, n_val=500)) == ["not converged"]
+    # the same climb within the noise of the 50 images it was watched on is not shown
+    assert "not converged" not in S.flags(hist, _metrics(val=0.83, test=0.83, n_val=50))
+    # a fine-tune that rose and levelled off is converged, whatever the head did
+    flat = [_phase("head", [2.0, 0.6, 0.5], [0.80, 0.87, 0.88]), _phase("finetune", [1.0, 0.5, 0.4, 0.4], [0.85, 0.90, 0.905, 0.904])]
+    assert "not converged" not in S.flags(flat, _metrics(n_val=5400))
+
+
+def test_the_noise_of_a_watched_subset_comes_from_the_phase_that_watched_it():
+    rec = {"history": [_phase("head", [2.0, 0.6], [0.80, 0.88]), _phase("finetune", [1.48, 0.43], [0.782, 0.836])],
+           "params": {"phases": [{"name": "head"}, {"name": "finetune", "val_n_per_class": 2}]},
+           "metrics": _metrics(val=0.83, test=0.83, n_val=5400), "model_info": {"num_classes": 10}}
+    assert S.monitored_images(rec) == 20
+    assert "not converged" not in S.flags_from_record(rec)  # 5.4 points on 20 images is noise
+    rec["params"]["phases"][1]["val_n_per_class"] = 50
+    assert S.monitored_images(rec) == 500 and "not converged" in S.flags_from_record(rec)
+    del rec["params"]["phases"][1]["val_n_per_class"]
+    assert S.monitored_images(rec) is None and "not converged" in S.flags_from_record(rec)  # the 5,400 of the split

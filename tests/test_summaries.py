@@ -122,7 +122,8 @@ def test_backbones_and_truncation_summarize(tmp_path):
     want = _committed(nb)["numbers"]
     choice = {k: v for k, v in want.items() if k != "chosen_cut"} | {"not_a_number": [1, 2]}
     s = S.truncation.summarize(_P(nb, tmp_path), _frame(nb, "cuts").set_index("block"), choice,
-                               _frame(nb, "test").set_index("block"), _frame(nb, "finetune").set_index("block"))
+                               _frame(nb, "test").set_index("block"), _frame(nb, "finetune").set_index("block"),
+                               test_runs=_frame(nb, "test_runs"), finetune_runs=_frame(nb, "finetune_runs"))
     assert s.numbers() == want  # the choice's scalars only
     assert s.to_json()["tables"] == _committed(nb)["tables"]
 

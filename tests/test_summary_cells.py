@@ -57,8 +57,10 @@ def _rebuilt(notebook: str):
                                      _frame(notebook, "final"), _committed(notebook)["numbers"]["chosen"])
     if notebook == "06_truncation":
         choice = {k: v for k, v in _committed(notebook)["numbers"].items() if k != "chosen_cut"}
+        per_seed = {t: _frame(notebook, t) for t in ("test_runs", "finetune_runs") if t in _committed(notebook)["tables"]}
         return S.truncation.summarize(P, _frame(notebook, "cuts").set_index("block"), choice,
-                                      _frame(notebook, "test").set_index("block"), _frame(notebook, "finetune").set_index("block"))
+                                      _frame(notebook, "test").set_index("block"), _frame(notebook, "finetune").set_index("block"),
+                                      **per_seed)
     if notebook == "02_negative_transfer":
         c = _committed(notebook)
         sim = {f"similarity_{t}": _frame(notebook, f"similarity_{t}") for t in ("differences", "runs") if f"similarity_{t}" in c["tables"]}
@@ -117,20 +119,30 @@ def _with_table(s, name: str, df: pd.DataFrame, **fields):
     return dataclasses.replace(s, tables={**s.tables, name: df.to_dict(orient="records")}, **fields)
 
 
-def test_truncation_text_names_a_cut_when_one_is_within_the_tolerance():
-    """The branch the committed run did not take: a shallower cut chosen, and a fine-tuned cut not within tolerance."""
+def test_truncation_text_names_a_cut_only_when_its_interval_is_within_the_tolerance():
+    """The committed run: no cut shown within the tolerance, and the intervals wider than it. The other
+    branch, built from the committed per-seed tables: a cut shown within (upper bound of its loss), its
+    paired test difference, and a fine-tuned cut whose interval is not within the tolerance."""
     nb = "06_truncation"
     s = S.load_summary(RUNS / nb, nb)
-    assert "the answer here is not to cut (test accuracy 88.51%)" in s.notebook_markdown()
-    test = pd.DataFrame([{"block": "block_16", "test_mean": 0.88, "test_sd": 0.0, "val_mean": 0.886, "seeds": 2, "test_images": 5400},
-                         *_frame(nb, "test").to_dict(orient="records")])
-    ft = _frame(nb, "finetune").assign(**{"fine-tuned": [0.80, 0.842]})
-    cut = _with_table(_with_table(s, "test", test), "finetune", ft, chosen="block_16", chosen_cut="block_16",
-                      chosen_params_share=0.638, chosen_speedup=1.15)
-    text = cut.notebook_markdown()
-    assert ("the shallowest cut within 1 point(s) of the full backbone is `block_16` (64% of the parameters, 1.15× the "
-            "speed); on the test split it scores 88.00% against 88.51% for the full backbone") in text
-    assert "the best fine-tuned cut, `block_16` (80.00%), is not within 1 point(s)" in text
+    text = s.notebook_markdown()
+    full = _frame(nb, "test").set_index("block").loc["top", "test_mean"]
+    assert f"no cut is shown to lose at most 1 point(s) against the full backbone, so the answer here is not to cut (test accuracy {full:.2%})" in text
+    assert "wider than the tolerance, so no cut could have been shown safe here" in text
+    runs = _frame(nb, "test_runs")
+    assert len(runs) >= 5 and set(runs["block"]) == {"top"}
+    shift = [0.004, 0.005, 0.006, 0.005, 0.005][: len(runs)]
+    cut = runs.assign(block="block_16", test_accuracy=runs["test_accuracy"] - pd.Series(shift, index=runs.index))
+    ft = _frame(nb, "finetune_runs")
+    ft = ft.assign(val_accuracy=ft["val_accuracy"].where(~((ft["block"] == "block_16") & (ft["stage"] == "fine-tuned")), 0.70))
+    chosen = _with_table(_with_table(s, "test_runs", pd.concat([cut, runs])), "finetune_runs", ft, chosen="block_16",
+                         chosen_cut="block_16", chosen_params_share=0.638, chosen_speedup=1.15, chosen_loss_high=0.008)
+    text = chosen.notebook_markdown()
+    assert ("the shallowest cut shown to lose at most 1 point(s) against the full backbone is `block_16` (its loss is at most "
+            "0.80 points at the upper end of the 95 % interval, paired by seed; 64% of the parameters, 1.15× the speed); on "
+            "the test split, against the full backbone: -0.5 points (95 % CI") in text
+    assert "The best fine-tuned cut, `top`" not in text and "it is not shown to lose at most 1 point(s)" in text
+    assert "`block_16` -1" in text.split("- **Fine-tuning:**")[1]  # fine-tuned 70 % against its own head (~87 %)
 
 
 def test_negative_transfer_text_when_no_case_turned_negative():
@@ -147,20 +159,23 @@ def test_negative_transfer_text_when_no_case_turned_negative():
 
 
 def test_a_table_without_a_measured_column_still_renders():
-    """A smoke run measures no speed: JSON keeps the column as nulls, which the text shows as nan (as the
-    chapter's own DataFrame did), not a TypeError."""
+    """A smoke run measures no speed: JSON keeps the column as nulls, which the text leaves out (not nan,
+    not a TypeError)."""
     nb = "05_backbones"
     s = S.load_summary(RUNS / nb, nb)
     board = _frame(nb, "leaderboard").assign(images_per_s=None, params_M=None)
     unmeasured = _with_table(s, "leaderboard", board)
     assert unmeasured.frame("leaderboard")["images_per_s"].tolist() == [None] * len(board)
     assert unmeasured.numeric_frame("leaderboard")["images_per_s"].isna().all()
-    assert "nan M parameters, nan images/s" in unmeasured.notebook_markdown()
+    text = unmeasured.notebook_markdown()  # an unmeasured cost is left out, never printed as nan
+    assert "- **Cost of the choice:** " in text and "nan" not in text and "images/s" not in text and "M parameters" not in text
+    assert "s to train here" in text  # the training time was measured
 
 
 def test_finetune_text_names_the_chosen_rate_and_the_crossover_only_when_measured():
-    """Chapter 3's crossover section (section 5) and the rate chosen on validation add one line each; a
-    summary without them (the executed chapter's) keeps exactly its four bullets."""
+    """A summary without a rate chosen on validation (the executed chapter's) keeps exactly its four
+    bullets; with one (the next chapter 3), every comparison is paired by seed with its interval, and
+    the crossover (section 5) adds its line."""
     nb = "03_finetune"
     s = S.load_summary(RUNS / nb, nb)
     before = s.notebook_markdown()
@@ -179,8 +194,14 @@ def test_finetune_text_names_the_chosen_rate_and_the_crossover_only_when_measure
                              lr_chosen=lr, crossovers=found)
     assert (t.crossover_top_n, t.crossover_all_n) == (150.0, None)
     text = t.notebook_markdown()
-    assert text.startswith(before)
-    assert f"- **Learning rate chosen on validation:** {lr:g} ({mean:.2%} mean validation accuracy" in text
+    assert text.startswith("*Numbers from this run (cpu profile, MobileNetV2, 128 px; sections 2-4: 2 seed(s) per setting, "
+                           "paired by seed, 95 % intervals).*")
+    from eurosat_lib.summaries.render import mean_sd
+
+    lrs = _frame(nb, "learning_rate")
+    assert f"{lr:g} chosen on validation ({mean_sd(lrs.loc[lrs['lr_finetune'] == lr, 'val_accuracy'])})" in text
+    assert f"{mean:.2%}" not in text  # the means come with their sd, the comparisons with their interval
+    assert "- **Depth (at" in text and "- **BatchNorm (batches of 16):** updating against frozen" in text and "95 % CI" in text
     assert ("fine-tuning the top blocks beats the frozen base + head from 150 labelled images per class on; "
             "fine-tuning all layers none in the range studied (5-1,620 labelled images per class).") in text
 

@@ -65,6 +65,11 @@ def test_notebook_parameters_are_validated():
     P = resolve_params("06_truncation", profile="cpu")
     assert P.cuts == "stages" and P.image_size == 128
     assert len(P.seeds) >= 5 and len(P.finetune_seeds) >= 3 and P.val_n_per_class is None  # issue 12's power
+    # a fine-tune long enough to answer: cosine decay to zero and early stopping on the watched
+    # validation accuracy (two constant-rate epochs stopped it while it was still climbing back)
+    tune = TR.cut_spec(P, "top", 0, finetune=True).phases[-1]
+    assert P.epochs_finetune >= 8 and tune.schedule == "cosine" and tune.early_stopping == TR.FINETUNE_PATIENCE
+    assert tune.early_stopping_monitor == "val_accuracy" and tune.val_n_per_class == P.monitor_n_per_class
     for bad, match in (({"cuts": "all"}, "'cuts'"), ({"cuts": [0.5, 2.0]}, "'cuts'"), ({"tolerance": 1.5}, "'tolerance'"),
                        ({"n_finetune": -1}, "'n_finetune'")):  # fmt: skip
         with pytest.raises(ParameterError, match=match):

@@ -23,10 +23,12 @@ from .core import (
     load_data,
     load_run_model,
     predict,
+    recorded_weights_digest,
     run_experiment,
     save_summary,
     train_subset,
     weights_available,
+    weights_file_digest,
 )
 from .notebooks import library_fingerprint, run_notebooks
 from .params import (
@@ -46,6 +48,7 @@ __all__ = [
     "accelerator_for", "checkpoints_for", "run",
     "CHAPTERS", "NOTEBOOKS", "PROFILES", "ChapterParams", "ExperimentSpec", "ParameterError", "RunResult", "backbone_kwargs",
     "build_from_spec", "data_identity", "hardware_summary", "header_table", "inference_speed",
-    "library_fingerprint", "load_data", "load_run_model", "params_from", "predict", "require_weights", "chapter_params",
-    "resolve_params", "run_experiment", "run_notebooks", "save_summary", "train_subset", "weights_available",
+    "library_fingerprint", "load_data", "load_run_model", "params_from", "predict", "recorded_weights_digest",
+    "require_weights", "chapter_params", "resolve_params", "run_experiment", "run_notebooks", "save_summary", "train_subset",
+    "weights_available", "weights_file_digest",
 ]  # fmt: skip

@@ -307,6 +307,44 @@ def resized_model(model: Any, spec: ExperimentSpec, image_size: int,
     return new
 
 
+def weights_file_digest(weights: Any) -> str | None:
+    """SHA-256 of a weights *file* a spec names by path (None for ``"imagenet"``, None or a missing file).
+
+    Args:
+        weights: A spec's ``weights``.
+
+    Returns:
+        The hex digest, or None.
+    """
+    if not isinstance(weights, (str, os.PathLike)) or str(weights) in ("imagenet", "none", ""):
+        return None
+    path = Path(weights)
+    if not path.is_file():
+        return None
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def recorded_weights_digest(run_dir: Path) -> str | None:
+    """The weights digest a finished run recorded (``extra.weights_sha256``); None if it has none.
+
+    Args:
+        run_dir: The run folder.
+
+    Returns:
+        The digest, or None (no record, or one written before runs recorded it).
+    """
+    try:
+        rec = json.loads((Path(run_dir) / "record.json").read_text())
+    except (OSError, ValueError):
+        return None
+    digest = (rec.get("extra") or {}).get("weights_sha256") if isinstance(rec, dict) else None
+    return digest if isinstance(digest, str) else None
+
+
 def run_experiment(
     spec: ExperimentSpec,
     data: D.EuroSAT,
@@ -327,7 +365,9 @@ def run_experiment(
     """Train and evaluate one spec into ``out_dir/<spec.name>``; reuse or resume when possible.
 
     The run folder is owned by :func:`eurosat_lib.runs.reuse_or_run`: a finished run with the
-    same spec is reused (one process at a time), an interrupted one resumes.
+    same spec is reused (one process at a time), an interrupted one resumes. A spec whose weights
+    are a file records the file's SHA-256 (``extra.weights_sha256``); a finished run that recorded
+    another digest than the file now holds was trained from other weights and is trained again.
 
     Args:
         spec: the run.
@@ -361,6 +401,12 @@ def run_experiment(
     run_dir = Path(out_dir) / spec.name
     params = {"spec_key": spec.key(), **spec.to_dict(), "data": data_identity(data)}
     made: dict[str, Any] = {}
+    weights_digest = weights_file_digest(spec.weights)
+    if reuse and weights_digest is not None and recorded_weights_digest(run_dir) not in (None, weights_digest):
+        # The spec names its weights by path; a source network retrained since (its weights are
+        # never committed) writes different weights to the same path. A target run trained from
+        # the old ones is not this run: train it again rather than mix sources in one study.
+        reuse = False
 
     def produce(folder: Path) -> R.RunRecord:
         acc = accelerator or T.Accelerator()
@@ -419,7 +465,8 @@ def run_experiment(
             history=[{"name": r.name, "history": r.history} for r in results],
             timings=timings,
             model_info=M.describe_model(model),
-            extra={"train_size": len(train), "accelerator": acc.to_dict()},
+            extra={"train_size": len(train), "accelerator": acc.to_dict(),
+                   **({"weights_sha256": weights_digest} if weights_digest is not None else {})},
         )
 
     record = R.reuse_or_run(run_dir, params, produce, needs=needs, reuse=reuse, wait_quiet_s=wait_quiet_s)

@@ -58,7 +58,29 @@ def cells_fingerprint(nb) -> str:
     return hashlib.sha256(json.dumps(_cells(nb)).encode()).hexdigest()
 
 
-def stale_reason(template_nb, executed_nb, params: Mapping[str, Any]) -> str | None:
+def resolved_parameters(notebook: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    """Every parameter a chapter resolves to from ``params`` (the profile decides the rest), as JSON.
+
+    Stamped into each executed chapter, so a change of a profile's default (say its seeds) makes
+    the chapter stale although neither its cells nor the ``-p`` parameters changed.
+
+    Args:
+        notebook: The chapter's notebook name.
+        params: The parameters it is run with (``profile``, ``out_dir``, ...).
+
+    Returns:
+        Name -> value, without ``out_dir`` (where the runs go does not change what they are).
+
+    Raises:
+        ParameterError: a parameter is unknown or invalid.
+    """
+    from .params import resolve_params
+
+    P = resolve_params(notebook, **dict(params))
+    return json.loads(json.dumps({k: v for k, v in sorted(vars(P).items()) if k != "out_dir"}, default=str))
+
+
+def stale_reason(template_nb, executed_nb, params: Mapping[str, Any], resolved: Mapping[str, Any] | None = None) -> str | None:
     """Why an executed chapter must be re-run for ``template_nb`` and ``params``, or None.
 
     A chapter is unchanged when its cells are the template's cells and it ran with the same
@@ -67,12 +89,15 @@ def stale_reason(template_nb, executed_nb, params: Mapping[str, Any]) -> str | N
     re-ran every chapter after any commit that did not re-execute the book, so a fresh clone
     re-executed chapters nothing had changed in and rewrote their timestamps.) The library is
     deliberately not an input here: finished runs are reused by their own parameters anyway,
-    so a library change alone would only re-render; ``--force`` does that.
+    so a library change alone would only re-render; ``--force`` does that. The profile's values
+    are an input (``resolved``): the same ``-p`` parameters under a changed profile default are
+    a different run.
 
     Args:
         template_nb: The template (nbformat node).
         executed_nb: The executed chapter (nbformat node).
         params: The parameters it would run with now.
+        resolved: What they resolve to now (:func:`resolved_parameters`); None skips that check.
 
     Returns:
         The reason, or None when the chapter is up to date.
@@ -82,6 +107,13 @@ def stale_reason(template_nb, executed_nb, params: Mapping[str, Any]) -> str | N
         return f"parameters changed ({old.get('parameters')} -> {dict(params)})"
     if _cells(executed_nb) != _cells(template_nb):
         return "the template's cells changed"
+    if resolved is not None:
+        before = old.get("resolved")
+        if before is None:
+            return "it was executed before the profile's values were stamped into it"
+        changed = sorted(k for k in set(before) | set(resolved) if before.get(k) != resolved.get(k))
+        if changed:
+            return "the profile's values changed: " + "; ".join(f"{k} {before.get(k)!r} -> {resolved.get(k)!r}" for k in changed)
     return None
 
 
@@ -154,15 +186,16 @@ def run_notebooks(
         out = book_dir / "chapters" / f"{name}.ipynb"
         params = {"profile": profile, "out_dir": str(book_dir / "runs" / profile / name), **(extra_params or {})}
         template_nb = nbformat.read(template, as_version=4)
-        stamp = {"cells_sha256": cells_fingerprint(template_nb), "parameters": params, "library": lib}
+        resolved = resolved_parameters(name, params)
+        stamp = {"cells_sha256": cells_fingerprint(template_nb), "parameters": params, "resolved": resolved, "library": lib}
         if not force and out.is_file():
             executed = nbformat.read(out, as_version=4)
-            reason = stale_reason(template_nb, executed, params)
+            reason = stale_reason(template_nb, executed, params, resolved)
             if reason is None:
                 note = "" if executed.metadata.get("eurosat", {}).get("library") == lib else (
                     "; the library changed since it was executed (--force re-runs it)"
                 )
-                log(f"[skip] {name}: unchanged (cells, parameters){note}")
+                log(f"[skip] {name}: unchanged (cells, parameters, profile values){note}")
                 report.append({"notebook": name, "status": "skipped"})
                 continue
             log(f"[run ] {name} (profile={profile}): {reason}")

@@ -737,11 +737,12 @@ def parameters_cell(notebook: str) -> str:
     return "\n".join(lines)
 
 
-def sync_parameters_cells(templates_dir: str | Path = "notebooks") -> list[str]:
+def sync_parameters_cells(templates_dir: str | Path = "notebooks", missing_ok: bool = False) -> list[str]:
     """Rewrite each template's ``parameters`` cell from its dataclass; returns the ones changed.
 
     Args:
         templates_dir: Where the templates are.
+        missing_ok: Skip chapters without a template there (``notebooks/pending`` holds a few).
 
     Returns:
         The notebook names whose cell changed.
@@ -753,6 +754,8 @@ def sync_parameters_cells(templates_dir: str | Path = "notebooks") -> list[str]:
     changed = []
     for notebook in NOTEBOOKS:
         path = Path(templates_dir) / f"{notebook}.ipynb"
+        if missing_ok and not path.is_file():
+            continue
         nb = nbformat.read(path, as_version=4)
         cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
         source = parameters_cell(notebook)

@@ -43,6 +43,9 @@ NOTEBOOK = "06_truncation"
 PROBE_HEAD = M.HeadConfig(pooling="avg", dropout=0.0)
 #: Batch size of the head phase (on cached features, so small batches cost little).
 HEAD_BATCH = 32
+#: Fine-tuning epochs without a better watched validation accuracy before a fine-tune stops (its
+#: best weights restored), as in the crossover study's fine-tuned arms.
+FINETUNE_PATIENCE = 3
 
 #: ``cuts="stages"``: every block after which the feature map changes shape (a new stage starts).
 STAGES = "stages"
@@ -64,7 +67,11 @@ class TruncationParams(ChapterParams, notebook=NOTEBOOK):
     )
     epochs_head: int = param(nonneg_int, "epochs of the head (linear probe) at every cut", smoke=1, cpu=15, gpu=15)
     lr_head: float = param(pos_num, "learning rate of the head phase", default=2e-2)
-    epochs_finetune: int = param(nonneg_int, "epochs of the short fine-tunes", smoke=1, cpu=2, gpu=5)
+    # Issue 12: two constant-rate epochs stopped fine-tuning while it was still climbing back
+    # (flagged "not converged"), so "fine-tuning hurts" measured the budget; the crossover's
+    # fine-tuned arms (cosine decay, early stopping on validation accuracy) get the same care here.
+    epochs_finetune: int = param(nonneg_int, "most epochs of the fine-tunes (cosine decay, early stopping)",
+                                 smoke=1, cpu=8, gpu=10)
     lr_finetune: float = param(pos_num, "learning rate of the short fine-tunes", smoke=1e-4, cpu=3e-4, gpu=1e-4)
     batch_size: int = param(pos_int, "batch size of the fine-tuning runs", smoke=128, cpu=32, gpu=128)
     n_per_class: int | None = param(optional(pos_int), "training images per class", smoke=8, cpu=100, gpu=None)
@@ -244,7 +251,8 @@ def cut_spec(P: SimpleNamespace, block: str, seed: int, *, with_test: bool = Fal
                             schedule="cosine", use_feature_cache=True)]  # fmt: skip
     if finetune:
         phases.append(T.PhaseConfig("finetune", epochs=P.epochs_finetune, learning_rate=P.lr_finetune,
-                                    batch_size=P.batch_size, unfreeze="all", freeze_bn=True,
+                                    batch_size=P.batch_size, unfreeze="all", freeze_bn=True, schedule="cosine",
+                                    early_stopping=FINETUNE_PATIENCE, early_stopping_monitor="val_accuracy",
                                     val_n_per_class=P.monitor_n_per_class))  # fmt: skip
     name = f"cut-{block}" + ("_finetune" if finetune else "") + ("_test" if with_test else "") + f"_seed{seed}"
     return ExperimentSpec(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from .base import ChapterSummary
@@ -21,6 +20,7 @@ from .render import (
     paired_values,
     pct,
     versus,
+    working_context,
 )
 
 
@@ -87,37 +87,49 @@ class BackbonesSummary(ChapterSummary):
             out += [text, ""]
         return out
 
-    def notebook_markdown(self) -> str:
+    def notebook_markdown(self, ctx: RecordContext | None = None) -> str:
         """The chapter's own Summary cell: the choice, its cost, the runner-up and pretrained vs scratch.
 
         Read from the summary's fields, parameters and tables (the leaderboard in its order, best first),
         so the executed chapter and a summary loaded from its ``summary.json`` give the same text.
+        Comparisons are paired by seed with their 95 % interval; a cost not measured on a quiet machine
+        is left out.
+
+        Args:
+            ctx: Where the runs' records are (default: paths relative to the working directory).
 
         Returns:
             Markdown, as the template's Summary cell displays it.
         """
         from ..data import CLASS_NAMES
 
-        nan = float("nan")
+        ctx = working_context(ctx)
         board = self.numeric_frame("leaderboard").set_index("candidate")
         runs = self.numeric_frame("runs")
         chosen = self.chosen
-        pre = board[board["init"] == "ImageNet"]
-        scr = board[board["init"] == "from scratch"]
         n_train = int(self.parameters.get("n_per_class") or 0) * len(CLASS_NAMES) or "all"
-        return f'''
-*Numbers from this run ({self.profile} profile, {len(board)} candidates, {len(runs)} runs,
-{n_train} training images, recipe of chapter 3).*
+        cost = [f"{board.loc[chosen, 'params_M']:.2f} M parameters"] if is_number(board.loc[chosen, "params_M"]) else []
+        if is_number(board.loc[chosen, "images_per_s"]):
+            cost.append(f"{board.loc[chosen, 'images_per_s']:.0f} images/s at inference")
+        if is_number(board.loc[chosen, "fit_seconds"]):
+            cost.append(f"{board.loc[chosen, 'fit_seconds']:.0f} s to train here")
+        lines = [f"*Numbers from this run ({self.profile} profile, {len(board)} candidates, {len(runs)} runs, "
+                 f"{n_train} training images, recipe of chapter 3).*", "",
+                 f"- **Choice (by validation):** {chosen} — {mean_sd(runs.loc[runs['candidate'] == chosen, 'val_accuracy'])} "
+                 f"validation, **{self.chosen_test_accuracy:.2%}** on the test split ({self.test_n:,} images).",
+                 f"- **Cost of the choice:** {', '.join(cost) or 'not measured in this run'}."]  # fmt: skip
+        if len(board) > 1:
+            runner = board.index[1]
+            lines.append(f"- **Runner-up:** {runner}, against the choice on validation "
+                         f"{versus(runs, 'candidate', runner, chosen, 'val_accuracy', ctx)}.")
+        pre = [c for c in board.index if board.loc[c, "init"] == "ImageNet"]
+        scr = [c for c in board.index if board.loc[c, "init"] == "from scratch"]
+        if pre and scr:
+            lines.append(f"- **Pretrained vs from scratch:** the best from scratch ({scr[0]}) against the best pretrained "
+                         f"({pre[0]}) on validation {versus(runs, 'candidate', scr[0], pre[0], 'val_accuracy', ctx)}.")
+        return "\n".join(lines) + "\n"
 
-- **Choice (by validation):** {chosen} — {board.loc[chosen, 'val_accuracy']:.2%} validation,
-  **{self.chosen_test_accuracy:.2%}** on the test split ({self.test_n:,} images).
-- **Cost of the choice:** {board.loc[chosen, 'params_M']:.2f} M parameters, {board.loc[chosen, 'images_per_s']:.0f} images/s
-  at inference, {board.loc[chosen, 'fit_seconds']:.0f} s to train here.
-- **Runner-up:** {board.index[1] if len(board) > 1 else "none"}
-  ({board['val_accuracy'].iloc[1] if len(board) > 1 else nan:.2%} validation).
-- **Pretrained vs from scratch:** {pre['val_accuracy'].mean() if len(pre) else nan:.2%} vs
-  {scr['val_accuracy'].mean() if len(scr) else nan:.2%} mean validation accuracy.
-'''
+
 
 
 def epoch_cap(record: Mapping[str, Any]) -> int:
@@ -204,7 +216,7 @@ def leaderboard_paragraph(runs: Any, board: Any, front: Sequence[str] = (), ctx:
     Returns:
         Markdown.
     """
-    ctx = ctx or RecordContext(root=Path.cwd())
+    ctx = working_context(ctx)
     best = board.index[0]
     g = runs[runs["candidate"] == best]
     n_val = ctx.n_eval(list(runs["run"]), "val")
@@ -247,7 +259,7 @@ def test_paragraph(runs: Any, chosen: str, final: Any, ctx: RecordContext | None
     Returns:
         Markdown.
     """
-    ctx = ctx or RecordContext(root=Path.cwd())
+    ctx = working_context(ctx)
     out = [f"Chosen on validation: **{chosen}**. On the test split ({int(final['test_n'].iloc[0]):,} images) it scores "
            f"**{mean_sd(final['test_accuracy'])}** accuracy (macro-F1 {final['test_macro_f1'].mean():.3f}, {len(final)} seed(s))."]
     by_test = runs.groupby("candidate", sort=False)["test_accuracy"].mean()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from .base import ChapterSummary
@@ -21,6 +22,7 @@ from .render import (
     record_warnings,
     setting_text,
     versus,
+    working_context,
 )
 
 
@@ -123,11 +125,16 @@ class FinetuneSummary(ChapterSummary):
         return out
 
 
-    def notebook_markdown(self) -> str:
+    def notebook_markdown(self, ctx: RecordContext | None = None) -> str:
         """The chapter's own Summary cell: its numbers in a few bullets (the results page has :meth:`render_markdown`).
 
         Everything is read from the summary's fields, parameters and tables, so the executed chapter and a
-        summary loaded from its ``summary.json`` give the same text.
+        summary loaded from its ``summary.json`` give the same text. A chapter with a learning rate chosen on
+        validation (``lr_chosen``) states every comparison paired by seed with its 95 % interval, and never
+        quotes a collapsed run as a setting's result; an older chapter keeps the text it was executed with.
+
+        Args:
+            ctx: Where the runs' records are (default: paths relative to the working directory).
 
         Returns:
             Markdown, as the template's Summary cell displays it.
@@ -136,10 +143,57 @@ class FinetuneSummary(ChapterSummary):
         depth, lrs, bn = self.numeric_frame("depth"), self.numeric_frame("learning_rate"), self.numeric_frame("batchnorm")
         best_depth = depth.groupby("unfreeze_fraction")["val_accuracy"].mean()
         best_lr = lrs.groupby("lr_finetune")["val_accuracy"].mean()
+        if self.lr_chosen is not None and "run" in depth and "run" in lrs:
+            return self._interval_markdown(P, depth, lrs, bn, working_context(ctx)) + self._crossover_line()
         bn_mean = bn.groupby("batchnorm")["val_accuracy"].mean()
         head_val_lr = lrs["val_after_head"].mean()
-        frozen_ref = self.frozen_same_budget_val if self.frozen_same_budget_val is not None else nan
+        frozen_ref = self.frozen_same_budget_val if self.frozen_same_budget_val is not None else float("nan")
         return self._base_markdown(P, best_depth, best_lr, bn_mean, head_val_lr, frozen_ref) + self._extra_lines(best_lr)
+
+    def _interval_markdown(self, P: Any, depth: Any, lrs: Any, bn: Any, ctx: RecordContext) -> str:
+        """The Summary bullets with paired intervals (recipe, learning rate, depth, BatchNorm)."""
+        from ..stats import independent_diff
+
+        lines = [f"*Numbers from this run ({self.profile} profile, {P['backbone']}, {P['image_size']} px; sections 2-4: "
+                 f"{len(P['seeds'])} seed(s) per setting, paired by seed, 95 % intervals).*", ""]  # fmt: skip
+        # the recipe's folder sits beside the sweeps' runs (summarize's runs=[recipe folder])
+        recipe = ctx.record(str(Path(str(depth["run"].iloc[0])).parent / "recipe"))
+        nval = ((recipe or {}).get("metrics") or {}).get("val", {}).get("n")
+        change = f"{100 * (self.val_after_finetune - self.val_after_head):+.1f} points"
+        if nval:
+            change = compare_text(independent_diff(self.val_after_finetune, nval, self.val_after_head, nval), [record_warnings(recipe)])
+        lines.append(f"- **Recipe (one run):** fine-tuning moved validation accuracy from {self.val_after_head:.2%} (frozen base + "
+                     f"head) to {self.val_after_finetune:.2%}, {change}; the model scores **{self.recipe_test_accuracy:.2%}** "
+                     "on the full test split.")  # fmt: skip
+        chosen = self.lr_chosen
+        broken = [lr for lr, g in lrs.groupby("lr_finetune") if is_broken(group_flags(g, ctx))]
+        sound = [lr for lr in sorted(set(lrs["lr_finetune"])) if lr not in broken and lr != chosen]
+        text = (f"- **Learning rate (depth {P['unfreeze_fraction']:g}):** {chosen:g} chosen on validation "
+                f"({mean_sd(lrs.loc[lrs['lr_finetune'] == chosen, 'val_accuracy'])})")
+        if sound:
+            text += "; against it " + "; ".join(f"{lr:g} {versus(lrs, 'lr_finetune', lr, chosen, 'val_accuracy', ctx)}" for lr in sound)
+        if broken:
+            text += ("; " + ", ".join(f"{lr:g}" for lr in broken) + " collapsed (flagged diverged or chance-level): "
+                     "not a measurement of the rate")
+        lines.append(text + ".")
+        fractions = sorted(set(depth["unfreeze_fraction"]))
+        if 0.0 in fractions and len(fractions) > 1:
+            parts = [f"{depth_label(f)} {versus(depth, 'unfreeze_fraction', f, 0.0, 'val_accuracy', ctx)}" for f in fractions if f != 0.0]
+            lines.append(f"- **Depth (at {chosen:g}, the same number of updates), against the frozen base "
+                         f"({mean_sd(depth.loc[depth['unfreeze_fraction'] == 0.0, 'val_accuracy'])}):** " + "; ".join(parts) + ".")
+        modes = list(dict.fromkeys(bn["batchnorm"]))
+        if "frozen (inference mode)" in modes and "updating (training mode)" in modes and "run" in bn:
+            lines.append(f"- **BatchNorm (batches of {P['small_batch']}):** updating against frozen "
+                         f"{versus(bn, 'batchnorm', 'updating (training mode)', 'frozen (inference mode)', 'val_accuracy', ctx)}.")
+        return "\n".join(lines) + "\n"
+
+    def _crossover_line(self) -> str:
+        """The crossover bullet (section 5), empty without the study."""
+        if self.crossover_top is None and self.crossover_all is None:
+            return ""
+        return (f"- **Crossover (section 5):** on the test split, paired by seed with a 95 % interval, fine-tuning the top "
+                f"blocks beats the frozen base + head {self.crossover_top or 'not measured'}; fine-tuning all layers "
+                f"{self.crossover_all or 'not measured'}.\n")  # fmt: skip
 
     def _extra_lines(self, lr_means: Any) -> str:
         """The lines of the sections the older chapters did not have (chosen rate, crossover): empty without them."""

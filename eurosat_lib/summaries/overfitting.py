@@ -8,7 +8,18 @@ from typing import Any, Mapping
 
 from .._io import atomic_path
 from .base import ChapterSummary
-from .render import RecordContext, chapter_link, md_table, mean_sd, num, pct, setting_text
+from .render import (
+    RecordContext,
+    chapter_link,
+    compare_text,
+    md_table,
+    mean_sd,
+    num,
+    pct,
+    setting_text,
+    versus,
+    working_context,
+)
 
 
 @dataclass(frozen=True)
@@ -43,11 +54,16 @@ class OverfittingSummary(ChapterSummary):
     weakest_class: str | None = None
     weakest_class_recall: float | None = None
 
-    def notebook_markdown(self) -> str:
+    def notebook_markdown(self, ctx: RecordContext | None = None) -> str:
         """The chapter's own Summary cell: the gap, more data, regularisation, the good model, leaks, test-set spread.
 
         Read from the summary's fields, parameters and tables. A summary written before the final
-        model's training accuracy and weakest class were kept shows "–" for them.
+        model's training accuracy and weakest class were kept shows "–" for them; one whose
+        regularisation table names each run's folder compares every configuration with none, paired
+        by seed with its interval (an older one kept the best mean test accuracy it was executed with).
+
+        Args:
+            ctx: Where the runs' records are (default: paths relative to the working directory).
 
         Returns:
             Markdown, as the template's Summary cell displays it.
@@ -59,13 +75,20 @@ class OverfittingSummary(ChapterSummary):
         curve = self.numeric_frame("fraction_curve")
         fro = curve[curve.method == "frozen features + head"].groupby("train_images")["val_accuracy"].agg(["mean", "std"])
         first, last = fro.iloc[0], fro.iloc[-1]
-        m = self.numeric_frame("regularisation").groupby("config", sort=False)["test_accuracy"].agg(["mean", "std"])
+        reg = self.numeric_frame("regularisation")
+        m = reg.groupby("config", sort=False)["test_accuracy"].agg(["mean", "std"])
         base = m.loc["none"]
+        if "run" in reg:  # chosen on validation, paired by seed (the chapter that has each run's folder)
+            reg_text = regularisation_effects(reg, working_context(ctx))
+        else:
+            reg_text = (f"best configuration by mean test accuracy: **{m['mean'].idxmax()}**\n"
+                        f"  ({m['mean'].max():.1%}) vs {base['mean']:.1%} with none.")
+        sd_word = "fell" if last["std"] < first["std"] else "did not fall"
         small = self.numeric_frame("selection_leak").iloc[0]
         spread = self.numeric_frame("test_spread").set_index("scenario")
         worst = spread["off_by_more_than_2_points"].idxmax()
         honest = self.good_model_test_accuracy
-        curve_seeds = f", {len(P['curve_seeds'])} for the data-efficiency heads" if P.get("curve_seeds") else ""
+        curve_seeds = f", {len(P['curve_seeds'])} for the heads on cached features" if P.get("curve_seeds") else ""
         return f'''
 *Numbers from this run ({self.profile} profile, {P["backbone"]}, {P["image_size"]} px, {len(P["seeds"])} seed(s){curve_seeds}).*
 
@@ -73,9 +96,8 @@ class OverfittingSummary(ChapterSummary):
   (gap {100 * sc.train_minus_test:.1f} points); the frozen ImageNet base gave {fr.test:.1%} test accuracy with a gap of
   {100 * fr.train_minus_test:.1f} points.
 - **More data:** validation accuracy of frozen features + head rose from {first['mean']:.1%} ({fro.index[0]:,} images) to
-  {last['mean']:.1%} ({fro.index[-1]:,} images); seed-to-seed sd fell from {first['std']:.1%} to {last['std']:.1%}.
-- **Regularisation at {P["reg_n"]} images per class:** best configuration by mean test accuracy: **{m['mean'].idxmax()}**
-  ({m['mean'].max():.1%}) vs {base['mean']:.1%} with none.
+  {last['mean']:.1%} ({fro.index[-1]:,} images); seed-to-seed sd {sd_word} from {first['std']:.1%} to {last['std']:.1%}.
+- **Regularisation at {P["reg_n"]} images per class:** {reg_text}
 - **A good model:** {honest:.1%} on {self.test_n:,} test images, weakest class {self.weakest_class or "–"} ({opt(self.weakest_class_recall)} recall), ECE {self.good_model_ece:.3f}.
 - **Leaks:** scored on its own training images the good model would claim {opt(self.good_model_train_accuracy)} (honest: {honest:.1%});
   the scratch model {self.scratch_train_accuracy:.1%} (honest: {self.scratch_test_accuracy:.1%}). Choosing the best of {P["n_configs"]} heads on a
@@ -176,3 +198,82 @@ def summarize(P: Any, good_model: Mapping[str, Any], gaps: Any, fraction_curve: 
         good_model_train_accuracy=None if good_model_train is None else float(good_model_train["accuracy"]),
         weakest_class=weakest, weakest_class_recall=None if weakest is None else float(per_class[weakest]["recall"]),
     )  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------
+# The chapter's own paragraphs: every comparison paired by seed, with its 95 % interval
+# --------------------------------------------------------------------------------------------
+
+
+def regularisation_effects(reg: Any, ctx: RecordContext | None = None) -> str:
+    """Each regularisation configuration against none on the test split, paired by seed.
+
+    Test, not validation: early stopping picks its epoch on validation, which flatters its
+    validation score; nothing is chosen on the test split here, so it measures each
+    configuration's effect without choosing one.
+
+    Args:
+        reg: ``regularisation_study``'s table (``config``, ``seed``, ``test_accuracy``, ``run``).
+        ctx: Where the runs' records are (default: paths relative to the working directory).
+
+    Returns:
+        Markdown: one clause per configuration with its difference, 95 % interval and verdict.
+    """
+    ctx = working_context(ctx)
+    configs = [c for c in dict.fromkeys(reg["config"]) if c != "none"]
+    return ("against none on the test split, paired by seed (nothing is chosen on it): "
+            + "; ".join(f"**{c}** {versus(reg, 'config', c, 'none', 'test_accuracy', ctx)}" for c in configs) + ".")
+
+
+def regularisation_paragraph(reg: Any, ctx: RecordContext | None = None) -> str:
+    """Section 3's paragraph: no regularisation's numbers, then every configuration against it on test.
+
+    Args:
+        reg: ``regularisation_study``'s table (with ``run``).
+        ctx: Where the runs' records are (default: paths relative to the working directory).
+
+    Returns:
+        Markdown.
+    """
+    m = reg.groupby("config", sort=False)[["test_accuracy", "train_minus_test"]].mean()
+    return (f"No regularisation: {m.loc['none', 'test_accuracy']:.1%} test accuracy (train–test gap "
+            f"{m.loc['none', 'train_minus_test']:.1%}). Each configuration " + regularisation_effects(reg, ctx))
+
+
+def pair_paragraph(pair: Any, n_small: int, ctx: RecordContext | None = None) -> str:
+    """Section 1's paragraph: the from-scratch and frozen models' fit and generalisation, paired by seed.
+
+    Args:
+        pair: ``overfit_pair``'s long table (``model``, ``seed``, ``split``, ``accuracy``, ``trainable``, ``run``).
+        n_small: Training images per class.
+        ctx: Where the runs' records are (default: paths relative to the working directory).
+
+    Returns:
+        Markdown: both models' numbers, the paired test difference and the paired difference of
+        their train–test gaps; "generalises better and overfits less" only where both intervals say so.
+    """
+    from ..stats import paired_diff
+
+    ctx = working_context(ctx)
+    sc_m, fr_m = "from scratch", "frozen ImageNet base"
+    wide = pair.pivot_table(index=["model", "seed"], columns="split", values="accuracy")
+    wide["gap"] = wide["train"] - wide["test"]
+    mean = wide.groupby(level="model").mean()
+    sc, fr = mean.loc[sc_m], mean.loc[fr_m]
+    trainable = pair.groupby("model")["trainable"].first()
+    test = pair[pair["split"] == "test"].rename(columns={"accuracy": "test_accuracy"})
+    seeds = sorted(set(wide.loc[sc_m].index) & set(wide.loc[fr_m].index))
+    gap_d = paired_diff(wide.loc[fr_m].loc[seeds, "gap"].to_numpy(), wide.loc[sc_m].loc[seeds, "gap"].to_numpy())
+    test_text = versus(test, "model", fr_m, sc_m, "test_accuracy", ctx)
+    runs = {m: list(pair.loc[pair["model"] == m, "run"].drop_duplicates()) for m in (sc_m, fr_m)}
+    gap_text = compare_text(gap_d, ctx.warnings(runs[fr_m]), ctx.warnings(runs[sc_m]))
+    better = "**better**" in test_text
+    overfits_less = gap_d.verdict == "worse"  # a lower gap: frozen minus scratch below zero
+    verdict = ("The pretrained model generalises better *and* overfits less: both intervals exclude zero."
+               if better and overfits_less else
+               "Measured here, the intervals do not show that the frozen base both generalises better and overfits less.")
+    return (f"From scratch, {int(trainable[sc_m]):,} trainable weights fitted {n_small * 10:,} images to **{sc['train']:.1%}** "
+            f"training accuracy but reached **{sc['test']:.1%}** on test: a train–test gap of {100 * sc['gap']:.1f} points. "
+            f"The frozen base trains only {int(trainable[fr_m]):,} head weights; it reached {fr['train']:.1%} on its training "
+            f"images and **{fr['test']:.1%}** on test (gap {100 * fr['gap']:.1f} points). Frozen minus scratch, paired by "
+            f"seed: test accuracy {test_text}; train–test gap {gap_text}. {verdict}")

@@ -287,6 +287,21 @@ class RecordContext:
         return min(ns) if ns else None
 
 
+def working_context(ctx: RecordContext | None = None) -> RecordContext:
+    """``ctx``, or one reading records relative to the working directory.
+
+    A chapter runs from the repository root (``make experiments``, or papermill as the README
+    says), where its tables' run paths start.
+
+    Args:
+        ctx: A context, or None.
+
+    Returns:
+        The context to read records through.
+    """
+    return ctx if ctx is not None else RecordContext(root=Path.cwd())
+
+
 def run_image_size(record: Mapping[str, Any] | None) -> int | None:
     """The input size a run's network actually saw (its parameters, else its model description).
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Sequence
 
 from .base import ChapterSummary
@@ -22,6 +21,7 @@ from .render import (
     paired_values,
     sizes_text,
     versus,
+    working_context,
 )
 
 
@@ -106,7 +106,7 @@ class TransferSummary(ChapterSummary):
         Returns:
             Markdown, as the template's Summary cell displays it.
         """
-        ctx = _ctx(ctx)
+        ctx = working_context(ctx)
         p = self.parameters
         cmp, res = self.numeric_frame("compare"), self.numeric_frame("resolution")
         pre, hd = self.numeric_frame("preprocessing"), self.numeric_frame("heads")
@@ -172,11 +172,6 @@ def summarize(P: Any, compare: Any, resolution: Any, preprocessing: Any, heads: 
 # --------------------------------------------------------------------------------------------
 
 
-def _ctx(ctx: RecordContext | None) -> RecordContext:
-    # A chapter runs from the repository root (or wherever its out_dir is relative to).
-    return ctx or RecordContext(root=Path.cwd())
-
-
 def _seeds(n: int) -> str:
     return f"{n} seed" + ("" if n == 1 else "s")
 
@@ -204,7 +199,7 @@ def compare_paragraph(compare: Any, epochs: int, ctx: RecordContext | None = Non
     Returns:
         Markdown.
     """
-    ctx = _ctx(ctx)
+    ctx = working_context(ctx)
     models = list(dict.fromkeys(compare["model"]))
     ref, g_ref = models[0], compare[compare["model"] == models[0]]
     n_test = ctx.n_eval(list(compare["run"]), "test")
@@ -241,7 +236,7 @@ def sweep_paragraph(table: Any, key: str, ref: Any, label: Any = str, ctx: Recor
     Returns:
         Markdown.
     """
-    ctx = _ctx(ctx)
+    ctx = working_context(ctx)
     g_ref = table[table[key] == ref]
     n_val = ctx.n_eval(list(table["run"]), "val") if "run" in table else None
     out = [f"{label(ref)}: **{mean_sd(g_ref['val_accuracy'])}** validation accuracy (mean ± sd over {_seeds(len(g_ref))}"
@@ -272,7 +267,7 @@ def head_diagnosis(heads: Any, head: str, ref: str = "linear", ctx: RecordContex
     """
     from ..stats import paired_diff
 
-    ctx = _ctx(ctx)
+    ctx = working_context(ctx)
     va, vb, ra, rb = paired_values(heads, "head", head, ref, "val_accuracy")
     ta, tb, _, _ = paired_values(heads, "head", head, ref, "train_accuracy")
     if not va or not ta:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -17,6 +18,7 @@ from .render import (
     read_json,
     record_warnings,
     setting_text,
+    working_context,
 )
 
 
@@ -37,6 +39,9 @@ class TruncationSummary(ChapterSummary):
         cliff_to: The shallower cut of that step.
         cliff_step: The step's size (accuracy).
         tolerance: Accuracy a cut may lose and still count as safe.
+        chosen_loss_high: Upper end of the 95 % interval of the chosen cut's paired loss (NaN: one seed).
+        rule: How the cut was chosen (``"95 % upper bound"`` or the one-seed mean rule).
+        noise: Median half-width of the cuts' intervals (a tolerance below it cannot be met).
     """
 
     NOTEBOOK = "06_truncation"
@@ -53,13 +58,22 @@ class TruncationSummary(ChapterSummary):
     cliff_to: str | None = None
     cliff_step: float | None = None
     tolerance: float | None = None
+    chosen_loss_high: float | None = None
+    rule: str | None = None
+    noise: float | None = None
 
-
-    def notebook_markdown(self) -> str:
+    def notebook_markdown(self, ctx: RecordContext | None = None) -> str:
         """The chapter's own Summary cell: size vs speed, frozen features per cut, where to cut, fine-tuning.
 
         Read from the summary's fields, parameters and tables (each indexed by block, shallow to deep),
         so the executed chapter and a summary loaded from its ``summary.json`` give the same text.
+        With the per-seed tables (``test_runs``, ``finetune_runs``) every comparison is paired by
+        seed with its 95 % interval, and "within the tolerance" means the interval's upper bound
+        of the loss is (the rule ``choose_cut`` chose by); a fine-tune still improving when it stopped
+        is marked so by its record's flag.
+
+        Args:
+            ctx: Where the runs' records are (default: paths relative to the working directory).
 
         Returns:
             Markdown, as the template's Summary cell displays it.
@@ -71,22 +85,21 @@ class TruncationSummary(ChapterSummary):
         c, full, tolerance = self.chosen, self.full, P["tolerance"]
         steps_up = int((table["val_mean"].diff().iloc[1:] > 0).sum())
         tol = f"{100 * tolerance:g} point(s)"
+        interval = self.rule == "95 % upper bound"
+        test_runs, ft_runs = self.numeric_frame("test_runs"), self.numeric_frame("finetune_runs")
         if c != full:
-            where = (f"the shallowest cut within {tol} of the full backbone is `{c}` ({self.chosen_params_share:.0%} of the "
-                     f"parameters, {self.chosen_speedup:.2f}× the speed); on the test split it scores {t[c]:.2%} against "
-                     f"{t[full]:.2%} for the full backbone")
+            shown = (f"its loss is at most {100 * self.chosen_loss_high:.2f} points at the upper end of the 95 % interval, paired by seed"
+                     if interval and is_number(self.chosen_loss_high) else "one seed, so the mean loss decides (no interval)")
+            on_test = (f"on the test split, against the full backbone: {compare_text(_paired(test_runs, 'test_accuracy', c, full))}"
+                       if test_runs is not None else f"on the test split it scores {t[c]:.2%} against {t[full]:.2%} for the full backbone")
+            where = (f"the shallowest cut shown to lose at most {tol} against the full backbone is `{c}` ({shown}; "
+                     f"{self.chosen_params_share:.0%} of the parameters, {self.chosen_speedup:.2f}× the speed); {on_test}")
         else:
-            where = f"no cut stays within {tol} of the full backbone, so the answer here is not to cut (test accuracy {t[full]:.2%})"
-        gains = ft_wide["gain"]
-        ft_text = f"{P['epochs_finetune']} epoch(s) of fine-tuning changed validation accuracy by " + ", ".join(
-            f"{gains[b] * 100:+.1f} points (`{b}`)" for b in gains.index)
-        cut_ft = ft_wide["fine-tuned"].drop(index=full)
-        if len(cut_ft):
-            # the word follows the numbers: within the tolerance of the fine-tuned full backbone, or not
-            ft_full = ft_wide.loc[full, "fine-tuned"]
-            ft_text += (f"; the best fine-tuned cut, `{cut_ft.idxmax()}` ({cut_ft.max():.2%}), is "
-                        f"{'within' if cut_ft.max() >= ft_full - tolerance else 'not within'} {tol} of "
-                        f"the fine-tuned full backbone ({ft_full:.2%})")
+            where = (f"no cut is shown to lose at most {tol} against the full backbone, so the answer here is not to cut "
+                     f"(test accuracy {t[full]:.2%})")
+            if interval and is_number(self.noise) and self.noise > tolerance:
+                where += (f"; the intervals are ±{100 * self.noise:.1f} points wide (median), wider than the tolerance, so "
+                          "no cut could have been shown safe here, however close")
         return f'''
 *Numbers from this run ({self.profile} profile, {P["backbone"]} α={P["alpha"]}, {P["image_size"]} px, {len(P["seeds"])} seed(s),
 {P["n_per_class"] or "all"} training images per class, {len(table)} cuts).*
@@ -99,8 +112,39 @@ class TruncationSummary(ChapterSummary):
   Accuracy went up with depth at {steps_up} of {len(table) - 1} steps between neighbouring cuts; the biggest step down
   is from `{self.cliff_from}` to `{self.cliff_to}` ({self.cliff_step * 100:.1f} points).
 - **Where to cut:** {where}.
-- **Fine-tuning:** {ft_text}.
+- **Fine-tuning:** {self._finetune_text(ft_wide, ft_runs, full, tolerance, tol, working_context(ctx))}.
 '''
+
+    def _finetune_text(self, ft_wide: Any, ft_runs: Any, full: str, tolerance: float, tol: str, ctx: RecordContext) -> str:
+        """The Summary's fine-tuning bullet: each cut's gain, and the best fine-tuned cut against the full backbone."""
+        P = self.parameters
+        if ft_runs is None:  # a summary saved before the per-seed table: means only
+            gains = ft_wide["gain"]
+            text = f"{P['epochs_finetune']} epoch(s) of fine-tuning changed validation accuracy by " + ", ".join(
+                f"{gains[b] * 100:+.1f} points (`{b}`)" for b in gains.index)
+            cut_ft = ft_wide["fine-tuned"].drop(index=full)
+            if len(cut_ft):
+                ft_full = ft_wide.loc[full, "fine-tuned"]
+                text += (f"; the best fine-tuned cut, `{cut_ft.idxmax()}` ({cut_ft.max():.2%}), is "
+                         f"{'within' if cut_ft.max() >= ft_full - tolerance else 'not within'} {tol} of "
+                         f"the fine-tuned full backbone ({ft_full:.2%}) on the mean")
+            return text
+        tuned = ft_runs[ft_runs["stage"] == "fine-tuned"]
+        flags = _tuned_flags(tuned, ctx)
+        parts = [f"`{b}` {compare_text(_paired(ft_runs, 'val_accuracy', (b, 'fine-tuned'), (b, 'frozen + head')), flags(b))}"
+                 for b in ft_wide.index]
+        text = (f"fine-tuning (up to {P['epochs_finetune']} epochs) against the same run's frozen head (validation, paired "
+                "by seed): " + "; ".join(parts))
+        cut_ft = ft_wide["fine-tuned"].drop(index=full)
+        if len(cut_ft):
+            best = str(cut_ft.idxmax())
+            d = _paired(tuned, "val_accuracy", best, full)
+            # non-inferiority, as for the frozen cuts: the whole interval of the loss within the tolerance
+            ok = math.isfinite(d.low) and -d.low <= tolerance + 1e-12
+            text += (f". The best fine-tuned cut, `{best}`, against the fine-tuned full backbone: "
+                     f"{compare_text(d, flags(best), flags(full))}; it is "
+                     + (f"shown to lose at most {tol}" if ok else f"not shown to lose at most {tol}"))
+        return text
 
     def _sections(self, source: str, ctx: RecordContext) -> list[str]:
         """Chapter 6's section: every cut against the full backbone (paired by seed), then the choice."""
@@ -165,7 +209,8 @@ def cut_seeds(ctx: RecordContext) -> dict[str, dict[int, tuple[float, list[str],
     return out
 
 
-def summarize(P: Any, cuts: Any, choice: Mapping[str, Any], test: Any, finetune: Any) -> TruncationSummary:
+def summarize(P: Any, cuts: Any, choice: Mapping[str, Any], test: Any, finetune: Any,
+              test_runs: Any = None, finetune_runs: Any = None) -> TruncationSummary:
     """Chapter 6's summary from the cut table, the choice and the test and fine-tuning tables.
 
     Args:
@@ -174,15 +219,50 @@ def summarize(P: Any, cuts: Any, choice: Mapping[str, Any], test: Any, finetune:
         choice: ``choose_cut``'s result (its scalar entries become the summary's numbers).
         test: The test scores per block (indexed by block).
         finetune: Frozen + head vs fine-tuned per block (indexed by block).
+        test_runs: ``score_on_test``'s per-seed table (``block``, ``seed``, ``test_accuracy``,
+            ``test_images``), for the paired test comparison.
+        finetune_runs: ``finetune_cuts``'s per-seed table (``block``, ``seed``, ``stage``,
+            ``val_accuracy``, ``val_images``), for the paired fine-tuning gains.
 
     Returns:
-        The typed summary, with the three tables.
+        The typed summary, with its tables.
     """
     scalars = {k: v for k, v in choice.items() if isinstance(v, (int, float, str, bool))}
-    return TruncationSummary.from_study(
-        P, {"cuts": cuts.reset_index(), "test": test.reset_index(), "finetune": finetune.reset_index()},
-        **{"chosen_cut": choice["chosen"], "full": choice["full"], **scalars},
-    )  # fmt: skip
+    tables = {"cuts": cuts.reset_index(), "test": test.reset_index(), "finetune": finetune.reset_index()}
+    for name, df in (("test_runs", test_runs), ("finetune_runs", finetune_runs)):
+        if df is not None:
+            tables[name] = df
+    return TruncationSummary.from_study(P, tables, **{"chosen_cut": choice["chosen"], "full": choice["full"], **scalars})
+
+
+def _tuned_flags(tuned: Any, ctx: RecordContext) -> Any:
+    """block -> the flags of its fine-tuned runs (the head stage of a run is not what its flags judge)."""
+    def flags(block: str) -> list[list[str]]:
+        runs = list(tuned.loc[tuned["block"] == block, "run"]) if "run" in tuned else []
+        return ctx.warnings(runs)
+
+    return flags
+
+
+def _paired(runs: Any, col: str, a: Any, b: Any) -> Any:
+    """Arm ``a`` minus arm ``b`` of ``col``, paired by seed, with the evaluation images' noise.
+
+    An arm is a block, or a ``(block, stage)`` pair in a table with a ``stage`` column.
+    """
+    from ..stats import paired_diff
+
+    def arm(key: Any) -> Any:
+        if isinstance(key, tuple):
+            sel = (runs["block"] == key[0]) & (runs["stage"] == key[1])
+        else:
+            sel = runs["block"] == key
+        return runs[sel].set_index("seed")
+
+    xa, xb = arm(a), arm(b)
+    seeds = sorted(set(xa.index) & set(xb.index))
+    n_col = "test_images" if col.startswith("test") else "val_images"
+    n = int(runs[n_col].min()) if n_col in runs and runs[n_col].notna().any() else None
+    return paired_diff(xa.loc[seeds, col].to_numpy(), xb.loc[seeds, col].to_numpy(), n_eval=n)
 
 
 # --------------------------------------------------------------------------------------------
@@ -227,22 +307,26 @@ def choice_paragraph(table: Any, choice: Mapping[str, Any]) -> str:
                    f"{100 * choice['cliff_step']:.1f} points.")
 
 
-def finetune_paragraph(ft: Any) -> str:
-    """Section 4's paragraph: what the short fine-tune adds at each cut, paired with its own head phase.
+def finetune_paragraph(ft: Any, ctx: RecordContext | None = None) -> str:
+    """Section 4's paragraph: what the fine-tune adds at each cut, paired with its own head phase.
 
     Args:
-        ft: ``finetune_cuts``'s long table (``block``, ``seed``, ``stage``, ``val_accuracy``, ``val_images``).
+        ft: ``finetune_cuts``'s long table (``block``, ``seed``, ``stage``, ``val_accuracy``, ``val_images``,
+            ``run``).
+        ctx: Where the runs' records are (default: paths relative to the working directory): a
+            fine-tune still improving when it stopped is marked so.
 
     Returns:
         Markdown.
     """
     from ..stats import paired_diff
 
+    flags = _tuned_flags(ft[ft["stage"] == "fine-tuned"], working_context(ctx))
     parts = []
     n_val = int(ft["val_images"].min()) if "val_images" in ft and ft["val_images"].notna().any() else None
     for block, g in ft.groupby("block", sort=False):
         wide = g.pivot_table(index="seed", columns="stage", values="val_accuracy").dropna()
         if {"fine-tuned", "frozen + head"} <= set(wide.columns) and len(wide):
             d = paired_diff(wide["fine-tuned"].to_numpy(), wide["frozen + head"].to_numpy(), n_eval=n_val)
-            parts.append(f"at `{block}` fine-tuning against the frozen cut's own head: {compare_text(d)}")
+            parts.append(f"at `{block}` fine-tuning against the frozen cut's own head: {compare_text(d, flags(block))}")
     return ("Paired by seed (the same run before and after its fine-tuning phase): " + "; ".join(parts) + ".") if parts else ""
