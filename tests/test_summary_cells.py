@@ -49,6 +49,11 @@ def _shown(notebook: str) -> str:
 def _rebuilt(notebook: str):
     """The chapter's summary, rebuilt by its ``summarize`` from the committed tables and records."""
     P = _P(notebook)
+    if notebook == "01_transfer_learning":
+        from eurosat_lib.experiments import transfer as TL
+
+        return S.transfer.summarize(P, *(_frame(notebook, t) for t in ("compare", "resolution", "preprocessing", "heads")),
+                                    models=TL.COMPARE_MODELS)
     if notebook == "03_finetune":
         recipe = json.loads((RUNS / notebook / "recipe" / "record.json").read_text())
         return S.finetune.summarize(P, recipe, *(_frame(notebook, t) for t in ("depth", "learning_rate", "batchnorm")))
@@ -76,7 +81,7 @@ def _rebuilt(notebook: str):
     raise NotImplementedError(notebook)
 
 
-DONE = ["02_negative_transfer", "03_finetune", "04_overfitting", "05_backbones", "06_truncation"]
+DONE = ["01_transfer_learning", "02_negative_transfer", "03_finetune", "04_overfitting", "05_backbones", "06_truncation"]
 
 
 @pytest.mark.parametrize("notebook", DONE)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -257,4 +258,13 @@ def test_compare_paragraph_flags_budget_bound_runs_and_broken_ones(tmp_path):
     (tmp_path / "chance").mkdir()
     cmp2 = _records(tmp_path / "chance", [dict(r, flagged=(models[2],)) for r in rows], flags=("chance-level",))
     text2 = ST.compare_paragraph(cmp2, 15, ctx=ctx)
-    assert "not compared: a flagged run" in text2 and "levelled off within the budget in every run (3)" in text2
+    assert "not compared: a flagged run" in text2 and "no run is flagged as still improving when the budget ended (3 run(s))" in text2
+    # with histories: the best epochs are stated, and a last-epoch best is never called a plateau
+    for i, r in enumerate(cmp2["run"]):
+        rec_path = Path(r) / "record.json"
+        rec = json.loads(rec_path.read_text())
+        rec["history"] = [{"name": "scratch", "history": {"val_accuracy": [0.5, 0.6, 0.62, 0.61] if i % 3 else [0.5, 0.6, 0.61, 0.62]}}]
+        rec_path.write_text(json.dumps(rec))
+    text3 = ST.compare_paragraph(cmp2, 15, ctx=RecordContext(root=tmp_path))
+    assert "best validation accuracy came at epoch 4, 3 and 3 of 4: 1 of 3 run(s) at the last epoch" in text3
+    assert "levelled off" not in text3

@@ -184,6 +184,19 @@ def _minutes(ctx: RecordContext, runs: Sequence[Any]) -> float:
     return sum(got) / len(got) if got else math.nan
 
 
+def _best_epochs(ctx: RecordContext, runs: Sequence[Any]) -> list[tuple[int, int]]:
+    """(best epoch, epochs run) of each run's validation accuracy (over all phases); empty if any record lacks it."""
+    from ..sanity import history_series
+
+    out = []
+    for r in runs:
+        val = history_series((ctx.record(r) or {}).get("history"), "val_accuracy")
+        if len(val) < 2:
+            return []
+        out.append((val.index(max(val)) + 1, len(val)))
+    return out
+
+
 def _not_converged(ctx: RecordContext, runs: Sequence[Any]) -> int:
     return sum("not converged" in w for w in ctx.warnings(list(runs)))
 
@@ -213,9 +226,24 @@ def compare_paragraph(compare: Any, epochs: int, ctx: RecordContext | None = Non
     for m in models[1:]:
         runs = list(compare.loc[compare["model"] == m, "run"])
         k = _not_converged(ctx, runs)
-        text.append(f"{m[0].upper() + m[1:]} was still improving when the budget ended in {k} of {len(runs)} run(s) "
-                    "(flag “not converged”): with more epochs it would score higher, so its gap is partly the budget."
-                    if k else f"{m[0].upper() + m[1:]} had levelled off within the budget in every run ({len(runs)}).")
+        name = m[0].upper() + m[1:]
+        if k:
+            text.append(f"{name} was still improving when the budget ended in {k} of {len(runs)} run(s) "
+                        "(flag “not converged”): with more epochs it would score higher, so its gap is partly the budget.")
+            continue
+        best = _best_epochs(ctx, runs)
+        if not best:
+            text.append(f"{name}: no run is flagged as still improving when the budget ended ({len(runs)} run(s)).")
+            continue
+        at_last = sum(b == n for b, n in best)
+        epochs_text = (", ".join(str(b) for b, _ in best[:-1]) + " and " if len(best) > 1 else "") + str(best[-1][0])
+        of = f" of {best[0][1]}" if len({n for _, n in best}) == 1 else ""
+        # "levelled off" only where no run peaked at its last epoch: a last-epoch best within the
+        # noise is not a flag, but it is not a plateau either
+        text.append(f"{name}'s best validation accuracy came at epoch {epochs_text}{of}"
+                    + (f": {at_last} of {len(runs)} run(s) at the last epoch, by less than the noise of the validation "
+                       "images (none is flagged “not converged”), so whether more epochs would help is not shown here."
+                       if at_last else ", none at the last: within this budget it had stopped improving."))
     mins = {m: _minutes(ctx, list(compare.loc[compare["model"] == m, "run"])) for m in models}
     if all(not math.isnan(v) for v in mins.values()):
         text.append("Training and scoring took " + ", ".join(f"{duration(60 * v)} ({m})" for m, v in mins.items())
