@@ -122,11 +122,10 @@ class BackbonesSummary(ChapterSummary):
             runner = board.index[1]
             lines.append(f"- **Runner-up:** {runner}, against the choice on validation "
                          f"{versus(runs, 'candidate', runner, chosen, 'val_accuracy', ctx)}.")
-        pre = [c for c in board.index if board.loc[c, "init"] == "ImageNet"]
-        scr = [c for c in board.index if board.loc[c, "init"] == "from scratch"]
-        if pre and scr:
-            lines.append(f"- **Pretrained vs from scratch:** the best from scratch ({scr[0]}) against the best pretrained "
-                         f"({pre[0]}) on validation {versus(runs, 'candidate', scr[0], pre[0], 'val_accuracy', ctx)}.")
+        vs = scratch_vs_pretrained(board, runs, ctx)
+        if vs:
+            lines.append(f"- **Pretrained vs from scratch:** the best from scratch ({vs[0]}) against the best pretrained "
+                         f"({vs[1]}) on validation {vs[2]}.")
         return "\n".join(lines) + "\n"
 
 
@@ -204,6 +203,24 @@ def summarize(P: Any, leaderboard: Any, runs: Any, final: Any, chosen: str) -> B
 # --------------------------------------------------------------------------------------------
 
 
+def scratch_vs_pretrained(board: Any, runs: Any, ctx: RecordContext) -> tuple[str, str, str] | None:
+    """The best candidate from scratch against the best pretrained one, on validation, paired by seed.
+
+    Args:
+        board: The leaderboard (best first; ``init`` is ``"ImageNet"`` or ``"from scratch"``).
+        runs: The per-run table.
+        ctx: Where the runs' records are.
+
+    Returns:
+        ``(scratch candidate, pretrained candidate, the comparison's text)``, or None without both kinds.
+    """
+    pre = [c for c in board.index if board.loc[c, "init"] == "ImageNet"]
+    scr = [c for c in board.index if board.loc[c, "init"] == "from scratch"]
+    if not (pre and scr):
+        return None
+    return scr[0], pre[0], versus(runs, "candidate", scr[0], pre[0], "val_accuracy", ctx)
+
+
 def leaderboard_paragraph(runs: Any, board: Any, front: Sequence[str] = (), ctx: RecordContext | None = None) -> str:
     """Section 3's paragraph: every candidate against the best on validation, then the costs.
 
@@ -237,11 +254,9 @@ def leaderboard_paragraph(runs: Any, board: Any, front: Sequence[str] = (), ctx:
     if smallest != best:
         out.append(f"The smallest, **{smallest}**, has {board.loc[smallest, 'params_M']:.2f} M parameters against "
                    f"{board.loc[best, 'params_M']:.2f} M.")
-    pre = [c for c in board.index if board.loc[c, "init"] == "ImageNet"]
-    scr = [c for c in board.index if board.loc[c, "init"] == "from scratch"]
-    if pre and scr:
-        out.append(f"The best candidate trained from scratch, **{scr[0]}**, against the best pretrained one, {pre[0]}: "
-                   f"{versus(runs, 'candidate', scr[0], pre[0], 'val_accuracy', ctx)}.")
+    vs = scratch_vs_pretrained(board, runs, ctx)
+    if vs:
+        out.append(f"The best candidate trained from scratch, **{vs[0]}**, against the best pretrained one, {vs[1]}: {vs[2]}.")
     if front:
         out.append("Not beaten on both accuracy and speed by any other candidate (the Pareto front): " + ", ".join(front) + ".")
     return " ".join(out)
