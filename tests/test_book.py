@@ -357,6 +357,24 @@ def test_chapter_prose_matches_its_template():
         assert md[0] == md[1], f"{t.name}: markdown cells differ between notebooks/ and book/chapters/"
 
 
+def test_every_executed_chapter_is_current_for_its_template_and_profile():
+    """What `make experiments PROFILE=cpu` would skip: each chapter ran from its template's cells with
+    the cpu profile's values as they are now. A changed profile default (seeds, epochs) or template
+    cell that was not re-executed fails here, not silently in a reader's rebuild."""
+    import nbformat
+
+    from eurosat_lib.experiments.notebooks import resolved_parameters, stale_reason
+
+    stale = {}
+    for t in sorted((REPO / "notebooks").glob("*.ipynb")):
+        name = t.stem
+        params = {"profile": "cpu", "out_dir": f"book/runs/cpu/{name}"}
+        reason = stale_reason(nbformat.read(t, as_version=4), nbformat.read(REPO / "book" / "chapters" / t.name, as_version=4),
+                              params, resolved_parameters(name, params))
+        if reason is not None:
+            stale[name] = reason
+    assert not stale, f"executed chapters out of date (run make experiments PROFILE=cpu): {stale}"
+
 def test_prose_building_cells_show_their_text_not_their_code():
     """Cells that build a paragraph with f-strings (``display(Markdown(...))``) are tagged
     ``remove-input`` (or ``hide-input``, collapsed, where they also call the library), in the

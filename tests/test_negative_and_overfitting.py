@@ -311,6 +311,8 @@ def test_chapter_4_paragraphs_state_verdicts_only_where_the_interval_supports_th
 
     both = SO.pair_paragraph(pair([0.85, 0.86, 0.85], [0.90, 0.91, 0.90]), 20, ctx=ctx)
     assert "generalises better *and* overfits less" in both and "**better**" in both
+    # a smaller gap is the good direction: worded smaller/larger, never "worse" for the model that overfits less
+    assert "train–test gap -" in both and ": **smaller**" in both and "**worse**" not in both
     # the frozen base tests higher but its gap is as large as scratch's (train 1.0 vs test ~0.6 gap ~0.39)
     not_both = SO.pair_paragraph(pair([0.61, 0.63, 0.60], [0.99, 1.0, 0.98]), 20, ctx=ctx)
     assert "do not show that the frozen base both" in not_both and "generalises better *and*" not in not_both

@@ -304,3 +304,28 @@ def test_no_page_or_template_defines_a_verdict_by_standard_deviations():
             texts[p] = "\n".join("".join(c["source"]) for c in json.loads(p.read_text())["cells"] if c["cell_type"] == "markdown")
     bad = [f"{p.relative_to(REPO)}: {s}" for p, t in texts.items() for s in sentences(t) if SD_RULE.search(s)]
     assert not bad, "\n".join(bad)
+
+
+TIME_TO_RUN = re.compile(r"`cpu` ≈ (\d+(?:\.\d+)?)(?:–(\d+(?:\.\d+)?))? (min|h)\b")
+
+
+def test_each_chapters_stated_cpu_time_matches_its_recorded_runs():
+    """A reader plans by the "Time to run" line: the chapter's own runs (not a study that runs apart)
+    recorded at most 1.5x its upper figure and at least half its lower one. Recorded minutes include
+    runs timed beside other jobs (slower), so the band is wide; a stale figure still fails."""
+    from eurosat_lib.summaries.cost import edition_cost
+
+    recorded = {r["chapter"]: r["minutes"] for r in edition_cost(BOOK / "runs" / "cpu") if r["part"] == "chapter"}
+    checked, off = 0, {}
+    for nb in sorted((REPO / "notebooks").glob("*.ipynb")):
+        text = "".join(json.loads(nb.read_text())["cells"][0]["source"])
+        m = TIME_TO_RUN.search(text)
+        assert m, f"{nb.name}: no '`cpu` ≈ N min' in its Overview's Time to run line"
+        if nb.stem not in recorded:  # a chapter that trains nothing (00_data) has no run records
+            continue
+        scale = 60.0 if m.group(3) == "h" else 1.0
+        low, high = float(m.group(1)) * scale, float(m.group(2) or m.group(1)) * scale
+        checked += 1
+        if not 0.5 * low <= recorded[nb.stem] <= 1.5 * high:
+            off[nb.stem] = f"states {m.group(0)!r}, its runs recorded {recorded[nb.stem]:.0f} min"
+    assert checked >= 6 and not off, off

@@ -92,22 +92,31 @@ def test_negative_transfer_summarize_sorts_cases_by_verdict(tmp_path):
 
 def test_finetune_summarize_reads_the_recipe_record(tmp_path):
     nb = "03_finetune"
+    from eurosat_lib.experiments import crossover as CX
+
     recipe = json.loads((RUNS / nb / "recipe" / "record.json").read_text())
-    s = S.finetune.summarize(_P(nb, tmp_path), recipe, *(_frame(nb, t) for t in ("depth", "learning_rate", "batchnorm")))
     want = _committed(nb)["numbers"]
+    diffs = _frame(nb, "crossover")
+    s = S.finetune.summarize(_P(nb, tmp_path), recipe, *(_frame(nb, t) for t in ("depth", "learning_rate", "batchnorm")),
+                             lr_chosen=want["lr_chosen"], crossover=diffs,
+                             crossovers=[CX.crossover_size(diffs, arm) for arm in CX.FINETUNED])  # fmt: skip
     assert set(s.numbers()) == set(want)
     for k, v in want.items():
-        assert getattr(s, k) == pytest.approx(v, abs=1e-9), k
+        assert getattr(s, k) == (pytest.approx(v, abs=1e-9) if isinstance(v, float) else v), k
+    assert s.recipe_test_accuracy == recipe["metrics"]["test"]["accuracy"] and s.crossover_top_n == want["crossover_top_n"]
 
 
 def test_overfitting_summarize_reads_the_gap_table(tmp_path):
     nb = "04_overfitting"
     want = _committed(nb)["numbers"]
-    gm = {"accuracy": want["good_model_test_accuracy"], "macro_f1": want["good_model_macro_f1"], "ece": want["good_model_ece"], "n": 5400}
+    gm = json.loads((RUNS / nb / "good_model" / "record.json").read_text())["metrics"]["test"]
+    assert gm["accuracy"] == pytest.approx(want["good_model_test_accuracy"], abs=1e-12) and gm["n"] == 5400
+    good_train = json.loads((RUNS / nb / "good_model" / "train_metrics.json").read_text())["metrics"]
     s = S.overfitting.summarize(_P(nb, tmp_path), gm, _frame(nb, "gaps").set_index("model"), _frame(nb, "fraction_curve"),
-                                _frame(nb, "regularisation"), _frame(nb, "selection_leak"), _frame(nb, "test_spread").set_index("scenario"))
+                                _frame(nb, "regularisation"), _frame(nb, "selection_leak"), _frame(nb, "test_spread").set_index("scenario"),
+                                good_model_train=good_train)  # fmt: skip
     for k, v in want.items():
-        assert getattr(s, k) == pytest.approx(v, abs=1e-9), k
+        assert getattr(s, k) == (pytest.approx(v, abs=1e-9) if isinstance(v, float) else v), k
     assert s.to_json()["tables"] == _committed(nb)["tables"]
 
 

@@ -36,7 +36,7 @@ from .params import (
     ChapterParams, ParameterError, backbone_kwargs, boolean, fraction, is_int, nonneg_int, optional, param, pos_int,
     pos_num, seeds_param, seeds_spec, weights_param,
 )  # fmt: skip
-from .recipes import scratch_model_fn, two_phase_spec
+from .recipes import FINETUNE_PATIENCE, scratch_model_fn, two_phase_spec, until_plateau
 
 NOTEBOOK = "05_backbones"
 
@@ -105,7 +105,14 @@ class BackbonesParams(ChapterParams, notebook=NOTEBOOK):
     image_size: int = param(pos_int, "input size of pretrained candidates", smoke=32, cpu=128, gpu=224)
     scratch_image_size: int = param(pos_int, "input size of candidates trained from scratch", smoke=32, cpu=64, gpu=224)
     epochs_head: int = param(nonneg_int, "epochs of head training on the frozen base", smoke=1, cpu=30, gpu=30)
-    epochs_finetune: int = param(nonneg_int, "epochs of fine-tuning", smoke=1, cpu=3, gpu=10)
+    # cpu: 3 constant-rate epochs left 4 of 5 runs still climbing back from the first fine-tuning
+    # epoch's drop (flagged "not converged"); now a cap, with cosine decay and early stopping.
+    epochs_finetune: int = param(nonneg_int, "fine-tuning epoch cap (early stopping ends sooner)", smoke=1, cpu=12, gpu=15)
+    # Its own cap, not epochs_head + epochs_finetune: head epochs on cached features cost seconds, a
+    # scratch epoch trains the whole network, so epochs are no common currency. 33 full-network epochs
+    # (264 steps at 50 images per class) are more than a pretrained candidate's fine-tuning gets.
+    scratch_epochs: int = param(pos_int, "epoch cap of candidates trained from scratch (early stopping ends sooner)",
+                                smoke=2, cpu=33, gpu=40)  # fmt: skip
     lr_head: float = param(pos_num, "learning rate of the head phase", default=1e-3)
     lr_finetune: float = param(pos_num, "fine-tuning rate of pretrained candidates", smoke=1e-4, cpu=3e-4, gpu=1e-4)
     lr_scratch: float = param(pos_num, "all-layers rate of candidates trained from scratch", default=1e-3)
@@ -248,7 +255,9 @@ def candidate_spec(P: SimpleNamespace, c: Candidate, seed: int):
     """The training recipe of one candidate and seed.
 
     Pretrained: the chapter-3 recipe — head on cached features of the frozen base, then the top
-    ``unfreeze_fraction`` of blocks at ``lr_finetune`` with BatchNorm frozen.
+    ``unfreeze_fraction`` of blocks with BatchNorm frozen, at ``lr_finetune`` decaying to 0 on a
+    cosine over up to ``epochs_finetune`` epochs, stopped early on validation accuracy
+    (:func:`.recipes.until_plateau`, as the crossover study's fine-tuned arms).
 
     From scratch: :func:`scratch_spec`. A randomly initialised backbone is never frozen under a
     head phase — its features are noise, so that phase only fits a head to noise (the committed
@@ -278,10 +287,10 @@ def candidate_spec(P: SimpleNamespace, c: Candidate, seed: int):
         freeze_bn=True,
         full_test=True,
     )
-    # "recipe" names chapter 3's recipe as runs have recorded it since the start (part of their keys).
-    tags = {**spec.tags, "chapter": NOTEBOOK, "recipe": "03_finetune.recipe_spec", "candidate": c.label,
-            "init": c.init}  # fmt: skip
-    return dataclasses.replace(spec, tags=tags)
+    head, tune = spec.phases
+    tags = {**spec.tags, "chapter": NOTEBOOK, "recipe": "03_finetune.recipe_spec, fine-tuned until its plateau",
+            "candidate": c.label, "init": c.init, "early_stopping": FINETUNE_PATIENCE}  # fmt: skip
+    return dataclasses.replace(spec, phases=(head, until_plateau(tune)), tags=tags)
 
 
 def scratch_spec(P: SimpleNamespace, c: Candidate, seed: int) -> ExperimentSpec:
@@ -290,10 +299,10 @@ def scratch_spec(P: SimpleNamespace, c: Candidate, seed: int) -> ExperimentSpec:
     One phase, every layer and BatchNorm training from the first step (BatchNorm momentum
     :data:`eurosat_lib.models.SCRATCH_BN_MOMENTUM`, set by the run's ``model_fn``),
     flip augmentation, Adam at ``lr_scratch`` with a cosine schedule, and early stopping on
-    validation accuracy (:data:`SCRATCH_MONITOR`, patience :data:`SCRATCH_PATIENCE`). Its epoch cap is the pretrained
-    candidates' whole budget (``epochs_head + epochs_finetune``), so it trains to its plateau or
-    to the same number of epochs, whichever comes first; the record's sanity flags say whether it
-    was still improving.
+    validation accuracy (:data:`SCRATCH_MONITOR`, patience :data:`SCRATCH_PATIENCE`). Its epoch cap is
+    ``scratch_epochs``: more full-network epochs than a pretrained candidate's fine-tuning gets, so it
+    trains to its plateau or to that cap, whichever comes first; the record's sanity flags say
+    whether it was still improving.
 
     Args:
         P: The chapter's parameters.
@@ -308,7 +317,7 @@ def scratch_spec(P: SimpleNamespace, c: Candidate, seed: int) -> ExperimentSpec:
     """
     if c.pretrained:
         raise ValueError(f"scratch_spec is for candidates without ImageNet weights; {c.label} has them")
-    budget = int(P.epochs_head) + int(P.epochs_finetune)
+    budget = int(P.scratch_epochs)
     return ExperimentSpec(
         name=f"{c.slug}_seed{seed}",
         backbone=c.backbone,

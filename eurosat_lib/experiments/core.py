@@ -338,10 +338,10 @@ def recorded_weights_digest(run_dir: Path) -> str | None:
         The digest, or None (no record, or one written before runs recorded it).
     """
     try:
-        rec = json.loads((Path(run_dir) / "record.json").read_text())
-    except (OSError, ValueError):
+        rec = R.read(run_dir)
+    except (OSError, ValueError):  # no record yet, or one that cannot be read: nothing recorded
         return None
-    digest = (rec.get("extra") or {}).get("weights_sha256") if isinstance(rec, dict) else None
+    digest = (rec.extra or {}).get("weights_sha256")
     return digest if isinstance(digest, str) else None
 
 

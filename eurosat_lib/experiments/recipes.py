@@ -8,6 +8,7 @@ a fact about the model, so it is defined once, in :data:`eurosat_lib.models.SCRA
 
 from __future__ import annotations
 
+import dataclasses
 from types import SimpleNamespace
 from typing import Any, Callable
 
@@ -18,6 +19,30 @@ from .params import backbone_kwargs
 
 #: Tag key under which a run records the BatchNorm momentum its ``model_fn`` set.
 BN_MOMENTUM_TAG = "bn_momentum"
+
+#: Fine-tuning epochs without a better watched validation accuracy before a fine-tune stops (its
+#: best weights restored), as in chapter 3's crossover study's fine-tuned arms (cpu profile).
+FINETUNE_PATIENCE = 3
+
+
+def until_plateau(phase: T.PhaseConfig) -> T.PhaseConfig:
+    """``phase`` with the crossover's fine-tuned schedule: cosine decay to 0 over its epoch cap, and
+    early stopping after :data:`FINETUNE_PATIENCE` epochs without a better validation accuracy.
+
+    A short constant-rate fine-tune stops wherever its epoch count says: the first fine-tuning
+    epochs knock validation accuracy down (the unfrozen layers move) and the rest climb back, so
+    two or three epochs measure that budget, not the backbone (chapters 5 and 6's first cpu runs
+    were flagged "not converged" for that reason). Watching accuracy, not loss, because a
+    fine-tune can grow more confident (higher loss on its errors) while it gets more images right.
+
+    Args:
+        phase: A fine-tuning phase (its ``epochs`` become the cap).
+
+    Returns:
+        The same phase with ``schedule="cosine"`` and the early stopping above.
+    """
+    return dataclasses.replace(phase, schedule="cosine", early_stopping=FINETUNE_PATIENCE,
+                               early_stopping_monitor="val_accuracy")  # fmt: skip
 
 
 def model_fields(P: SimpleNamespace) -> dict[str, Any]:

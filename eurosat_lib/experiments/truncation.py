@@ -35,7 +35,7 @@ from .params import (
     ChapterParams, any_of, backbone_kwargs, backbone_name, choice, fraction, interval, is_num, list_of, nonneg_int,
     optional, param, pos_int, pos_num, seeds_param, string, weights_param,
 )  # fmt: skip
-from .recipes import model_fields
+from .recipes import FINETUNE_PATIENCE, model_fields, until_plateau  # noqa: F401 (FINETUNE_PATIENCE: the chapter's name for it)
 
 NOTEBOOK = "06_truncation"
 
@@ -43,9 +43,6 @@ NOTEBOOK = "06_truncation"
 PROBE_HEAD = M.HeadConfig(pooling="avg", dropout=0.0)
 #: Batch size of the head phase (on cached features, so small batches cost little).
 HEAD_BATCH = 32
-#: Fine-tuning epochs without a better watched validation accuracy before a fine-tune stops (its
-#: best weights restored), as in the crossover study's fine-tuned arms.
-FINETUNE_PATIENCE = 3
 
 #: ``cuts="stages"``: every block after which the feature map changes shape (a new stage starts).
 STAGES = "stages"
@@ -250,10 +247,9 @@ def cut_spec(P: SimpleNamespace, block: str, seed: int, *, with_test: bool = Fal
     phases = [T.PhaseConfig("head", epochs=P.epochs_head, learning_rate=P.lr_head, batch_size=HEAD_BATCH,
                             schedule="cosine", use_feature_cache=True)]  # fmt: skip
     if finetune:
-        phases.append(T.PhaseConfig("finetune", epochs=P.epochs_finetune, learning_rate=P.lr_finetune,
-                                    batch_size=P.batch_size, unfreeze="all", freeze_bn=True, schedule="cosine",
-                                    early_stopping=FINETUNE_PATIENCE, early_stopping_monitor="val_accuracy",
-                                    val_n_per_class=P.monitor_n_per_class))  # fmt: skip
+        phases.append(until_plateau(T.PhaseConfig("finetune", epochs=P.epochs_finetune, learning_rate=P.lr_finetune,
+                                                  batch_size=P.batch_size, unfreeze="all", freeze_bn=True,
+                                                  val_n_per_class=P.monitor_n_per_class)))  # fmt: skip
     name = f"cut-{block}" + ("_finetune" if finetune else "") + ("_test" if with_test else "") + f"_seed{seed}"
     return ExperimentSpec(
         name=name,

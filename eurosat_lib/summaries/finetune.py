@@ -92,7 +92,7 @@ class FinetuneSummary(ChapterSummary):
             change = ""
             if nval and is_number(self.val_after_head) and is_number(self.val_after_finetune):
                 d = independent_diff(self.val_after_finetune, nval, self.val_after_head, nval)
-                change = f" on {nval} validation images — {compare_text(d, [record_warnings(recipe)])} —"
+                change = f" on {nval:,} validation images — {compare_text(d, [record_warnings(recipe)])} —"
             out += [f"The two-phase recipe moved validation accuracy from {pct(self.val_after_head)} (frozen base + head) to "
                     f"{pct(self.val_after_finetune)}{change} and scores **{pct(self.recipe_test_accuracy)}**"
                     f"{flag_note([record_warnings(recipe)]) if recipe else ''} on the test split "
@@ -124,7 +124,6 @@ class FinetuneSummary(ChapterSummary):
                                     ("vs", "difference vs reference"), ("n", "seeds")]), ""]  # fmt: skip
         return out
 
-
     def notebook_markdown(self, ctx: RecordContext | None = None) -> str:
         """The chapter's own Summary cell: its numbers in a few bullets (the results page has :meth:`render_markdown`).
 
@@ -141,14 +140,15 @@ class FinetuneSummary(ChapterSummary):
         """
         P = self.parameters
         depth, lrs, bn = self.numeric_frame("depth"), self.numeric_frame("learning_rate"), self.numeric_frame("batchnorm")
-        best_depth = depth.groupby("unfreeze_fraction")["val_accuracy"].mean()
-        best_lr = lrs.groupby("lr_finetune")["val_accuracy"].mean()
         if self.lr_chosen is not None and "run" in depth and "run" in lrs:
             return self._interval_markdown(P, depth, lrs, bn, working_context(ctx)) + self._crossover_line()
-        bn_mean = bn.groupby("batchnorm")["val_accuracy"].mean()
-        head_val_lr = lrs["val_after_head"].mean()
-        frozen_ref = self.frozen_same_budget_val if self.frozen_same_budget_val is not None else float("nan")
-        return self._base_markdown(P, best_depth, best_lr, bn_mean, head_val_lr, frozen_ref) + self._extra_lines(best_lr)
+        # A summary saved before the sweeps kept their runs (or without a rate chosen on validation):
+        # means alone carry no interval, so no setting is called best, worst, better or worse.
+        return (f"\n*Numbers from this run ({self.profile} profile, {P['backbone']}, {P['image_size']} px).*\n\n"
+                f"- **Recipe (one run):** fine-tuning moved validation accuracy from {self.val_after_head:.2%} (frozen base + "
+                f"head) to {self.val_after_finetune:.2%}; the model scores **{self.recipe_test_accuracy:.2%}** on the full test "
+                "split.\n- **Sweeps:** this summary keeps no per-seed runs or no rate chosen on validation, so no setting is "
+                "compared here; re-execute chapter 3 to get paired intervals.\n") + self._crossover_line()  # fmt: skip
 
     def _interval_markdown(self, P: Any, depth: Any, lrs: Any, bn: Any, ctx: RecordContext) -> str:
         """The Summary bullets with paired intervals (recipe, learning rate, depth, BatchNorm)."""
@@ -194,36 +194,6 @@ class FinetuneSummary(ChapterSummary):
         return (f"- **Crossover (section 5):** on the test split, paired by seed with a 95 % interval, fine-tuning the top "
                 f"blocks beats the frozen base + head {self.crossover_top or 'not measured'}; fine-tuning all layers "
                 f"{self.crossover_all or 'not measured'}.\n")  # fmt: skip
-
-    def _extra_lines(self, lr_means: Any) -> str:
-        """The lines of the sections the older chapters did not have (chosen rate, crossover): empty without them."""
-        lines = []
-        if self.lr_chosen is not None:
-            acc = lr_means.get(self.lr_chosen, float("nan"))
-            lines.append(f"- **Learning rate chosen on validation:** {self.lr_chosen:g} ({acc:.2%} mean validation accuracy; "
-                         "a diverged or chance-level rate is never chosen); the depth sweep used it.")  # fmt: skip
-        if self.crossover_top is not None or self.crossover_all is not None:
-            lines.append(f"- **Crossover (section 5):** on the test split, paired by seed with a 95 % interval, fine-tuning the top "
-                         f"blocks beats the frozen base + head {self.crossover_top or 'not measured'}; fine-tuning all layers "
-                         f"{self.crossover_all or 'not measured'}.")  # fmt: skip
-        return "".join(line + "\n" for line in lines)
-
-    def _base_markdown(self, P: Any, best_depth: Any, best_lr: Any, bn_mean: Any, head_val_lr: float, frozen_ref: float) -> str:
-        """The four bullets every executed chapter 3 shows (recipe, depth, learning rate, BatchNorm)."""
-        nan = float("nan")
-        return f'''
-*Numbers from this run ({self.profile} profile, {P["backbone"]}, {P["image_size"]} px, {len(P["seeds"])} seed(s)).*
-
-- **Recipe:** fine-tuning changed validation accuracy by {100 * (self.val_after_finetune - self.val_after_head):+.1f} points over the frozen
-  base + head; the fine-tuned model scores **{self.recipe_test_accuracy:.2%}** on the full test split.
-- **Depth:** the best mean validation accuracy came from unfreezing {best_depth.idxmax():g} of the blocks
-  ({best_depth.max():.2%}); keeping the base frozen for the same budget gave {frozen_ref:.2%}.
-- **Learning rate:** best {best_lr.idxmax():g} ({best_lr.max():.2%}); worst {best_lr.idxmin():g} ({best_lr.min():.2%}),
-  {"below" if best_lr.min() < head_val_lr else "still above"} the frozen base + head
-  ({head_val_lr:.2%}).
-- **BatchNorm:** with batches of {P["small_batch"]}, frozen BatchNorm gave {bn_mean.get("frozen (inference mode)", nan):.2%}
-  and updating BatchNorm {bn_mean.get("updating (training mode)", nan):.2%} mean validation accuracy.
-'''
 
 
 def summarize(P: Any, recipe: Mapping[str, Any], depth: Any, learning_rate: Any, batchnorm: Any,

@@ -12,6 +12,7 @@ from .render import (
     RecordContext,
     chapter_link,
     compare_text,
+    is_broken,
     md_table,
     mean_sd,
     num,
@@ -109,7 +110,8 @@ class OverfittingSummary(ChapterSummary):
 '''
 
     def _sections(self, source: str, ctx: RecordContext) -> list[str]:
-        """Chapter 4's section: the gaps, the data-efficiency curve (a figure) and the final model."""
+        """Chapter 4's section: the gaps, the data-efficiency curve (a figure), regularisation against none
+        (paired by seed, on test) and the final model."""
         images_dir = ctx.images_dir
         out = ["## Overfitting and honest evaluation (" + chapter_link(self.NOTEBOOK, "chapter 4") + ")", "",
                f"Setting: {setting_text(self.parameters, with_n=False, ctx=ctx)}. Source: {source}.", ""]
@@ -129,6 +131,10 @@ class OverfittingSummary(ChapterSummary):
             out += ["Data efficiency (nested stratified subsets of the training split; validation accuracy, mean ± sd over seeds):", "",
                     f"![data-efficiency curve](images/{fig_path.name})", "",
                     md_table(rows, [("m", "method"), ("n", "training images"), ("acc", "validation accuracy"), ("k", "seeds")]), ""]  # fmt: skip
+        reg = self.numeric_frame("regularisation")
+        if reg is not None and "run" in reg and "none" in set(reg["config"]):
+            out += [f"Regularisation at {self.parameters['reg_n']} training images per class, each configuration "
+                    + regularisation_effects(reg, ctx), ""]  # fmt: skip
         if self.good_model_test_accuracy is not None:
             out += [f"The chapter's final model scores {pct(self.good_model_test_accuracy)} on {num(self.test_n)} test images "
                     f"(macro-F1 {self.good_model_macro_f1:.3f}, expected calibration error {self.good_model_ece:.3f}).", ""]  # fmt: skip
@@ -237,7 +243,7 @@ def regularisation_paragraph(reg: Any, ctx: RecordContext | None = None) -> str:
     """
     m = reg.groupby("config", sort=False)[["test_accuracy", "train_minus_test"]].mean()
     return (f"No regularisation: {m.loc['none', 'test_accuracy']:.1%} test accuracy (train–test gap "
-            f"{m.loc['none', 'train_minus_test']:.1%}). Each configuration " + regularisation_effects(reg, ctx))
+            f"{100 * m.loc['none', 'train_minus_test']:.1f} points). Each configuration " + regularisation_effects(reg, ctx))
 
 
 def pair_paragraph(pair: Any, n_small: int, ctx: RecordContext | None = None) -> str:
@@ -252,7 +258,7 @@ def pair_paragraph(pair: Any, n_small: int, ctx: RecordContext | None = None) ->
         Markdown: both models' numbers, the paired test difference and the paired difference of
         their train–test gaps; "generalises better and overfits less" only where both intervals say so.
     """
-    from ..stats import paired_diff
+    from ..stats import format_diff, paired_diff
 
     ctx = working_context(ctx)
     sc_m, fr_m = "from scratch", "frozen ImageNet base"
@@ -266,7 +272,12 @@ def pair_paragraph(pair: Any, n_small: int, ctx: RecordContext | None = None) ->
     gap_d = paired_diff(wide.loc[fr_m].loc[seeds, "gap"].to_numpy(), wide.loc[sc_m].loc[seeds, "gap"].to_numpy())
     test_text = versus(test, "model", fr_m, sc_m, "test_accuracy", ctx)
     runs = {m: list(pair.loc[pair["model"] == m, "run"].drop_duplicates()) for m in (sc_m, fr_m)}
-    gap_text = compare_text(gap_d, ctx.warnings(runs[fr_m]), ctx.warnings(runs[sc_m]))
+    # A gap is better when smaller, so compare_text's better/worse (higher is better) would read
+    # backwards here: the gap's verdict is worded "smaller"/"larger" instead.
+    flags = ctx.warnings(runs[fr_m]), ctx.warnings(runs[sc_m])
+    gap_word = {"worse": "smaller", "better": "larger"}.get(gap_d.verdict, gap_d.verdict)
+    gap_text = (compare_text(gap_d, *flags) if is_broken(flags[0]) or is_broken(flags[1])
+                else f"{format_diff(gap_d)}: **{gap_word}**")
     better = "**better**" in test_text
     overfits_less = gap_d.verdict == "worse"  # a lower gap: frozen minus scratch below zero
     verdict = ("The pretrained model generalises better *and* overfits less: both intervals exclude zero."

@@ -118,17 +118,10 @@ class TruncationSummary(ChapterSummary):
     def _finetune_text(self, ft_wide: Any, ft_runs: Any, full: str, tolerance: float, tol: str, ctx: RecordContext) -> str:
         """The Summary's fine-tuning bullet: each cut's gain, and the best fine-tuned cut against the full backbone."""
         P = self.parameters
-        if ft_runs is None:  # a summary saved before the per-seed table: means only
-            gains = ft_wide["gain"]
-            text = f"{P['epochs_finetune']} epoch(s) of fine-tuning changed validation accuracy by " + ", ".join(
-                f"{gains[b] * 100:+.1f} points (`{b}`)" for b in gains.index)
-            cut_ft = ft_wide["fine-tuned"].drop(index=full)
-            if len(cut_ft):
-                ft_full = ft_wide.loc[full, "fine-tuned"]
-                text += (f"; the best fine-tuned cut, `{cut_ft.idxmax()}` ({cut_ft.max():.2%}), is "
-                         f"{'within' if cut_ft.max() >= ft_full - tolerance else 'not within'} {tol} of "
-                         f"the fine-tuned full backbone ({ft_full:.2%}) on the mean")
-            return text
+        if ft_runs is None:
+            # Means alone carry no interval, and the chapter states no comparison without one.
+            return ("this summary has no per-seed fine-tuning table, so no fine-tuning comparison is stated; "
+                    "re-execute chapter 6 to get one")
         tuned = ft_runs[ft_runs["stage"] == "fine-tuned"]
         flags = _tuned_flags(tuned, ctx)
         parts = [f"`{b}` {compare_text(_paired(ft_runs, 'val_accuracy', (b, 'fine-tuned'), (b, 'frozen + head')), flags(b))}"
