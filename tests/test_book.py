@@ -375,6 +375,20 @@ def test_every_executed_chapter_is_current_for_its_template_and_profile():
             stale[name] = reason
     assert not stale, f"executed chapters out of date (run make experiments PROFILE=cpu): {stale}"
 
+def test_chapter_outputs_link_no_notebook():
+    """The book rewrites `[..](NN_x.ipynb)` links in markdown *cells* to its pages, never in cell
+    *outputs*: such a link in an output is broken on the built page (the built-book link check
+    found two). Outputs name the chapter in words; the markdown around them links."""
+    import nbformat
+
+    found = []
+    for c in sorted((REPO / "book" / "chapters").glob("*.ipynb")):
+        for i, cell in enumerate(nbformat.read(c, as_version=4).cells):
+            for o in cell.get("outputs", []) if cell.cell_type == "code" else []:
+                text = "".join(o.get("data", {}).get("text/markdown", "")) + "".join(o.get("data", {}).get("text/html", ""))
+                found += [(c.name, i, m) for m in re.findall(r"\]\((?:\.\./)?(?:chapters/)?[^)]*?\.ipynb[^)]*\)", text)]
+    assert not found, f"notebook links in cell outputs (broken in the book): {found[:5]}"
+
 def test_prose_building_cells_show_their_text_not_their_code():
     """Cells that build a paragraph with f-strings (``display(Markdown(...))``) are tagged
     ``remove-input`` (or ``hide-input``, collapsed, where they also call the library), in the

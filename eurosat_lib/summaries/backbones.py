@@ -287,5 +287,5 @@ def test_paragraph(runs: Any, chosen: str, final: Any, ctx: RecordContext | None
         else:
             out.append(f"On {sub} **{top}** is first; against the chosen candidate there: "
                        f"{versus(runs, 'candidate', top, chosen, 'test_accuracy', ctx)}. Picking it from those numbers "
-                       "would have made a choice on test images, which [chapter 4](04_overfitting.ipynb) shows is optimistic.")
+                       "would have made a choice on test images, which chapter 4 shows is optimistic.")  # an output: no link (not rewritten for the book)
     return " ".join(out)
