@@ -12,7 +12,6 @@ from .render import (
     RecordContext,
     chapter_link,
     compare_text,
-    is_broken,
     md_table,
     mean_sd,
     num,
@@ -258,7 +257,7 @@ def pair_paragraph(pair: Any, n_small: int, ctx: RecordContext | None = None) ->
         Markdown: both models' numbers, the paired test difference and the paired difference of
         their train–test gaps; "generalises better and overfits less" only where both intervals say so.
     """
-    from ..stats import format_diff, paired_diff
+    from ..stats import paired_diff
 
     ctx = working_context(ctx)
     sc_m, fr_m = "from scratch", "frozen ImageNet base"
@@ -272,12 +271,9 @@ def pair_paragraph(pair: Any, n_small: int, ctx: RecordContext | None = None) ->
     gap_d = paired_diff(wide.loc[fr_m].loc[seeds, "gap"].to_numpy(), wide.loc[sc_m].loc[seeds, "gap"].to_numpy())
     test_text = versus(test, "model", fr_m, sc_m, "test_accuracy", ctx)
     runs = {m: list(pair.loc[pair["model"] == m, "run"].drop_duplicates()) for m in (sc_m, fr_m)}
-    # A gap is better when smaller, so compare_text's better/worse (higher is better) would read
-    # backwards here: the gap's verdict is worded "smaller"/"larger" instead.
-    flags = ctx.warnings(runs[fr_m]), ctx.warnings(runs[sc_m])
-    gap_word = {"worse": "smaller", "better": "larger"}.get(gap_d.verdict, gap_d.verdict)
-    gap_text = (compare_text(gap_d, *flags) if is_broken(flags[0]) or is_broken(flags[1])
-                else f"{format_diff(gap_d)}: **{gap_word}**")
+    # A gap is better when smaller: better/worse (higher is better) would read backwards here.
+    gap_text = compare_text(gap_d, ctx.warnings(runs[fr_m]), ctx.warnings(runs[sc_m]),
+                            words={"worse": "smaller", "better": "larger"})  # fmt: skip
     better = "**better**" in test_text
     overfits_less = gap_d.verdict == "worse"  # a lower gap: frozen minus scratch below zero
     verdict = ("The pretrained model generalises better *and* overfits less: both intervals exclude zero."

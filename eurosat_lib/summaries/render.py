@@ -205,7 +205,8 @@ def is_broken(warnings_per_run: Sequence[Sequence[str]]) -> bool:
     return any(f in BROKEN_FLAGS for w in warnings_per_run for f in w)
 
 
-def compare_text(d: Any, a_flags: Sequence[Sequence[str]] = (), b_flags: Sequence[Sequence[str]] = ()) -> str:
+def compare_text(d: Any, a_flags: Sequence[Sequence[str]] = (), b_flags: Sequence[Sequence[str]] = (),
+                 words: Mapping[str, str] | None = None) -> str:
     """A comparison as the page states it: difference, 95 % interval, verdict word — or why none.
 
     A comparison with a chance-level or diverged arm is not stated; a ``worse`` verdict for an arm
@@ -216,6 +217,8 @@ def compare_text(d: Any, a_flags: Sequence[Sequence[str]] = (), b_flags: Sequenc
         d: A :class:`eurosat_lib.stats` difference (``verdict`` and interval).
         a_flags: Flags of the runs of arm a.
         b_flags: Flags of the runs of arm b.
+        words: The verdict words for a quantity where higher is not better, e.g. a train–test
+            gap: ``{"better": "larger", "worse": "smaller"}`` (the verdict itself reads higher as better).
 
     Returns:
         The sentence fragment.
@@ -225,7 +228,7 @@ def compare_text(d: Any, a_flags: Sequence[Sequence[str]] = (), b_flags: Sequenc
     if is_broken(a_flags) or is_broken(b_flags):
         return "not compared: a flagged run (see ⚠) is not a finding"
     word = d.verdict
-    text = f"{format_diff(d)}: **{word}**"
+    text = f"{format_diff(d)}: **{(words or {}).get(word, word)}**"
     still = lambda fl: any("not converged" in w for w in fl)  # noqa: E731
     if (word == "worse" and still(a_flags)) or (word == "better" and still(b_flags)):
         text += " (the lower arm was still improving: the gap is partly its budget)"
