@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -110,6 +111,25 @@ def test_page_compares_with_the_base_on_the_same_test_images(tmp_path):
     assert "unpaired" not in line
 
 
+def test_gap_section_names_only_measured_gains_and_the_untried(tmp_path):
+    """Short of the goal, the page says how far the best timed point is, names the changes whose paired
+    interval against the base excludes zero (never one within noise) and lists what has not run."""
+    runs = [dict(name="base", seed=0, val=0.960, test=0.965, minutes=8.0),
+            dict(name="e10", seed=0, val=0.970, test=0.975, minutes=12.0),  # +1.0 points on 400 images: better
+            dict(name="px96", seed=0, val=0.961, test=0.9675, minutes=6.0)]  # +0.25 points: within noise
+    _study(tmp_path, runs, ["base", "e10", "px96", "e15"])
+    page = R.build_recipes_page(tmp_path / "book", "cpu").read_text()
+    text = page.split("## What would close the gap", 1)[1].split("##", 1)[0]
+    assert "`e10`, scores 97.50 % in 12.0 min, 0.80 points below the goal's 98.3 %." in text
+    assert "`e10` (what e10) +1.00 points" in text and "`px96`" not in text.split("Not measured here")[0]
+    assert "`e15` (what e15)" in text.split("Not measured here")[1]
+    # reached within the budget: no such section
+    runs[1]["test"] = 0.99
+    shutil.rmtree(tmp_path / "book")
+    _study(tmp_path, runs, ["base", "e10", "px96"])
+    assert "What would close the gap" not in R.build_recipes_page(tmp_path / "book", "cpu").read_text()
+
+
 def test_tta_file_of_another_spec_is_ignored(tmp_path):
     study, _ = _study(tmp_path, RUNS[:2], ["base", "e10"])
     tta = study / "recipe_e10_seed0" / "tta.json"
@@ -179,10 +199,32 @@ def test_minutes_from_another_cpu_are_not_on_the_time_axis(tmp_path):
     assert RP.study_machine(rows) == "Test CPU, 2 cores"
     page = R.build_recipes_page(tmp_path / "book", "cpu").read_text()
     row = next(line for line in page.splitlines() if line.startswith("| `px160`"))
-    assert "not shown: timed on another machine (Other CPU, 2 cores)" in row
+    assert "not shown: timed on another machine (Other CPU, 2 cores: 15.0 min)" in row  # its own axis, said as such
     goal = next(line for line in page.splitlines() if line.startswith("**Within 20 minutes"))
     assert "`e10`" in goal  # px160 has the better validation accuracy but no comparable minutes
     assert "compared **on one machine** (Test CPU, 2 cores)" in page
+    # the other CPU's runs are a time axis of their own, with their own choice, never mixed into the first
+    other = page.split("### On Other CPU, 2 cores", 1)[1]
+    assert other.lstrip().startswith("1 configuration was timed on Other CPU, 2 cores")
+    goal2 = next(line for line in other.splitlines() if line.startswith("**Within 20 minutes"))
+    assert "`px160`" in goal2 and "15.0 min of training on Other CPU, 2 cores" in goal2
+
+
+def test_extra_seeds_on_another_cpu_keep_the_configurations_minutes(tmp_path):
+    """A front-runner's second seed run in a session with another CPU adds a seed, not a time: the
+    configuration keeps the minutes of its run on the study's machine, and the axis stays where
+    most configurations were timed."""
+    runs = RUNS[:3] + [dict(name="e10", seed=1, val=0.972, test=0.983, minutes=5.0)]
+    study, _ = _study(tmp_path, runs, ["base", "e10", "px160"])
+    rec_path = study / "recipe_e10_seed1" / "record.json"
+    rec = json.loads(rec_path.read_text())
+    rec["environment"]["cpu_model"] = "Other CPU"
+    rec_path.write_text(json.dumps(rec))
+    rows = RP.read_rows(study)
+    assert RP.study_machine(rows) == "Test CPU, 2 cores" and RP.timed_machines(rows) == {"Test CPU, 2 cores": 3, "Other CPU, 2 cores": 1}
+    e10 = next(e for e in RP.by_recipe(rows) if e["recipe"] == "e10")
+    assert e10["minutes"] == 12.0 and e10["seeds"] == [0, 1] and e10["other_minutes"] == {"Other CPU, 2 cores": 5.0}
+    assert e10["test_acc"] == pytest.approx(0.984)
 
 
 def test_minutes_of_a_run_that_reused_cached_features_are_not_shown(tmp_path):

@@ -318,7 +318,7 @@ def write_plan(profile: str, root: str | Path = "book/runs") -> Path:
 
 
 def run_study(profile: str = "cpu", *, root: str | Path = "book/runs", only: Sequence[str] | None = None,
-              data: D.EuroSAT | None = None, tta: bool = True, log=print) -> list[dict[str, Any]]:  # fmt: skip
+              data: D.EuroSAT | None = None, tta: bool = True, front: bool = True, log=print) -> list[dict[str, Any]]:  # fmt: skip
     """Run (or reuse) every configuration, then the front-runners' extra seeds.
 
     Args:
@@ -327,6 +327,8 @@ def run_study(profile: str = "cpu", *, root: str | Path = "book/runs", only: Seq
         only: recipe names to run (default the profile's list).
         data: the dataset (default the real one; smoke: synthetic where the archive is absent).
         tta: also score dihedral test-time augmentation.
+        front: after the first seeds, run the front-runners' extra seeds (False: first seeds only,
+            e.g. to finish a first pass in several sittings before choosing the front-runners).
         log: progress printer.
 
     Returns:
@@ -367,9 +369,19 @@ def run_study(profile: str = "cpu", *, root: str | Path = "book/runs", only: Seq
     for seed in prof.seeds:
         for name in names:
             one(by_name[name], seed)
+    if not front:
+        return rows
     # Front-runners by validation accuracy (never test): the extra seeds that give them an interval.
-    firsts = sorted((r for r in rows if r["seed"] == prof.seeds[0]), key=lambda r: -r["val_acc"])
-    for r in firsts[: prof.front_runners]:
+    # They are the best of the whole study so far (the finished first-seed runs on disk count too),
+    # so that `--only X` adds a second seed to X only when X is among the best, not always.
+    from ..summaries.recipes import read_rows
+
+    firsts = {r["recipe"]: r for r in read_rows(folder) if r["seed"] == prof.seeds[0] and r["recipe"] in prof.recipes}
+    firsts.update({r["recipe"]: r for r in rows if r["seed"] == prof.seeds[0]})
+    best = sorted(firsts.values(), key=lambda r: -r["val_acc"])[: prof.front_runners]
+    for r in best:
+        if r["recipe"] not in names:
+            continue
         for seed in prof.front_seeds:
             if seed not in prof.seeds:
                 one(by_name[r["recipe"]], seed)
@@ -390,13 +402,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--only", nargs="*", default=None, help="recipe names (default: all of the profile's)")
     ap.add_argument("--root", default="book/runs", help="parent of the profile's run folders")
     ap.add_argument("--no-tta", action="store_true", help="skip dihedral test-time augmentation")
+    ap.add_argument("--first-seeds-only", action="store_true",
+                    help="run the first seeds only, not the front-runners' extra seeds")
     ap.add_argument("--list", action="store_true", help="print the configurations and exit")
     args = ap.parse_args(argv)
     if args.list:
         for r in RECIPES:
             print(f"{r.name:10s} {r.what}")
         return 0
-    rows = run_study(args.profile, root=args.root, only=args.only, tta=not args.no_tta)
+    rows = run_study(args.profile, root=args.root, only=args.only, tta=not args.no_tta, front=not args.first_seeds_only)
     front = pareto_front(rows)
     print(json.dumps({"runs": len(rows), "front": [(r["recipe"], r["seed"], round(r["minutes"], 1), r["test_acc"]) for r in front]}))
     return 0

@@ -52,9 +52,6 @@ class FinetuneSummary(ChapterSummary):
         val_after_head: Validation accuracy after the head phase (frozen base).
         val_after_finetune: Validation accuracy after fine-tuning.
         train_size: Training images of the recipe.
-        best_unfreeze_fraction: The depth with the best mean validation accuracy.
-        best_lr: The fine-tuning learning rate with the best mean validation accuracy.
-        frozen_same_budget_val: Mean validation accuracy of the frozen base for the same budget.
         lr_chosen: The fine-tuning learning rate chosen on validation among the sound rates (``pick_lr``:
             a diverged or chance-level rate never is), which the depth sweep used; None when not given.
         crossover_top: Where fine-tuning the top blocks starts to beat the frozen base in the crossover
@@ -71,9 +68,6 @@ class FinetuneSummary(ChapterSummary):
     val_after_head: float | None = None
     val_after_finetune: float | None = None
     train_size: int | None = None
-    best_unfreeze_fraction: float | None = None
-    best_lr: float | None = None
-    frozen_same_budget_val: float | None = None
     lr_chosen: float | None = None
     crossover_top: str | None = None
     crossover_top_n: float | None = None
@@ -217,9 +211,6 @@ def summarize(P: Any, recipe: Mapping[str, Any], depth: Any, learning_rate: Any,
         The typed summary, with the three tables (four with the crossover's differences).
     """
     test = recipe["metrics"]["test"]
-    best_depth = depth.groupby("unfreeze_fraction")["val_accuracy"].mean()
-    best_lr = learning_rate.groupby("lr_finetune")["val_accuracy"].mean()
-    frozen = depth.unfreeze_fraction == 0
     tables = {"depth": depth, "learning_rate": learning_rate, "batchnorm": batchnorm}
     if crossover is not None:
         tables["crossover"] = crossover
@@ -233,6 +224,4 @@ def summarize(P: Any, recipe: Mapping[str, Any], depth: Any, learning_rate: Any,
         recipe_test_accuracy=float(test["accuracy"]), recipe_test_macro_f1=float(test["macro_f1"]),
         val_after_head=float(recipe["history"][0]["history"]["val_accuracy"][-1]),
         val_after_finetune=float(recipe["metrics"]["val"]["accuracy"]), train_size=int(recipe["extra"]["train_size"]),
-        best_unfreeze_fraction=float(best_depth.idxmax()), best_lr=float(best_lr.idxmax()),
-        frozen_same_budget_val=float(depth.loc[frozen, "val_accuracy"].mean()) if frozen.any() else float("nan"),
     )  # fmt: skip

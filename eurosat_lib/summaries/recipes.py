@@ -189,8 +189,29 @@ def machine_name(environment: Mapping[str, Any]) -> str:
     return name + (f", GPU: {', '.join(map(str, gpus))}" if gpus else "")
 
 
+def timed_machines(rows: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+    """Each machine and how many configurations have a trusted timing on it (contended, resumed
+    or cache-reading runs do not count), most first.
+
+    Args:
+        rows: :func:`record_row` rows.
+
+    Returns:
+        ``{machine name: number of timed configurations}``.
+    """
+    timed: dict[str, set[str]] = {}
+    for r in rows:
+        if untimed_reason(r) is None:
+            timed.setdefault(r.get("machine", ""), set()).add(r["recipe"])
+    return dict(sorted(((m, len(v)) for m, v in timed.items()), key=lambda kv: (-kv[1], kv[0])))
+
+
 def study_machine(rows: Sequence[Mapping[str, Any]]) -> str | None:
-    """The machine whose minutes the page compares: the one most runs were timed on (ties: the base run's).
+    """The machine whose minutes the page's main time axis shows: the one with the most configurations
+    timed on it (ties: the base run's machine, then the one most runs ran on).
+
+    Counting timed configurations, not runs, keeps the axis where the study is most complete: extra
+    seeds run on another machine add accuracy, not a second axis.
 
     Args:
         rows: :func:`record_row` rows.
@@ -203,8 +224,9 @@ def study_machine(rows: Sequence[Mapping[str, Any]]) -> str | None:
         counts[r.get("machine", "")] = counts.get(r.get("machine", ""), 0) + 1
     if not counts:
         return None
+    timed = timed_machines(rows)
     base = next((r.get("machine", "") for r in rows if r["recipe"] == BASE_NAME), None)
-    return max(sorted(counts), key=lambda m: (counts[m], m == base))
+    return max(sorted(counts), key=lambda m: (timed.get(m, 0), m == base, counts[m]))
 
 
 def trusted_minutes(row: Mapping[str, Any], machine: str | None = None) -> float:
@@ -254,8 +276,10 @@ def by_recipe(rows: Sequence[Mapping[str, Any]], machine: str | None = None) -> 
 
     Returns:
         Entries with ``recipe``, ``what``, ``image_size``, ``epochs``, ``seeds``, ``val_acc``,
-        ``test_acc``, ``tta_test_acc``, ``test_sd`` (NaN with one seed), ``minutes`` (NaN when
-        any run's timing is not trusted), ``tta_minutes``, ``warnings`` (per run), ``runs``.
+        ``test_acc``, ``tta_test_acc``, ``test_sd`` (NaN with one seed), ``minutes`` (the mean over
+        the runs on ``machine``; NaN when none ran there or any of those is not trusted; runs on
+        other machines add seeds, not minutes), ``other_minutes`` (``{machine: mean minutes}`` of
+        trusted runs elsewhere), ``tta_minutes``, ``warnings`` (per run), ``runs``.
         Ordered by minutes (untimed last), then name.
     """
     machine = machine if machine is not None else study_machine(rows)
@@ -265,7 +289,12 @@ def by_recipe(rows: Sequence[Mapping[str, Any]], machine: str | None = None) -> 
     out = []
     for name, runs in groups.items():
         runs = sorted(runs, key=lambda r: r["seed"])
-        mins = [trusted_minutes(r, machine) for r in runs]
+        here = [r for r in runs if machine is None or r.get("machine", "") == machine]
+        mins = [trusted_minutes(r, machine) for r in here] or [math.nan]
+        elsewhere: dict[str, list[float]] = {}
+        for r in runs:
+            if r not in here and untimed_reason(r) is None:
+                elsewhere.setdefault(r.get("machine", ""), []).append(float(r["minutes"]))
         test = [r["test_acc"] for r in runs]
         out.append({
             "recipe": name, "what": runs[0]["what"], "image_size": runs[0]["image_size"],
@@ -274,7 +303,9 @@ def by_recipe(rows: Sequence[Mapping[str, Any]], machine: str | None = None) -> 
             "test_acc": float(np.mean(test)), "test_sd": float(np.std(test, ddof=1)) if len(test) > 1 else math.nan,
             "tta_test_acc": float(np.mean([r["tta_test_acc"] for r in runs])),
             "minutes": float(np.mean(mins)) if all(math.isfinite(m) for m in mins) else math.nan,
-            "tta_minutes": float(np.mean([r["tta_minutes"] for r in runs])),
+            "other_minutes": {m: float(np.mean(v)) for m, v in sorted(elsewhere.items())},
+            # inference minutes are machine time too: this machine's runs where there are any
+            "tta_minutes": float(np.mean([r["tta_minutes"] for r in (here or runs)])),
             "n_test": runs[0].get("n_test"), "warnings": [r["warnings"] for r in runs], "runs": runs, "machine": machine,
         })  # fmt: skip
     return sorted(out, key=lambda e: (not math.isfinite(e["minutes"]), e["minutes"] if math.isfinite(e["minutes"]) else 0, e["recipe"]))
@@ -358,8 +389,18 @@ PLAN_FILE = "plan.json"
 def _minutes_text(e: Mapping[str, Any]) -> str:
     if math.isfinite(e["minutes"]):
         return f"{e['minutes']:.1f}"
-    reasons = sorted({r for r in (untimed_reason(run, e.get("machine")) for run in e["runs"]) if r})
-    return "not shown: " + ", ".join(reasons)
+    here = [run for run in e["runs"] if not e.get("machine") or run.get("machine", "") == e["machine"]]
+    if here:  # runs on other machines are extra seeds here: this axis's own reasons decide
+        reasons = {r for r in (untimed_reason(run, e.get("machine")) for run in here) if r}
+    else:  # on another time axis only: say where and how long, never comparing it with this one
+        other = e.get("other_minutes") or {}
+        reasons = set()
+        for run in e["runs"]:
+            m = run.get("machine", "?")
+            why = untimed_reason(run)
+            reasons.add(f"timed on another machine ({m}: {other[m]:.1f} min)" if m in other
+                        else f"timed on another machine ({m}), {why}")  # fmt: skip
+    return "not shown: " + ", ".join(sorted(reasons))
 
 
 def _acc_ci(acc: float, n: int | None) -> str:
@@ -419,6 +460,22 @@ def choice_text(entries: Sequence[Mapping[str, Any]], budget: float, target: flo
         words.append(f"The {label} is **not reached**: {100 * (target - best):.2f} points short"
                      + (" even with test-time augmentation." if math.isfinite(tta) else "."))  # fmt: skip
     return " ".join(words)
+
+
+def _speed_ratio_text(rows: Sequence[Mapping[str, Any]], main: str, other: str) -> str:
+    """`` The same fine-tuning epoch (…) took a median of X s on main and Y s on other.`` or ``""``."""
+    by: dict[tuple[str, str], list[float]] = {}
+    for r in rows:
+        if r.get("finetune_workload") and r.get("finetune_s_per_epoch") and untimed_reason(r) is None:
+            by.setdefault((r["finetune_workload"], r.get("machine", "")), []).append(float(r["finetune_s_per_epoch"]))
+    shared = sorted({w for w, m in by if m == main} & {w for w, m in by if m == other},
+                    key=lambda w: -(len(by[(w, main)]) + len(by[(w, other)])))  # fmt: skip
+    if not shared:
+        return ""
+    w = shared[0]
+    a, b = float(np.median(by[(w, main)])), float(np.median(by[(w, other)]))
+    return (f" The same fine-tuning epoch ({w}) took a median of {a:.0f} s on {main} ({len(by[(w, main)])} runs) and "
+            f"{b:.0f} s on {other} ({len(by[(w, other)])} runs), different runs on different days.")
 
 
 def _drift_lines(rows: Sequence[Mapping[str, Any]], machine: str | None) -> list[str]:
@@ -549,6 +606,20 @@ def render_page(rows: Sequence[dict[str, Any]], *, source: str, profile: str, pl
     out += ["## The choice", "",
             choice_text(entries, GOAL[1], GOAL[0], "goal", cores), "",
             choice_text(entries, MOONSHOT[1], MOONSHOT[0], "moonshot", cores), ""]
+    for other, n_timed in timed_machines(rows).items():
+        if other == machine:
+            continue
+        there = by_recipe(rows, other)
+        out += [f"### On {other}", "",
+                f"{n_timed} configuration{'s' if n_timed != 1 else ''} {'were' if n_timed != 1 else 'was'} timed on "
+                f"{other}, a CPU some of this project's sessions get. Its minutes are a time axis of their own: "
+                "the choice there is made among the runs timed there, and never compared with the minutes above."
+                + _speed_ratio_text(rows, machine, other), "",
+                choice_text(there, GOAL[1], GOAL[0], "goal", other), "",
+                choice_text(there, MOONSHOT[1], MOONSHOT[0], "moonshot", other), ""]  # fmt: skip
+    gap = next_steps_text(entries, base, missing)
+    if gap:
+        out += ["## What would close the gap", "", gap, ""]
     best30 = choose(entries, MOONSHOT[1])
     if best30 is not None and best30.get("n_test"):
         from ..stats import independent_diff
@@ -559,6 +630,54 @@ def render_page(rows: Sequence[dict[str, Any]], *, source: str, profile: str, pl
                 "80/20 split trains on 21,600 images and tests on another 5,400; the interval assumes 5,400 test images on "
                 "their side.", ""]  # fmt: skip
     return "\n".join(out).rstrip() + "\n"
+
+
+def next_steps_text(entries: Sequence[Mapping[str, Any]], base: Mapping[str, Any] | None,
+                    missing: Sequence[tuple[str, str]] = ()) -> str:  # fmt: skip
+    """What the study measured toward the goal, and what it leaves untried, when the goal is not reached.
+
+    Only measured gains are named (a configuration whose paired interval against the base excludes
+    zero, from an unflagged run); everything else is listed as untried, never as a promise.
+
+    Args:
+        entries: :func:`by_recipe` entries.
+        base: The base recipe's entry, or None.
+        missing: ``(name, what)`` of the planned configurations that have not run.
+
+    Returns:
+        Markdown, or ``""`` when the goal is reached within its budget (or nothing has a timing yet).
+    """
+    c = choose(entries, GOAL[1])
+    if c is None or c["test_acc"] >= GOAL[0]:
+        return ""
+    gains = []
+    for e in entries:
+        if e is base or is_broken(e["warnings"]) or base is None or is_broken(base["warnings"]):
+            continue
+        d = versus_base(e, base)
+        if d is not None and d.verdict == "better":
+            gains.append((d.mean, e))
+    gains.sort(key=lambda g: -g[0])
+    front = pareto_front(entries)
+    words = []
+    if front:
+        top = front[-1]
+        words.append(f"The most accurate timed configuration, `{top['recipe']}`, scores {pct(top['test_acc'])} in "
+                     f"{top['minutes']:.1f} min, {100 * (GOAL[0] - top['test_acc']):.2f} points below the goal's "
+                     f"{100 * GOAL[0]:.1f} %" + (" and over its budget." if top["minutes"] > GOAL[1] else "."))  # fmt: skip
+    if gains:
+        words.append("Measured against the base recipe on the same test images, these changes helped: "
+                     + "; ".join(f"`{e['recipe']}` ({e['what']}) {100 * m:+.2f} points" for m, e in gains)
+                     + ". Each was measured alone or in the combination its row names, so their gains need not add up.")  # fmt: skip
+    else:
+        words.append("No configuration beats the base recipe by more than the test images' noise.")
+    untried = [f"`{n}` ({w})" for n, w in missing]
+    words.append("Not measured here: " + ("the planned configurations that have not run yet (" + ", ".join(untried) + "); "
+                                          if untried else "")
+                 + "combinations of the changes that helped; wider or larger backbones (EfficientNet, ResNet-50) "
+                 "with ImageNet weights, which these machines do not have (they train from scratch here); and the "
+                 "same study at full scale on one GPU ([the GPU edition](gpu.md)).")  # fmt: skip
+    return " ".join(words)
 
 
 def format_diff_text(d: Any) -> str:
