@@ -376,9 +376,8 @@ def run_study(profile: str = "cpu", *, root: str | Path = "book/runs", only: Seq
     # so that `--only X` adds a second seed to X only when X is among the best, not always.
     from ..summaries.recipes import read_rows
 
-    firsts = {r["recipe"]: r for r in read_rows(folder) if r["seed"] == prof.seeds[0] and r["recipe"] in prof.recipes}
-    firsts.update({r["recipe"]: r for r in rows if r["seed"] == prof.seeds[0]})
-    best = sorted(firsts.values(), key=lambda r: -r["val_acc"])[: prof.front_runners]
+    firsts = [r for r in read_rows(folder) if r["seed"] == prof.seeds[0] and r["recipe"] in (*prof.recipes, *names)]
+    best = sorted(firsts, key=lambda r: -r["val_acc"])[: prof.front_runners]
     for r in best:
         if r["recipe"] not in names:
             continue
