@@ -584,6 +584,7 @@ def render_page(rows: Sequence[dict[str, Any]], *, source: str, profile: str, pl
                              ("min", "training minutes"), ("val", "validation"), ("test", "test (95 % interval)"),
                              ("tta", "test with TTA"), ("tmin", "TTA minutes"), ("seeds", "seeds")]),  # fmt: skip
             "", f"Records: `{source}/recipe_<configuration>_seed<k>/record.json`.", ""]  # fmt: skip
+    diffs = {}  # unflagged configurations' paired test differences from the base (the gap section reuses them)
     if base is not None:
         comp = []
         for e in entries:
@@ -591,6 +592,8 @@ def render_page(rows: Sequence[dict[str, Any]], *, source: str, profile: str, pl
                 continue
             d, dt = versus_base(e, base), versus_base(e, base, "tta_pred")
             broken = is_broken(e["warnings"]) or is_broken(base["warnings"])
+            if d is not None and not broken:
+                diffs[e["recipe"]] = d
             extra = e["minutes"] - base["minutes"]
             comp.append({
                 "recipe": f"`{e['recipe']}`",
@@ -617,7 +620,7 @@ def render_page(rows: Sequence[dict[str, Any]], *, source: str, profile: str, pl
                 + _speed_ratio_text(rows, machine, other), "",
                 choice_text(there, GOAL[1], GOAL[0], "goal", other), "",
                 choice_text(there, MOONSHOT[1], MOONSHOT[0], "moonshot", other), ""]  # fmt: skip
-    gap = next_steps_text(entries, base, missing)
+    gap = next_steps_text(entries, diffs, missing)
     if gap:
         out += ["## What would close the gap", "", gap, ""]
     best30 = choose(entries, MOONSHOT[1])
@@ -632,7 +635,7 @@ def render_page(rows: Sequence[dict[str, Any]], *, source: str, profile: str, pl
     return "\n".join(out).rstrip() + "\n"
 
 
-def next_steps_text(entries: Sequence[Mapping[str, Any]], base: Mapping[str, Any] | None,
+def next_steps_text(entries: Sequence[Mapping[str, Any]], diffs: Mapping[str, Any],
                     missing: Sequence[tuple[str, str]] = ()) -> str:  # fmt: skip
     """What the study measured toward the goal, and what it leaves untried, when the goal is not reached.
 
@@ -641,7 +644,8 @@ def next_steps_text(entries: Sequence[Mapping[str, Any]], base: Mapping[str, Any
 
     Args:
         entries: :func:`by_recipe` entries.
-        base: The base recipe's entry, or None.
+        diffs: ``{recipe: Diff}``: each unflagged configuration's paired test difference from the
+            base recipe (:func:`versus_base`), as the page's comparison table computed them.
         missing: ``(name, what)`` of the planned configurations that have not run.
 
     Returns:
@@ -650,14 +654,8 @@ def next_steps_text(entries: Sequence[Mapping[str, Any]], base: Mapping[str, Any
     c = choose(entries, GOAL[1])
     if c is None or c["test_acc"] >= GOAL[0]:
         return ""
-    gains = []
-    for e in entries:
-        if e is base or is_broken(e["warnings"]) or base is None or is_broken(base["warnings"]):
-            continue
-        d = versus_base(e, base)
-        if d is not None and d.verdict == "better":
-            gains.append((d.mean, e))
-    gains.sort(key=lambda g: -g[0])
+    gains = sorted(((diffs[e["recipe"]].mean, e) for e in entries
+                    if e["recipe"] in diffs and diffs[e["recipe"]].verdict == "better"), key=lambda g: -g[0])  # fmt: skip
     front = pareto_front(entries)
     words = []
     if front:
