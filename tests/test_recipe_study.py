@@ -170,6 +170,15 @@ def test_dry_run_trains_one_recipe_then_reuses_it(tmp_path):
     again = RS.run_study("smoke", root=tmp_path, only=["adamw_lin"], data=data, log=lambda *_: None)
     assert (folder / "record.json").stat().st_mtime_ns == mtime  # reused, not retrained
     assert [x["test_acc"] for x in again] == [x["test_acc"] for x in first]
+    # --seeds: exactly the named seed, e.g. to time on this session's CPU a configuration first run elsewhere
+    extra = RS.run_study("smoke", root=tmp_path, only=["adamw_lin"], data=data, seeds=[2], tta=False, log=lambda *_: None)
+    assert [x["seed"] for x in extra] == [2] and math.isnan(extra[0]["tta_test_acc"])  # not measured
+    assert sorted(p.name for p in RS.out_dir("smoke", tmp_path).glob("recipe_*")) == [
+        f"recipe_adamw_lin_seed{k}" for k in (0, 1, 2)]  # fmt: skip
+    with pytest.raises(ValueError, match="seeds must be non-negative"):
+        RS.run_study("smoke", root=tmp_path, only=["adamw_lin"], data=data, seeds=[], log=lambda *_: None)
+    with pytest.raises(SystemExit):
+        RS.main(["--profile", "smoke", "--root", str(tmp_path), "--seeds", "1"])  # --seeds without --only
 
 
 def test_gpu_page_gives_the_study_command_and_says_whether_it_ran():

@@ -318,7 +318,8 @@ def write_plan(profile: str, root: str | Path = "book/runs") -> Path:
 
 
 def run_study(profile: str = "cpu", *, root: str | Path = "book/runs", only: Sequence[str] | None = None,
-              data: D.EuroSAT | None = None, tta: bool = True, front: bool = True, log=print) -> list[dict[str, Any]]:  # fmt: skip
+              data: D.EuroSAT | None = None, tta: bool = True, front: bool = True, seeds: Sequence[int] | None = None,
+              log=print) -> list[dict[str, Any]]:  # fmt: skip
     """Run (or reuse) every configuration, then the front-runners' extra seeds.
 
     Args:
@@ -329,6 +330,8 @@ def run_study(profile: str = "cpu", *, root: str | Path = "book/runs", only: Seq
         tta: also score dihedral test-time augmentation.
         front: after the first seeds, run the front-runners' extra seeds (False: first seeds only,
             e.g. to finish a first pass in several sittings before choosing the front-runners).
+        seeds: run exactly these seeds of ``only`` instead (no front-runner step), e.g. to time on
+            this session's CPU a configuration whose first seed ran on another one.
         log: progress printer.
 
     Returns:
@@ -345,6 +348,8 @@ def run_study(profile: str = "cpu", *, root: str | Path = "book/runs", only: Seq
     unknown = [n for n in names if n not in by_name]
     if unknown:
         raise ValueError(f"unknown recipe(s) {unknown}; choose from {sorted(by_name)}")
+    if seeds is not None and (not seeds or any(int(k) < 0 for k in seeds)):
+        raise ValueError(f"seeds must be non-negative integers; got {list(seeds)!r}")
     data = data if data is not None else load_data("auto", profile=profile)
     folder = out_dir(profile, root)
     write_plan(profile, root)
@@ -366,10 +371,10 @@ def run_study(profile: str = "cpu", *, root: str | Path = "book/runs", only: Seq
             + f", {r['minutes']:.1f} min of training{' (contended)' if r['contended'] else ''}"
             + f"  [{time.perf_counter() - t0:.0f} s this call]")  # fmt: skip
 
-    for seed in prof.seeds:
+    for seed in seeds if seeds is not None else prof.seeds:
         for name in names:
-            one(by_name[name], seed)
-    if not front:
+            one(by_name[name], int(seed))
+    if not front or seeds is not None:
         return rows
     # Front-runners by validation accuracy (never test): the extra seeds that give them an interval.
     # They are the best of the whole study so far (the finished first-seed runs on disk count too),
@@ -403,13 +408,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--no-tta", action="store_true", help="skip dihedral test-time augmentation")
     ap.add_argument("--first-seeds-only", action="store_true",
                     help="run the first seeds only, not the front-runners' extra seeds")
+    ap.add_argument("--seeds", nargs="+", type=int, default=None,
+                    help="run exactly these seeds of --only (no front-runner step): e.g. a second seed "
+                         "timed on this session's CPU")
     ap.add_argument("--list", action="store_true", help="print the configurations and exit")
     args = ap.parse_args(argv)
     if args.list:
         for r in RECIPES:
             print(f"{r.name:10s} {r.what}")
         return 0
-    rows = run_study(args.profile, root=args.root, only=args.only, tta=not args.no_tta, front=not args.first_seeds_only)
+    if args.seeds is not None and not args.only:
+        ap.error("--seeds needs --only: name the configurations to run with those seeds")
+    rows = run_study(args.profile, root=args.root, only=args.only, tta=not args.no_tta, front=not args.first_seeds_only,
+                     seeds=args.seeds)  # fmt: skip
     front = pareto_front(rows)
     print(json.dumps({"runs": len(rows), "front": [(r["recipe"], r["seed"], round(r["minutes"], 1), r["test_acc"]) for r in front]}))
     return 0
