@@ -181,7 +181,8 @@ def reference_section(runs_dir: Path, book_dir: Path) -> tuple[str, dict[str, An
         text.append(plateau_sentence(sp, ft))
     if rc:
         text.append("")
-        text.append(recipe_sentence(rc, read_json(runs_dir / "reference" / "mobilenetv2_035_recipe" / "tta.json"), ft))
+        text.append(recipe_sentence(rc, read_json(runs_dir / "reference" / "mobilenetv2_035_recipe" / "tta.json"), ft,
+                                    current=current_recipe_choice(runs_dir / "recipe_study")))  # fmt: skip
     if found:
         text.append("")
         text.append("Intervals here are unpaired (the records keep confusion matrices, not per-image predictions), "
@@ -245,13 +246,33 @@ def plateau_sentence(sp: Mapping[str, Any], ft: Mapping[str, Any] | None) -> str
     return out
 
 
-def recipe_sentence(rc: Mapping[str, Any], tta: Mapping[str, Any] | None, ft: Mapping[str, Any] | None) -> str:
+def current_recipe_choice(study_dir: Path) -> str | None:
+    """The configuration the recipe study chooses within the goal's minutes now.
+
+    Args:
+        study_dir: ``book/runs/<profile>/recipe_study``.
+
+    Returns:
+        Its name, or None (no study folder, or no timed configuration within the budget).
+    """
+    from .summaries import recipes as RP
+
+    if not Path(study_dir).is_dir():
+        return None
+    chosen = RP.choose(RP.by_recipe(RP.read_rows(study_dir)), RP.GOAL[1])
+    return chosen["recipe"] if chosen else None
+
+
+def recipe_sentence(rc: Mapping[str, Any], tta: Mapping[str, Any] | None, ft: Mapping[str, Any] | None,
+                    current: str | None = None) -> str:  # fmt: skip
     """The headline run of the recipe study's choice: accuracy and minutes against the goal, TTA apart.
 
     Args:
         rc: The recipe headline's complete record.
         tta: Its ``tta.json`` (dihedral test-time augmentation), or None.
         ft: The fine-tuned headline record it improves on, or None.
+        current: The study's choice now (:func:`current_recipe_choice`); when it is not the record's
+            configuration (more configurations ran since), the sentence says so and how to re-run.
 
     Returns:
         Markdown.
@@ -285,6 +306,10 @@ def recipe_sentence(rc: Mapping[str, Any], tta: Mapping[str, Any] | None, ft: Ma
     if ft:
         b, nb = ft["metrics"]["test"]["accuracy"], ft["metrics"]["test"]["n"]
         out += f" Against the two-phase fine-tuning row: {compare_text(independent_diff(acc, n, b, nb), flags, [record_warnings(ft)])}."
+    if current and current != tags.get("recipe"):
+        out += (f" More configurations have run since: the study's choice within {GOAL[1]:.0f} minutes is now `{current}` "
+                "(see the [recipe study](recipes.md)); `python scripts/reference_runs.py --only recipe` re-runs this "
+                "headline with it.")  # fmt: skip
     return out
 
 

@@ -254,3 +254,32 @@ def test_page_states_how_much_the_machine_speed_drifted_across_runs(tmp_path):
     assert "took from 80 to 120 s (3 runs, median 100 s), 50 % apart" in line
     _study(tmp_path / "one", [dict(RUNS[0], spe=80.0), RUNS[1]], ["base", "e10"])
     assert "speed drifts" not in R.build_recipes_page(tmp_path / "one" / "book", "cpu").read_text()
+
+
+def test_a_contended_seed_leaves_the_configurations_quiet_seeds_timed(tmp_path):
+    """A second, quiet seed on the same machine times a configuration whose first seed was contended:
+    its minutes are the quiet run's alone, and the table says that the other seed is not counted."""
+    runs = [dict(name="base", seed=0, val=0.960, test=0.965, minutes=30.0, contended=True),
+            dict(name="base", seed=1, val=0.962, test=0.966, minutes=12.0),
+            dict(name="e10", seed=0, val=0.970, test=0.975, minutes=16.0)]  # fmt: skip
+    study, _ = _study(tmp_path, runs, ["base", "e10"])
+    entries = {e["recipe"]: e for e in RP.by_recipe(RP.read_rows(study))}
+    assert entries["base"]["minutes"] == pytest.approx(12.0) and entries["base"]["timed_runs"] == 1
+    assert len(entries["base"]["axis_runs"]) == 2
+    page = R.build_recipes_page(tmp_path / "book", "cpu").read_text()
+    row = next(line for line in page.splitlines() if line.startswith("| `base`"))
+    assert "| 12.0 (1 of 2 runs; seed 0: contended) |" in row
+    # both runs contended: no minutes at all
+    entries = {e["recipe"]: e for e in RP.by_recipe([{**r, "contended": True} for r in RP.read_rows(study)])}
+    assert math.isnan(entries["base"]["minutes"]) and entries["base"]["timed_runs"] == 0
+
+
+def test_an_epoch_validated_on_a_subset_is_another_workload():
+    """An epoch's seconds include its validation pass, so a run that scores 500 images per epoch is
+    not the same work per epoch as one that scores all 5,400, and never enters the drift figure."""
+    params = {"image_size": 128, "backbone_kwargs": {"alpha": 0.35},
+              "phases": [{"name": "head"}, {"name": "finetune", "unfreeze": "all", "batch_size": 64}]}  # fmt: skip
+    subset = {**params, "phases": [{"name": "head"}, {"name": "finetune", "unfreeze": "all", "batch_size": 64,
+                                                      "val_n_per_class": 50}]}  # fmt: skip
+    assert RP._workload(params) == "alpha 0.35, 128 px, unfreeze all, batch 64"
+    assert RP._workload(subset) == "alpha 0.35, 128 px, unfreeze all, batch 64, validated on 50 images per class"

@@ -388,3 +388,26 @@ def test_edition_cost_sums_the_records_per_chapter_and_study(tmp_path):
     assert "| 03_finetune | its crossover study | 1 | 60 | 0 | 1 |" in text
     over = C.render_cost(rows, {"01_transfer_learning": 300.0}, "cpu", "x", pending=["03_finetune"])
     assert "over the 5-hour budget" in over and "`03_finetune` waits in `notebooks/pending/`" in over
+
+
+def test_recipe_headline_says_when_the_study_has_since_chosen_another_configuration(tmp_path):
+    """The headline records the study's choice when it ran; once more configurations have run and the
+    study chooses another, the results page says so and how to re-run, instead of calling it the choice."""
+    rec = _headline(tmp_path, "mobilenetv2_035_recipe", 0.975, contended=False)
+    rec["timings"]["fit_seconds"] = 18 * 60
+    rec["params"]["tags"] = {"recipe": "ls10", "what": "10 epochs, label smoothing 0.1"}
+    (tmp_path / "book" / "runs" / "cpu" / "reference" / "mobilenetv2_035_recipe" / "record.json").write_text(json.dumps(rec))
+    runs = tmp_path / "book" / "runs" / "cpu"
+
+    def para(current):
+        import unittest.mock as mock
+
+        with mock.patch.object(R, "current_recipe_choice", return_value=current):
+            text, _ = R.reference_section(runs, tmp_path / "book")
+        return next(line for line in text.splitlines() if line.startswith("The configuration the [recipe study]"))
+
+    assert "the study's choice within 20 minutes is now `e15_ls`" in para("e15_ls")
+    assert "--only recipe" in para("e15_ls")
+    assert "is now" not in para("ls10") and "is now" not in para(None)
+    # read from a study folder: none there, no choice to compare with
+    assert R.current_recipe_choice(tmp_path / "nowhere") is None

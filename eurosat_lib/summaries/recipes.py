@@ -112,12 +112,15 @@ def record_row(record: Mapping[str, Any], tta: Mapping[str, Any] | None) -> dict
 
 
 def _workload(params: Mapping[str, Any]) -> str | None:
-    """What one fine-tuning epoch computes: width, input size, unfrozen layers, batch size."""
+    """What one fine-tuning epoch computes: width, input size, unfrozen layers, batch size, and the
+    validation subset where an epoch scores one (an epoch's seconds include its validation pass)."""
     tune = next((ph for ph in params.get("phases") or [] if ph.get("name") == "finetune"), None)
     if tune is None:
         return None
     alpha = (params.get("backbone_kwargs") or {}).get("alpha")
-    return f"alpha {alpha}, {tune.get('image_size') or params['image_size']} px, unfreeze {tune.get('unfreeze')}, batch {tune.get('batch_size')}"
+    monitor = tune.get("val_n_per_class")
+    return (f"alpha {alpha}, {tune.get('image_size') or params['image_size']} px, unfreeze {tune.get('unfreeze')}, "
+            f"batch {tune.get('batch_size')}" + (f", validated on {monitor} images per class" if monitor else ""))  # fmt: skip
 
 
 def speed_drift(rows: Sequence[Mapping[str, Any]], machine: str | None = None) -> dict[str, Any] | None:
@@ -277,10 +280,10 @@ def by_recipe(rows: Sequence[Mapping[str, Any]], machine: str | None = None) -> 
     Returns:
         Entries with ``recipe``, ``what``, ``image_size``, ``epochs``, ``seeds``, ``val_acc``,
         ``test_acc``, ``tta_test_acc``, ``test_sd`` (NaN with one seed), ``minutes`` (the mean over
-        the runs on ``machine``; NaN when none ran there or any of those is not trusted; runs on
-        other machines add seeds, not minutes), ``other_minutes`` (``{machine: mean minutes}`` of
-        trusted runs elsewhere), ``tta_minutes``, ``warnings`` (per run), ``runs``.
-        Ordered by minutes (untimed last), then name.
+        the trusted runs on ``machine``; NaN when none; runs on other machines add seeds, not
+        minutes), ``axis_runs`` (the runs on ``machine``) and ``timed_runs`` (how many of them are
+        trusted), ``other_minutes`` (``{machine: mean minutes}`` of trusted runs elsewhere),
+        ``tta_minutes``, ``warnings`` (per run), ``runs``. Ordered by minutes (untimed last), then name.
     """
     machine = machine if machine is not None else study_machine(rows)
     groups: dict[str, list[Mapping[str, Any]]] = {}
@@ -290,7 +293,9 @@ def by_recipe(rows: Sequence[Mapping[str, Any]], machine: str | None = None) -> 
     for name, runs in groups.items():
         runs = sorted(runs, key=lambda r: r["seed"])
         here = [r for r in runs if machine is None or r.get("machine", "") == machine]
-        mins = [trusted_minutes(r, machine) for r in here] or [math.nan]
+        # a seed measured under contention (or resumed) is no timing, but the configuration's quiet
+        # seeds on the same machine are: its minutes are theirs, and the table says how many
+        mins = [m for m in (trusted_minutes(r, machine) for r in here) if math.isfinite(m)]
         elsewhere: dict[str, list[float]] = {}
         for r in runs:
             if r not in here and untimed_reason(r) is None:
@@ -302,7 +307,7 @@ def by_recipe(rows: Sequence[Mapping[str, Any]], machine: str | None = None) -> 
             "seeds": [r["seed"] for r in runs], "val_acc": float(np.mean([r["val_acc"] for r in runs])),
             "test_acc": float(np.mean(test)), "test_sd": float(np.std(test, ddof=1)) if len(test) > 1 else math.nan,
             "tta_test_acc": float(np.mean([r["tta_test_acc"] for r in runs])),
-            "minutes": float(np.mean(mins)) if all(math.isfinite(m) for m in mins) else math.nan,
+            "minutes": float(np.mean(mins)) if mins else math.nan, "axis_runs": here, "timed_runs": len(mins),
             "other_minutes": {m: float(np.mean(v)) for m, v in sorted(elsewhere.items())},
             # inference minutes are machine time too: this machine's runs where there are any
             "tta_minutes": float(np.mean([r["tta_minutes"] for r in (here or runs)])),
@@ -387,9 +392,13 @@ PLAN_FILE = "plan.json"
 
 
 def _minutes_text(e: Mapping[str, Any]) -> str:
+    here = e["axis_runs"]
     if math.isfinite(e["minutes"]):
-        return f"{e['minutes']:.1f}"
-    here = [run for run in e["runs"] if not e.get("machine") or run.get("machine", "") == e["machine"]]
+        if e["timed_runs"] == len(here):
+            return f"{e['minutes']:.1f}"
+        untimed = [(run["seed"], untimed_reason(run, e.get("machine"))) for run in here if untimed_reason(run, e.get("machine"))]
+        return (f"{e['minutes']:.1f} ({e['timed_runs']} of {len(here)} runs; "
+                + "; ".join(f"seed {k}: {why}" for k, why in untimed) + ")")  # fmt: skip
     if here:  # runs on other machines are extra seeds here: this axis's own reasons decide
         reasons = {r for r in (untimed_reason(run, e.get("machine")) for run in here) if r}
     else:  # on another time axis only: say where and how long, never comparing it with this one
@@ -537,7 +546,8 @@ def render_page(rows: Sequence[dict[str, Any]], *, source: str, profile: str, pl
         "Picking the best test score among many configurations would select on the test set.",
         "- **Minutes** are training time (head phase, feature extraction and fine-tuning), shown only for runs whose "
         "record says the machine was quiet at start and end and that ran in one process; a run measured under "
-        "contention, or resumed after an interruption, keeps its accuracy but shows no time.",
+        "contention, or resumed after an interruption, keeps its accuracy but shows no time. A configuration's "
+        "minutes are the mean over its runs that may be shown; the table says when a seed is left out.",
         f"- Minutes are compared **on one machine** ({machine or 'none yet'}). This project's sessions do not always "
         "get the same CPU model, and one epoch can take twice as long on one as on another, so a run timed on "
         "another CPU shows no minutes here.",
@@ -672,7 +682,7 @@ def next_steps_text(entries: Sequence[Mapping[str, Any]], diffs: Mapping[str, An
     untried = [f"`{n}` ({w})" for n, w in missing]
     words.append("Not measured here: " + ("the planned configurations that have not run yet (" + ", ".join(untried) + "); "
                                           if untried else "")
-                 + "combinations of the changes that helped; wider or larger backbones (EfficientNet, ResNet-50) "
+                 + "combinations of the changes that helped beyond the few in the table; wider or larger backbones (EfficientNet, ResNet-50) "
                  "with ImageNet weights, which these machines do not have (they train from scratch here); and the "
                  "same study at full scale on one GPU ([the GPU edition](gpu.md)).")  # fmt: skip
     return " ".join(words)
