@@ -396,7 +396,7 @@ def _minutes_text(e: Mapping[str, Any]) -> str:
     if math.isfinite(e["minutes"]):
         if e["timed_runs"] == len(here):
             return f"{e['minutes']:.1f}"
-        untimed = [(run["seed"], untimed_reason(run, e.get("machine"))) for run in here if untimed_reason(run, e.get("machine"))]
+        untimed = [(run["seed"], why) for run in here if (why := untimed_reason(run, e.get("machine")))]
         return (f"{e['minutes']:.1f} ({e['timed_runs']} of {len(here)} runs; "
                 + "; ".join(f"seed {k}: {why}" for k, why in untimed) + ")")  # fmt: skip
     if here:  # runs on other machines are extra seeds here: this axis's own reasons decide
