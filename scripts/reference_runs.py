@@ -76,13 +76,17 @@ def recipe_spec(study_dir: str = "book/runs/cpu/recipe_study") -> X.ExperimentSp
     follows the study: when more configurations finish, a better choice gives a new spec and
     the headline run is trained again.
     """
+    from pathlib import Path
+
     from eurosat_lib.experiments import recipe_study as RS
+    from eurosat_lib.report import current_recipe_choice
     from eurosat_lib.summaries import recipes as RP
 
-    chosen = RP.choose(RP.by_recipe(RP.read_rows(study_dir)), RP.GOAL[1])
+    # the same choice the results page compares this headline's record with
+    chosen = current_recipe_choice(Path(study_dir))
     if chosen is None:
         return None
-    recipe = {r.name: r for r in RS.RECIPES}[chosen["recipe"]]
+    recipe = {r.name: r for r in RS.RECIPES}[chosen]
     spec = RS.spec_for(recipe, RS.PROFILES["cpu"], 0)
     return dataclasses.replace(spec, name="mobilenetv2_035_recipe", tags={**spec.tags, "chosen_within_minutes": RP.GOAL[1]})
 
