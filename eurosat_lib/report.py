@@ -97,6 +97,10 @@ def reference_section(runs_dir: Path, book_dir: Path) -> tuple[str, dict[str, An
         ``(markdown, records)``: the section (``""`` without a complete headline run) and the
         complete headline records by run name.
     """
+    from collections import Counter
+
+    from .summaries.recipes import machine_name
+
     rows, found = [], {}
     for name, label in REFERENCE_RUNS:
         rec_path = runs_dir / "reference" / name / "record.json"
@@ -121,13 +125,23 @@ def reference_section(runs_dir: Path, book_dir: Path) -> tuple[str, dict[str, An
     any_rec = next(iter(found.values()))
     p = any_rec["params"]
     env = any_rec["environment"]
+    # Sessions do not always get the same CPU, and one epoch can take several times as long on one as on
+    # another: a headline re-run on another CPU names it beside its time instead of inheriting the
+    # table's machine line.
+    machines = {name: machine_name(rec["environment"]) for name, rec in found.items()}
+    main = Counter(machines.values()).most_common(1)[0][0]
+    for row, name in zip(rows, found):
+        if machines[name] != main and not row["time"].startswith("not shown"):
+            row["time"] += f" (on {machines[name]})"
+    where = (f"Machine: {main}" + ("." if env.get("gpus") else ", no GPU.")
+             if len(set(machines.values())) == 1 else
+             f"Machine: {main}, unless a row's training time names another; this project's sessions do not always get "
+             "the same CPU, so times on two CPUs are not one axis.")  # fmt: skip
     text = [
         f"## Headline: one network, {('one', 'two', 'three', 'four', 'five')[len(rows) - 1]} ways",
         "",
         f"{p['backbone']} (α = {p['backbone_kwargs'].get('alpha', 1.0)}), trained on the "
-        f"full training split and scored on the full test split ({any_rec['metrics']['test']['n']:,} images). "
-        f"Machine: {env['cpu_model']}, {env['cpu_count']} cores"
-        + (f", GPU: {env['gpus']}." if env.get("gpus") else ", no GPU."),
+        f"full training split and scored on the full test split ({any_rec['metrics']['test']['n']:,} images). " + where,
         "",
         md_table(rows, [("method", "method"), ("acc", "test accuracy"), ("f1", "macro-F1"), ("ece", "ECE"),
                         ("size", "input"), ("train", "training images"), ("params", "trainable parameters (last phase)"),
@@ -182,7 +196,7 @@ def reference_section(runs_dir: Path, book_dir: Path) -> tuple[str, dict[str, An
     if rc:
         text.append("")
         text.append(recipe_sentence(rc, read_json(runs_dir / "reference" / "mobilenetv2_035_recipe" / "tta.json"), ft,
-                                    current=current_recipe_choice(runs_dir / "recipe_study")))  # fmt: skip
+                                    current=current_recipe_choice(runs_dir / "recipe_study", machine_name(rc["environment"]))))  # fmt: skip
     if found:
         text.append("")
         text.append("Intervals here are unpaired (the records keep confusion matrices, not per-image predictions), "
@@ -246,11 +260,18 @@ def plateau_sentence(sp: Mapping[str, Any], ft: Mapping[str, Any] | None) -> str
     return out
 
 
-def current_recipe_choice(study_dir: Path) -> str | None:
+def current_recipe_choice(study_dir: Path, machine: str | None = None) -> str | None:
     """The configuration the recipe study chooses within the goal's minutes now.
+
+    Which configurations fit in 20 minutes depends on the CPU (the same epoch has taken from ~50 s
+    to ~260 s on this project's CPUs), so on a machine with timings of its own in the
+    study the choice is made among those; elsewhere (or where none of them fits), on the study's
+    main time axis.
 
     Args:
         study_dir: ``book/runs/<profile>/recipe_study``.
+        machine: A :func:`eurosat_lib.summaries.recipes.machine_name` (where the headline runs or
+            ran); None: the study's main axis (:func:`eurosat_lib.summaries.recipes.study_machine`).
 
     Returns:
         Its name, or None (no study folder, or no timed configuration within the budget).
@@ -259,7 +280,10 @@ def current_recipe_choice(study_dir: Path) -> str | None:
 
     if not Path(study_dir).is_dir():
         return None
-    chosen = RP.choose(RP.by_recipe(RP.read_rows(study_dir)), RP.GOAL[1])
+    rows = RP.read_rows(study_dir)
+    own = RP.choose(RP.by_recipe(rows, machine), RP.GOAL[1]) if machine in RP.timed_machines(rows) else None
+    # a CPU too slow for any timed configuration to fit runs the main axis's choice: still the best guess
+    chosen = own or RP.choose(RP.by_recipe(rows), RP.GOAL[1])
     return chosen["recipe"] if chosen else None
 
 
@@ -279,7 +303,7 @@ def recipe_sentence(rc: Mapping[str, Any], tta: Mapping[str, Any] | None, ft: Ma
     """
     from .runs import timing_trusted
     from .stats import independent_diff
-    from .summaries.recipes import GOAL, MOONSHOT
+    from .summaries.recipes import GOAL, MOONSHOT, machine_name
 
     acc, n = rc["metrics"]["test"]["accuracy"], rc["metrics"]["test"]["n"]
     tags = rc["params"].get("tags") or {}
@@ -288,7 +312,8 @@ def recipe_sentence(rc: Mapping[str, Any], tta: Mapping[str, Any] | None, ft: Ma
     flags = [record_warnings(rc)]
     out = (f"The configuration the [recipe study](recipes.md) chose on validation within {GOAL[1]:.0f} minutes "
            f"(`{tags.get('recipe', '?')}`: {tags.get('what', '')}), re-run as its own record, reached **{pct(acc)}**{flag_note(flags)} "
-           f"test accuracy in {shown_time(rc)} of training.")  # fmt: skip
+           f"test accuracy in {shown_time(rc)} of training"
+           + (f" on {machine_name(rc['environment'])}." if trusted else "."))  # fmt: skip
     tta_ok = bool(tta) and tta.get("spec_key") == rc["params"].get("spec_key")
     if tta_ok:
         out += (f" Averaged over the 8 dihedral views of each test image it scores **{pct(tta['test_accuracy'])}** "

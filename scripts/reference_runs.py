@@ -74,7 +74,8 @@ def recipe_spec(study_dir: str = "book/runs/cpu/recipe_study") -> X.ExperimentSp
 
     The choice reads the committed study records (validation accuracy, trusted minutes), so it
     follows the study: when more configurations finish, a better choice gives a new spec and
-    the headline run is trained again.
+    the headline run is trained again. On a CPU the study has timed configurations on, the
+    choice is that CPU's (:func:`eurosat_lib.report.current_recipe_choice`).
     """
     from pathlib import Path
 
@@ -82,8 +83,11 @@ def recipe_spec(study_dir: str = "book/runs/cpu/recipe_study") -> X.ExperimentSp
     from eurosat_lib.report import current_recipe_choice
     from eurosat_lib.summaries import recipes as RP
 
-    # the same choice the results page compares this headline's record with
-    chosen = current_recipe_choice(Path(study_dir))
+    from eurosat_lib.runs import environment
+
+    # the same choice the results page compares this headline's record with: the one for this CPU
+    # where the study has timings on it (the same epoch's cost differs several times between this project's CPUs)
+    chosen = current_recipe_choice(Path(study_dir), RP.machine_name(environment()))
     if chosen is None:
         return None
     recipe = {r.name: r for r in RS.RECIPES}[chosen]

@@ -210,6 +210,34 @@ def test_minutes_from_another_cpu_are_not_on_the_time_axis(tmp_path):
     assert "`px160`" in goal2 and "15.0 min of training on Other CPU, 2 cores" in goal2
 
 
+def test_the_headline_choice_is_the_cpus_own_where_the_study_timed_it(tmp_path):
+    """What fits in 20 minutes depends on the CPU: a headline trained on a CPU with timings of its
+    own in the study takes that CPU's choice; on any other CPU, the main axis's."""
+    study, _ = _study(tmp_path, RUNS[:3], ["base", "e10", "px160"])
+    rec_path = study / "recipe_px160_seed0" / "record.json"
+    rec = json.loads(rec_path.read_text())
+    rec["environment"]["cpu_model"] = "Other CPU"
+    rec_path.write_text(json.dumps(rec))
+    assert R.current_recipe_choice(study) == "e10"  # main axis (Test CPU): px160 has no minutes there
+    assert R.current_recipe_choice(study, "Test CPU, 2 cores") == "e10"
+    assert R.current_recipe_choice(study, "Other CPU, 2 cores") == "px160"  # timed there, 15.0 min
+    assert R.current_recipe_choice(study, "Unseen CPU, 2 cores") == "e10"  # no timings there: the main axis
+    rec["timings"]["fit_seconds"] = 78 * 60  # a CPU on which nothing timed fits in 20 min: the main axis's choice
+    rec_path.write_text(json.dumps(rec))
+    assert R.current_recipe_choice(study, "Other CPU, 2 cores") == "e10"
+
+
+def test_an_axis_where_nothing_fits_the_budget_says_how_far_off_it_is():
+    slow = [dict(recipe="e15_ls", minutes=78.0, val_acc=0.97, warnings=[[]]), dict(recipe="e20", minutes=95.0, val_acc=0.98, warnings=[[]])]
+    text = RP.choice_text(slow, 20.0, 0.983, "goal", "Slow CPU, 2 cores")
+    assert text == ("**Within 20 minutes (goal: ≥ 98.3 % test):** none of the 2 configurations timed on Slow CPU, 2 cores "
+                    "fits: the fastest, `e15_ls`, took 78.0 min of training.")
+    assert RP.choice_text(slow[:1], 20.0, 0.983, "goal", "S").endswith(
+        "the one configuration timed on S, `e15_ls`, took 78.0 min of training.")
+    untimed = [dict(recipe="e15_ls", minutes=math.nan, val_acc=0.97, warnings=[[]])]
+    assert RP.choice_text(untimed, 20.0, 0.983, "goal", "X").endswith("no configuration has a trusted timing on X yet.")
+
+
 def test_extra_seeds_on_another_cpu_keep_the_configurations_minutes(tmp_path):
     """A front-runner's second seed run in a session with another CPU adds a seed, not a time: the
     configuration keeps the minutes of its run on the study's machine, and the axis stays where

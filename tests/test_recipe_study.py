@@ -59,7 +59,7 @@ def test_a_configuration_can_validate_each_epoch_on_a_subset():
     spec = RS.spec_for(fast, RS.PROFILES["cpu"], 0)
     assert spec.val_n_per_class is None and spec.image_size == 160  # final scores: the whole splits
     subset = {r.name for r in RS.RECIPES if any(ph.val_n_per_class is not None for ph in r.phases())}
-    assert subset == {"fast160", "e15_ls"}  # the two that say so in their description
+    assert subset == {"fast160", "e15_ls", "e20", "e25", "e20_a05"}  # those that say so in their description
     assert all("validated on 500 images" in r.what for r in RS.RECIPES if r.name in subset)
 
 

@@ -293,6 +293,27 @@ def test_headline_times_show_only_when_measured_alone(tmp_path, contended, shown
     assert ("not shown" in text) is not shown
 
 
+def test_a_headline_timed_on_another_cpu_names_it_beside_its_time(tmp_path):
+    """Sessions get different CPUs (one epoch ~2x apart): the table's machine line must not claim a
+    time measured elsewhere."""
+    runs = tmp_path / "book" / "runs" / "cpu"
+    for name in ("mobilenetv2_035_frozen", "mobilenetv2_035_finetune"):
+        _headline(tmp_path, name, 0.95, contended=False)
+    text, _ = R.reference_section(runs, tmp_path / "book")
+    assert "Machine: cpu, 2 cores, no GPU." in text and "(on " not in text  # one machine: one line
+    rec = _headline(tmp_path, "mobilenetv2_035_recipe", 0.975, contended=False)
+    rec["environment"]["cpu_model"] = "AMD EPYC"
+    rec["params"]["tags"] = {"recipe": "e20", "what": "20 fine-tuning epochs"}
+    (runs / "reference" / "mobilenetv2_035_recipe" / "record.json").write_text(json.dumps(rec))
+    text, _ = R.reference_section(runs, tmp_path / "book")
+    assert "Machine: cpu, 2 cores, unless a row's training time names another" in text
+    row = next(line for line in text.splitlines() if "mobilenetv2_035_recipe/record.json" in line)
+    assert "| 20.6 min (on AMD EPYC, 2 cores) |" in row
+    assert sum("(on " in line for line in text.splitlines() if line.startswith("|")) == 1
+    para = next(line for line in text.splitlines() if line.startswith("The configuration the [recipe study]"))
+    assert "in 20.6 min of training on AMD EPYC, 2 cores." in para
+
+
 def test_plateau_run_is_compared_with_helbers_cnn_with_an_interval(tmp_path):
     _headline(tmp_path, "mobilenetv2_035_finetune", 0.968, contended=False)
     _headline(tmp_path, "mobilenetv2_035_scratch_plateau", 0.9537, contended=True, size=64, epochs=60, cap=60,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import platform
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -79,6 +80,9 @@ def test_run_record_round_trip(tmp_path):
         assert key in env
     assert env["timestamp"].endswith("+00:00")
     assert "hostname" not in env and "node" not in env
+    if sys.platform.startswith("linux"):  # the SIMD extensions /proc/cpuinfo reports, in a fixed order
+        flags = set(open("/proc/cpuinfo").read().split("flags", 1)[1].split("\n", 1)[0].split())
+        assert env["cpu_isa"] == [f for f in runs.CPU_ISA_FLAGS if f in flags]
     text = path.read_text()
     json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
     if len(platform.node()) >= 6:
@@ -515,3 +519,19 @@ def test_finished_runs_carry_sanity_flags_after_the_producers_own(tmp_path):
     rec = runs.reuse_or_run(tmp_path / "r", {"spec_key": "a"}, produce)
     assert rec.warnings == ["hand-checked", "chance-level"]
     assert runs.gather(tmp_path)["warnings"].tolist() == ["hand-checked; chance-level"]
+
+
+@pytest.mark.parametrize("isa, name", [
+    (None, "AMD EPYC, 2 cores"),  # records from before cpu_isa was kept: the bare model name
+    ([], "AMD EPYC (no AVX2), 2 cores"),
+    (["avx2"], "AMD EPYC (AVX2), 2 cores"),
+    (["avx2", "avx512f", "avx512_bf16"], "AMD EPYC (AVX-512), 2 cores"),
+    (["avx2", "avx512f", "amx_tile", "amx_bf16"], "AMD EPYC (AMX), 2 cores"),
+])  # fmt: skip
+def test_a_cpus_widest_simd_extension_is_part_of_its_name(isa, name):
+    """Two VMs both called "AMD EPYC" ran one epoch 6x apart: what the record knows of the CPU's
+    SIMD extensions keeps them on separate time axes."""
+    from eurosat_lib.summaries.recipes import machine_name
+
+    env = {"cpu_model": "AMD EPYC", "cpu_count": 2, **({} if isa is None else {"cpu_isa": isa})}
+    assert machine_name(env) == name

@@ -180,14 +180,21 @@ def machine_name(environment: Mapping[str, Any]) -> str:
 
     Sessions of this project do not always get the same CPU, and minutes measured on two CPU
     models are not one axis; the page compares minutes on one machine only (:func:`study_machine`).
+    Where the record kept the CPU's SIMD extensions (``cpu_isa``), the widest is part of the name:
+    two VMs both called "AMD EPYC", one with AVX-512 and one without, ran the same fine-tuning
+    epoch 6x apart. Records from before ``cpu_isa`` was kept keep the bare model name.
 
     Args:
         environment: A record's ``environment``.
 
     Returns:
-        E.g. ``"Intel(R) Xeon(R) Processor, 2 cores"``.
+        E.g. ``"Intel(R) Xeon(R) Processor, 2 cores"`` or ``"AMD EPYC (AVX2), 2 cores"``.
     """
-    name = f"{environment.get('cpu_model') or 'unknown CPU'}, {environment.get('cpu_count') or '?'} cores"
+    isa = environment.get("cpu_isa")
+    widest = None if isa is None else next(
+        (label for flag, label in (("amx_tile", "AMX"), ("avx512f", "AVX-512"), ("avx2", "AVX2")) if flag in isa), "no AVX2")
+    model = (environment.get("cpu_model") or "unknown CPU") + (f" ({widest})" if widest else "")
+    name = f"{model}, {environment.get('cpu_count') or '?'} cores"
     gpus = environment.get("gpus")
     return name + (f", GPU: {', '.join(map(str, gpus))}" if gpus else "")
 
@@ -444,7 +451,16 @@ def choice_text(entries: Sequence[Mapping[str, Any]], budget: float, target: flo
 
     c = choose(entries, budget)
     if c is None:
-        return f"**Within {budget:.0f} minutes ({label}, ≥ {100 * target:.1f} %):** no configuration has a trusted timing within the budget yet."
+        head = f"**Within {budget:.0f} minutes ({label}: ≥ {100 * target:.1f} % test):**"
+        timed = [e for e in entries if math.isfinite(e["minutes"]) and not is_broken(_per_run_flags(e))]
+        if not timed:
+            return f"{head} no configuration has a trusted timing on {cores} yet."
+        # timed, but slower than the budget: say by how much rather than "not yet"
+        fastest = min(timed, key=lambda e: e["minutes"])
+        if len(timed) == 1:
+            return f"{head} the one configuration timed on {cores}, `{fastest['recipe']}`, took {fastest['minutes']:.1f} min of training."
+        return (f"{head} none of the {len(timed)} configurations timed on {cores} fits: "
+                f"the fastest, `{fastest['recipe']}`, took {fastest['minutes']:.1f} min of training.")  # fmt: skip
     n = int(c["n_test"] or 0)
     lo, hi = wilson_interval(c["test_acc"], n) if n else (math.nan, math.nan)
     tta = c["tta_test_acc"]
@@ -483,8 +499,10 @@ def _speed_ratio_text(rows: Sequence[Mapping[str, Any]], main: str, other: str) 
         return ""
     w = shared[0]
     a, b = float(np.median(by[(w, main)])), float(np.median(by[(w, other)]))
-    return (f" The same fine-tuning epoch ({w}) took a median of {a:.0f} s on {main} ({len(by[(w, main)])} runs) and "
-            f"{b:.0f} s on {other} ({len(by[(w, other)])} runs), different runs on different days.")
+    na, nb = len(by[(w, main)]), len(by[(w, other)])
+    return (f" The same fine-tuning epoch ({w}) took {'a median of ' if max(na, nb) > 1 else ''}{a:.0f} s on {main} "
+            f"({na} run{'s' if na != 1 else ''}) and {b:.0f} s on {other} ({nb} run{'s' if nb != 1 else ''}), "
+            "different runs on different days.")
 
 
 def _drift_lines(rows: Sequence[Mapping[str, Any]], machine: str | None) -> list[str]:
@@ -549,8 +567,10 @@ def render_page(rows: Sequence[dict[str, Any]], *, source: str, profile: str, pl
         "contention, or resumed after an interruption, keeps its accuracy but shows no time. A configuration's "
         "minutes are the mean over its runs that may be shown; the table says when a seed is left out.",
         f"- Minutes are compared **on one machine** ({machine or 'none yet'}). This project's sessions do not always "
-        "get the same CPU model, and one epoch can take twice as long on one as on another, so a run timed on "
-        "another CPU shows no minutes here.",
+        "get the same CPU, and the same epoch can take several times as long on one as on another (the sections on "
+        "the other CPUs below give the measured ratio), so a run timed on another CPU shows no minutes here. A CPU "
+        "is named by its model and, where its record kept them, its widest SIMD extension (AVX2, AVX-512): two "
+        "machines with one model name but different extensions are two time axes.",
         *_drift_lines(rows, machine),
         "- **Test with TTA** averages the predictions over the 8 dihedral views of each image (overhead images have no "
         "canonical orientation); its inference minutes are counted apart from training.",
