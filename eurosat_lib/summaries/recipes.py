@@ -181,8 +181,9 @@ def machine_name(environment: Mapping[str, Any]) -> str:
     Sessions of this project do not always get the same CPU, and minutes measured on two CPU
     models are not one axis; the page compares minutes on one machine only (:func:`study_machine`).
     Where the record kept the CPU's SIMD extensions (``cpu_isa``), the widest is part of the name:
-    two VMs both called "AMD EPYC", one with AVX-512 and one without, ran the same fine-tuning
-    epoch 6x apart. Records from before ``cpu_isa`` was kept keep the bare model name.
+    two VMs both called "AMD EPYC" ran the same fine-tuning epoch ~5x apart (46-51 s and 264 s);
+    the slow one has AVX2 but no AVX-512, what the fast one had was not recorded. Records from
+    before ``cpu_isa`` was kept keep the bare model name.
 
     Args:
         environment: A record's ``environment``.
