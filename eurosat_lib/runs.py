@@ -140,15 +140,20 @@ def _package_version(*names: str) -> str | None:
     return None
 
 
-def _cpu_model() -> str:
+def _cpuinfo_field(key: str) -> str | None:
+    """The first ``key : value`` line's value in ``/proc/cpuinfo``, or None where it cannot say."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
+                if line.startswith(key):
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return None
+
+
+def _cpu_model() -> str:
+    return _cpuinfo_field("model name") or platform.processor() or platform.machine()
 
 
 #: SIMD extensions that change what one epoch costs on a CPU (TensorFlow's oneDNN kernels pick the
@@ -158,15 +163,8 @@ CPU_ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "a
 
 def _cpu_isa() -> list[str] | None:
     """The :data:`CPU_ISA_FLAGS` this CPU reports, or None where ``/proc/cpuinfo`` cannot say."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return [x for x in CPU_ISA_FLAGS if x in flags]
-    except OSError:
-        pass
-    return None
+    flags = _cpuinfo_field("flags")
+    return None if flags is None else [x for x in CPU_ISA_FLAGS if x in set(flags.split())]
 
 
 def _gpu_names() -> list[str] | None:
