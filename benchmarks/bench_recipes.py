@@ -127,14 +127,15 @@ def modelled_minutes(spec, n_train: int, n_val: int, speeds: dict[Workload, dict
     return seconds / 60.0
 
 
-def recorded_minutes(profile_name: str) -> dict[str, float]:
-    """Trusted minutes of seed 0 of each configuration's committed run, by configuration."""
+def recorded_minutes(profile_name: str) -> tuple[dict[str, float], str | None]:
+    """Trusted minutes of seed 0 of each configuration's committed run, by configuration, and the
+    CPU they were timed on (the study's main time axis; None before any run)."""
     from eurosat_lib.summaries import recipes as RP
 
     folder = REPO / "book" / "runs" / profile_name / "recipe_study"
     rows = RP.read_rows(folder) if folder.is_dir() else []
     machine = RP.study_machine(rows) if rows else None
-    return {r["recipe"]: RP.trusted_minutes(r, machine) for r in rows if r["seed"] == 0}
+    return {r["recipe"]: RP.trusted_minutes(r, machine) for r in rows if r["seed"] == 0}, machine
 
 
 def main(argv=None) -> int:
@@ -185,7 +186,7 @@ def main(argv=None) -> int:
                 ["workload", "train img/s", "min", "max", "inference img/s"], rows)  # fmt: skip
 
     head_infer = {size: median(speeds[w]["infer_images_per_s"] for w in order if w.image_size == size) for size in head_sizes}
-    recorded = recorded_minutes(profile.name)
+    recorded, recorded_on = recorded_minutes(profile.name)
     base_name = "base" if any(r.name == "base" for r, _ in plan) else plan[0][0].name
     figures: dict[str, Any] = {"train_images": len(train), "inference_images": len(val), "study_train_images": full_train,
                                "study_val_images": full_val, "rounds": rounds,
@@ -204,6 +205,15 @@ def main(argv=None) -> int:
     contended = [f"round {i + 1} {k}" for i, rd in enumerate(rounds) for k, v in rd.items() if v["contended"]]
     figures["contended"] = contended
     notes = ["modelled minutes leave out the head's epochs on cached features (tens of seconds) and checkpoint saves"]
+    from eurosat_lib.runs import environment
+    from eurosat_lib.summaries.recipes import machine_name
+
+    here = machine_name(environment())
+    figures.update(machine=here, recorded_on=recorded_on)
+    if recorded_on and recorded_on != here:
+        # the same name is not the same speed (two 'AMD EPYC' VMs were ~5x apart): say which CPUs are compared
+        notes.append(f"recorded minutes were timed on {recorded_on}, this run on {here}: recorded / modelled "
+                     "compares the two CPUs as well as the machine's speed during the run")  # fmt: skip
     if contended:
         notes.append("CONTENDED (another job kept a core busy when these started): " + ", ".join(contended))
     return finish(args, NAME, figures=figures, ratios=ratios, goals={}, notes=notes, started=started)

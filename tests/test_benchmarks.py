@@ -175,6 +175,10 @@ def test_bench_recipes_quick(quick_runs):
     # finish160 = e3's work plus one more epoch: strictly more minutes, whatever the speeds
     assert q["finish160_over_e3"] > 1.0 and q["e3_over_e3"] == 1.0
     assert "recorded / modelled" in text and isinstance(f["contended"], list)
+    # the CPU it ran on is named the way the study names its time axes (no smoke study is committed)
+    from eurosat_lib.summaries.recipes import machine_name
+
+    assert f["machine"] == machine_name(r["environment"]) and f["recorded_on"] is None
 
 
 def test_bench_recipes_names_an_unknown_configuration():

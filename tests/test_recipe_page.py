@@ -227,6 +227,39 @@ def test_the_headline_choice_is_the_cpus_own_where_the_study_timed_it(tmp_path):
     assert R.current_recipe_choice(study, "Other CPU, 2 cores") == "e10"
 
 
+def test_a_headline_from_a_slower_cpu_also_quotes_the_study_time_on_the_main_axis(tmp_path):
+    """A headline re-run on a CPU ~5x slower than the study's main axis misses 20 min for the CPU's
+    sake: the results page says which half of the goal failed and quotes the configuration's own
+    time on the axis where it was chosen."""
+    study, _ = _study(tmp_path, RUNS[:3], ["base", "e10", "px160"])
+    assert R.study_minutes(study, "e10", "Slow CPU, 2 cores") == ("Test CPU, 2 cores", 12.0)
+    assert R.study_minutes(study, "e10", "Test CPU, 2 cores") is None  # same CPU: its own time says it
+    assert R.study_minutes(study, "px224", "Slow CPU, 2 cores") is None  # never ran
+    assert R.study_minutes(tmp_path / "nowhere", "e10", "Slow CPU, 2 cores") is None
+    ref = tmp_path / "book" / "runs" / "cpu" / "reference" / "mobilenetv2_035_recipe"
+    ref.mkdir(parents=True)
+    rec = {"status": "complete", "warnings": [], "extra": {"train_size": 16200},
+           "metrics": {"test": {"accuracy": 0.977, "n": 5400, "macro_f1": 0.97, "ece": 0.01}},
+           "timings": {"fit_seconds": 69 * 60, "machine_load": {"start": {}, "end": {}}, "contended": False,
+                       "phases": {"p": {"epochs_run": 15}}},
+           "model_info": {"params": {"trainable": 1, "total": 1}},
+           "params": {"backbone": "MobileNetV2", "backbone_kwargs": {"alpha": 0.35}, "image_size": 128, "spec_key": "k",
+                      "tags": {"recipe": "e10", "what": "10 epochs"}, "phases": []},
+           "environment": {"cpu_model": "Slow CPU", "cpu_count": 2, "gpus": []}, "history": []}  # fmt: skip
+    (ref / "record.json").write_text(json.dumps(rec))
+    (ref / "tta.json").write_text(json.dumps({"spec_key": "k", "test_accuracy": 0.9808, "seconds": 60.0, "n": 5400}))
+    text, _ = R.reference_section(tmp_path / "book" / "runs" / "cpu", tmp_path / "book")
+    para = next(line for line in text.splitlines() if line.startswith("The configuration the [recipe study]"))
+    assert ("The goal (≥ 98.3 % in ≤ 20 min): **not met** (97.70 % is below 98.3 % even with test-time augmentation; "
+            "69.0 min is over 20 min).") in para  # fmt: skip
+    assert "In the study the same configuration took 12.0 min on Test CPU, 2 cores (its main time axis)" in para
+    # on the main axis itself, or within the budget, there is nothing to add
+    rec["environment"]["cpu_model"] = "Test CPU"
+    (ref / "record.json").write_text(json.dumps(rec))
+    text, _ = R.reference_section(tmp_path / "book" / "runs" / "cpu", tmp_path / "book")
+    assert "In the study the same configuration" not in text and "69.0 min is over 20 min" in text
+
+
 def test_an_axis_where_nothing_fits_the_budget_says_how_far_off_it_is():
     slow = [dict(recipe="e15_ls", minutes=78.0, val_acc=0.97, warnings=[[]]), dict(recipe="e20", minutes=95.0, val_acc=0.98, warnings=[[]])]
     text = RP.choice_text(slow, 20.0, 0.983, "goal", "Slow CPU, 2 cores")
@@ -311,3 +344,40 @@ def test_an_epoch_validated_on_a_subset_is_another_workload():
                                                       "val_n_per_class": 50}]}  # fmt: skip
     assert RP._workload(params) == "alpha 0.35, 128 px, unfreeze all, batch 64"
     assert RP._workload(subset) == "alpha 0.35, 128 px, unfreeze all, batch 64, validated on 50 images per class"
+
+
+def _bench(quick=False, contended=()):
+    return {"benchmark": "recipes", "quick": quick,
+            "environment": {"cpu_model": "Bench CPU", "cpu_count": 2, "cpu_isa": ["avx2"], "timestamp": "2026-12-02T01:00:00+00:00"},
+            "figures": {"machine": "Bench CPU (AVX2), 2 cores", "train_images": 1020, "rounds": [{}, {}, {}],
+                        "contended": list(contended),
+                        "configurations": {"base": {"modelled_minutes": 40.0}, "e20": {"modelled_minutes": 100.0},
+                                           "e3": {"modelled_minutes": 25.0}, "broken": {"modelled_minutes": None}}}}  # fmt: skip
+
+
+def test_the_side_by_side_cost_benchmark_becomes_a_section_with_ratios_to_base(tmp_path):
+    """bench_recipes' modelled minutes (one process, interleaved) give each configuration's cost
+    relative to the base recipe, planned ones included; a quick (synthetic) run gives none."""
+    lines = RP.bench_section(_bench())
+    text = "\n".join(lines)
+    assert lines[0] == "## What each configuration costs, measured side by side"
+    assert "3 rounds on 1020 real training images, on Bench CPU (AVX2), 2 cores, 2026-12-02" in text
+    rows = [line for line in text.splitlines() if line.startswith("| `")]
+    assert rows == ["| `e3` | 25.0 | 0.62× |", "| `base` | 40.0 | 1.00× |", "| `e20` | 100.0 | 2.50× |", "| `broken` | – | – |"]
+    assert "⚠" not in text and "would take about" not in text  # no study minutes given
+    # beside the study's own ratios (main axis), and an estimate for configurations without a time there
+    text = "\n".join(RP.bench_section(_bench(), {"base": 8.0, "e3": 6.0, "e20": math.nan}, "Main CPU, 2 cores"))
+    rows = [line for line in text.splitlines() if line.startswith("| `")]
+    assert rows[:3] == ["| `e3` | 25.0 | 0.62× | 0.75× |", "| `base` | 40.0 | 1.00× | 1.00× |", "| `e20` | 100.0 | 2.50× | – |"]
+    assert "× base in the study's runs (Main CPU, 2 cores)" in text
+    assert ("would take about `e20` ~20 min, `broken`" not in text
+            and "would take about `e20` ~20 min there (ratio × `base`'s 8.0 min); an estimate, not a timing." in text)  # fmt: skip
+    assert "⚠ Another job kept a core busy during part of that run (round 2 e20)" in "\n".join(RP.bench_section(_bench(contended=["round 2 e20"])))
+    assert RP.bench_section(_bench(quick=True)) == [] and RP.bench_section(None) == []
+    # the page reads the committed result beside the book; without one, no section
+    study, _ = _study(tmp_path, RUNS[:3], ["base", "e10", "px160"])
+    assert "measured side by side\n" not in R.build_recipes_page(tmp_path / "book", "cpu").read_text()
+    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
+    (tmp_path / "benchmarks" / "results" / "recipes.json").write_text(json.dumps(_bench()))
+    page = R.build_recipes_page(tmp_path / "book", "cpu").read_text()
+    assert "## What each configuration costs, measured side by side" in page and "| `e20` | 100.0 | 2.50× |" in page

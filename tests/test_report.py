@@ -342,9 +342,9 @@ def test_committed_page_states_the_plateau_run_against_helber():
 
 
 @pytest.mark.parametrize("acc, tta_acc, contended, goal", [
-    (0.985, 0.987, False, "met"),
-    (0.980, 0.984, False, "met only with test-time augmentation"),
-    (0.975, 0.978, False, "not met"),
+    (0.985, 0.987, False, "**met**."),
+    (0.980, 0.984, False, "**met only with test-time augmentation**."),
+    (0.975, 0.978, False, "**not met** (97.50 % is below 98.3 % even with test-time augmentation)."),
     (0.990, 0.990, True, None),  # a contended timing states no verdict on the time goal
 ])  # fmt: skip
 def test_recipe_headline_states_the_goal_from_its_record(tmp_path, acc, tta_acc, contended, goal):
@@ -365,7 +365,8 @@ def test_recipe_headline_states_the_goal_from_its_record(tmp_path, acc, tta_acc,
         assert "18.0 min" not in para and "not shown: measured under contention" in para
         assert "whether it meets the time goal is not stated" in para and "**met" not in para and "**not met**" not in para
     else:
-        assert "18.0 min" in para and f"The goal (≥ 98.3 % in ≤ 20 min): **{goal}**." in para
+        assert "18.0 min" in para and f"The goal (≥ 98.3 % in ≤ 20 min): {goal}" in para
+        assert "In the study the same configuration" not in para  # no study here
     assert "Against the two-phase fine-tuning row:" in para and "95 % CI" in para
     # a stale tta.json (another spec) is not quoted
     (d / "tta.json").write_text(json.dumps({"spec_key": "old", "test_accuracy": 0.5, "seconds": 90.0, "n": 5400}))

@@ -518,8 +518,69 @@ def _drift_lines(rows: Sequence[Mapping[str, Any]], machine: str | None) -> list
             "the configurations' costs side by side in one run."]
 
 
+def bench_section(bench: Mapping[str, Any] | None, study: Mapping[str, float] | None = None, axis: str = "",
+                  source: str = "benchmarks/results/recipes.json") -> list[str]:  # fmt: skip
+    """The configurations' costs as ``benchmarks/bench_recipes.py`` modelled them side by side in one run.
+
+    The study's minutes come from runs hours or sessions apart on a drifting machine; the benchmark
+    times one epoch of every workload interleaved in one process, so its ratios to the base recipe
+    are the configurations' relative costs (also for planned ones that have not run).
+
+    Args:
+        bench: The benchmark's result file, parsed; None, a ``--quick`` run (synthetic images, smoke
+            sizes) or one without configurations gives no section.
+        study: The study's minutes per configuration on its main axis (NaN: untimed there), for
+            the same ratios as the runs measured them and an estimate for configurations not timed.
+        axis: That axis's CPU (:func:`study_machine`).
+        source: The result file's path as the page cites it.
+
+    Returns:
+        Markdown lines (empty: no section).
+    """
+    conf = ((bench or {}).get("figures") or {}).get("configurations") or {}
+    if not bench or bench.get("quick") or not conf:
+        return []
+    f = bench["figures"]
+    base = conf.get(BASE_NAME, {}).get("modelled_minutes")
+    study = {k: v for k, v in (study or {}).items() if math.isfinite(v)}
+    study_base = study.get(BASE_NAME)
+    rows, estimates = [], []
+    for name, c in sorted(conf.items(), key=lambda kv: (kv[1].get("modelled_minutes") or math.inf, kv[0])):
+        m = c.get("modelled_minutes")
+        rows.append({"recipe": f"`{name}`", "min": f"{m:.1f}" if m else "–",
+                     "x": f"{m / base:.2f}×" if m and base else "–",
+                     "sx": f"{study[name] / study_base:.2f}×" if name in study and study_base else "–"})  # fmt: skip
+        if m and base and study_base and name not in study:
+            estimates.append(f"`{name}` ~{m / base * study_base:.0f} min")
+    machine = f.get("machine") or machine_name(bench.get("environment") or {})
+    when = str((bench.get("environment") or {}).get("timestamp", ""))[:10]
+    rounds = len(f.get("rounds") or [])
+    out = ["## What each configuration costs, measured side by side", "",
+           f"The minutes above come from runs timed hours or sessions apart. `benchmarks/bench_recipes.py` timed one "
+           f"training epoch and one inference pass of every workload of the study interleaved in one process "
+           f"({rounds} round{'s' if rounds != 1 else ''} on {f.get('train_images', '?')} real training images"
+           + (f", on {machine}" if machine else "") + (f", {when}" if when else "")
+           + ") and models each configuration's training minutes from those speeds: feature extraction for the head, "
+           "then every fine-tuning epoch with its validation pass (the head's own epochs on cached features are left "
+           "out). The ratio to `base` is the configuration's cost relative to the base recipe; the minutes are that "
+           "CPU's, so they are not the minutes of the table above unless it is the same CPU.", ""]  # fmt: skip
+    if f.get("contended"):
+        out += [f"⚠ Another job kept a core busy during part of that run ({', '.join(f['contended'])}): those "
+                "workloads' speeds, and every ratio that uses them, are not evidence.", ""]  # fmt: skip
+    columns = [("recipe", "configuration"), ("min", f"modelled minutes{' on ' + machine if machine else ''}"), ("x", "× base")]
+    if study_base:
+        columns.append(("sx", f"× base in the study's runs{' (' + axis + ')' if axis else ''}"))
+    out += [md_table(rows, columns), "", f"Source: `{source}`.", ""]
+    if estimates:
+        # a planning figure, not a measurement: the ratio measured here times base's minutes on the axis
+        out += [f"At these ratios, the configurations without a time on {axis or 'the main axis'} would take about "
+                + ", ".join(estimates) + f" there (ratio × `{BASE_NAME}`'s {study_base:.1f} min); an estimate, "
+                "not a timing.", ""]  # fmt: skip
+    return out
+
+
 def render_page(rows: Sequence[dict[str, Any]], *, source: str, profile: str, plan: Mapping[str, Any] | None = None,
-                figure: str | None = None) -> str:  # fmt: skip
+                figure: str | None = None, bench: Mapping[str, Any] | None = None) -> str:  # fmt: skip
     """The recipe study's page.
 
     Args:
@@ -528,6 +589,7 @@ def render_page(rows: Sequence[dict[str, Any]], *, source: str, profile: str, pl
         profile: The profile's name.
         plan: The study's ``plan.json`` (``recipes``: name/what pairs, ``command``), or None.
         figure: The figure's path relative to the page, or None for no figure.
+        bench: ``benchmarks/bench_recipes.py``'s result, parsed (:func:`bench_section`), or None.
 
     Returns:
         Markdown.
@@ -651,6 +713,7 @@ def render_page(rows: Sequence[dict[str, Any]], *, source: str, profile: str, pl
                 + _speed_ratio_text(rows, machine, other), "",
                 choice_text(there, GOAL[1], GOAL[0], "goal", other), "",
                 choice_text(there, MOONSHOT[1], MOONSHOT[0], "moonshot", other), ""]  # fmt: skip
+    out += bench_section(bench, {e["recipe"]: e["minutes"] for e in entries}, machine)
     gap = next_steps_text(entries, diffs, missing)
     if gap:
         out += ["## What would close the gap", "", gap, ""]
