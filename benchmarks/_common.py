@@ -328,12 +328,16 @@ def print_goals(goals: Mapping[str, Mapping[str, Any]]) -> None:
 
 
 def finish(args: argparse.Namespace, name: str, *, figures: Mapping[str, Any], ratios: Mapping[str, Any],
-           goals: Mapping[str, Any], notes: Sequence[str], started: float) -> int:
-    """Print the goals and notes, write the result file; the exit status of a benchmark script."""
+           goals: Mapping[str, Any], notes: Sequence[str], started: float, env: Mapping[str, Any] | None = None) -> int:
+    """Print the goals and notes, write the result file; the exit status of a benchmark script.
+
+    ``env``: the run's :func:`environment` when the script already read it (None reads it here).
+    """
     print_goals(goals)
     for note in notes:
         print(f"note: {note}")
-    write_results(args, name, figures=figures, ratios=ratios, goals=goals, notes=notes, env=environment(), started=started)
+    env = environment() if env is None else env
+    write_results(args, name, figures=figures, ratios=ratios, goals=goals, notes=notes, env=env, started=started)
     return 0
 
 

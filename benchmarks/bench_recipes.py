@@ -34,7 +34,7 @@ import tempfile
 import time
 from typing import Any
 
-from _common import REPO, epoch_clock, finish, make_parser, median, print_table, ratio
+from _common import REPO, environment, epoch_clock, finish, make_parser, median, print_table, ratio
 
 NAME = "recipes"
 
@@ -127,6 +127,35 @@ def modelled_minutes(spec, n_train: int, n_val: int, speeds: dict[Workload, dict
     return seconds / 60.0
 
 
+def configuration_minutes(plan, speeds: dict[Workload, dict[str, float]], rounds: list[dict[str, dict[str, Any]]],
+                          n_train: int, n_val: int, num_classes: int, base_name: str) -> dict[str, dict[str, Any]]:
+    """Each configuration's modelled minutes at the median speeds, its ratio to ``base_name``, and that
+    ratio's range over the rounds.
+
+    Within one round every workload was timed minutes apart, so a round's ratio is a paired
+    comparison; its spread over rounds says how far the machine's drift moves the ratio (the
+    rounds disagreed by up to ~2x on single workloads), which the median alone hides.
+    """
+
+    def at(sp: dict[Workload, dict[str, float]], spec) -> float:
+        # the head's feature extraction is inference at the head's size: the median over that size's workloads
+        head = median(v["infer_images_per_s"] for w, v in sp.items() if w.image_size == spec.image_size)
+        return modelled_minutes(spec, n_train, n_val, sp, head, num_classes)
+
+    per_round = [{w: rd[w.label] for w in speeds} for rd in rounds]
+    specs = dict((r.name, s) for r, s in plan)
+    base_all = at(speeds, specs[base_name])
+    base_rounds = [at(sp, specs[base_name]) for sp in per_round]
+    out = {}
+    for name, spec in specs.items():
+        m = at(speeds, spec)
+        by_round = [at(sp, spec) for sp in per_round]
+        over = [mr / br for mr, br in zip(by_round, base_rounds)]
+        out[name] = {"modelled_minutes": m, "modelled_minutes_by_round": by_round, "over_base": m / base_all,
+                     "over_base_range": [min(over), max(over)] if over else [m / base_all] * 2}  # fmt: skip
+    return out
+
+
 def recorded_minutes(profile_name: str) -> tuple[dict[str, float], str | None]:
     """Trusted minutes of seed 0 of each configuration's committed run, by configuration, and the
     CPU they were timed on (the study's main time axis; None before any run)."""
@@ -185,30 +214,31 @@ def main(argv=None) -> int:
     print_table("Training and inference speed per workload (median over rounds)",
                 ["workload", "train img/s", "min", "max", "inference img/s"], rows)  # fmt: skip
 
-    head_infer = {size: median(speeds[w]["infer_images_per_s"] for w in order if w.image_size == size) for size in head_sizes}
     recorded, recorded_on = recorded_minutes(profile.name)
     base_name = "base" if any(r.name == "base" for r, _ in plan) else plan[0][0].name
     figures: dict[str, Any] = {"train_images": len(train), "inference_images": len(val), "study_train_images": full_train,
                                "study_val_images": full_val, "rounds": rounds,
-                               "speeds": {w.label: speeds[w] for w in order}, "configurations": {}}  # fmt: skip
+                               "speeds": {w.label: speeds[w] for w in order},
+                               "configurations": configuration_minutes(plan, speeds, rounds, full_train, full_val,
+                                                                       data.num_classes, base_name)}  # fmt: skip
     table = []
-    for recipe, spec in plan:
-        m = modelled_minutes(spec, full_train, full_val, speeds, head_infer[spec.image_size], data.num_classes)
+    for recipe, _ in plan:
+        c = figures["configurations"][recipe.name]
         rec = recorded.get(recipe.name, float("nan"))
-        figures["configurations"][recipe.name] = {"modelled_minutes": m, "recorded_minutes": rec,
-                                                  "recorded_over_modelled": ratio(rec, m)}  # fmt: skip
-        table.append((recipe.name, m, rec, ratio(rec, m)))
-    print_table("Minutes of training per configuration: modelled at this run's speeds, and as the run recorded them",
-                ["configuration", "modelled min", "recorded min", "recorded / modelled"], table)  # fmt: skip
-    base_m = figures["configurations"][base_name]["modelled_minutes"]
-    ratios = {f"{name}_over_{base_name}": ratio(c["modelled_minutes"], base_m) for name, c in figures["configurations"].items()}
+        c.update(recorded_minutes=rec, recorded_over_modelled=ratio(rec, c["modelled_minutes"]))
+        lo, hi = c["over_base_range"]
+        table.append((recipe.name, c["modelled_minutes"], c["over_base"], lo, hi, rec, c["recorded_over_modelled"]))
+    print_table("Minutes of training per configuration: modelled at this run's speeds (× base: median speeds; low/high: "
+                "the same ratio within each round), and as the run recorded them",
+                ["configuration", "modelled min", "× base", "low", "high", "recorded min", "recorded / modelled"], table)  # fmt: skip
+    ratios = {f"{name}_over_{base_name}": c["over_base"] for name, c in figures["configurations"].items()}
     contended = [f"round {i + 1} {k}" for i, rd in enumerate(rounds) for k, v in rd.items() if v["contended"]]
     figures["contended"] = contended
     notes = ["modelled minutes leave out the head's epochs on cached features (tens of seconds) and checkpoint saves"]
-    from eurosat_lib.runs import environment
     from eurosat_lib.summaries.recipes import machine_name
 
-    here = machine_name(environment())
+    env = environment()
+    here = machine_name(env)
     figures.update(machine=here, recorded_on=recorded_on)
     if recorded_on and recorded_on != here:
         # the same name is not the same speed (two 'AMD EPYC' VMs were ~5x apart): say which CPUs are compared
@@ -216,7 +246,7 @@ def main(argv=None) -> int:
                      "compares the two CPUs as well as the machine's speed during the run")  # fmt: skip
     if contended:
         notes.append("CONTENDED (another job kept a core busy when these started): " + ", ".join(contended))
-    return finish(args, NAME, figures=figures, ratios=ratios, goals={}, notes=notes, started=started)
+    return finish(args, NAME, figures=figures, ratios=ratios, goals={}, notes=notes, started=started, env=env)
 
 
 if __name__ == "__main__":

@@ -174,6 +174,9 @@ def test_bench_recipes_quick(quick_runs):
     assert set(conf) == {"e3", "finish160"} and positive(conf["e3"]["modelled_minutes"])
     # finish160 = e3's work plus one more epoch: strictly more minutes, whatever the speeds
     assert q["finish160_over_e3"] > 1.0 and q["e3_over_e3"] == 1.0
+    # one round: the per-round ratio is the ratio, and the per-round minutes are the minutes
+    assert conf["finish160"]["over_base_range"] == pytest.approx([q["finish160_over_e3"]] * 2)
+    assert conf["e3"]["modelled_minutes_by_round"] == pytest.approx([conf["e3"]["modelled_minutes"]])
     assert "recorded / modelled" in text and isinstance(f["contended"], list)
     # the CPU it ran on is named the way the study names its time axes (no smoke study is committed)
     from eurosat_lib.summaries.recipes import machine_name
@@ -295,8 +298,7 @@ def test_engine_sections_never_show_a_contended_timing():
     assert mr._clean_ratios(r, "engine", "plain") == pytest.approx([0.9, 1.1])
 
 
-def test_recipe_minutes_model_counts_only_the_validation_images_a_phase_scores():
-    """bench_recipes: a phase validating on a subset pays for the subset each epoch, not the split."""
+def _bench_recipes_module():
     sys.path.insert(0, str(BENCH))
     try:
         spec = importlib.util.spec_from_file_location("bench_recipes_t", BENCH / "bench_recipes.py")
@@ -306,6 +308,40 @@ def test_recipe_minutes_model_counts_only_the_validation_images_a_phase_scores()
     finally:
         sys.path.remove(str(BENCH))
         sys.modules.pop("bench_recipes_t", None)
+    return br
+
+
+def test_recipe_cost_ratio_range_pairs_the_configurations_within_each_round():
+    """bench_recipes: each round's ratio to base uses that round's speeds for both (a paired
+    comparison); the range is the lowest and highest over rounds, the ratio itself uses medians."""
+    br = _bench_recipes_module()
+    from eurosat_lib.experiments import recipe_study as RS
+
+    by_name = {r.name: r for r in RS.RECIPES}
+    plan = [(by_name[n], RS.spec_for(by_name[n], RS.PROFILES["cpu"], 0)) for n in ("base", "e10", "px160")]
+    w128, w160 = br.phase_workloads(plan[0][1])[0][1], br.phase_workloads(plan[2][1])[0][1]
+    # round 1: both sizes at full speed; round 2: 160 px slowed to half (drift hitting one workload)
+    r1 = {w128.label: {"train_images_per_s": 100.0, "infer_images_per_s": 200.0},
+          w160.label: {"train_images_per_s": 60.0, "infer_images_per_s": 120.0}}
+    r2 = {w128.label: {"train_images_per_s": 100.0, "infer_images_per_s": 200.0},
+          w160.label: {"train_images_per_s": 30.0, "infer_images_per_s": 60.0}}
+    speeds = {w128: r1[w128.label], w160: {"train_images_per_s": 45.0, "infer_images_per_s": 90.0}}
+    conf = br.configuration_minutes(plan, speeds, [r1, r2], 16200, 5400, 10, "base")
+    base_m = br.modelled_minutes(plan[0][1], 16200, 5400, speeds, 200.0)
+    assert conf["base"]["modelled_minutes"] == pytest.approx(base_m) and conf["base"]["over_base_range"] == [1.0, 1.0]
+    # e10 is base's workload for 10 epochs instead of 6: the same ratio in every round
+    lo, hi = conf["e10"]["over_base_range"]
+    assert lo == pytest.approx(hi) == pytest.approx(conf["e10"]["over_base"])
+    # px160 costs twice as much in round 2 as in round 1 (its head features too), base the same
+    m1, m2 = conf["px160"]["modelled_minutes_by_round"]
+    assert m2 == pytest.approx(2 * m1)
+    assert conf["px160"]["over_base_range"] == pytest.approx([m1 / base_m, m2 / base_m])
+    assert m1 / base_m < conf["px160"]["over_base"] < m2 / base_m
+
+
+def test_recipe_minutes_model_counts_only_the_validation_images_a_phase_scores():
+    """bench_recipes: a phase validating on a subset pays for the subset each epoch, not the split."""
+    br = _bench_recipes_module()
     from eurosat_lib.experiments import recipe_study as RS
 
     by_name = {r.name: r for r in RS.RECIPES}

@@ -381,3 +381,42 @@ def test_the_side_by_side_cost_benchmark_becomes_a_section_with_ratios_to_base(t
     (tmp_path / "benchmarks" / "results" / "recipes.json").write_text(json.dumps(_bench()))
     page = R.build_recipes_page(tmp_path / "book", "cpu").read_text()
     assert "## What each configuration costs, measured side by side" in page and "| `e20` | 100.0 | 2.50× |" in page
+
+
+def _ranged_bench():
+    conf = {"base": {"modelled_minutes": 40.0, "over_base_range": [1.0, 1.0]},
+            "ls10": {"modelled_minutes": 60.0, "over_base_range": [1.4, 1.7]},
+            "adamw": {"modelled_minutes": 60.0, "over_base_range": [1.4, 1.7]},
+            "e10": {"modelled_minutes": 60.0, "over_base_range": [1.4, 1.7]},
+            "e20": {"modelled_minutes": 100.0, "over_base_range": [2.3, 2.8]}}  # fmt: skip
+    b = _bench()
+    b["figures"]["configurations"] = conf
+    return b
+
+
+def test_the_cost_ratios_carry_their_range_over_rounds_and_same_work_names_the_drift():
+    """Each ratio to base shows the lowest and highest it took within one round; configurations the
+    benchmark models as the same work but whose study runs took different multiples of base get a
+    sentence with that spread; the estimates carry the same range."""
+    study = {"base": 8.0, "ls10": 12.0, "adamw": 18.0, "e10": math.nan}
+    text = "\n".join(RP.bench_section(_ranged_bench(), study, "Main CPU, 2 cores"))
+    rows = [line for line in text.splitlines() if line.startswith("| `")]
+    assert "| `base` | 40.0 | 1.00× | – | 1.00× |" in rows  # base against itself has no range
+    assert "| `ls10` | 60.0 | 1.50× | 1.40–1.70 | 1.50× |" in rows and "| `adamw` | 60.0 | 1.50× | 1.40–1.70 | 2.25× |" in rows
+    assert "| × base within one round (lowest–highest) |" in text and "median speed over the 3 rounds" in text
+    # ls10 and adamw: same modelled work, study ratios 1.50x and 2.25x -> 50 % apart; e10 has no study time
+    assert ("`ls10` and `adamw` do the same work as the benchmark models it (the same width, input size, unfrozen "
+            "layers, batch, epochs and validation: 1.50× `base` here), yet their runs on Main CPU, 2 cores took "
+            "1.50× to 2.25× `base`'s minutes, 50 % apart") in text  # fmt: skip
+    assert "`e10`, `ls10`" not in text
+    # estimates for the untimed: ratio x base's 8.0 min, with the round range (1.4*8=11, 1.7*8=14; 2.3*8=18, 2.8*8=22)
+    assert "`e10` ~12 min (11–14), `e20` ~20 min (18–22) there" in text
+    assert "in brackets, at the lowest and highest ratio of one round" in text
+    # one round: no range column (it would repeat the ratio)
+    one = _ranged_bench()
+    one["figures"]["rounds"] = [{}]
+    text1 = "\n".join(RP.bench_section(one, study, "Main CPU, 2 cores"))
+    assert "within one round" not in text1 and "`e20` ~20 min there" in text1 and "| `ls10` | 60.0 | 1.50× | 1.50× |" in text1
+    # equal study ratios: no drift sentence
+    text = "\n".join(RP.bench_section(_ranged_bench(), {**study, "adamw": 12.0}, "Main CPU, 2 cores"))
+    assert "do the same work" not in text

@@ -545,16 +545,22 @@ def bench_section(bench: Mapping[str, Any] | None, study: Mapping[str, float] | 
     study = {k: v for k, v in (study or {}).items() if math.isfinite(v)}
     study_base = study.get(BASE_NAME)
     rows, estimates = [], []
+    rounds = len(f.get("rounds") or [])
+    ranged = rounds > 1 and all(c.get("over_base_range") for c in conf.values())
     for name, c in sorted(conf.items(), key=lambda kv: (kv[1].get("modelled_minutes") or math.inf, kv[0])):
         m = c.get("modelled_minutes")
-        rows.append({"recipe": f"`{name}`", "min": f"{m:.1f}" if m else "–",
-                     "x": f"{m / base:.2f}×" if m and base else "–",
+        lo, hi = c.get("over_base_range") or (math.nan, math.nan)
+        rows.append({"recipe": f"`{name}`", "min": f"{m:.1f}" if m else "–", "x": f"{m / base:.2f}×" if m and base else "–",
+                     "rx": f"{lo:.2f}–{hi:.2f}" if ranged and m and name != BASE_NAME else "–",
                      "sx": f"{study[name] / study_base:.2f}×" if name in study and study_base else "–"})  # fmt: skip
         if m and base and study_base and name not in study:
-            estimates.append(f"`{name}` ~{m / base * study_base:.0f} min")
+            est = f"`{name}` ~{m / base * study_base:.0f} min"
+            if ranged:
+                lo, hi = c["over_base_range"]
+                est += f" ({lo * study_base:.0f}–{hi * study_base:.0f})"
+            estimates.append(est)
     machine = f.get("machine") or machine_name(bench.get("environment") or {})
     when = str((bench.get("environment") or {}).get("timestamp", ""))[:10]
-    rounds = len(f.get("rounds") or [])
     out = ["## What each configuration costs, measured side by side", "",
            f"The minutes above come from runs timed hours or sessions apart. `benchmarks/bench_recipes.py` timed one "
            f"training epoch and one inference pass of every workload of the study interleaved in one process "
@@ -567,16 +573,55 @@ def bench_section(bench: Mapping[str, Any] | None, study: Mapping[str, float] | 
     if f.get("contended"):
         out += [f"⚠ Another job kept a core busy during part of that run ({', '.join(f['contended'])}): those "
                 "workloads' speeds, and every ratio that uses them, are not evidence.", ""]  # fmt: skip
-    columns = [("recipe", "configuration"), ("min", f"modelled minutes{' on ' + machine if machine else ''}"), ("x", "× base")]
+    if ranged:
+        out += [f"The modelled minutes and `× base` use each workload's median speed over the {rounds} rounds. The "
+                "next column is the lowest and highest the same ratio took *within one round*: each round times every "
+                "workload minutes apart, so a round's ratio is a paired comparison, and its spread over rounds is how "
+                "far the machine's drift moved the ratio while nothing else changed. (The ratio of medians can lie "
+                "outside that range when two workloads' medians come from different rounds.)", ""]  # fmt: skip
+    columns = [("recipe", "configuration"), ("min", f"modelled minutes{' on ' + machine if machine else ''}"),
+               ("x", "× base")] + ([("rx", "× base within one round (lowest–highest)")] if ranged else [])  # fmt: skip
     if study_base:
         columns.append(("sx", f"× base in the study's runs{' (' + axis + ')' if axis else ''}"))
     out += [md_table(rows, columns), "", f"Source: `{source}`.", ""]
+    out += _same_work_lines(conf, study, study_base, axis)
     if estimates:
         # a planning figure, not a measurement: the ratio measured here times base's minutes on the axis
         out += [f"At these ratios, the configurations without a time on {axis or 'the main axis'} would take about "
-                + ", ".join(estimates) + f" there (ratio × `{BASE_NAME}`'s {study_base:.1f} min); an estimate, "
-                "not a timing.", ""]  # fmt: skip
+                + ", ".join(estimates) + f" there (ratio × `{BASE_NAME}`'s {study_base:.1f} min"
+                + ("; in brackets, at the lowest and highest ratio of one round" if ranged else "")
+                + "); an estimate, not a timing.", ""]  # fmt: skip
     return out
+
+
+def _same_work_lines(conf: Mapping[str, Mapping[str, Any]], study: Mapping[str, float], study_base: float | None,
+                     axis: str) -> list[str]:  # fmt: skip
+    """A sentence per group of configurations that do the same work (equal modelled minutes: same
+    workload, epochs and validation) but whose study runs took different multiples of ``base``:
+    that spread is the study minutes' drift, not the recipes' cost."""
+    base_m = (conf.get(BASE_NAME) or {}).get("modelled_minutes")
+    if not study_base or not base_m:
+        return []
+    groups: dict[float, list[str]] = {}
+    for name, c in conf.items():
+        m = c.get("modelled_minutes")
+        if m and name in study:
+            groups.setdefault(round(float(m), 6), []).append(name)
+    out = []
+    for m, names in sorted(groups.items()):
+        if len(names) < 2:
+            continue
+        names = sorted(names, key=lambda n: (study[n], n))
+        lo, hi = study[names[0]] / study_base, study[names[-1]] / study_base
+        if hi <= lo:
+            continue
+        listed = ", ".join(f"`{n}`" for n in names[:-1]) + f" and `{names[-1]}`"
+        out.append(f"{listed} do the same work as the benchmark models it (the same width, input size, unfrozen "
+                   f"layers, batch, epochs and validation: {m / float(base_m):.2f}× `{BASE_NAME}` here), yet their runs "
+                   f"{'on ' + axis + ' ' if axis else ''}took {lo:.2f}× to {hi:.2f}× `{BASE_NAME}`'s minutes, "
+                   f"{100 * (hi / lo - 1):.0f} % apart: the study's minutes carry that much drift, and two "
+                   "configurations whose minutes differ by less than that are not evidence that one costs more.")  # fmt: skip
+    return out + [""] if out else []
 
 
 def render_page(rows: Sequence[dict[str, Any]], *, source: str, profile: str, plan: Mapping[str, Any] | None = None,
