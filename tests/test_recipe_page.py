@@ -420,3 +420,15 @@ def test_the_cost_ratios_carry_their_range_over_rounds_and_same_work_names_the_d
     # equal study ratios: no drift sentence
     text = "\n".join(RP.bench_section(_ranged_bench(), {**study, "adamw": 12.0}, "Main CPU, 2 cores"))
     assert "do the same work" not in text
+
+
+def test_the_cross_cpu_speed_sentence_breaks_ties_by_workload_name():
+    """Two workloads timed equally often on both CPUs: the sentence names the same one whatever the
+    order of the rows (a set's order changed with the hash seed and made the page differ per run)."""
+    def row(w, m, s):
+        return {"finetune_workload": w, "finetune_s_per_epoch": s, "machine": m, "recipe": "x", "seed": 0, "load_recorded": True}
+
+    rows = [row("w-b", "A", 10.0), row("w-b", "B", 20.0), row("w-b", "B", 22.0),
+            row("w-a", "A", 30.0), row("w-a", "A", 32.0), row("w-a", "B", 60.0)]  # fmt: skip
+    for order in (rows, rows[::-1]):
+        assert "(w-a) took a median of 31 s on A (2 runs) and 60 s on B (1 run)" in RP._speed_ratio_text(order, "A", "B")

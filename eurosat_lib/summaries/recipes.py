@@ -495,7 +495,7 @@ def _speed_ratio_text(rows: Sequence[Mapping[str, Any]], main: str, other: str) 
         if r.get("finetune_workload") and r.get("finetune_s_per_epoch") and untimed_reason(r) is None:
             by.setdefault((r["finetune_workload"], r.get("machine", "")), []).append(float(r["finetune_s_per_epoch"]))
     shared = sorted({w for w, m in by if m == main} & {w for w, m in by if m == other},
-                    key=lambda w: -(len(by[(w, main)]) + len(by[(w, other)])))  # fmt: skip
+                    key=lambda w: (-(len(by[(w, main)]) + len(by[(w, other)])), w))  # ties by name: sets iterate in hash order
     if not shared:
         return ""
     w = shared[0]
