@@ -556,7 +556,6 @@ def bench_section(bench: Mapping[str, Any] | None, study: Mapping[str, float] | 
         if m and base and study_base and name not in study:
             est = f"`{name}` ~{m / base * study_base:.0f} min"
             if ranged:
-                lo, hi = c["over_base_range"]
                 est += f" ({lo * study_base:.0f}–{hi * study_base:.0f})"
             estimates.append(est)
     machine = f.get("machine") or machine_name(bench.get("environment") or {})
