@@ -144,12 +144,10 @@ def configuration_minutes(plan, speeds: dict[Workload, dict[str, float]], rounds
 
     per_round = [{w: rd[w.label] for w in speeds} for rd in rounds]
     specs = dict((r.name, s) for r, s in plan)
-    base_all = at(speeds, specs[base_name])
-    base_rounds = [at(sp, specs[base_name]) for sp in per_round]
+    modelled = {name: (at(speeds, spec), [at(sp, spec) for sp in per_round]) for name, spec in specs.items()}
+    base_all, base_rounds = modelled[base_name]
     out = {}
-    for name, spec in specs.items():
-        m = at(speeds, spec)
-        by_round = [at(sp, spec) for sp in per_round]
+    for name, (m, by_round) in modelled.items():
         over = [mr / br for mr, br in zip(by_round, base_rounds)]
         out[name] = {"modelled_minutes": m, "modelled_minutes_by_round": by_round, "over_base": m / base_all,
                      "over_base_range": [min(over), max(over)] if over else [m / base_all] * 2}  # fmt: skip

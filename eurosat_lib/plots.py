@@ -1301,39 +1301,50 @@ def plot_recipe_front(
     anchor: tuple[str, float] | None = ("Helber et al. ResNet-50 (GPU, 224 px)", 0.9857),
     front: Sequence[Mapping[str, Any]] = (),
     ax: Axes | None = None,
+    machine: str | None = None,
 ) -> Figure:
     """Test accuracy against training minutes, one point per configuration, with the Pareto front.
 
-    Filled dots are plain test accuracy (bars: the range over seeds where there are several),
-    hollow dots the same runs with dihedral test-time augmentation (drawn at the same training
-    minutes: their inference time is not training). The goal and the moonshot are the corners of
-    the shaded regions a configuration must reach. Configurations without a trusted timing
-    (contended runs) cannot be placed and are listed in the title instead.
+    Filled dots are plain test accuracy: the thin line behind each is its 95 % Wilson interval over
+    the test images, the capped bar the range over seeds where there are several. Hollow dots are
+    the same runs with dihedral test-time augmentation (drawn at the same training minutes: their
+    inference time is not training). The goal and the moonshot are the corners of the shaded
+    regions a configuration must reach. Configurations without minutes on this time axis cannot be
+    placed and are listed in the title with the reason: timed only on another CPU, or timed here
+    but not trusted (contended, resumed, features cached by an earlier run).
 
     Args:
-        entries: one mapping per configuration with ``recipe``, ``minutes`` (NaN: not trusted),
-            ``test_acc``, ``tta_test_acc`` and ``runs`` (each with ``test_acc``), as
-            :func:`eurosat_lib.summaries.recipes.by_recipe` returns.
+        entries: one mapping per configuration with ``recipe``, ``minutes`` (NaN: not on this axis),
+            ``test_acc``, ``tta_test_acc``, ``n_test``, ``axis_runs`` (its runs on this axis) and
+            ``runs`` (each with ``test_acc``), as :func:`eurosat_lib.summaries.recipes.by_recipe` returns.
         goal: ``(test accuracy, minutes)`` of the goal.
         moonshot: ``(test accuracy, minutes)`` of the moonshot.
         anchor: a published accuracy drawn as a horizontal line, or None.
         front: the Pareto front's entries (:func:`eurosat_lib.summaries.recipes.pareto_front`), drawn as a step line.
         ax: draw into this axes instead of a new figure.
+        machine: the CPU the minutes were measured on, named in the x-axis label (minutes from
+            different CPUs are different axes).
 
     Returns:
         The figure.
     """
+    from .sanity import wilson_interval
+
     fig, ax = _new_ax(ax, (8, 5))
     timed = [e for e in entries if np.isfinite(e["minutes"])]
-    untimed = [e["recipe"] for e in entries if not np.isfinite(e["minutes"])]
+    elsewhere = [e["recipe"] for e in entries if not np.isfinite(e["minutes"]) and not e.get("axis_runs")]
+    distrusted = [e["recipe"] for e in entries if not np.isfinite(e["minutes"]) and e.get("axis_runs")]
     if not timed:
         ax.text(0.5, 0.5, "no configuration with a trusted timing yet", ha="center", va="center", transform=ax.transAxes)
     else:
         xs = np.array([e["minutes"] for e in timed])
         ys = np.array([e["test_acc"] for e in timed])
+        walls = [wilson_interval(e["test_acc"], int(e["n_test"])) if e.get("n_test") else (y, y) for e, y in zip(timed, ys)]
+        ax.vlines(xs, [w[0] for w in walls], [w[1] for w in walls], color="C0", lw=4, alpha=0.18,
+                  label="95 % interval over the test images")  # fmt: skip
         lo = ys - np.array([min(r["test_acc"] for r in e["runs"]) for e in timed])
         hi = np.array([max(r["test_acc"] for r in e["runs"]) for e in timed]) - ys
-        ax.errorbar(xs, ys, yerr=[lo, hi], fmt="o", color="C0", capsize=3, label="test accuracy")
+        ax.errorbar(xs, ys, yerr=[lo, hi], fmt="o", color="C0", capsize=3, label="test accuracy (bar: range over seeds)")
         tta = np.array([e["tta_test_acc"] for e in timed], dtype=float)
         ok = np.isfinite(tta)
         ax.scatter(xs[ok], tta[ok], facecolors="none", edgecolors="C1", label="with test-time augmentation (8 views)")
@@ -1342,9 +1353,8 @@ def plot_recipe_front(
         if front:
             ax.step([e["minutes"] for e in front], [e["test_acc"] for e in front], where="post", color="C0", alpha=0.5, lw=1,
                     label="Pareto front (test)")  # fmt: skip
-        _label_points(ax, xs, ys, [e["recipe"] for e in timed])
         top = max(np.nanmax(np.r_[ys, tta[ok] if ok.any() else ys]), moonshot[0]) + 0.002
-        bottom = min(ys.min() - 0.005, goal[0] - 0.01)
+        bottom = min(min(w[0] for w in walls) - 0.003, goal[0] - 0.01)
         right = max(xs.max() * 1.08, moonshot[1] * 1.05)
         for (acc, mins), name, color in ((goal, "goal", "C2"), (moonshot, "moonshot", "C3")):
             ax.add_patch(plt.Rectangle((0, acc), mins, top - acc, color=color, alpha=0.08, lw=0))
@@ -1355,12 +1365,16 @@ def plot_recipe_front(
         ax.set_xlim(0, right)
         ax.set_ylim(bottom, top)
         ax.legend(fontsize=7, loc="lower right")
-    ax.set_xlabel("training minutes (head phase + fine-tuning)")
+        # labels last: adjustText moves them in display coordinates, which the limits above change
+        _label_points(ax, xs, ys, [e["recipe"] for e in timed])
+    ax.set_xlabel("training minutes (head phase + fine-tuning)" + (f" on {machine}" if machine else ""))
     ax.set_ylabel("test accuracy")
     ax.yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:.1%}"))
     title = "recipe study: test accuracy against training time"
-    if untimed:
-        title += f"\nnot placed (timing not trusted): {', '.join(untimed)}"
+    if elsewhere:
+        title += f"\nnot placed, timed on another CPU: {', '.join(elsewhere)}"
+    if distrusted:
+        title += f"\nnot placed, timing not trusted: {', '.join(distrusted)}"
     ax.set_title(title, fontsize=10)
     sns.despine(ax=ax)
     return fig

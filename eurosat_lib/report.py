@@ -196,9 +196,12 @@ def reference_section(runs_dir: Path, book_dir: Path) -> tuple[str, dict[str, An
     if rc:
         text.append("")
         study, here = runs_dir / "recipe_study", machine_name(rc["environment"])
+        from .summaries.recipes import read_rows
+
+        rows = read_rows(study) if study.is_dir() else []
         text.append(recipe_sentence(rc, read_json(runs_dir / "reference" / "mobilenetv2_035_recipe" / "tta.json"), ft,
-                                    current=current_recipe_choice(study, here),
-                                    study_time=study_minutes(study, (rc["params"].get("tags") or {}).get("recipe"), here)))  # fmt: skip
+                                    current=current_recipe_choice(study, here, rows),
+                                    study_time=study_minutes(study, (rc["params"].get("tags") or {}).get("recipe"), here, rows)))  # fmt: skip
     if found:
         text.append("")
         text.append("Intervals here are unpaired (the records keep confusion matrices, not per-image predictions), "
@@ -262,7 +265,8 @@ def plateau_sentence(sp: Mapping[str, Any], ft: Mapping[str, Any] | None) -> str
     return out
 
 
-def current_recipe_choice(study_dir: Path, machine: str | None = None) -> str | None:
+def current_recipe_choice(study_dir: Path, machine: str | None = None,
+                          rows: Sequence[Mapping[str, Any]] | None = None) -> str | None:  # fmt: skip
     """The configuration the recipe study chooses within the goal's minutes now.
 
     Which configurations fit in 20 minutes depends on the CPU (the same epoch has taken from ~50 s
@@ -274,6 +278,7 @@ def current_recipe_choice(study_dir: Path, machine: str | None = None) -> str | 
         study_dir: ``book/runs/<profile>/recipe_study``.
         machine: A :func:`eurosat_lib.summaries.recipes.machine_name` (where the headline runs or
             ran); None: the study's main axis (:func:`eurosat_lib.summaries.recipes.study_machine`).
+        rows: The study's rows when the caller has read them already (one read per page).
 
     Returns:
         Its name, or None (no study folder, or no timed configuration within the budget).
@@ -282,14 +287,15 @@ def current_recipe_choice(study_dir: Path, machine: str | None = None) -> str | 
 
     if not Path(study_dir).is_dir():
         return None
-    rows = RP.read_rows(study_dir)
+    rows = RP.read_rows(study_dir) if rows is None else rows
     own = RP.choose(RP.by_recipe(rows, machine), RP.GOAL[1]) if machine in RP.timed_machines(rows) else None
     # a CPU too slow for any timed configuration to fit runs the main axis's choice: still the best guess
     chosen = own or RP.choose(RP.by_recipe(rows), RP.GOAL[1])
     return chosen["recipe"] if chosen else None
 
 
-def study_minutes(study_dir: Path, recipe: str | None, machine: str | None) -> tuple[str, float] | None:
+def study_minutes(study_dir: Path, recipe: str | None, machine: str | None,
+                  rows: Sequence[Mapping[str, Any]] | None = None) -> tuple[str, float] | None:  # fmt: skip
     """The study's trusted minutes for ``recipe`` on its main time axis, when ``machine`` is another CPU.
 
     A headline re-run on a slower CPU than the study's main axis misses the time budget for the CPU's
@@ -300,6 +306,7 @@ def study_minutes(study_dir: Path, recipe: str | None, machine: str | None) -> t
         study_dir: ``book/runs/<profile>/recipe_study``.
         recipe: The configuration's name.
         machine: The headline's :func:`eurosat_lib.summaries.recipes.machine_name`.
+        rows: The study's rows when the caller has read them already.
 
     Returns:
         ``(main axis, mean minutes)``, or None (no study, same CPU, or no trusted timing there).
@@ -308,7 +315,7 @@ def study_minutes(study_dir: Path, recipe: str | None, machine: str | None) -> t
 
     if not recipe or not Path(study_dir).is_dir():
         return None
-    rows = RP.read_rows(study_dir)
+    rows = RP.read_rows(study_dir) if rows is None else rows
     main = RP.study_machine(rows)
     if main is None or main == machine:
         return None
@@ -542,7 +549,8 @@ def build_recipes_page(
 
         img_dir = Path(images_dir) if images_dir else book_dir / "images"
         img_dir.mkdir(parents=True, exist_ok=True)
-        fig = plot_recipe_front(entries, goal=RP.GOAL, moonshot=RP.MOONSHOT, front=RP.pareto_front(entries))
+        fig = plot_recipe_front(entries, goal=RP.GOAL, moonshot=RP.MOONSHOT, front=RP.pareto_front(entries),
+                                machine=RP.study_machine(rows))  # fmt: skip
         with atomic_path(img_dir / "recipes.png", suffix=".png") as tmp:
             fig.savefig(tmp, dpi=100, bbox_inches="tight")
         plt.close(fig)

@@ -173,6 +173,45 @@ def test_committed_recipes_page_is_what_the_run_records_give(tmp_path):
         assert (REPO / rec).is_dir()
 
 
+def test_the_committed_study_figure_is_readable():
+    """The figure of the committed study: point labels do not overlap (they did: adjustText ran
+    before the axis limits changed), each point carries its 95 % interval over the test images, the
+    x axis names the CPU the minutes are from, and the title says why each unplaced configuration
+    is missing (timed on another CPU is not "not trusted")."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from eurosat_lib.plots import plot_recipe_front
+    from eurosat_lib.sanity import wilson_interval
+
+    rows = RP.read_rows(BOOK / "runs" / "cpu" / "recipe_study")
+    entries = RP.by_recipe(rows)
+    machine = RP.study_machine(rows)
+    fig = plot_recipe_front(entries, front=RP.pareto_front(entries), machine=machine)
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    timed = [e for e in entries if math.isfinite(e["minutes"])]
+    names = {e["recipe"] for e in timed}
+    labels = [t for t in ax.texts if t.get_text() in names]
+    assert len(labels) == len(timed) >= 12
+    boxes = [t.get_window_extent(fig.canvas.get_renderer()) for t in labels]
+    clash = [(labels[i].get_text(), labels[j].get_text()) for i in range(len(boxes)) for j in range(i + 1, len(boxes))
+             if boxes[i].overlaps(boxes[j])]  # fmt: skip
+    assert not clash, f"point labels overlap: {clash}"
+    assert ax.get_xlabel() == f"training minutes (head phase + fine-tuning) on {machine}"
+    # the interval band of every placed point: Wilson over its test images
+    (segs,) = [c.get_segments() for c in ax.collections if c.get_label() == "95 % interval over the test images"]
+    e = timed[0]
+    assert np.allclose(segs[0][:, 1], wilson_interval(e["test_acc"], e["n_test"]))
+    title = ax.get_title()
+    other = [e["recipe"] for e in entries if not math.isfinite(e["minutes"]) and not e["axis_runs"]]
+    assert other and f"not placed, timed on another CPU: {', '.join(other)}" in title
+    assert "e10" in title.split("timing not trusted:")[1]  # features cached by an earlier run: timed here, not trusted
+    plt.close(fig)
+
+
 @pytest.mark.parametrize("key", ["labels", "test_pred", "tta_pred"])
 def test_committed_study_runs_keep_per_image_predictions(key):
     """Every committed recipe-study run keeps what its paired comparisons need, consistent with its record."""
@@ -222,6 +261,10 @@ def test_the_headline_choice_is_the_cpus_own_where_the_study_timed_it(tmp_path):
     assert R.current_recipe_choice(study, "Test CPU, 2 cores") == "e10"
     assert R.current_recipe_choice(study, "Other CPU, 2 cores") == "px160"  # timed there, 15.0 min
     assert R.current_recipe_choice(study, "Unseen CPU, 2 cores") == "e10"  # no timings there: the main axis
+    # rows the caller has read already are used instead of a second read of the folder
+    rows = RP.read_rows(study)
+    assert R.current_recipe_choice(study, "Other CPU, 2 cores", rows) == "px160"
+    assert R.current_recipe_choice(study, "Other CPU, 2 cores", [r for r in rows if r["recipe"] != "px160"]) == "e10"
     rec["timings"]["fit_seconds"] = 78 * 60  # a CPU on which nothing timed fits in 20 min: the main axis's choice
     rec_path.write_text(json.dumps(rec))
     assert R.current_recipe_choice(study, "Other CPU, 2 cores") == "e10"
@@ -235,6 +278,7 @@ def test_a_headline_from_a_slower_cpu_also_quotes_the_study_time_on_the_main_axi
     assert R.study_minutes(study, "e10", "Slow CPU, 2 cores") == ("Test CPU, 2 cores", 12.0)
     assert R.study_minutes(study, "e10", "Test CPU, 2 cores") is None  # same CPU: its own time says it
     assert R.study_minutes(study, "px224", "Slow CPU, 2 cores") is None  # never ran
+    assert R.study_minutes(study, "e10", "Slow CPU, 2 cores", [r for r in RP.read_rows(study) if r["recipe"] != "e10"]) is None
     assert R.study_minutes(tmp_path / "nowhere", "e10", "Slow CPU, 2 cores") is None
     ref = tmp_path / "book" / "runs" / "cpu" / "reference" / "mobilenetv2_035_recipe"
     ref.mkdir(parents=True)
@@ -420,6 +464,19 @@ def test_the_cost_ratios_carry_their_range_over_rounds_and_same_work_names_the_d
     # equal study ratios: no drift sentence
     text = "\n".join(RP.bench_section(_ranged_bench(), {**study, "adamw": 12.0}, "Main CPU, 2 cores"))
     assert "do the same work" not in text
+
+
+def test_the_ratio_to_base_is_read_from_the_file_and_a_narrow_estimate_keeps_a_decimal():
+    """A result file that stores `over_base` is read as stored (older files: modelled minutes over
+    base's); an estimate whose range rounds to one whole minute prints tenths instead of "18–18"."""
+    b = _ranged_bench()
+    b["figures"]["configurations"]["e15"] = {"modelled_minutes": 92.0, "over_base": 2.3, "over_base_range": [2.27, 2.32]}
+    b["figures"]["configurations"]["e20"]["over_base"] = 2.6  # stored ratio wins over 100 / 40 = 2.50
+    text = "\n".join(RP.bench_section(b, {"base": 7.9, "ls10": 12.0, "adamw": 18.0, "e10": math.nan}, "Main CPU, 2 cores"))
+    assert "| `e20` | 100.0 | 2.60× | 2.30–2.80 | – |" in text and "| `e15` | 92.0 | 2.30× | 2.27–2.32 | – |" in text
+    # 2.3 x 7.9 = 18.17 (17.93-18.33: both "18" in whole minutes); e20 2.6 x 7.9 = 20.5 (18.2-22.1)
+    assert "`e15` ~18.2 min (17.9–18.3)" in text and "`e20` ~21 min (18–22)" in text and "(18–18)" not in text
+    assert RP._estimate("x", 2.0, None, 8.0) == "`x` ~16 min"
 
 
 def test_the_cross_cpu_speed_sentence_breaks_ties_by_workload_name():

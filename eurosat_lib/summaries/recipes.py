@@ -549,15 +549,14 @@ def bench_section(bench: Mapping[str, Any] | None, study: Mapping[str, float] | 
     ranged = rounds > 1 and all(c.get("over_base_range") for c in conf.values())
     for name, c in sorted(conf.items(), key=lambda kv: (kv[1].get("modelled_minutes") or math.inf, kv[0])):
         m = c.get("modelled_minutes")
+        # result files written before bench_recipes stored `over_base` give it only through the minutes
+        x = c.get("over_base") or (m / base if m and base else None)
         lo, hi = c.get("over_base_range") or (math.nan, math.nan)
-        rows.append({"recipe": f"`{name}`", "min": f"{m:.1f}" if m else "–", "x": f"{m / base:.2f}×" if m and base else "–",
+        rows.append({"recipe": f"`{name}`", "min": f"{m:.1f}" if m else "–", "x": f"{x:.2f}×" if m and x else "–",
                      "rx": f"{lo:.2f}–{hi:.2f}" if ranged and m and name != BASE_NAME else "–",
                      "sx": f"{study[name] / study_base:.2f}×" if name in study and study_base else "–"})  # fmt: skip
-        if m and base and study_base and name not in study:
-            est = f"`{name}` ~{m / base * study_base:.0f} min"
-            if ranged:
-                est += f" ({lo * study_base:.0f}–{hi * study_base:.0f})"
-            estimates.append(est)
+        if m and x and study_base and name not in study:
+            estimates.append(_estimate(name, x, (lo, hi) if ranged else None, study_base))
     machine = f.get("machine") or machine_name(bench.get("environment") or {})
     when = str((bench.get("environment") or {}).get("timestamp", ""))[:10]
     out = ["## What each configuration costs, measured side by side", "",
@@ -591,6 +590,20 @@ def bench_section(bench: Mapping[str, Any] | None, study: Mapping[str, float] | 
                 + ("; in brackets, at the lowest and highest ratio of one round" if ranged else "")
                 + "); an estimate, not a timing.", ""]  # fmt: skip
     return out
+
+
+def _test_images(entries: Sequence[Mapping[str, Any]]) -> str:
+    sizes = {e.get("n_test") for e in entries}
+    return f"the {sizes.pop():,} test images" if len(sizes) == 1 and None not in sizes else "its test images"
+
+
+def _estimate(name: str, ratio: float, spread: tuple[float, float] | None, base_minutes: float) -> str:
+    """``name`` ~minutes on the main axis (ratio x base's minutes), with the per-round range; one
+    decimal where whole minutes would print a range as a single number ("18–18")."""
+    vals = [ratio * base_minutes] + ([spread[0] * base_minutes, spread[1] * base_minutes] if spread else [])
+    digits = 1 if spread and f"{vals[1]:.0f}" == f"{vals[2]:.0f}" else 0
+    text = f"`{name}` ~{vals[0]:.{digits}f} min"
+    return text + (f" ({vals[1]:.{digits}f}–{vals[2]:.{digits}f})" if spread else "")
 
 
 def _same_work_lines(conf: Mapping[str, Mapping[str, Any]], study: Mapping[str, float], study_base: float | None,
@@ -703,7 +716,13 @@ def render_page(rows: Sequence[dict[str, Any]], *, source: str, profile: str, pl
     front = pareto_front(entries)
     out += ["## Accuracy against training minutes", ""]
     if figure:
-        out += [f"![Test accuracy against training minutes, one point per configuration]({figure})", ""]
+        out += [f"![Test accuracy against training minutes, one point per configuration]({figure})", "",
+                "How to read the figure: a filled dot is a configuration's test accuracy (mean over its seeds), the "
+                f"pale band behind it its 95 % interval over {_test_images(entries)}, the capped bar the range over its "
+                "seeds; the hollow dot above it is the same runs with test-time augmentation, at the same training "
+                "minutes. A configuration is inside a shaded corner when it meets the goal (green) or the moonshot "
+                "(red). Where two bands overlap, the figure alone does not say which configuration is more accurate: "
+                "the paired comparisons below do.", ""]  # fmt: skip
     if front:
         out += ["On test accuracy, the Pareto front (no other configuration is both faster and more accurate) runs "
                 + " → ".join(f"`{e['recipe']}` ({e['minutes']:.1f} min, {pct(e['test_acc'])})" for e in front)
