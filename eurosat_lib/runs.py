@@ -31,6 +31,7 @@ import os
 import platform
 import shutil
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Mapping as _MappingABC
@@ -80,8 +81,11 @@ RECORD_SCHEMA = 1
 #: Per-split metrics copied into :func:`gather` columns as ``<split>_<name>``.
 _SUMMARY_METRICS = ("accuracy", "macro_f1", "weighted_f1", "ece", "nll", "n")
 #: A timing is flagged ``contended`` when other processes kept more than this share of the
-#: machine's cores busy at the run's start or end (see :func:`machine_load`).
+#: machine's cores busy at the run's start or end, or over any interval between the samples
+#: taken while it ran (see :func:`machine_load` and :class:`LoadMonitor`).
 CONTENDED_SHARE = 0.5
+#: Seconds between the samples of the machine's load a run takes while it trains.
+LOAD_SAMPLE_S = 60.0
 
 
 # --------------------------------------------------------------------------------------------
@@ -294,6 +298,15 @@ def machine_load(window: float = 0.1) -> dict[str, Any]:
     Returns:
         ``loadavg``, ``busy_cores``, ``own_cores`` and ``other_cores`` as described above.
     """
+    with _SAMPLE_LOCK:  # a LoadMonitor thread samples while the main thread may too
+        return _machine_load(window)
+
+
+#: Serialises :func:`machine_load`: each sample moves the "since the previous sample" state.
+_SAMPLE_LOCK = threading.Lock()
+
+
+def _machine_load(window: float) -> dict[str, Any]:
     global _LAST_SAMPLE
     cpu_before, t_before = _own_cpu_seconds(), time.time()
     busy = _busy_cores(window)
@@ -450,21 +463,66 @@ def trusted_minutes(record: Mapping[str, Any] | None) -> float:
     return round(minutes, 2) if minutes is not None and timing_trusted(record) else math.nan
 
 
-def load_timings(start: Mapping[str, Any], end: Mapping[str, Any]) -> dict[str, Any]:
+def load_timings(start: Mapping[str, Any], end: Mapping[str, Any], during: Sequence[Mapping[str, Any]] = (),
+                 interval_s: float | None = None) -> dict[str, Any]:  # fmt: skip
     """The ``machine_load`` / ``contended`` entries of a record's or benchmark's timings.
 
     Args:
         start: :func:`machine_load` when the timed work began.
         end: :func:`machine_load` when it ended.
+        during: samples taken while it ran (:class:`LoadMonitor`); each covers the interval since
+            the previous one. Their other processes' cores are kept as one list.
+        interval_s: the seconds between those samples, as the record states them.
 
     Returns:
-        ``{"machine_load": {"start": ..., "end": ..., "rule": ...}, "contended": bool}``.
+        ``{"machine_load": {"start": ..., "end": ..., ["during": ...,] "rule": ...}, "contended": bool}``.
     """
-    return {
-        "machine_load": {"start": dict(start), "end": dict(end),
-                         "rule": f"contended: other processes' CPU use > {CONTENDED_SHARE} x cores at start or end"},
-        "contended": is_contended(start, end),
-    }  # fmt: skip
+    load: dict[str, Any] = {"start": dict(start), "end": dict(end)}
+    rule = f"contended: other processes' CPU use > {CONTENDED_SHARE} x cores at start or end"
+    if during:
+        load["during"] = {"interval_s": interval_s, "other_cores": [s.get("other_cores") for s in during]}
+        rule += " or over any interval between the samples taken during the run"
+    return {"machine_load": {**load, "rule": rule}, "contended": is_contended(start, *during, end)}
+
+
+class LoadMonitor:
+    """Samples :func:`machine_load` every ``interval_s`` seconds in a background thread while
+    timed work runs (``with LoadMonitor() as m: ...``; then ``m.samples``).
+
+    Start and end samples alone miss a job that ran in the middle of a long run: the end sample's
+    ``other_cores`` is the average since the start sample, so a test suite that kept both cores
+    busy for 10 of a run's 50 minutes averages 0.4 cores there, under the 1-core rule, and the
+    run's inflated minutes would pass as quiet. Each sample taken here covers only the interval
+    since the one before it, so such a job shows in at least one of them.
+
+    Args:
+        interval_s: seconds between samples (default :data:`LOAD_SAMPLE_S`).
+        sample: returns one sample (default: :func:`machine_load`, looked up when sampling).
+    """
+
+    def __init__(self, interval_s: float | None = None, sample: Callable[[], Mapping[str, Any]] | None = None) -> None:
+        self.interval_s = float(LOAD_SAMPLE_S if interval_s is None else interval_s)
+        self._sample = sample
+        self.samples: list[Mapping[str, Any]] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.samples.append((self._sample or machine_load)())
+            except Exception:  # noqa: BLE001 - a failed sample must not stop the training it watches
+                continue
+
+    def __enter__(self) -> LoadMonitor:
+        self._thread = threading.Thread(target=self._run, name="load-monitor", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
 
 
 # --------------------------------------------------------------------------------------------
@@ -484,7 +542,8 @@ class RunRecord(_MappingABC):
         history: phase histories, ``[{"name": phase, "history": {metric: [per epoch]}}]`` (or
             one dict of lists).
         timings: seconds (``fit_seconds``, ``eval_seconds``, per phase), ``machine_load`` at start
-            and end and ``contended`` (see :func:`is_contended`).
+            and end (and ``during``: other processes' cores sampled while it ran, see
+            :class:`LoadMonitor`) and ``contended`` (see :func:`is_contended`).
         model_info: ``models.describe_model(model)``.
         extra: anything else (train size, accelerator).
         environment: :func:`environment` when the record was written.
@@ -920,7 +979,8 @@ def reuse_or_run(
         load_start = machine_load()
         write(folder, RunRecord(params=params, status="running", timings=load_timings(load_start, load_start)))
         try:
-            record = produce(folder)
+            with LoadMonitor() as monitor:
+                record = produce(folder)
         except BaseException:
             write(folder, RunRecord(params=params, status="failed"))
             raise
@@ -932,7 +992,7 @@ def reuse_or_run(
 
         found = flags_from_record(record.to_dict())
         record.warnings = [*record.warnings, *[w for w in found if w not in record.warnings]]
-        record.timings = {**record.timings, **load_timings(load_start, machine_load())}
+        record.timings = {**record.timings, **load_timings(load_start, machine_load(), monitor.samples, monitor.interval_s)}
         record.environment = {}
         write(folder, record)
         return read(folder)

@@ -414,6 +414,70 @@ def test_queued_threads_of_our_own_are_no_contention(monkeypatch):
     assert fallback["other_cores"] == pytest.approx(2.64 - 0.9, abs=0.02)
 
 
+def test_a_job_in_the_middle_of_a_run_is_caught_by_the_samples_taken_while_it_trains(tmp_path, monkeypatch):
+    """Start and end quiet, another job in between: the end sample alone averages it away (a test
+    suite on both cores for 10 of a run's 50 minutes reads 0.4 cores there); the samples the run
+    takes while it trains each cover their own interval, so one of them shows it."""
+    quiet = {"loadavg": [0.1, 0.1, 0.1], "busy_cores": 0.1, "own_cores": 0.0, "other_cores": 0.1, "cpu_count": 2}
+    busy = {**quiet, "busy_cores": 2.0, "other_cores": 1.8}
+    state = {"calls": 0, "during": 0}
+
+    def sample(window=0.1):
+        state["calls"] += 1
+        return busy if state["during"] == 2 else quiet
+
+    def produce(folder):
+        # wait until the monitor has taken three samples; the second of them sees the other job
+        while len(samples_seen) < 3:
+            runs.time.sleep(0.005)
+        return runs.RunRecord(params={}, metrics={"test": {"accuracy": 0.9}}, timings={"fit_seconds": 1.0})
+
+    samples_seen: list = []
+
+    class Spy(runs.LoadMonitor):
+        def _run(self):
+            while not self._stop.wait(self.interval_s):
+                state["during"] += 1
+                self.samples.append(sample())
+                samples_seen.append(1)
+
+    monkeypatch.setattr(runs, "machine_load", sample)
+    monkeypatch.setattr(runs, "LoadMonitor", lambda: Spy(interval_s=0.01))
+    rec = runs.reuse_or_run(tmp_path / "r", {"spec_key": "a"}, produce)
+    load = rec.timings["machine_load"]
+    assert load["start"]["other_cores"] == 0.1 and load["end"]["other_cores"] == 0.1  # both ends quiet
+    assert load["during"]["interval_s"] == 0.01 and 1.8 in load["during"]["other_cores"]
+    assert rec.timings["contended"] is True and "any interval" in load["rule"]
+    # the same run with a quiet middle is not flagged, and says what it sampled
+    state["during"] = -100
+    samples_seen.clear()
+    rec = runs.reuse_or_run(tmp_path / "q", {"spec_key": "b"}, produce)
+    assert rec.timings["contended"] is False and rec.timings["machine_load"]["during"]["other_cores"][:3] == [0.1] * 3
+
+
+def test_the_load_monitor_samples_on_its_interval_and_survives_a_failed_sample():
+    got = []
+
+    def sample():
+        got.append(len(got))
+        if len(got) == 2:
+            raise OSError("psutil could not read /proc/stat")
+        return {"other_cores": float(len(got)), "cpu_count": 2}
+
+    with runs.LoadMonitor(interval_s=0.01, sample=sample) as m:
+        while len(got) < 4:
+            runs.time.sleep(0.005)
+    n = len(m.samples)
+    runs.time.sleep(0.05)
+    assert len(m.samples) == n, "the thread stops when the block ends"
+    assert [s["other_cores"] for s in m.samples][:3] == [1.0, 3.0, 4.0]  # the failed second sample is skipped
+    assert runs.LoadMonitor().interval_s == runs.LOAD_SAMPLE_S == 60.0
+    assert runs.load_timings({"other_cores": 0.0}, {"other_cores": 0.0}) == {
+        "machine_load": {"start": {"other_cores": 0.0}, "end": {"other_cores": 0.0},
+                         "rule": "contended: other processes' CPU use > 0.5 x cores at start or end"},
+        "contended": False}  # no samples during: the layout older records have  # fmt: skip
+
+
 def test_records_carry_the_contended_flag(tmp_path, monkeypatch):
     monkeypatch.setattr(runs, "machine_load", lambda window=0.1: {"loadavg": [5.0, 5.0, 5.0], "busy_cores": 2.0,
                                                                   "own_cores": 0.0, "other_cores": 5.0, "cpu_count": 2})  # fmt: skip

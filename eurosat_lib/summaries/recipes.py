@@ -683,7 +683,9 @@ def render_page(rows: Sequence[dict[str, Any]], *, source: str, profile: str, pl
         "- A configuration is **chosen on validation accuracy**; its test accuracy is then reported once. "
         "Picking the best test score among many configurations would select on the test set.",
         "- **Minutes** are training time (head phase, feature extraction and fine-tuning), shown only for runs whose "
-        "record says the machine was quiet at start and end and that ran in one process; a run measured under "
+        "record says the machine was quiet (at its start and end, and in the samples of the load taken every minute "
+        "while it trained, in records that keep them: the end sample alone averages a job in the middle of a long "
+        "run away) and that ran in one process; a run measured under "
         "contention, or resumed after an interruption, keeps its accuracy but shows no time. A configuration's "
         "minutes are the mean over its runs that may be shown; the table says when a seed is left out.",
         f"- Minutes are compared **on one machine** ({machine or 'none yet'}). This project's sessions do not always "
