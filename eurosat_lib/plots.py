@@ -1305,7 +1305,7 @@ def plot_recipe_front(
 ) -> Figure:
     """Test accuracy against training minutes, one point per configuration, with the Pareto front.
 
-    Filled dots are plain test accuracy: the thin line behind each is its 95 % Wilson interval over
+    Filled dots are plain test accuracy: the pale band behind each is its 95 % Wilson interval over
     the test images, the capped bar the range over seeds where there are several. Hollow dots are
     the same runs with dihedral test-time augmentation (drawn at the same training minutes: their
     inference time is not training). The goal and the moonshot are the corners of the shaded

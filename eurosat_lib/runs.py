@@ -865,6 +865,36 @@ def run_lock(folder: str | os.PathLike, timeout: float | None = None) -> Iterato
         lock.release()
 
 
+def discard_interrupted(folder: str | os.PathLike) -> bool:
+    """Delete a run folder that holds an unfinished run, so the next run starts from scratch.
+
+    A resumed run keeps its accuracy but not its time (part of it ran in a process whose load the
+    record does not hold: ``spans_processes``). A study measured as time-to-accuracy can choose to
+    pay for the whole run again rather than lose its minutes.
+
+    Args:
+        folder: The run folder.
+
+    Returns:
+        True when an unfinished run was deleted; False when there was none, or its record says
+        ``complete`` (kept).
+
+    Raises:
+        RunFolderBusy: Another process is running it now (nothing is deleted).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return False
+    with run_lock(folder, timeout=0):
+        try:
+            if read(folder).status == "complete":
+                return False
+        except (FileNotFoundError, ValueError):  # no record, or an unreadable one: unfinished
+            pass
+        shutil.rmtree(folder)
+    return True
+
+
 def _holder(pid_file: Path) -> str:
     try:
         return pid_file.read_text().strip() or "?"

@@ -181,6 +181,24 @@ def test_dry_run_trains_one_recipe_then_reuses_it(tmp_path):
         RS.run_study("smoke", root=tmp_path, only=["adamw_lin"], data=data, seeds=[], log=lambda *_: None)
     with pytest.raises(SystemExit):
         RS.main(["--profile", "smoke", "--root", str(tmp_path), "--seeds", "1"])  # --seeds without --only
+    # an interrupted run (its record still says running) is trained again from its start when asked,
+    # so that its minutes count (a resumed run shows none)
+    seed2 = RS.out_dir("smoke", tmp_path) / "recipe_adamw_lin_seed2"
+    rec = json.loads((seed2 / "record.json").read_text())
+    (seed2 / "record.json").write_text(json.dumps({**rec, "status": "running"}))
+    (seed2 / "leftover_checkpoint.weights.h5").write_text("stale")
+    logs: list = []
+    again = RS.run_study("smoke", root=tmp_path, only=["adamw_lin"], data=data, seeds=[2], tta=False,
+                         restart_interrupted=True, log=logs.append)  # fmt: skip
+    assert any("recipe_adamw_lin_seed2: an interrupted run's checkpoints were deleted" in m for m in logs)
+    rec = json.loads((seed2 / "record.json").read_text())
+    assert rec["status"] == "complete" and not rec["timings"].get("spans_processes") and again[0]["minutes"] > 0
+    assert not (seed2 / "leftover_checkpoint.weights.h5").exists()
+    # a finished run is never discarded
+    mtime = (seed2 / "record.json").stat().st_mtime_ns
+    RS.run_study("smoke", root=tmp_path, only=["adamw_lin"], data=data, seeds=[2], tta=False, restart_interrupted=True,
+                 log=lambda *_: None)  # fmt: skip
+    assert (seed2 / "record.json").stat().st_mtime_ns == mtime
 
 
 def test_gpu_page_gives_the_study_command_and_says_whether_it_ran():

@@ -455,6 +455,38 @@ def test_a_job_in_the_middle_of_a_run_is_caught_by_the_samples_taken_while_it_tr
     assert rec.timings["contended"] is False and rec.timings["machine_load"]["during"]["other_cores"][:3] == [0.1] * 3
 
 
+def test_discard_interrupted_deletes_only_an_unfinished_run_no_one_is_running(tmp_path):
+    import subprocess
+
+    assert runs.discard_interrupted(tmp_path / "none") is False
+    done = tmp_path / "done"
+    runs.reuse_or_run(done, {"spec_key": "a"}, _producer([]))
+    assert runs.discard_interrupted(done) is False and (done / "record.json").is_file()
+    running = tmp_path / "running"
+    runs.write(running, runs.RunRecord(params={"spec_key": "b"}, status="running"))
+    (running / "phase_head.weights.h5").write_text("checkpoint")
+    assert runs.discard_interrupted(running) is True and not running.exists()
+    bare = tmp_path / "bare"  # checkpoints, no record: a run killed before its first record
+    bare.mkdir()
+    (bare / "state.json").write_text("{}")
+    assert runs.discard_interrupted(bare) is True and not bare.exists()
+    # another process holds the run's lock (it is training it): nothing is deleted
+    busy = tmp_path / "busy"
+    runs.write(busy, runs.RunRecord(params={"spec_key": "c"}, status="running"))
+    lock_file = busy.with_name(".busy.lock")  # the lock beside the folder
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from filelock import FileLock; "
+                               f"l = FileLock({str(lock_file)!r}); l.acquire(); print('held', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(runs.RunFolderBusy, match="busy"):
+            runs.discard_interrupted(busy)
+        assert (busy / "record.json").is_file()
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 def test_the_load_monitor_samples_on_its_interval_and_survives_a_failed_sample():
     got = []
 

@@ -14,7 +14,8 @@ Pareto front says which recipe to use for a given budget.
     python -m eurosat_lib.experiments.recipe_study --profile smoke  # seconds: the dry run the tests use
 
 Runs reuse finished work (run folders under ``book/runs/<profile>/recipe_study``), so the study can
-be stopped and continued. Timings are only as good as the machine is quiet: each record carries the
+be stopped and continued; an interrupted run resumes from its checkpoints and then shows no minutes
+(part of it ran in another process), unless ``--restart-interrupted`` trains it again from its start. Timings are only as good as the machine is quiet: each record carries the
 machine's load and a ``contended`` flag, and :func:`table` keeps it beside every figure.
 """
 
@@ -35,6 +36,7 @@ from .. import data as D
 from .. import models as M
 from .. import training as T
 from .._io import write_json_atomic
+from ..runs import discard_interrupted
 from .core import (ExperimentSpec, RunResult, accelerator_for, checkpoints_for, eval_split, load_data, predict,
                    run_experiment, weights_available)
 from ..summaries.recipes import GOAL, HELBER_RESNET50, MOONSHOT, choose, encode_labels, pareto_front, record_row  # noqa: F401  (the study's API)
@@ -333,7 +335,7 @@ def write_plan(profile: str, root: str | Path = "book/runs") -> Path:
 
 def run_study(profile: str = "cpu", *, root: str | Path = "book/runs", only: Sequence[str] | None = None,
               data: D.EuroSAT | None = None, tta: bool = True, front: bool = True, seeds: Sequence[int] | None = None,
-              log=print) -> list[dict[str, Any]]:  # fmt: skip
+              restart_interrupted: bool = False, log=print) -> list[dict[str, Any]]:  # fmt: skip
     """Run (or reuse) every configuration, then the front-runners' extra seeds.
 
     Args:
@@ -346,6 +348,8 @@ def run_study(profile: str = "cpu", *, root: str | Path = "book/runs", only: Seq
             e.g. to finish a first pass in several sittings before choosing the front-runners).
         seeds: run exactly these seeds of ``only`` instead (no front-runner step), e.g. to time on
             this session's CPU a configuration whose first seed ran on another one.
+        restart_interrupted: train an interrupted run again from its start instead of resuming
+            its checkpoints: a resumed run keeps its accuracy but shows no minutes.
         log: progress printer.
 
     Returns:
@@ -371,6 +375,8 @@ def run_study(profile: str = "cpu", *, root: str | Path = "book/runs", only: Seq
 
     def one(recipe: Recipe, seed: int) -> None:
         spec = spec_for(recipe, prof, seed)
+        if restart_interrupted and discard_interrupted(folder / spec.name):
+            log(f"[recipes] {spec.name}: an interrupted run's checkpoints were deleted; it trains from its start, timed")
         t0 = time.perf_counter()
         # reuse_features=False: every run pays for its own feature extraction, so that minutes
         # do not depend on which configuration happened to run first at the same input size
@@ -425,6 +431,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--seeds", nargs="+", type=int, default=None,
                     help="run exactly these seeds of --only (no front-runner step): e.g. a second seed "
                          "timed on this session's CPU")
+    ap.add_argument("--restart-interrupted", action="store_true",
+                    help="train interrupted runs again from their start instead of resuming them (a resumed "
+                         "run keeps its accuracy but shows no minutes)")
     ap.add_argument("--list", action="store_true", help="print the configurations and exit")
     args = ap.parse_args(argv)
     if args.list:
@@ -434,7 +443,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.seeds is not None and not args.only:
         ap.error("--seeds needs --only: name the configurations to run with those seeds")
     rows = run_study(args.profile, root=args.root, only=args.only, tta=not args.no_tta, front=not args.first_seeds_only,
-                     seeds=args.seeds)  # fmt: skip
+                     seeds=args.seeds, restart_interrupted=args.restart_interrupted)  # fmt: skip
     front = pareto_front(rows)
     print(json.dumps({"runs": len(rows), "front": [(r["recipe"], r["seed"], round(r["minutes"], 1), r["test_acc"]) for r in front]}))
     return 0

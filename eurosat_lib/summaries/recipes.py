@@ -686,7 +686,8 @@ def render_page(rows: Sequence[dict[str, Any]], *, source: str, profile: str, pl
         "record says the machine was quiet (at its start and end, and in the samples of the load taken every minute "
         "while it trained, in records that keep them: the end sample alone averages a job in the middle of a long "
         "run away) and that ran in one process; a run measured under "
-        "contention, or resumed after an interruption, keeps its accuracy but shows no time. A configuration's "
+        "contention, or resumed after an interruption, keeps its accuracy but shows no time (the study's "
+        "`--restart-interrupted` trains an interrupted run again from its start instead). A configuration's "
         "minutes are the mean over its runs that may be shown; the table says when a seed is left out.",
         f"- Minutes are compared **on one machine** ({machine or 'none yet'}). This project's sessions do not always "
         "get the same CPU, and the same epoch can take several times as long on one as on another (the sections on "
