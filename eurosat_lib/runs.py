@@ -847,9 +847,9 @@ def run_lock(folder: str | os.PathLike, timeout: float | None = None) -> Iterato
     try:
         lock.acquire(timeout=0)
     except Timeout:
-        holder = _holder(pid_file)
-        print(f"run folder {folder} is in use by process {holder}; waiting for it to finish, then reusing its result",
-              file=sys.stderr, flush=True)  # fmt: skip
+        if timeout != 0:  # a caller that will not wait (discard_interrupted) gets RunFolderBusy, no "waiting"
+            print(f"run folder {folder} is in use by process {_holder(pid_file)}; waiting for it to finish, then "
+                  "reusing its result", file=sys.stderr, flush=True)  # fmt: skip
         try:
             lock.acquire(timeout=-1 if timeout is None else timeout)
         except Timeout:

@@ -455,7 +455,7 @@ def test_a_job_in_the_middle_of_a_run_is_caught_by_the_samples_taken_while_it_tr
     assert rec.timings["contended"] is False and rec.timings["machine_load"]["during"]["other_cores"][:3] == [0.1] * 3
 
 
-def test_discard_interrupted_deletes_only_an_unfinished_run_no_one_is_running(tmp_path):
+def test_discard_interrupted_deletes_only_an_unfinished_run_no_one_is_running(tmp_path, capsys):
     import subprocess
 
     assert runs.discard_interrupted(tmp_path / "none") is False
@@ -482,6 +482,7 @@ def test_discard_interrupted_deletes_only_an_unfinished_run_no_one_is_running(tm
         with pytest.raises(runs.RunFolderBusy, match="busy"):
             runs.discard_interrupted(busy)
         assert (busy / "record.json").is_file()
+        assert "waiting" not in capsys.readouterr().err  # it does not wait, so it does not say so
     finally:
         holder.kill()
         holder.wait()

@@ -15,8 +15,9 @@ Pareto front says which recipe to use for a given budget.
 
 Runs reuse finished work (run folders under ``book/runs/<profile>/recipe_study``), so the study can
 be stopped and continued; an interrupted run resumes from its checkpoints and then shows no minutes
-(part of it ran in another process), unless ``--restart-interrupted`` trains it again from its start. Timings are only as good as the machine is quiet: each record carries the
-machine's load and a ``contended`` flag, and :func:`table` keeps it beside every figure.
+(part of it ran in another process), unless ``--restart-interrupted`` trains it again from its
+start. Timings are only as good as the machine is quiet: each record carries the machine's load
+and a ``contended`` flag, and :func:`table` keeps it beside every figure.
 """
 
 from __future__ import annotations
