@@ -557,7 +557,8 @@ def build_recipes_page(
         figure = "images/recipes.png"
     # the side-by-side cost benchmark, when one was run for real (only the cpu study has one)
     bench = read_json(book_dir.resolve().parent / "benchmarks" / "results" / "recipes.json") if profile == "cpu" else None
-    page = RP.render_page(rows, source=relative_source(study, book_dir), profile=profile, plan=plan, figure=figure, bench=bench)
+    page = RP.render_page(rows, source=relative_source(study, book_dir), profile=profile, plan=plan, figure=figure, bench=bench,
+                          ensembles=RP.read_ensembles(study))
     target = Path(out) if out else book_dir / "recipes.md"
     with atomic_path(target, suffix=".md") as tmp:
         tmp.write_text(page)

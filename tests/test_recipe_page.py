@@ -489,3 +489,66 @@ def test_the_cross_cpu_speed_sentence_breaks_ties_by_workload_name():
             row("w-a", "A", 30.0), row("w-a", "A", 32.0), row("w-a", "B", 60.0)]  # fmt: skip
     for order in (rows, rows[::-1]):
         assert "(w-a) took a median of 31 s on A (2 runs) and 60 s on B (1 run)" in RP._speed_ratio_text(order, "A", "B")
+
+
+def _ensemble(study, labels, name, recipe, seeds, acc, tta_acc=None):
+    """An ``ensemble_<name>.json`` over the study's runs ``recipe_<recipe>_seed<k>``, right on round(acc * N) images."""
+    members = []
+    for k in seeds:
+        rec = json.loads((study / f"recipe_{recipe}_seed{k}" / "record.json").read_text())
+        members.append({"run": rec["params"]["name"], "spec_key": rec["params"]["spec_key"],
+                        "val_acc": rec["metrics"]["val"]["accuracy"], "test_acc": rec["metrics"]["test"]["accuracy"]})  # fmt: skip
+    rng = np.random.default_rng(1)
+    tta_acc = acc if tta_acc is None else tta_acc
+    ens = {"name": name, "recipe": recipe, "seeds": list(seeds), "what": f"{recipe} seeds averaged", "members": members,
+           "val_acc": 0.999, "test_acc": acc, "tta_test_acc": tta_acc, "n_val": N, "n_test": N, "tta_seconds": 60.0,
+           "labels": RP.encode_labels(labels), "test_pred": RP.encode_labels(_preds(labels, acc, rng)),
+           "tta_pred": RP.encode_labels(_preds(labels, tta_acc, rng))}  # fmt: skip
+    (study / RP.ENSEMBLE_FILE.format(name=name)).write_text(json.dumps(ens))
+    return ens
+
+
+ENS_RUNS = [
+    dict(name="base", seed=0, val=0.960, test=0.965, minutes=8.0),
+    # seed 0 is the better member on validation, seed 1 on test: the ensemble is compared with seed 0
+    dict(name="e20", seed=0, val=0.975, test=0.970, minutes=9.0),
+    dict(name="e20", seed=1, val=0.972, test=0.980, minutes=9.5),
+]
+
+
+def test_an_ensemble_costs_its_members_minutes_and_is_compared_with_its_member_best_on_validation(tmp_path):
+    study, labels = _study(tmp_path, ENS_RUNS, ["base", "e20"])
+    _ensemble(study, labels, "e20x2", "e20", (0, 1), 0.99)
+    page = R.build_recipes_page(tmp_path / "book", "cpu").read_text()
+    section = page.split("## Runs averaged (ensembles)", 1)[1].split("\n## ", 1)[0]
+    row = next(line for line in section.splitlines() if line.startswith("| `e20x2`"))
+    assert "| 18.5 |" in row  # 9.0 + 9.5 minutes: the members train one after the other
+    rows = {r["seed"]: r for r in RP.read_rows(study) if r["recipe"] == "e20"}
+    ens = RP.read_ensembles(study)[0]
+    want = RP.paired(ens, rows[0])  # the member best on validation (seed 0), not on test (seed 1)
+    assert want is not None and "seed 0: " + RP.format_diff_text(want) in row
+    assert want.verdict == "better" and "+2.00 points" in row  # 99.0 vs 97.0 % on the same 400 images
+    # the choice stays a single network although the ensemble's validation score (99.9 %) is the best
+    goal = next(line for line in page.splitlines() if line.startswith("**Within 20 minutes"))
+    assert "`e20x2`" not in goal and "`e20`" in goal
+    gap = page.split("## What would close the gap", 1)[1]
+    assert "`e20x2` (e20 seeds averaged) scores 99.00 %, 99.00 % with test-time augmentation, at the cost of all its members " \
+           "(18.5 min of training); against its member best on validation, +2.00 points (95 % CI" in gap
+
+
+def test_an_ensemble_with_an_untrusted_or_retrained_member_shows_no_minutes_or_no_score(tmp_path):
+    runs = [dict(ENS_RUNS[0]), dict(ENS_RUNS[1]), dict(ENS_RUNS[2], contended=True)]
+    study, labels = _study(tmp_path, runs, ["base", "e20"])
+    _ensemble(study, labels, "e20x2", "e20", (0, 1), 0.99)
+    page = R.build_recipes_page(tmp_path / "book", "cpu").read_text()
+    row = next(line for line in page.splitlines() if line.startswith("| `e20x2`"))
+    assert "not shown: contended" in row and "18.5" not in row
+    # a member trained again since (another spec key) makes the averaged score stale: no number is shown
+    rec_path = study / "recipe_e20_seed1" / "record.json"
+    rec = json.loads(rec_path.read_text())
+    rec["params"]["spec_key"] = "retrained"
+    rec_path.write_text(json.dumps(rec))
+    page = R.build_recipes_page(tmp_path / "book", "cpu").read_text()
+    row = next(line for line in page.splitlines() if line.startswith("| `e20x2`"))
+    assert "stale: recipe_e20_seed1 trained again since" in row and "99.00" not in row
+    assert "Averaging runs" not in page

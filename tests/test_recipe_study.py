@@ -212,7 +212,8 @@ def test_gpu_page_gives_the_study_command_and_says_whether_it_ran():
     (cmd,) = re.findall(r"^KERAS_BACKEND=jax (python -m eurosat_lib\.experiments\.recipe_study --profile gpu)$", page, re.M)
     out = subprocess.run([sys.executable, *cmd.split()[1:], "--list"], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert len(out.stdout.strip().splitlines()) == len(RS.RECIPES)
+    assert len(out.stdout.strip().splitlines()) == len(RS.RECIPES) + len(RS.ENSEMBLES)
+    assert any(line.startswith("e20x2") and "ensemble" in line for line in out.stdout.splitlines())
     ran = any((REPO / "book" / "runs" / "gpu" / "recipe_study").glob("*/record.json"))
     assert ("**Status: not run yet.**" in page) == (not ran)
     assert f"≥ {100 * RS.GPU_GOAL[0]:.1f} % test accuracy in ≤ {RS.GPU_GOAL[1]:.0f} minutes" in page
@@ -284,3 +285,71 @@ def test_a_phase_with_image_size_needs_a_resize_callback():
 
     with pytest.raises(ValueError, match=r"phases \['finish'\] set image_size: pass resize="):
         T.train_phases(None, None, None, [T.PhaseConfig("head"), T.PhaseConfig("finish", unfreeze="all", image_size=64)])
+
+
+@pytest.fixture(scope="module")
+def smoke_ensemble(tmp_path_factory):
+    """The smoke profile's ensemble scored once (its two members trained): ``(root, data, result, log)``."""
+    root = tmp_path_factory.mktemp("ensemble")
+    data = D.make_synthetic(n_per_class=12, seed=0)
+    logs: list = []
+    got = RS.run_ensembles("smoke", root=root, data=data, log=logs.append)[0]
+    return root, data, got, logs
+
+
+def _copy_study(src, dst):
+    import shutil
+
+    shutil.copytree(RS.out_dir("smoke", src), RS.out_dir("smoke", dst))
+
+
+def test_an_ensemble_averages_its_members_probabilities_and_is_reused_until_a_member_changes(smoke_ensemble, tmp_path,
+                                                                                               monkeypatch):  # fmt: skip
+    """The smoke ensemble end to end: members trained (or reused), scores from the averaged probabilities,
+    the file reused without loading a model, and scored again once a member was trained again."""
+    root, data, got, logs = smoke_ensemble
+    _copy_study(root, tmp_path)
+    folder = RS.out_dir("smoke", tmp_path)
+    assert got["name"] == "e3x2" and [m["run"] for m in got["members"]] == ["recipe_e3_seed0", "recipe_e3_seed1"]
+    assert json.loads((folder / "ensemble_e3x2.json").read_text()) == got
+    assert any(m.startswith("[recipes] ensemble e3x2:") for m in logs)
+    # the scores are those of the members' probabilities averaged, image by image
+    from eurosat_lib.experiments.core import eval_split, load_run_model, predict
+
+    prof = RS.PROFILES["smoke"]
+    specs = [RS.spec_for(RS.RECIPES[0], prof, k) for k in (0, 1)]
+    assert specs[0].tags["recipe"] == "e3"
+    test = eval_split(data, "test", specs[0])
+    probs = [predict(load_run_model(folder / s.name), test.images) for s in specs]
+    mean = (probs[0] + probs[1]) / 2
+    assert got["test_acc"] == pytest.approx(float(np.mean(mean.argmax(1) == test.labels)))
+    assert got["test_pred"] == RS.encode_labels(mean.argmax(1)) and got["n_test"] == len(test)
+    assert [m["spec_key"] for m in got["members"]] == [s.key() for s in specs]
+    # reused: no model is loaded when the members are the runs it averaged
+    monkeypatch.setattr(RS.T, "predict_dihedral", lambda *a, **k: pytest.fail("an unchanged ensemble was scored again"))
+    assert RS.run_ensembles("smoke", root=tmp_path, data=data, log=lambda *_: None)[0] == got
+    monkeypatch.undo()
+    # a member whose record changed (a different spec) is a different ensemble: scored again
+    stale = dict(got, members=[dict(got["members"][0], spec_key="another-run"), got["members"][1]], test_acc=-1.0)
+    (folder / "ensemble_e3x2.json").write_text(json.dumps(stale))
+    assert RS.run_ensembles("smoke", root=tmp_path, data=data, log=lambda *_: None)[0]["test_acc"] == got["test_acc"]
+    with pytest.raises(ValueError, match="unknown ensemble"):
+        RS.run_ensembles("smoke", root=tmp_path, data=data, names=["nope"])
+    with pytest.raises(SystemExit):
+        RS.main(["--profile", "smoke", "--root", str(tmp_path), "--ensembles", "--only", "e3"])
+
+
+def test_an_ensemble_refuses_a_model_file_that_is_not_its_record(smoke_ensemble, tmp_path):
+    """A member's model must score what its record says: another run's model file averaged in would pass unseen."""
+    root, data, _, _ = smoke_ensemble
+    _copy_study(root, tmp_path)
+    folder = RS.out_dir("smoke", tmp_path)
+    (folder / "ensemble_e3x2.json").unlink()
+    rec_path = folder / "recipe_e3_seed1" / "record.json"
+    rec = json.loads(rec_path.read_text())
+    acc = rec["metrics"]["test"]["accuracy"]
+    rec["metrics"]["test"]["accuracy"] = acc - 0.5 if acc > 0.5 else acc + 0.5  # not what the model scores
+    rec_path.write_text(json.dumps(rec))
+    with pytest.raises(ValueError, match=r"recipe_e3_seed1.*model\.keras.*record\.json says"):
+        RS.run_ensembles("smoke", root=tmp_path, data=data, log=lambda *_: None)
+    assert not (folder / "ensemble_e3x2.json").exists()  # nothing half-written

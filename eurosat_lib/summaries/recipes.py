@@ -16,6 +16,9 @@ The rules the page follows:
   covers test-image noise, not seed-to-seed variation, and the page says so.
 * Test-time augmentation (the mean over the 8 dihedral views) is reported beside the plain
   number, and its minutes are counted apart from training.
+* An ensemble (``ensemble_<name>.json``: finished runs' probabilities averaged) costs its members'
+  minutes added up, is compared with its member that is best on validation, and is never the
+  choice: the headline is one network.
 """
 
 from __future__ import annotations
@@ -84,7 +87,7 @@ def record_row(record: Mapping[str, Any], tta: Mapping[str, Any] | None) -> dict
     phases = timings.get("phases") or {}
     return {
         "recipe": tags.get("recipe", params["name"]), "what": tags.get("what", ""), "seed": params["seed"],
-        "image_size": params["image_size"],
+        "run": params["name"], "spec_key": params.get("spec_key"), "image_size": params["image_size"],
         # progressive resizing: the last phase that sets a size is the size the run is scored at
         "final_size": next((ph["image_size"] for ph in reversed(params.get("phases") or []) if ph.get("image_size")),
                            params["image_size"]),
@@ -381,22 +384,151 @@ def versus_base(entry: Mapping[str, Any], base: Mapping[str, Any] | None, key: s
     Returns:
         A :class:`eurosat_lib.stats.Diff`, or None when either side lacks per-image predictions.
     """
-    from ..stats import bootstrap_diff
-
     if base is None:
         return None
-    a, b = entry["runs"][0], base["runs"][0]
+    return paired(entry["runs"][0], base["runs"][0], key)
+
+
+#: The file a study folder keeps its plan in (the configurations it is meant to run).
+PLAN_FILE = "plan.json"
+#: The files a study folder keeps its ensembles' scores in (``ensemble_<name>.json``).
+ENSEMBLE_FILE = "ensemble_{name}.json"
+
+
+def read_ensembles(study_dir: str | Path) -> list[dict[str, Any]]:
+    """The scored ensembles of a study folder (``ensemble_<name>.json``), ordered by name.
+
+    Args:
+        study_dir: ``book/runs/<profile>/recipe_study``.
+
+    Returns:
+        Their contents (see :func:`eurosat_lib.experiments.recipe_study.ensemble_result`).
+    """
+    found = []
+    for path in sorted(Path(study_dir).glob(ENSEMBLE_FILE.format(name="*"))):
+        got = read_json(path)
+        if got and "members" in got:
+            found.append(got)
+    return found
+
+
+def ensemble_entry(ens: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], machine: str | None) -> dict[str, Any]:
+    """An ensemble as the page shows it: its scores, and its members' runs and minutes.
+
+    Its training minutes are the members' added up (on 2 cores they train one after the other), and
+    only when every member has a trusted timing on ``machine``; ``other_minutes`` holds the sum on
+    another machine where all members were timed there. A member whose record no longer has the
+    spec key the ensemble averaged (it was trained again since) makes the entry ``stale``.
+
+    Args:
+        ens: A :func:`read_ensembles` item.
+        rows: The study's :func:`record_row` rows.
+        machine: The page's main time axis (:func:`study_machine`).
+
+    Returns:
+        An entry with ``recipe`` (the ensemble's name), ``what``, ``members`` (the member configuration),
+        ``val_acc``, ``test_acc``, ``tta_test_acc``, ``n_test``, ``minutes`` (NaN when not all members are
+        timed on ``machine``), ``other_minutes``, ``tta_minutes``, ``runs`` (the members' rows),
+        ``axis_runs``, ``timed_runs``, ``warnings`` (per member), ``labels``, ``test_pred``,
+        ``tta_pred``, ``stale`` (the members' runs that changed since; empty when none), ``best_member``
+        (the member row best on validation) and ``gain`` / ``tta_gain`` (the ensemble minus that member
+        on the same test images, a :class:`eurosat_lib.stats.Diff`; None when stale, flagged or unpaired).
+    """
+    by_run = {r.get("run"): r for r in rows}
+    members = [by_run.get(m["run"]) for m in ens["members"]]
+    stale = [m["run"] for m, r in zip(ens["members"], members) if r is None or r.get("spec_key") != m["spec_key"]]
+    runs = [r for r in members if r is not None]
+    here = [r for r in runs if machine is None or r.get("machine", "") == machine]
+    mins = [trusted_minutes(r, machine) for r in here]
+    total = float(sum(mins)) if len(mins) == len(ens["members"]) and all(math.isfinite(m) for m in mins) else math.nan
+    elsewhere = {r.get("machine", "") for r in runs} - {machine}
+    other = {}
+    for m in sorted(elsewhere):
+        there = [r for r in runs if r.get("machine", "") == m and untimed_reason(r) is None]
+        if len(there) == len(ens["members"]):
+            other[m] = float(sum(r["minutes"] for r in there))
+    first = runs[0] if runs else {}
+    # the member it is compared with is chosen on validation: on test it would flatter the gain
+    best = max(runs, key=lambda r: r["val_acc"]) if runs else None
+    compare = best is not None and not stale and not is_broken([r.get("warnings", []) for r in runs])
+    return {
+        "recipe": ens["name"], "what": ens["what"], "members": ens["recipe"], "seeds": list(ens["seeds"]),
+        "image_size": first.get("image_size"), "final_size": first.get("final_size", first.get("image_size")),
+        "epochs": first.get("epochs"), "val_acc": ens["val_acc"], "test_acc": ens["test_acc"],
+        "tta_test_acc": ens.get("tta_test_acc", math.nan), "n_test": ens.get("n_test"),
+        "minutes": total, "other_minutes": other, "tta_minutes": ens.get("tta_seconds", math.nan) / 60.0,
+        "runs": runs, "axis_runs": here, "timed_runs": sum(math.isfinite(m) for m in mins), "machine": machine,
+        "warnings": [r.get("warnings", []) for r in runs], "labels": ens.get("labels"),
+        "test_pred": ens.get("test_pred"), "tta_pred": ens.get("tta_pred"), "stale": stale, "best_member": best,
+        "gain": paired(ens, best) if compare else None, "tta_gain": paired(ens, best, "tta_pred") if compare else None,
+    }  # fmt: skip
+
+
+def paired(a: Mapping[str, Any], b: Mapping[str, Any], key: str = "test_pred") -> Any:
+    """``a``'s accuracy minus ``b``'s over the same test images (paired bootstrap), or None.
+
+    Args:
+        a: A run row or ensemble entry with ``labels`` and ``key`` (per-image predictions).
+        b: Another.
+        key: ``"test_pred"`` or ``"tta_pred"``.
+
+    Returns:
+        A :class:`eurosat_lib.stats.Diff`, or None when either lacks predictions or they were not
+        scored on the same images in the same order.
+    """
+    from ..stats import bootstrap_diff
+
     if any(r.get(k) is None for r in (a, b) for k in (key, "labels")):
         return None
     ya, yb = decode_labels(a["labels"]), decode_labels(b["labels"])
     pa, pb = decode_labels(a[key]), decode_labels(b[key])
     if not (len(pa) == len(pb) == len(ya)) or not np.array_equal(ya, yb):
-        return None  # not scored on the same images in the same order: no paired comparison
+        return None
     return bootstrap_diff(pa == ya, pb == yb)
 
 
-#: The file a study folder keeps its plan in (the configurations it is meant to run).
-PLAN_FILE = "plan.json"
+def ensemble_section(ensembles: Sequence[Mapping[str, Any]], source: str) -> list[str]:
+    """The page's section on ensembles: each one's scores against its member chosen on validation.
+
+    Args:
+        ensembles: :func:`ensemble_entry` entries.
+        source: The study folder as the page cites it.
+
+    Returns:
+        Markdown lines (none without ensembles).
+    """
+    if not ensembles:
+        return []
+    out = ["## Runs averaged (ensembles)", "",
+           "Runs with different seeds make different mistakes; averaging the class probabilities of finished runs "
+           "(an ensemble) is a common way to turn that into accuracy. It costs every member: its training minutes are "
+           "the members' added up (on 2 cores they train one after the other), and inference runs each member. Which "
+           "runs are averaged is fixed by a configuration and its seeds, not picked by their test scores. Each "
+           "ensemble is compared with its member that scores higher on **validation** (choosing the member on test "
+           "would flatter the gain), on the same test images. That says what averaging adds to those runs, not "
+           "whether one run given the same minutes (more epochs) would do as well: no such run is part of this study. "
+           "An ensemble is not a candidate for the choice above, nor a point of the figure or the front: the headline "
+           "is one network, which the results page's reference run trains.", ""]  # fmt: skip
+    table = []
+    for e in ensembles:
+        if e["stale"]:
+            table.append({"name": f"`{e['recipe']}`", "what": e["what"], "min": "–", "val": "–", "test": "–", "tta": "–",
+                          "d": f"stale: {', '.join(e['stale'])} trained again since; score it again", "dt": "–"})  # fmt: skip
+            continue
+        best, broken = e["best_member"], is_broken(e["warnings"])
+        table.append({
+            "name": f"`{e['recipe']}`", "what": e["what"], "min": _minutes_text(e), "val": pct(e["val_acc"]),
+            "test": _acc_ci(e["test_acc"], e["n_test"]) + flag_note(e["warnings"]),
+            "tta": pct(e["tta_test_acc"]) if math.isfinite(e["tta_test_acc"]) else "–",
+            "d": "not compared (flagged member)" if broken else
+                 (f"seed {best['seed']}: " + format_diff_text(e["gain"]) if e["gain"] else "no per-image predictions"),
+            "dt": "–" if e["tta_gain"] is None else format_diff_text(e["tta_gain"]),
+        })  # fmt: skip
+    out += [md_table(table, [("name", "ensemble"), ("what", "members"), ("min", "training minutes (members added up)"),
+                             ("val", "validation"), ("test", "test (95 % interval)"), ("tta", "test with TTA"),
+                             ("d", "test vs its member best on validation"), ("dt", "with TTA, vs that member with TTA")]),
+            "", f"Scores: `{source}/ensemble_<name>.json` (`python -m eurosat_lib.experiments.recipe_study --ensembles`).", ""]  # fmt: skip
+    return out
 
 
 def _minutes_text(e: Mapping[str, Any]) -> str:
@@ -637,7 +769,8 @@ def _same_work_lines(conf: Mapping[str, Mapping[str, Any]], study: Mapping[str, 
 
 
 def render_page(rows: Sequence[dict[str, Any]], *, source: str, profile: str, plan: Mapping[str, Any] | None = None,
-                figure: str | None = None, bench: Mapping[str, Any] | None = None) -> str:  # fmt: skip
+                figure: str | None = None, bench: Mapping[str, Any] | None = None,
+                ensembles: Sequence[Mapping[str, Any]] = ()) -> str:  # fmt: skip
     """The recipe study's page.
 
     Args:
@@ -647,12 +780,14 @@ def render_page(rows: Sequence[dict[str, Any]], *, source: str, profile: str, pl
         plan: The study's ``plan.json`` (``recipes``: name/what pairs, ``command``), or None.
         figure: The figure's path relative to the page, or None for no figure.
         bench: ``benchmarks/bench_recipes.py``'s result, parsed (:func:`bench_section`), or None.
+        ensembles: :func:`read_ensembles` of the study folder.
 
     Returns:
         Markdown.
     """
     machine = study_machine(rows) or ""
     entries = by_recipe(rows, machine)
+    ens = [ensemble_entry(x, rows, machine) for x in ensembles]
     names = {e["recipe"] for e in entries}
     planned = [(r["name"], r["what"]) for r in (plan or {}).get("recipes", [])]
     missing = [(n, w) for n, w in planned if n not in names]
@@ -779,8 +914,9 @@ def render_page(rows: Sequence[dict[str, Any]], *, source: str, profile: str, pl
                 + _speed_ratio_text(rows, machine, other), "",
                 choice_text(there, GOAL[1], GOAL[0], "goal", other), "",
                 choice_text(there, MOONSHOT[1], MOONSHOT[0], "moonshot", other), ""]  # fmt: skip
+    out += ensemble_section(ens, source)
     out += bench_section(bench, {e["recipe"]: e["minutes"] for e in entries}, machine)
-    gap = next_steps_text(entries, diffs, missing)
+    gap = next_steps_text(entries, diffs, missing, ens)
     if gap:
         out += ["## What would close the gap", "", gap, ""]
     best30 = choose(entries, MOONSHOT[1])
@@ -796,7 +932,7 @@ def render_page(rows: Sequence[dict[str, Any]], *, source: str, profile: str, pl
 
 
 def next_steps_text(entries: Sequence[Mapping[str, Any]], diffs: Mapping[str, Any],
-                    missing: Sequence[tuple[str, str]] = ()) -> str:  # fmt: skip
+                    missing: Sequence[tuple[str, str]] = (), ensembles: Sequence[Mapping[str, Any]] = ()) -> str:  # fmt: skip
     """What the study measured toward the goal, and what it leaves untried, when the goal is not reached.
 
     Only measured gains are named (a configuration whose paired interval against the base excludes
@@ -807,6 +943,7 @@ def next_steps_text(entries: Sequence[Mapping[str, Any]], diffs: Mapping[str, An
         diffs: ``{recipe: Diff}``: each unflagged configuration's paired test difference from the
             base recipe (:func:`versus_base`), as the page's comparison table computed them.
         missing: ``(name, what)`` of the planned configurations that have not run.
+        ensembles: :func:`ensemble_entry` entries: what averaging runs reached, and at what cost.
 
     Returns:
         Markdown, or ``""`` when the goal is reached within its budget (or nothing has a timing yet).
@@ -829,6 +966,15 @@ def next_steps_text(entries: Sequence[Mapping[str, Any]], diffs: Mapping[str, An
                      + ". Each was measured alone or in the combination its row names, so their gains need not add up.")  # fmt: skip
     else:
         words.append("No configuration beats the base recipe by more than the test images' noise.")
+    for e in ensembles:
+        if e["stale"] or is_broken(e["warnings"]):
+            continue
+        cost = (f"{e['minutes']:.1f} min of training" if math.isfinite(e["minutes"]) else
+                "; ".join(f"{m:.1f} min of training on {k}" for k, m in e["other_minutes"].items()) or "its members' minutes")
+        tta = f", {pct(e['tta_test_acc'])} with test-time augmentation" if math.isfinite(e["tta_test_acc"]) else ""
+        gain = f"; against its member best on validation, {format_diff_text(e['gain'])}" if e["gain"] else ""
+        words.append(f"Averaging runs: `{e['recipe']}` ({e['what']}) scores {pct(e['test_acc'])}{tta}, at the cost of all "
+                     f"its members ({cost}){gain} (see the section on ensembles).")  # fmt: skip
     untried = [f"`{n}` ({w})" for n, w in missing]
     words.append("Not measured here: " + ("the planned configurations that have not run yet (" + ", ".join(untried) + "); "
                                           if untried else "")
