@@ -428,7 +428,7 @@ def ensemble_entry(ens: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], ma
     Returns:
         An entry with ``recipe`` (the ensemble's name), ``what``, ``members`` (the member configuration),
         ``val_acc``, ``test_acc``, ``tta_test_acc``, ``n_test``, ``minutes`` (NaN when not all members are
-        timed on ``machine``), ``other_minutes``, ``tta_minutes``, ``runs`` (the members' rows),
+        timed on ``machine``), ``other_minutes``, ``runs`` (the members' rows),
         ``axis_runs``, ``timed_runs``, ``warnings`` (per member), ``labels``, ``test_pred``,
         ``tta_pred``, ``stale`` (the members' runs that changed since; empty when none), ``best_member``
         (the member row best on validation) and ``gain`` / ``tta_gain`` (the ensemble minus that member
@@ -447,17 +447,13 @@ def ensemble_entry(ens: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], ma
         there = [r for r in runs if r.get("machine", "") == m and untimed_reason(r) is None]
         if len(there) == len(ens["members"]):
             other[m] = float(sum(r["minutes"] for r in there))
-    first = runs[0] if runs else {}
     # the member it is compared with is chosen on validation: on test it would flatter the gain
     best = max(runs, key=lambda r: r["val_acc"]) if runs else None
     compare = best is not None and not stale and not is_broken([r.get("warnings", []) for r in runs])
     return {
-        "recipe": ens["name"], "what": ens["what"], "members": ens["recipe"], "seeds": list(ens["seeds"]),
-        "image_size": first.get("image_size"), "final_size": first.get("final_size", first.get("image_size")),
-        "epochs": first.get("epochs"), "val_acc": ens["val_acc"], "test_acc": ens["test_acc"],
-        "tta_test_acc": ens.get("tta_test_acc", math.nan), "n_test": ens.get("n_test"),
-        "minutes": total, "other_minutes": other, "tta_minutes": ens.get("tta_seconds", math.nan) / 60.0,
-        "runs": runs, "axis_runs": here, "timed_runs": sum(math.isfinite(m) for m in mins), "machine": machine,
+        "recipe": ens["name"], "what": ens["what"], "members": ens["recipe"], "val_acc": ens["val_acc"],
+        "test_acc": ens["test_acc"], "tta_test_acc": ens.get("tta_test_acc", math.nan), "n_test": ens.get("n_test"),
+        "minutes": total, "other_minutes": other, "runs": runs, "axis_runs": here, "timed_runs": sum(math.isfinite(m) for m in mins), "machine": machine,
         "warnings": [r.get("warnings", []) for r in runs], "labels": ens.get("labels"),
         "test_pred": ens.get("test_pred"), "tta_pred": ens.get("tta_pred"), "stale": stale, "best_member": best,
         "gain": paired(ens, best) if compare else None, "tta_gain": paired(ens, best, "tta_pred") if compare else None,
