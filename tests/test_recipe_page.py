@@ -552,3 +552,77 @@ def test_an_ensemble_with_an_untrusted_or_retrained_member_shows_no_minutes_or_n
     row = next(line for line in page.splitlines() if line.startswith("| `e20x2`"))
     assert "stale: recipe_e20_seed1 trained again since" in row and "99.00" not in row
     assert "Averaging runs" not in page
+
+
+def _bench_ratios(tmp_path, ratios):
+    """A side-by-side cost benchmark result (``benchmarks/results/recipes.json`` beside the book) with these ratios."""
+    path = tmp_path / "benchmarks" / "results" / "recipes.json"
+    path.parent.mkdir(parents=True)
+    conf = {n: {"modelled_minutes": 10.0 * x, "over_base": x} for n, x in ratios.items()}
+    path.write_text(json.dumps({"quick": False, "figures": {"configurations": conf, "train_images": 1020}}))
+
+
+VS_RUNS = ENS_RUNS + [
+    # the single network it is declared against: seed 1 is its better run on validation, seed 0 on test
+    dict(name="e15_ls", seed=0, val=0.970, test=0.985, minutes=15.0),
+    dict(name="e15_ls", seed=1, val=0.978, test=0.975, minutes=15.5),
+]
+
+
+def _versus(study, labels, versus="e15_ls"):
+    ens = _ensemble(study, labels, "e20x2", "e20", (0, 1), 0.99)
+    (study / RP.ENSEMBLE_FILE.format(name="e20x2")).write_text(json.dumps(dict(ens, versus=versus)))
+
+
+def test_an_ensemble_declared_against_one_network_is_compared_with_its_run_best_on_validation(tmp_path):
+    study, labels = _study(tmp_path, VS_RUNS, ["base", "e20", "e15_ls"])
+    _bench_ratios(tmp_path, {"base": 1.0, "e20": 2.43, "e15_ls": 1.86})
+    _versus(study, labels)
+    page = R.build_recipes_page(tmp_path / "book", "cpu").read_text()
+    section = page.split("## Runs averaged (ensembles)", 1)[1].split("\n## ", 1)[0]
+    single = {r["seed"]: r for r in RP.read_rows(study) if r["recipe"] == "e15_ls"}
+    want = RP.paired(RP.read_ensembles(study)[0], single[1])  # chosen on validation: seed 1, not seed 0 (better on test)
+    assert want is not None and want.verdict == "better" and f"{100 * want.mean:+.2f}" == "+1.50"
+    assert ("`e20x2` against one network of about the same compute, `e15_ls` (what e15_ls), its run best on validation "
+            "(seed 1), which the side-by-side benchmark puts at 1.86× `base`'s training time against the ensemble's 4.86×: the "
+            "ensemble minus that network, " + RP.format_diff_text(want)) in section  # fmt: skip
+    assert "with test-time augmentation on both, " in section
+    row = next(line for line in section.splitlines() if line.startswith("| `e20x2`"))
+    assert "| 4.86× |" in row  # two members of 2.43× each
+    gap = page.split("## What would close the gap", 1)[1]
+    assert "against one network of about the same compute (`e15_ls`), " + RP.format_diff_text(want) in gap
+    # a member trained again since: the row says stale, and no comparison is drawn from the old score
+    rec_path = study / "recipe_e20_seed0" / "record.json"
+    rec = json.loads(rec_path.read_text())
+    rec["params"]["spec_key"] = "retrained"
+    rec_path.write_text(json.dumps(rec))
+    page = R.build_recipes_page(tmp_path / "book", "cpu").read_text()
+    assert "stale: recipe_e20_seed0" in page and "about the same compute" not in page and "is not compared" not in page
+
+
+def test_an_ensemble_is_not_compared_with_a_network_that_has_not_run_or_is_flagged(tmp_path):
+    study, labels = _study(tmp_path, ENS_RUNS, ["base", "e20", "e15_ls"])
+    _versus(study, labels)
+    page = R.build_recipes_page(tmp_path / "book", "cpu").read_text()
+    assert "`e20x2` is not compared with one network of `e15_ls`: `e15_ls` has not run." in page
+    assert "about the same compute" not in page and "× base, side by side" not in page  # no benchmark here either
+    runs = VS_RUNS[:4] + [dict(VS_RUNS[4], warnings=("diverged",))]
+    study, labels = _study(tmp_path / "flagged", runs, ["base", "e20", "e15_ls"])
+    _versus(study, labels)
+    page = R.build_recipes_page(tmp_path / "flagged" / "book", "cpu").read_text()
+    assert "`e20x2` is not compared with one network of `e15_ls`: a flagged run." in page
+
+
+def test_a_declared_ensemble_without_a_score_is_listed_as_not_scored(tmp_path):
+    """An ensemble in the plan but without its file (its members' models were not at hand) is named, never dropped."""
+    study, labels = _study(tmp_path, VS_RUNS, ["base", "e20", "e15_ls"])
+    plan = json.loads((study / RP.PLAN_FILE).read_text())
+    plan["ensembles"] = [{"name": "base_x2", "what": "two base runs averaged", "versus": "e15_ls"},
+                         {"name": "e20x2", "what": "two e20 runs averaged", "versus": None}]  # fmt: skip
+    (study / RP.PLAN_FILE).write_text(json.dumps(plan))
+    _ensemble(study, labels, "e20x2", "e20", (0, 1), 0.99)  # scored: in the table, not in the pending line
+    page = R.build_recipes_page(tmp_path / "book", "cpu").read_text()
+    section = page.split("## Runs averaged (ensembles)", 1)[1].split("\n## ", 1)[0]
+    assert "Declared, not scored yet: `base_x2` (two base runs averaged, against one network of `e15_ls`). " in section
+    assert "e20x2` (two e20" not in section and "| `e20x2`" in section
+    assert "an ensemble declared against such a network is listed below, not scored yet" in section

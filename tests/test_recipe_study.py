@@ -353,3 +353,57 @@ def test_an_ensemble_refuses_a_model_file_that_is_not_its_record(smoke_ensemble,
     with pytest.raises(ValueError, match=r"recipe_e3_seed1.*model\.keras.*record\.json says"):
         RS.run_ensembles("smoke", root=tmp_path, data=data, log=lambda *_: None)
     assert not (folder / "ensemble_e3x2.json").exists()  # nothing half-written
+
+
+def test_each_ensemble_names_configurations_its_profiles_run():
+    """An ensemble's members and the one network it is declared against are configurations of every
+    profile that scores it: a name missing there would leave the page's comparison silently empty."""
+    recipes = {r.name for r in RS.RECIPES}
+    by_name = {e.name: e for e in RS.ENSEMBLES}
+    assert all(e.recipe in recipes and (e.versus is None or e.versus in recipes) for e in RS.ENSEMBLES)
+    for prof in RS.PROFILES.values():
+        for name in prof.ensembles:
+            e = by_name[name]
+            assert e.recipe in prof.recipes and (e.versus is None or e.versus in prof.recipes), (prof.name, name)
+    assert by_name["base_x2"].versus == "e15_ls" and "base_x2" in RS.PROFILES["cpu"].ensembles
+
+
+def test_an_ensembles_comparison_named_after_scoring_is_added_without_scoring_again(smoke_ensemble, tmp_path, monkeypatch):
+    """The one network an ensemble is compared with is part of its file; naming one later keeps the scores
+    (nothing is predicted again) and writes the name."""
+    root, data, got, _ = smoke_ensemble
+    assert got["versus"] == "ls10"
+    _copy_study(root, tmp_path)
+    path = RS.out_dir("smoke", tmp_path) / "ensemble_e3x2.json"
+    path.write_text(json.dumps({k: v for k, v in got.items() if k != "versus"}))  # a file from before `versus`
+    monkeypatch.setattr(RS.T, "predict_dihedral", lambda *a, **k: pytest.fail("an unchanged ensemble was scored again"))
+    again = RS.run_ensembles("smoke", root=tmp_path, data=data, log=lambda *_: None)[0]
+    assert again == got and json.loads(path.read_text())["versus"] == "ls10"
+
+
+def test_an_ensemble_never_retrains_a_member_whose_model_file_is_gone_unless_asked(smoke_ensemble, tmp_path):
+    """Model files are not committed: scoring an ensemble in a fresh clone must not train its members again
+    in silence (that replaced a committed record, its minutes included); it says so, and --retrain-missing does it."""
+    root, data, got, _ = smoke_ensemble
+    _copy_study(root, tmp_path)
+    folder = RS.out_dir("smoke", tmp_path)
+    (folder / "ensemble_e3x2.json").unlink()
+    (folder / "recipe_e3_seed1" / "model.keras").unlink()
+    rec = (folder / "recipe_e3_seed1" / "record.json").read_text()
+    with pytest.raises(ValueError, match=r"recipe_e3_seed1 kept no model\.keras.*--ensembles e3x2 --retrain-missing"):
+        RS.run_ensembles("smoke", root=tmp_path, data=data, log=lambda *_: None)
+    assert (folder / "recipe_e3_seed1" / "record.json").read_text() == rec  # the committed record is untouched
+    assert not (folder / "ensemble_e3x2.json").exists()
+    # the reuse path needs no model: a scored ensemble whose members are unchanged is read back as it was
+    (folder / "ensemble_e3x2.json").write_text(json.dumps(got))
+    assert RS.run_ensembles("smoke", root=tmp_path, data=data, log=lambda *_: None)[0] == got
+    (folder / "ensemble_e3x2.json").unlink()
+    again = RS.run_ensembles("smoke", root=tmp_path, data=data, retrain_missing=True, log=lambda *_: None)[0]
+    assert (folder / "recipe_e3_seed1" / "model.keras").is_file() and (folder / "ensemble_e3x2.json").is_file()
+    assert again["members"][1]["run"] == "recipe_e3_seed1"
+
+
+def test_the_plan_lists_the_profiles_ensembles(tmp_path):
+    plan = json.loads(RS.write_plan("smoke", tmp_path).read_text())
+    assert plan["ensembles"] == [{"name": "e3x2", "what": RS.ENSEMBLES[-1].what, "versus": "ls10"}]
+    assert [e["name"] for e in json.loads(RS.write_plan("cpu", tmp_path).read_text())["ensembles"]] == ["e20x2", "base_x2"]

@@ -412,7 +412,31 @@ def read_ensembles(study_dir: str | Path) -> list[dict[str, Any]]:
     return found
 
 
-def ensemble_entry(ens: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], machine: str | None) -> dict[str, Any]:
+def bench_over_base(bench: Mapping[str, Any] | None) -> dict[str, float]:
+    """Each configuration's cost relative to ``base`` in ``benchmarks/bench_recipes.py``'s result.
+
+    Args:
+        bench: The result file, parsed, or None.
+
+    Returns:
+        ``{configuration: ratio}``; empty for no result, a ``--quick`` run or one without configurations.
+    """
+    conf = ((bench or {}).get("figures") or {}).get("configurations") or {}
+    if not bench or bench.get("quick") or not conf:
+        return {}
+    base = conf.get(BASE_NAME, {}).get("modelled_minutes")
+    out = {}
+    for name, c in conf.items():
+        m = c.get("modelled_minutes")
+        # result files written before bench_recipes stored `over_base` give it only through the minutes
+        x = c.get("over_base") or (m / base if m and base else None)
+        if m and x:
+            out[name] = float(x)
+    return out
+
+
+def ensemble_entry(ens: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], machine: str | None,
+                   over_base: Mapping[str, float] | None = None) -> dict[str, Any]:  # fmt: skip
     """An ensemble as the page shows it: its scores, and its members' runs and minutes.
 
     Its training minutes are the members' added up (on 2 cores they train one after the other), and
@@ -424,6 +448,8 @@ def ensemble_entry(ens: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], ma
         ens: A :func:`read_ensembles` item.
         rows: The study's :func:`record_row` rows.
         machine: The page's main time axis (:func:`study_machine`).
+        over_base: :func:`bench_over_base`: the configurations' costs measured side by side, for the
+            ensemble's (its members' added up) and its ``versus`` configuration's.
 
     Returns:
         An entry with ``recipe`` (the ensemble's name), ``what``, ``members`` (the member configuration),
@@ -432,7 +458,11 @@ def ensemble_entry(ens: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], ma
         ``axis_runs``, ``timed_runs``, ``warnings`` (per member), ``labels``, ``test_pred``,
         ``tta_pred``, ``stale`` (the members' runs that changed since; empty when none), ``best_member``
         (the member row best on validation) and ``gain`` / ``tta_gain`` (the ensemble minus that member
-        on the same test images, a :class:`eurosat_lib.stats.Diff`; None when stale, flagged or unpaired).
+        on the same test images, a :class:`eurosat_lib.stats.Diff`; None when stale, flagged or unpaired);
+        ``versus`` (the single configuration it is declared against, or None), ``versus_run`` (that
+        configuration's run best on validation), ``versus_gain`` / ``versus_tta_gain`` (the ensemble
+        minus that run), ``versus_why`` (why they are not compared, or None), ``x_base`` and
+        ``versus_x_base`` (the two sides' cost relative to ``base`` side by side; NaN unmeasured).
     """
     by_run = {r.get("run"): r for r in rows}
     members = [by_run.get(m["run"]) for m in ens["members"]]
@@ -450,6 +480,16 @@ def ensemble_entry(ens: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], ma
     # the member it is compared with is chosen on validation: on test it would flatter the gain
     best = max(runs, key=lambda r: r["val_acc"]) if runs else None
     compare = best is not None and not stale and not is_broken([r.get("warnings", []) for r in runs])
+    versus, vs_run, vs_why = ens.get("versus"), None, None
+    if versus:
+        # the single network's run is chosen on validation too, as the page's choice is
+        candidates = [r for r in rows if r.get("recipe") == versus]
+        vs_run = max(candidates, key=lambda r: r["val_acc"]) if candidates else None
+        vs_why = ("its score is stale" if stale else f"`{versus}` has not run" if vs_run is None
+                  else "a flagged run" if not compare or is_broken(_per_run_flags(vs_run)) else None)  # fmt: skip
+    vs_ok = versus is not None and vs_why is None
+    ob = over_base or {}
+    x_base = len(ens["members"]) * ob[ens["recipe"]] if ens["recipe"] in ob else math.nan
     return {
         "recipe": ens["name"], "what": ens["what"], "members": ens["recipe"], "val_acc": ens["val_acc"],
         "test_acc": ens["test_acc"], "tta_test_acc": ens.get("tta_test_acc", math.nan), "n_test": ens.get("n_test"),
@@ -457,6 +497,10 @@ def ensemble_entry(ens: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], ma
         "warnings": [r.get("warnings", []) for r in runs], "labels": ens.get("labels"),
         "test_pred": ens.get("test_pred"), "tta_pred": ens.get("tta_pred"), "stale": stale, "best_member": best,
         "gain": paired(ens, best) if compare else None, "tta_gain": paired(ens, best, "tta_pred") if compare else None,
+        "versus": versus, "versus_run": vs_run, "versus_why": vs_why,
+        "versus_gain": paired(ens, vs_run) if vs_ok else None,
+        "versus_tta_gain": paired(ens, vs_run, "tta_pred") if vs_ok else None,
+        "x_base": x_base, "versus_x_base": ob.get(versus, math.nan) if versus else math.nan,
     }  # fmt: skip
 
 
@@ -483,17 +527,19 @@ def paired(a: Mapping[str, Any], b: Mapping[str, Any], key: str = "test_pred") -
     return bootstrap_diff(pa == ya, pb == yb)
 
 
-def ensemble_section(ensembles: Sequence[Mapping[str, Any]], source: str) -> list[str]:
+def ensemble_section(ensembles: Sequence[Mapping[str, Any]], source: str,
+                     pending: Sequence[Mapping[str, Any]] = ()) -> list[str]:  # fmt: skip
     """The page's section on ensembles: each one's scores against its member chosen on validation.
 
     Args:
         ensembles: :func:`ensemble_entry` entries.
         source: The study folder as the page cites it.
+        pending: The plan's ensembles (``name``, ``what``, ``versus``) that have no score yet.
 
     Returns:
-        Markdown lines (none without ensembles).
+        Markdown lines (none without ensembles, scored or pending).
     """
-    if not ensembles:
+    if not ensembles and not pending:
         return []
     out = ["## Runs averaged (ensembles)", "",
            "Runs with different seeds make different mistakes; averaging the class probabilities of finished runs "
@@ -502,14 +548,18 @@ def ensemble_section(ensembles: Sequence[Mapping[str, Any]], source: str) -> lis
            "runs are averaged is fixed by a configuration and its seeds, not picked by their test scores. Each "
            "ensemble is compared with its member that scores higher on **validation** (choosing the member on test "
            "would flatter the gain), on the same test images. That says what averaging adds to those runs, not "
-           "whether one run given the same minutes (more epochs) would do as well: no such run is part of this study. "
-           "An ensemble is not a candidate for the choice above, nor a point of the figure or the front: the headline "
+           "whether one network given the same compute (more epochs) would do as well"
+           + (": the sentences under the table answer that where an ensemble was declared against such a network. "
+              if any(e.get("versus") for e in ensembles) else
+              ": an ensemble declared against such a network is listed below, not scored yet. "
+              if any(e.get("versus") for e in pending) else ": no such comparison is part of this study. ")
+           + "An ensemble is not a candidate for the choice above, nor a point of the figure or the front: the headline "
            "is one network, which the results page's reference run trains.", ""]  # fmt: skip
     table = []
     for e in ensembles:
         if e["stale"]:
             table.append({"name": f"`{e['recipe']}`", "what": e["what"], "min": "–", "val": "–", "test": "–", "tta": "–",
-                          "d": f"stale: {', '.join(e['stale'])} trained again since; score it again", "dt": "–"})  # fmt: skip
+                          "d": f"stale: {', '.join(e['stale'])} trained again since; score it again", "dt": "–", "x": "–"})  # fmt: skip
             continue
         best, broken = e["best_member"], is_broken(e["warnings"])
         table.append({
@@ -519,12 +569,51 @@ def ensemble_section(ensembles: Sequence[Mapping[str, Any]], source: str) -> lis
             "d": "not compared (flagged member)" if broken else
                  (f"seed {best['seed']}: " + format_diff_text(e["gain"]) if e["gain"] else "no per-image predictions"),
             "dt": "–" if e["tta_gain"] is None else format_diff_text(e["tta_gain"]),
+            "x": f"{e['x_base']:.2f}×" if math.isfinite(e.get("x_base", math.nan)) else "–",
         })  # fmt: skip
-    out += [md_table(table, [("name", "ensemble"), ("what", "members"), ("min", "training minutes (members added up)"),
-                             ("val", "validation"), ("test", "test (95 % interval)"), ("tta", "test with TTA"),
-                             ("d", "test vs its member best on validation"), ("dt", "with TTA, vs that member with TTA")]),
-            "", f"Scores: `{source}/ensemble_<name>.json` (`python -m eurosat_lib.experiments.recipe_study --ensembles`).", ""]  # fmt: skip
+    costed = any(math.isfinite(e.get("x_base", math.nan)) for e in ensembles)
+    out += [] if not table else [md_table(table, [("name", "ensemble"), ("what", "members"), ("min", "training minutes (members added up)")]
+                     + ([("x", "× base, side by side (members added up)")] if costed else [])
+                     + [("val", "validation"), ("test", "test (95 % interval)"), ("tta", "test with TTA"),
+                        ("d", "test vs its member best on validation"), ("dt", "with TTA, vs that member with TTA")]), ""]  # fmt: skip
+    versus = [t for e in ensembles if (t := versus_text(e))]
+    if versus:
+        out += [" ".join(versus), ""]
+    if pending:
+        out += ["Declared, not scored yet: " + "; ".join(
+            f"`{p['name']}` ({p['what']}" + (f", against one network of `{p['versus']}`" if p.get("versus") else "") + ")"
+            for p in pending) + ". `python -m eurosat_lib.experiments.recipe_study --ensembles` scores them where their "
+            "members' model files are (they are not committed); elsewhere it stops rather than train the members again, "
+            "which `--retrain-missing` does, replacing their records and minutes.", ""]  # fmt: skip
+    out += [f"Scores: `{source}/ensemble_<name>.json` (`python -m eurosat_lib.experiments.recipe_study --ensembles`).", ""]
     return out
+
+
+def versus_text(e: Mapping[str, Any]) -> str:
+    """An ensemble against the one network it was declared against (:func:`ensemble_entry`'s ``versus``).
+
+    Args:
+        e: An :func:`ensemble_entry` entry.
+
+    Returns:
+        A sentence with the paired difference and its verdict, why they are not compared, or ``""``
+        when the ensemble names no such network.
+    """
+    vs = e.get("versus")
+    if not vs or e.get("stale"):  # a stale ensemble's row already says so, and shows no score
+        return ""
+    if e.get("versus_why") or e.get("versus_gain") is None:
+        why = e.get("versus_why") or "no per-image predictions on the same test images"
+        return f"`{e['recipe']}` is not compared with one network of `{vs}`: {why}."
+    run = e["versus_run"]
+    x, vx = e.get("x_base", math.nan), e.get("versus_x_base", math.nan)
+    cost = (f", which the side-by-side benchmark puts at {vx:.2f}× `{BASE_NAME}`'s training time against the ensemble's "
+            f"{x:.2f}×" if math.isfinite(x) and math.isfinite(vx) else "")  # fmt: skip
+    what = f" ({run['what']})" if run.get("what") else ""
+    tta = (f"; with test-time augmentation on both, {format_diff_text(e['versus_tta_gain'])}"
+           if e.get("versus_tta_gain") is not None else "")  # fmt: skip
+    return (f"`{e['recipe']}` against one network of about the same compute, `{vs}`{what}, its run best on validation "
+            f"(seed {run['seed']}){cost}: the ensemble minus that network, {format_diff_text(e['versus_gain'])}{tta}.")
 
 
 def _minutes_text(e: Mapping[str, Any]) -> str:
@@ -669,16 +758,15 @@ def bench_section(bench: Mapping[str, Any] | None, study: Mapping[str, float] | 
     if not bench or bench.get("quick") or not conf:
         return []
     f = bench["figures"]
-    base = conf.get(BASE_NAME, {}).get("modelled_minutes")
     study = {k: v for k, v in (study or {}).items() if math.isfinite(v)}
     study_base = study.get(BASE_NAME)
     rows, estimates = [], []
     rounds = len(f.get("rounds") or [])
     ranged = rounds > 1 and all(c.get("over_base_range") for c in conf.values())
+    ratio = bench_over_base(bench)
     for name, c in sorted(conf.items(), key=lambda kv: (kv[1].get("modelled_minutes") or math.inf, kv[0])):
         m = c.get("modelled_minutes")
-        # result files written before bench_recipes stored `over_base` give it only through the minutes
-        x = c.get("over_base") or (m / base if m and base else None)
+        x = ratio.get(name)
         lo, hi = c.get("over_base_range") or (math.nan, math.nan)
         rows.append({"recipe": f"`{name}`", "min": f"{m:.1f}" if m else "–", "x": f"{x:.2f}×" if m and x else "–",
                      "rx": f"{lo:.2f}–{hi:.2f}" if ranged and m and name != BASE_NAME else "–",
@@ -783,7 +871,7 @@ def render_page(rows: Sequence[dict[str, Any]], *, source: str, profile: str, pl
     """
     machine = study_machine(rows) or ""
     entries = by_recipe(rows, machine)
-    ens = [ensemble_entry(x, rows, machine) for x in ensembles]
+    ens = [ensemble_entry(x, rows, machine, bench_over_base(bench)) for x in ensembles]
     names = {e["recipe"] for e in entries}
     planned = [(r["name"], r["what"]) for r in (plan or {}).get("recipes", [])]
     missing = [(n, w) for n, w in planned if n not in names]
@@ -910,7 +998,8 @@ def render_page(rows: Sequence[dict[str, Any]], *, source: str, profile: str, pl
                 + _speed_ratio_text(rows, machine, other), "",
                 choice_text(there, GOAL[1], GOAL[0], "goal", other), "",
                 choice_text(there, MOONSHOT[1], MOONSHOT[0], "moonshot", other), ""]  # fmt: skip
-    out += ensemble_section(ens, source)
+    scored = {x.get("name") for x in ensembles}
+    out += ensemble_section(ens, source, [p for p in (plan or {}).get("ensembles", []) if p.get("name") not in scored])
     out += bench_section(bench, {e["recipe"]: e["minutes"] for e in entries}, machine)
     gap = next_steps_text(entries, diffs, missing, ens)
     if gap:
@@ -969,6 +1058,8 @@ def next_steps_text(entries: Sequence[Mapping[str, Any]], diffs: Mapping[str, An
                 "; ".join(f"{m:.1f} min of training on {k}" for k, m in e["other_minutes"].items()) or "its members' minutes")
         tta = f", {pct(e['tta_test_acc'])} with test-time augmentation" if math.isfinite(e["tta_test_acc"]) else ""
         gain = f"; against its member best on validation, {format_diff_text(e['gain'])}" if e["gain"] else ""
+        if e.get("versus_gain") is not None:
+            gain += f"; against one network of about the same compute (`{e['versus']}`), {format_diff_text(e['versus_gain'])}"
         words.append(f"Averaging runs: `{e['recipe']}` ({e['what']}) scores {pct(e['test_acc'])}{tta}, at the cost of all "
                      f"its members ({cost}){gain} (see the section on ensembles).")  # fmt: skip
     untried = [f"`{n}` ({w})" for n, w in missing]
