@@ -35,7 +35,7 @@ publish: book
 	$(BIN)/ghp-import -n -p -f -m "Publish the book" _build/html
 
 test: setup
-	$(BIN)/python -m pytest -n 2 --dist loadgroup tests
+	$(BIN)/python -m pytest -n 2 --dist loadgroup --durations=25 tests
 
 experiments: setup
 	$(BIN)/python -m eurosat_lib experiments --profile $(PROFILE)
