@@ -12,7 +12,7 @@ import math
 import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import REPO, once_per_run
 from eurosat_lib import data as D
 from eurosat_lib import models as M
 from eurosat_lib import training as T
@@ -288,13 +288,21 @@ def test_a_phase_with_image_size_needs_a_resize_callback():
 
 
 @pytest.fixture(scope="module")
-def smoke_ensemble(tmp_path_factory):
-    """The smoke profile's ensemble scored once (its two members trained): ``(root, data, result, log)``."""
-    root = tmp_path_factory.mktemp("ensemble")
+def smoke_ensemble(run_dir):
+    """The smoke profile's ensemble scored once (its two members trained): ``(root, data, result, log)``.
+
+    Once per test run, not per xdist worker (``conftest.once_per_run``): it trains two members (~30 s),
+    and its tests are spread over both workers. The tests copy ``root`` before changing anything."""
     data = D.make_synthetic(n_per_class=12, seed=0)
-    logs: list = []
-    got = RS.run_ensembles("smoke", root=root, data=data, log=logs.append)[0]
-    return root, data, got, logs
+
+    def produce(folder):
+        logs: list = []
+        got = RS.run_ensembles("smoke", root=folder / "root", data=data, log=logs.append)[0]
+        (folder / "returned.json").write_text(json.dumps({"result": got, "log": logs}))
+
+    folder = once_per_run(run_dir, "smoke_ensemble", produce)
+    returned = json.loads((folder / "returned.json").read_text())
+    return folder / "root", data, returned["result"], returned["log"]
 
 
 def _copy_study(src, dst):

@@ -871,7 +871,8 @@ def render_page(rows: Sequence[dict[str, Any]], *, source: str, profile: str, pl
     """
     machine = study_machine(rows) or ""
     entries = by_recipe(rows, machine)
-    ens = [ensemble_entry(x, rows, machine, bench_over_base(bench)) for x in ensembles]
+    over_base = bench_over_base(bench)
+    ens = [ensemble_entry(x, rows, machine, over_base) for x in ensembles]
     names = {e["recipe"] for e in entries}
     planned = [(r["name"], r["what"]) for r in (plan or {}).get("recipes", [])]
     missing = [(n, w) for n, w in planned if n not in names]
