@@ -23,7 +23,7 @@ NOISE = re.compile(r"cuInit|oneDNN|absl::InitializeLog|cuda_platform|cpu_feature
 def _execute(nb: Path, tmp_path: Path, **params) -> nbformat.NotebookNode:
     out = tmp_path / f"{nb.stem}.out.ipynb"
     papermill.execute_notebook(
-        str(nb), str(out), parameters={"out_dir": str(tmp_path / "runs"), **params},
+        str(nb), str(out), parameters=params,
         cwd=str(REPO), kernel_name="python3", progress_bar=False, log_output=False,
     )  # fmt: skip
     return nbformat.read(out, as_version=4)
