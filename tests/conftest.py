@@ -54,6 +54,62 @@ def once_per_run(run_dir: Path, name: str, produce: Callable[[Path], None]) -> P
     return folder
 
 
+@pytest.fixture(scope="session")
+def smoke_runs(run_dir) -> Path:
+    """One runs folder for every smoke notebook of this test run, laid out like ``book/runs/<profile>``
+    (a folder per chapter): chapter 02 reads chapter 03's crossover study from the folder beside its
+    own, as the book's edition does, so the study is trained once, not once per notebook (and not
+    twice at once: a run folder is locked while it trains)."""
+    root = run_dir / "smoke_runs"
+    root.mkdir(exist_ok=True)
+    return root
+
+
+def _smoke_study(run_dir: Path, chapter: Path, notebook: str, study: str) -> dict:
+    """Train a chapter's study at the smoke profile once per test run into the smoke notebooks'
+    runs folder, exactly as the notebook's cell runs it (same parameters, same data), and return
+    ``{"out_dir", "lines", "trained"}``: the chapter folder, the study's progress lines, and which
+    runs this first call trained. Skips, as the notebooks do, without ImageNet weights offline."""
+    import importlib
+    import json
+
+    from eurosat_lib.models import WeightsUnavailableError
+
+    def produce(folder: Path) -> None:
+        from eurosat_lib import experiments as X
+
+        P = X.resolve_params(notebook, profile="smoke", out_dir=str(chapter))
+        X.require_weights(P)
+        lines: list[str] = []
+        result = importlib.import_module(f"eurosat_lib.experiments.{study}").run_study(
+            P, X.load_data(P.data_source, P.profile), progress=lines.append)
+        table = getattr(result, "table", result)  # similarity returns a Study, crossover its table
+        returned = {"out_dir": str(chapter), "lines": lines, "trained": [bool(v) for v in table["trained"]]}
+        (folder / "returned.json").write_text(json.dumps(returned))
+
+    try:
+        folder = once_per_run(run_dir, f"smoke_{study}", produce)
+    except WeightsUnavailableError as e:
+        pytest.skip(f"the {study} study needs ImageNet weights: not in {WEIGHTS_DIR} and not downloadable ({str(e)[:160]})")
+    return json.loads((folder / "returned.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def smoke_similarity(run_dir, smoke_runs) -> dict:
+    """Chapter 02's similarity study at the smoke profile (12 runs, ~90 s: the costliest part of
+    notebook 02), trained once per test run: test_similarity's end-to-end test checks it (trained,
+    then reused, then a fresh clone's view) and notebook 02 reuses it. See :func:`_smoke_study`."""
+    return _smoke_study(run_dir, smoke_runs / "02_negative_transfer", "02_negative_transfer", "similarity")
+
+
+@pytest.fixture(scope="session")
+def smoke_crossover(run_dir, smoke_runs) -> dict:
+    """Chapter 03's crossover study at the smoke profile (8 runs), trained once per test run:
+    test_crossover's end-to-end test checks it, notebook 03 reuses it, and notebook 02 reads its
+    frozen and scratch arms as the edition does. See :func:`_smoke_study`."""
+    return _smoke_study(run_dir, smoke_runs / "03_finetune", "03_finetune", "crossover")
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_cache(run_dir):
     """One cache dir per test run, shared by pytest-xdist workers: the real archive is decoded

@@ -1,10 +1,12 @@
 """The fine-tuning crossover study (experiments/crossover.py) and chapter 3's learning-rate pick.
 
-The study runs for real once, at smoke size on synthetic images (every arm, then again to show
-that a second call trains nothing); the statistics run on constructed tables whose answer is
-known, so each check can fail."""
+The study runs for real once, at smoke size on real images (conftest.smoke_crossover: the smoke
+notebook's own study, every arm, then again here to show that a second call trains nothing); the
+statistics run on constructed tables whose answer is known, so each check can fail."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -91,28 +93,30 @@ def test_plan_runs_cheapest_first_and_every_arm_has_its_recipe():
 # ------------------------------------------------------------------------------------------
 
 
-def test_study_runs_every_arm_and_a_second_call_reuses_them(tmp_path):
-    # MobileNet v1 (alpha 0.25), not the chapter's MobileNetV2: the study's logic is the same for any
-    # backbone, and its runs cost about a third less (the smoke notebook 03 runs MobileNetV2).
-    P = params(tmp_path, weights="none", crossover_sizes=[2], backbone="MobileNet", alpha=0.25)
-    data = D.make_synthetic(n_per_class=40, seed=0)
-    lines: list[str] = []
-    table = CX.run_study(P, data, progress=lines.append)
-    assert list(table["arm"]) == list(CX.ARMS) and table["trained"].all()
-    assert list(table.columns) == CX.COLUMNS and table["test_acc"].between(0, 1).all()
-    assert (table["test_images"] == P.crossover_test_n_per_class * 10).all() and table["budget"].str.len().gt(0).all()
-    assert len(lines) == 4 and all("trained in" in line for line in lines)
-    records = sorted(CX.study_dir(P).glob("*/record.json"))
-    stamps = [p.stat().st_mtime_ns for p in records]
-    assert len(records) == 4
-    # the frozen and fine-tuned arms share a subset, yet each run paid for its own head features,
-    # so the table's minutes are measurements (runs.timing_trusted)
+def test_study_runs_every_arm_and_a_second_call_reuses_them(smoke_crossover, tmp_path):
+    """Chapter 3's smoke study (trained once per test run by conftest.smoke_crossover; notebooks 02
+    and 03 reuse it): 4 arms x 2 sizes of MobileNetV2 at 32 px on real images."""
+    from eurosat_lib import experiments as X
     from eurosat_lib import runs as R
 
+    P = params(None, out_dir=smoke_crossover["out_dir"])
+    lines = smoke_crossover["lines"]
+    assert len(lines) == 8 and all("trained in" in line for line in lines) and all(smoke_crossover["trained"])
+    data = X.load_data(P.data_source, P.profile)
+    table = CX.run_study(P, data, progress=lines.append)  # the second call
+    assert not table["trained"].any() and all("reused" in line for line in lines[8:]) and len(lines) == 16
+    assert list(table.columns) == CX.COLUMNS and table["test_acc"].between(0, 1).all()
+    assert sorted(zip(table["arm"], table["n_per_class"])) == sorted((a, n) for a in CX.ARMS for n in (2, 4))
+    assert (table["test_images"] == P.crossover_test_n_per_class * 10).all() and table["budget"].str.len().gt(0).all()
+    records = sorted(CX.study_dir(P).glob("*/record.json"))
+    stamps = [p.stat().st_mtime_ns for p in records]
+    assert len(records) == 8
+    # the frozen and fine-tuned arms share a subset, yet each run paid for its own head features,
+    # so the table's minutes are measurements (runs.timing_trusted)
     assert not any(R.used_cached_features(R.read(p.parent)) for p in records)
 
-    again = CX.run_study(P, data, progress=lines.append)
-    assert not again["trained"].any() and all("reused" in line for line in lines[4:])
+    again = CX.run_study(P, data)
+    assert not again["trained"].any()
     assert [p.stat().st_mtime_ns for p in records] == stamps  # nothing rewritten
     pd.testing.assert_frame_equal(again.drop(columns="trained"), table.drop(columns="trained"))
     # the records alone give the same table (chapter 4 reads it this way, training nothing)
@@ -121,9 +125,9 @@ def test_study_runs_every_arm_and_a_second_call_reuses_them(tmp_path):
 
     from eurosat_lib.experiments import overfitting as OF
 
-    P4 = resolve_params(OF.NOTEBOOK, profile="smoke", out_dir=str(tmp_path / "04_overfitting"))
+    P4 = resolve_params(OF.NOTEBOOK, profile="smoke", out_dir=str(Path(smoke_crossover["out_dir"]).parent / "04_overfitting"))
     runs, curves = OF.crossover_curves(P4)
-    assert len(runs) == 4 and list(curves["arm"]) == list(CX.ARMS)
+    assert len(runs) == 8 and sorted(zip(curves["arm"], curves["n_per_class"])) == sorted((a, n) for a in CX.ARMS for n in (2, 4))
     empty, _ = OF.crossover_curves(resolve_params(OF.NOTEBOOK, profile="smoke", out_dir=str(tmp_path / "x" / "04")))
     assert empty.empty
 

@@ -42,21 +42,16 @@ def _texts(nb, kind: str) -> list[str]:
     return out
 
 
-@pytest.fixture(scope="session")
-def smoke_runs(run_dir) -> Path:
-    """One runs folder for every smoke notebook of this test run, laid out like ``book/runs/<profile>``
-    (a folder per chapter): chapter 02 reads chapter 03's crossover study from the folder beside its
-    own, as the book's edition does, so the study is trained once, not once per notebook (and not
-    twice at once: a run folder is locked while it trains)."""
-    root = run_dir / "smoke_runs"
-    root.mkdir(exist_ok=True)
-    return root
-
-
 @pytest.mark.notebooks
 @pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_runs_at_smoke_profile(nb, tmp_path, smoke_runs):
+def test_notebook_runs_at_smoke_profile(nb, tmp_path, smoke_runs, request):
     chapter = smoke_runs / nb.stem
+    # The chapters' studies are trained once per test run (conftest) and checked end to end by
+    # test_similarity / test_crossover; the notebooks below must reuse them, not train them again.
+    shared = {"02_negative_transfer": {"similarity": 12, "../03_finetune/crossover": 8},
+              "03_finetune": {"crossover": 8}}.get(nb.stem, {})
+    for study in shared:
+        request.getfixturevalue(f"smoke_{study.rsplit('/', 1)[-1]}")
     started = time.time()
     try:
         executed = _execute(nb, tmp_path, profile="smoke", out_dir=str(chapter))
@@ -92,6 +87,10 @@ def test_notebook_runs_at_smoke_profile(nb, tmp_path, smoke_runs):
         for state in chapter.rglob("state.json"):
             done = json.loads(state.read_text())["completed"]
             assert done and all((state.parent / f"phase_{name}.weights.h5").is_file() for name in done), state
+    for study, n in shared.items():
+        # the notebook asked for the very runs the fixture trained: it reused them all
+        records = list((chapter / study).rglob("record.json"))
+        assert len(records) == n and all(r.stat().st_mtime < started for r in records), f"{nb.name} trained {study} again"
 
 
 def _first_code_after_parameters(nb) -> int:

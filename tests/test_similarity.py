@@ -11,7 +11,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import REAL_ARCHIVE, WEIGHTS_DIR
 from eurosat_lib import data as D
 from eurosat_lib.experiments import negative_transfer as NT
 from eurosat_lib.experiments import resolve_params
@@ -271,48 +270,48 @@ def test_plot_similarity_draws_a_panel_per_arm_with_the_scratch_reference():
 
 
 # ------------------------------------------------------------------------------------------
-# End to end at smoke size on a few real images, and the command line
+# End to end at smoke size (the smoke notebook's own study), and the command line
 # ------------------------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(not (WEIGHTS_DIR / "mobilenet_2_5_224_tf_no_top.h5").is_file(),
-                    reason=f"MobileNet (alpha 0.25) ImageNet weights not found in {WEIGHTS_DIR}")  # fmt: skip
-def test_study_runs_end_to_end_on_real_images_and_a_second_call_reuses_it(tmp_path, real_data, monkeypatch):
-    monkeypatch.setenv("EUROSAT_WEIGHTS_DIR", str(WEIGHTS_DIR))
-    idx = [i for c in range(10) for split, n in (("train", 6), ("val", 2), ("test", 4))
-           for i in np.flatnonzero((real_data.labels == c) & (real_data.split == split))[:n]]  # fmt: skip
-    tiny = real_data.take(np.sort(idx))
-    # MobileNet v1 (alpha 0.25), not the chapter's MobileNetV2: the study's logic is the same for any
-    # backbone, and its 12 runs cost about a third less (the smoke notebook 02 runs MobileNetV2).
-    P = params(tmp_path, sim_sizes=[2], sim_finetune_sizes=[2], backbone="MobileNet", alpha=0.25)
-    lines: list[str] = []
-    study = SIM.run_study(P, tiny, progress=lines.append)
+def test_study_runs_end_to_end_on_real_images_and_a_second_call_reuses_it(smoke_similarity):
+    """The smoke notebook's own study (conftest.smoke_similarity trains it once per test run, and
+    notebook 02 reuses it): 12 runs of MobileNetV2 at 32 px on real images, 2 per class."""
+    from eurosat_lib import experiments as X
+    from eurosat_lib import runs as R
+
+    P = params(None, out_dir=smoke_similarity["out_dir"])
+    data = X.load_data(P.data_source, P.profile)
+    lines = smoke_similarity["lines"]
+    # the first call trained every run: three sources, then the target's runs
+    assert len(lines) == 3 + 9 and all("trained in" in line for line in lines) and all(smoke_similarity["trained"])
+    study = SIM.run_study(P, data, progress=lines.append)  # the second call
     table = study.table
     assert list(study.sources["source"]) == list(SIM.PRETRAINED_HERE)
     assert {(s, a) for s, a in zip(table["source"].astype(str), table["arm"].astype(str))} == \
         {(s, a) for s in SIM.TRANSFERRED for a in ("frozen", "finetune")} | {("random", "scratch")}  # fmt: skip
-    assert table["trained"].all() and (table["test_images"] == 4 * 5).all() and table["test_acc"].between(0, 1).all()
-    assert len(lines) == 3 + len(table) and all("trained in" in line for line in lines)
+    assert (table["test_images"] == 4 * 5).all() and table["test_acc"].between(0, 1).all()
+    assert not table["trained"].any() and all("reused" in line for line in lines[12:]) and len(lines) == 24
     # every source left its weights, and the target's runs loaded them; the target has 5 classes
     for src in study.sources["run"]:
         assert (Path(src) / SIM.SOURCE_WEIGHTS_FILE).is_file()
-    from eurosat_lib import runs as R
-
     rec = R.read(table.loc[table["source"] == "in_domain", "run"].iloc[0])
     assert rec["model_info"]["num_classes"] == 5 and rec["params"]["weights"].endswith(SIM.SOURCE_WEIGHTS_FILE)
     # each run paid for its own head features (frozen and fine-tuned arms share subsets): its minutes are measured
     assert not any(R.used_cached_features(R.read(r)) for r in table["run"])
     stamps = {p: p.stat().st_mtime_ns for p in SIM.study_dir(P).glob("*/record.json")}
-    again = SIM.run_study(P, tiny, progress=lines.append)
-    assert not again.table["trained"].any() and all("reused" in line for line in lines[len(stamps):])
-    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    assert len(stamps) == 12
+    again = SIM.run_study(P, data)
+    assert not again.table["trained"].any() and {p: p.stat().st_mtime_ns for p in stamps} == stamps
     # a fresh clone has the records but no model or weights files: with every target run finished,
-    # nothing asks for the sources' weights, so nothing is trained again
+    # nothing asks for the sources' weights, so nothing is trained again (notebook 02, reading the
+    # same study beside this test, is such a reader too)
     for src in study.sources["run"]:
         for name in (SIM.SOURCE_WEIGHTS_FILE, "model.keras"):
             (Path(src) / name).unlink()
-    clone = SIM.run_study(P, tiny)
+    clone = SIM.run_study(P, data)
     assert not clone.table["trained"].any() and not any((Path(s) / SIM.SOURCE_WEIGHTS_FILE).exists() for s in study.sources["run"])
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
     cols = [c for c in SIM.COLUMNS if c != "trained"]
     pd.testing.assert_frame_equal(SIM.read_table(SIM.study_dir(P))[cols], table[cols])
     assert SIM.narrative(table, SIM.differences(table)).count("- **") == 4
