@@ -127,6 +127,7 @@ def main(argv: list[str]) -> int:
                                accelerator=X.accelerator_for(args.profile), checkpoints=X.checkpoints_for(args.profile),
                                # timed headline runs pay for their own features and start on a quiet machine
                                reuse_features=False, wait_quiet_s=0.0 if smoke else 600.0)  # fmt: skip
+        trained = res.model is not None  # before tta_result, which loads the model of a reused run
         if key == "recipe":  # its test-time-augmentation score, kept beside the record (inference minutes apart)
             from eurosat_lib.experiments import recipe_study as RS
 
@@ -134,7 +135,7 @@ def main(argv: list[str]) -> int:
         m = res.record["metrics"]["test"]
         print(json.dumps({"run": key, "test_accuracy": m["accuracy"], "test_macro_f1": m["macro_f1"],
                           "fit_seconds": res.record["timings"]["fit_seconds"], "model": str(res.run_dir / "model.keras"),
-                          "trained": res.model is not None}), flush=True)  # fmt: skip
+                          "trained": trained}), flush=True)  # fmt: skip
     return 0
 
 

@@ -20,7 +20,8 @@ BOOK = REPO / "book"
 N = 400  # test images of the fabricated runs
 
 
-def _record(name, seed, *, val, test, minutes, contended=False, px=128, epochs=6, warnings=(), spans=False, spe=None):
+def _record(name, seed, *, val, test, minutes, contended=False, px=128, epochs=6, warnings=(), spans=False, spe=None,
+            tta=None, tta_s=None):  # tta / tta_s: the TTA pass's timing (written by _study)
     rec = {
         "status": "complete", "warnings": list(warnings),
         "params": {"spec_key": f"{name}-{seed}", "name": f"recipe_{name}_seed{seed}", "seed": seed, "image_size": px,
@@ -57,10 +58,14 @@ def _study(tmp_path, runs, planned):
         d.mkdir(parents=True)
         (d / "record.json").write_text(json.dumps(rec))
         test_pred, tta_pred = _preds(labels, kw["test"], rng), _preds(labels, min(1.0, kw["test"] + 0.005), rng)
+        # the TTA pass's own timing: quiet on the run's machine unless the run says otherwise
+        tta_timing = {"legacy": {}, "contended": {"machine_load": {}, "contended": True, "environment": rec["environment"]},
+                      "elsewhere": {"machine_load": {}, "contended": False, "environment": {"cpu_count": 2, "cpu_model": "Other CPU"}},
+                      }.get(kw.get("tta"), {"machine_load": {}, "contended": False, "environment": rec["environment"]})  # fmt: skip
         (d / "tta.json").write_text(json.dumps({
-            "spec_key": rec["params"]["spec_key"], "test_accuracy": float(np.mean(tta_pred == labels)), "seconds": 30.0,
+            "spec_key": rec["params"]["spec_key"], "test_accuracy": float(np.mean(tta_pred == labels)), "seconds": kw.get("tta_s", 30.0),
             "n": N, "labels": RP.encode_labels(labels), "test_pred": RP.encode_labels(test_pred),
-            "tta_pred": RP.encode_labels(tta_pred)}))  # fmt: skip
+            "tta_pred": RP.encode_labels(tta_pred), **tta_timing}))  # fmt: skip
     (study / RP.PLAN_FILE).write_text(json.dumps({"command": "python -m eurosat_lib.experiments.recipe_study --profile cpu",
                                                    "recipes": [{"name": n, "what": f"what {n}"} for n in planned]}))  # fmt: skip
     return study, labels
@@ -128,6 +133,32 @@ def test_gap_section_names_only_measured_gains_and_the_untried(tmp_path):
     shutil.rmtree(tmp_path / "book")
     _study(tmp_path, runs, ["base", "e10", "px96"])
     assert "What would close the gap" not in R.build_recipes_page(tmp_path / "book", "cpu").read_text()
+
+
+def test_tta_minutes_follow_the_training_minutes_rule(tmp_path):
+    """A TTA pass's minutes are shown only when its tta.json kept the load, was quiet, and ran on the
+    study's machine: a file from before the load was kept, a contended pass, or one on another CPU
+    shows – and is counted in the page's note; a configuration's minutes average its quiet passes."""
+    runs = [dict(name="base", seed=0, val=0.960, test=0.965, minutes=8.0, tta_s=60.0),
+            dict(name="base", seed=1, val=0.961, test=0.966, minutes=8.0, tta_s=600.0, tta="contended"),
+            dict(name="e10", seed=0, val=0.970, test=0.975, minutes=12.0, tta_s=90.0, tta="legacy"),
+            dict(name="px160", seed=0, val=0.975, test=0.975, minutes=15.0, tta_s=120.0, tta="elsewhere")]  # fmt: skip
+    study, _ = _study(tmp_path, runs, ["base", "e10", "px160"])
+    rows = RP.read_rows(study)
+    why = {(r["recipe"], r["seed"]): r["tta_untimed"] for r in rows}
+    assert why == {("base", 0): None, ("base", 1): "contended", ("e10", 0): "load not recorded", ("px160", 0): None}
+    assert RP.tta_untimed_reason({"machine_load": {}, "environment": {"cpu_model": "Other CPU", "cpu_count": 2}},
+                                 "Test CPU, 2 cores") == "timed on another machine (Other CPU, 2 cores)"
+    entries = {e["recipe"]: e for e in RP.by_recipe(rows, "Test CPU, 2 cores")}
+    assert entries["base"]["tta_minutes"] == pytest.approx(1.0)  # the quiet pass alone, not (60 + 600) / 2 s
+    assert math.isnan(entries["e10"]["tta_minutes"]) and math.isnan(entries["px160"]["tta_minutes"])
+    page = R.build_recipes_page(tmp_path / "book", "cpu").read_text()
+    table: dict[str, str] = {}  # the first table: every configuration
+    for line in page.splitlines():
+        if line.startswith("| `"):
+            table.setdefault(line.split(" | ")[0].strip("| `"), line)
+    assert " | 1.0 | " in table["base"] and " | – | " in table["e10"] and " | – | " in table["px160"]
+    assert "1 of 4 TTA passes qualify (1 contended; 1 load not recorded; 1 timed on another machine)" in page
 
 
 def test_tta_file_of_another_spec_is_ignored(tmp_path):

@@ -164,6 +164,11 @@ def test_dry_run_trains_one_recipe_then_reuses_it(tmp_path):
     folder = RS.out_dir("smoke", tmp_path) / "recipe_adamw_lin_seed0"
     tta = json.loads((folder / "tta.json").read_text())
     assert tta["spec_key"] == json.loads((folder / "params.json").read_text())["spec_key"]
+    # the TTA pass is a timing: it keeps the machine's load around it and names the machine
+    from eurosat_lib.summaries.recipes import machine_name as RP_machine_name
+
+    assert set(tta["machine_load"]) >= {"start", "end"} and isinstance(tta["contended"], bool)
+    assert tta["environment"]["cpu_count"] >= 1 and r["tta_machine"] == RP_machine_name(tta["environment"])
     # seed 1 runs the same frozen base on the same images, yet pays for its own feature extraction
     for seed in (0, 1):
         rec = json.loads((RS.out_dir("smoke", tmp_path) / f"recipe_adamw_lin_seed{seed}" / "record.json").read_text())

@@ -355,12 +355,19 @@ def test_recipe_headline_states_the_goal_from_its_record(tmp_path, acc, tta_acc,
     rec["params"]["spec_key"] = "k"
     d = tmp_path / "book" / "runs" / "cpu" / "reference" / "mobilenetv2_035_recipe"
     (d / "record.json").write_text(json.dumps(rec))
-    (d / "tta.json").write_text(json.dumps({"spec_key": "k", "test_accuracy": tta_acc, "seconds": 90.0, "n": 5400}))
+    quiet = {"machine_load": {}, "contended": False, "environment": {"cpu_model": "TTA CPU", "cpu_count": 2}}
+    (d / "tta.json").write_text(json.dumps({"spec_key": "k", "test_accuracy": tta_acc, "seconds": 90.0, "n": 5400, **quiet}))
     text, found = R.reference_section(tmp_path / "book" / "runs" / "cpu", tmp_path / "book")
     assert "mobilenetv2_035_recipe" in found and "## Headline: one network, two ways" in text
     para = next(line for line in text.splitlines() if line.startswith("The configuration the [recipe study]"))
     assert f"**{R.pct(acc)}**" in para and f"**{R.pct(tta_acc)}**" in para and "`px160`: 160 px input" in para
-    assert "1.5 min of inference, not counted as training" in para
+    assert "1.5 min of inference on TTA CPU, 2 cores, not counted as training" in para
+    # the TTA pass's minutes follow the training minutes' rule: no load kept, or contended, is no timing
+    for timing, why in (({}, "load not recorded"), ({**quiet, "contended": True}, "contended")):
+        (d / "tta.json").write_text(json.dumps({"spec_key": "k", "test_accuracy": tta_acc, "seconds": 90.0, "n": 5400, **timing}))
+        shown = next(line for line in R.reference_section(tmp_path / "book" / "runs" / "cpu", tmp_path / "book")[0].splitlines()
+                     if line.startswith("The configuration the [recipe study]"))  # fmt: skip
+        assert f"**{R.pct(tta_acc)}** (inference minutes not shown: {why}, not counted as training)" in shown and "1.5 min" not in shown
     if goal is None:
         assert "18.0 min" not in para and "not shown: measured under contention" in para
         assert "whether it meets the time goal is not stated" in para and "**met" not in para and "**not met**" not in para

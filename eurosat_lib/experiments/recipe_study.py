@@ -41,7 +41,7 @@ from .. import data as D
 from .. import models as M
 from .. import training as T
 from .._io import write_json_atomic
-from ..runs import discard_interrupted
+from ..runs import LoadMonitor, discard_interrupted, environment, load_timings, machine_load
 from .core import (ExperimentSpec, RunResult, accelerator_for, checkpoints_for, eval_split, load_data, predict,
                    run_experiment, weights_available)
 from ..summaries.recipes import GOAL, HELBER_RESNET50, MOONSHOT, choose, encode_labels, pareto_front, record_row  # noqa: F401  (the study's API)
@@ -317,7 +317,11 @@ def tta_result(res: RunResult, data: D.EuroSAT, spec: ExperimentSpec) -> dict[st
         spec: the run's spec (its test subset).
 
     Returns:
-        ``{"spec_key", "test_accuracy", "seconds", "n", "labels", "test_pred", "tta_pred"}``.
+        ``{"spec_key", "test_accuracy", "seconds", "n", "labels", "test_pred", "tta_pred",
+        "machine_load", "contended", "environment"}``: the TTA pass's seconds are a timing like a
+        run's minutes, so they keep the machine's load around them (:func:`eurosat_lib.runs.load_timings`)
+        and the machine they ran on; a file written before they were kept has neither, and the
+        book shows its seconds nowhere (:func:`eurosat_lib.summaries.recipes.tta_untimed_reason`).
     """
     path = res.run_dir / "tta.json"
     key = spec.key()
@@ -333,12 +337,15 @@ def tta_result(res: RunResult, data: D.EuroSAT, spec: ExperimentSpec) -> dict[st
     plain = res.predictions.get("test")
     if plain is None or len(plain) != len(test):
         plain = predict(model, test.images)
+    load_start = machine_load()
     t0 = time.perf_counter()
-    prob = T.predict_dihedral(model, test.images)
+    with LoadMonitor() as monitor:
+        prob = T.predict_dihedral(model, test.images)
     seconds = round(time.perf_counter() - t0, 2)
     out = {"spec_key": key, "test_accuracy": float(np.mean(prob.argmax(1) == test.labels)), "seconds": seconds,
            "n": int(len(test)), "labels": encode_labels(test.labels), "test_pred": encode_labels(np.argmax(plain, 1)),
-           "tta_pred": encode_labels(prob.argmax(1))}  # fmt: skip
+           "tta_pred": encode_labels(prob.argmax(1)),
+           **load_timings(load_start, machine_load(), monitor.samples, monitor.interval_s), "environment": environment()}  # fmt: skip
     write_json_atomic(path, out)
     return out
 

@@ -99,6 +99,9 @@ def record_row(record: Mapping[str, Any], tta: Mapping[str, Any] | None) -> dict
         "tta_test_acc": tta["test_accuracy"] if tta else float("nan"),
         "minutes": timings["fit_seconds"] / 60.0,
         "tta_minutes": tta["seconds"] / 60.0 if tta else float("nan"),
+        # where and how quietly the TTA pass ran (it may run in a later process than the training)
+        "tta_machine": machine_name(tta["environment"]) if tta and tta.get("environment") else None,
+        "tta_untimed": tta_untimed_reason(tta) if tta else "not measured",
         "contended": bool(timings.get("contended", False)),
         "load_recorded": "machine_load" in timings,
         "spans_processes": bool(timings.get("spans_processes", False)),
@@ -281,6 +284,30 @@ def untimed_reason(row: Mapping[str, Any], machine: str | None = None) -> str | 
     return None
 
 
+def tta_untimed_reason(tta: Mapping[str, Any], machine: str | None = None) -> str | None:
+    """Why a ``tta.json``'s inference seconds may not be shown, or None when they may.
+
+    The same rule as a run's training minutes (:func:`untimed_reason`): the pass must have kept
+    the machine's load around it, been quiet, and (given ``machine``) run on that machine.
+
+    Args:
+        tta: A ``tta.json`` (:func:`eurosat_lib.experiments.recipe_study.tta_result`).
+        machine: The machine whose time axis it must be on; None: any.
+
+    Returns:
+        ``"load not recorded"`` (files written before the load was kept), ``"contended"``,
+        ``"timed on another machine (…)"`` or None.
+    """
+    if "machine_load" not in tta or not tta.get("environment"):
+        return "load not recorded"
+    if tta.get("contended"):
+        return "contended"
+    where = machine_name(tta["environment"])
+    if machine is not None and where != machine:
+        return f"timed on another machine ({where})"
+    return None
+
+
 def by_recipe(rows: Sequence[Mapping[str, Any]], machine: str | None = None) -> list[dict[str, Any]]:
     """One entry per configuration: its runs' mean accuracies and trusted minutes.
 
@@ -320,11 +347,35 @@ def by_recipe(rows: Sequence[Mapping[str, Any]], machine: str | None = None) -> 
             "tta_test_acc": float(np.mean([r["tta_test_acc"] for r in runs])),
             "minutes": float(np.mean(mins)) if mins else math.nan, "axis_runs": here, "timed_runs": len(mins),
             "other_minutes": {m: float(np.mean(v)) for m, v in sorted(elsewhere.items())},
-            # inference minutes are machine time too: this machine's runs where there are any
-            "tta_minutes": float(np.mean([r["tta_minutes"] for r in (here or runs)])),
+            # inference minutes are machine time too: only quiet TTA passes on this machine count
+            "tta_minutes": _mean_or_nan([r["tta_minutes"] for r in runs if r.get("tta_untimed", "not measured") is None
+                                         and (machine is None or r.get("tta_machine") == machine)]),
             "n_test": runs[0].get("n_test"), "warnings": [r["warnings"] for r in runs], "runs": runs, "machine": machine,
         })  # fmt: skip
     return sorted(out, key=lambda e: (not math.isfinite(e["minutes"]), e["minutes"] if math.isfinite(e["minutes"]) else 0, e["recipe"]))
+
+
+def _tta_timing_note(rows: Sequence[Mapping[str, Any]], machine: str | None) -> str:
+    """How many TTA passes may show their minutes, and why the others do not (counted per reason)."""
+    reasons: dict[str, int] = {}
+    for r in rows:
+        if r.get("tta_untimed") != "not measured":
+            why = r.get("tta_untimed") or (None if machine is None or r.get("tta_machine") == machine else "timed on another machine")
+            if why is not None:
+                key = "timed on another machine" if why.startswith("timed on another machine") else why
+                reasons[key] = reasons.get(key, 0) + 1
+    measured = sum(r.get("tta_untimed") != "not measured" for r in rows)
+    if not reasons:
+        return f"All {measured} TTA passes qualify."
+    why = "; ".join(f"{n} {k}" for k, n in sorted(reasons.items()))
+    note = f"{measured - sum(reasons.values())} of {measured} TTA passes qualify ({why}): the others show –."
+    if "load not recorded" in reasons:
+        note += " Passes measured before `tta.json` kept the load have no verifiable timing."
+    return note
+
+
+def _mean_or_nan(values: Sequence[float]) -> float:
+    return float(np.mean(values)) if len(values) else math.nan
 
 
 def _per_run_flags(row: Mapping[str, Any]) -> list[list[str]]:
@@ -691,7 +742,8 @@ def choice_text(entries: Sequence[Mapping[str, Any]], budget: float, target: flo
         + (f", mean of {len(c['seeds'])} seeds" if len(c["seeds"]) > 1 else ", one seed") + ").",
     ]
     if math.isfinite(tta):
-        words.append(f"With test-time augmentation (8 dihedral views, {c['tta_minutes']:.1f} min of inference, not counted as training) "
+        spent = f"{c['tta_minutes']:.1f} min of inference, " if math.isfinite(c.get("tta_minutes", math.nan)) else ""
+        words.append(f"With test-time augmentation (8 dihedral views, {spent}not counted as training) "
                      f"it scores **{pct(tta)}**.")  # fmt: skip
     if reached:
         words.append(f"The {label} is **reached** without test-time augmentation.")
@@ -916,7 +968,9 @@ def render_page(rows: Sequence[dict[str, Any]], *, source: str, profile: str, pl
         "machines with one model name but different extensions are two time axes.",
         *_drift_lines(rows, machine),
         "- **Test with TTA** averages the predictions over the 8 dihedral views of each image (overhead images have no "
-        "canonical orientation); its inference minutes are counted apart from training.",
+        "canonical orientation); its inference minutes are counted apart from training, and shown under the same "
+        "rule as training minutes: a TTA pass that kept the machine's load around it, quiet, on this machine. "
+        + _tta_timing_note(rows, machine),
         "- Test accuracies carry a 95 % Wilson interval over the test images; each configuration is compared with the "
         "base recipe on the same test images (paired bootstrap). With one seed, that interval covers the test "
         "images' noise, not the spread between seeds.",
