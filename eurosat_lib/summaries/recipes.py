@@ -348,23 +348,32 @@ def by_recipe(rows: Sequence[Mapping[str, Any]], machine: str | None = None) -> 
             "minutes": float(np.mean(mins)) if mins else math.nan, "axis_runs": here, "timed_runs": len(mins),
             "other_minutes": {m: float(np.mean(v)) for m, v in sorted(elsewhere.items())},
             # inference minutes are machine time too: only quiet TTA passes on this machine count
-            "tta_minutes": _mean_or_nan([r["tta_minutes"] for r in runs if r.get("tta_untimed", "not measured") is None
-                                         and (machine is None or r.get("tta_machine") == machine)]),
+            "tta_minutes": _mean_or_nan([r["tta_minutes"] for r in runs if _tta_reason(r, machine) is None]),
             "n_test": runs[0].get("n_test"), "warnings": [r["warnings"] for r in runs], "runs": runs, "machine": machine,
         })  # fmt: skip
     return sorted(out, key=lambda e: (not math.isfinite(e["minutes"]), e["minutes"] if math.isfinite(e["minutes"]) else 0, e["recipe"]))
 
 
+def _tta_reason(row: Mapping[str, Any], machine: str | None) -> str | None:
+    """A :func:`record_row`'s :func:`tta_untimed_reason` on ``machine``'s time axis (``"not measured"`` without TTA)."""
+    why = row.get("tta_untimed", "not measured")
+    if why is None and machine is not None and row.get("tta_machine") != machine:
+        return f"timed on another machine ({row.get('tta_machine')})"
+    return why
+
+
 def _tta_timing_note(rows: Sequence[Mapping[str, Any]], machine: str | None) -> str:
     """How many TTA passes may show their minutes, and why the others do not (counted per reason)."""
     reasons: dict[str, int] = {}
+    measured = 0
     for r in rows:
-        if r.get("tta_untimed") != "not measured":
-            why = r.get("tta_untimed") or (None if machine is None or r.get("tta_machine") == machine else "timed on another machine")
-            if why is not None:
-                key = "timed on another machine" if why.startswith("timed on another machine") else why
-                reasons[key] = reasons.get(key, 0) + 1
-    measured = sum(r.get("tta_untimed") != "not measured" for r in rows)
+        why = _tta_reason(r, machine)
+        if why == "not measured":
+            continue
+        measured += 1
+        if why is not None:
+            key = why.split(" (")[0]  # "timed on another machine (…)": counted together
+            reasons[key] = reasons.get(key, 0) + 1
     if not reasons:
         return f"All {measured} TTA passes qualify."
     why = "; ".join(f"{n} {k}" for k, n in sorted(reasons.items()))
