@@ -96,8 +96,9 @@ def measure(variant: str, args, train) -> dict:
 
     keras.backend.clear_session()
     T.set_seed(args.seed)
-    # mixed_bfloat16: this CPU has avx512_bf16 (no AMX); the policy must be set before the model is
-    # built, and reset after, so the other variants stay float32.
+    # mixed_bfloat16 only pays where the CPU has bfloat16 instructions (avx512_bf16 or AMX; the
+    # result's environment.cpu_isa says which this one had); the policy must be set before the
+    # model is built, and reset after, so the other variants stay float32.
     keras.mixed_precision.set_global_policy("mixed_bfloat16" if variant.endswith("_bf16") else "float32")
     model = build(args)
     clock = epoch_clock()

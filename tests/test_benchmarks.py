@@ -298,6 +298,43 @@ def test_engine_sections_never_show_a_contended_timing():
     assert mr._clean_ratios(r, "engine", "plain") == pytest.approx([0.9, 1.1])
 
 
+def _make_report_module():
+    sys.path.insert(0, str(BENCH))
+    try:
+        spec = importlib.util.spec_from_file_location("make_report_t", BENCH / "make_report.py")
+        mr = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mr)
+    finally:
+        sys.path.remove(str(BENCH))
+    return mr
+
+
+@pytest.mark.parametrize(("isa", "says", "open_question"), [
+    (["avx2"], "AMD EPYC (AVX2), with no bfloat16 instructions", True),
+    (["avx2", "avx512f", "avx512_bf16"], "with the avx512_bf16 instructions but no AMX", False),
+    (["avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16"], "with AMX bfloat16 matrix units", False),
+    (None, "which SIMD instructions it had was not recorded", True),
+])  # fmt: skip
+def test_precision_section_states_the_measuring_cpus_own_bf16_support(isa, says, open_question):
+    """The XLA / mixed-bfloat16 section once said "this CPU has the avx512_bf16 instructions"
+    above a measurement taken on an AVX2-only EPYC: what it says about the CPU now comes from the
+    result's recorded ``cpu_isa``, and a verdict from a CPU without bfloat16 instructions says the
+    question is still open for one that has them."""
+    mr = _make_report_module()
+    m = lambda v: {"images_per_s": v}  # noqa: E731
+    r = {"environment": {"cpu_model": "AMD EPYC", "cpu_isa": isa, "cpu_count": 2},
+         "figures": {"images": 100, "data": "real", "contended": [],
+                     "rounds": [{"engine": m(50.0), "engine_xla": m(12.0), "engine_bf16": m(25.0)},
+                                {"engine_bf16": m(30.0), "engine_xla": m(14.0), "engine": m(60.0)}]}}  # fmt: skip
+    text = "\n".join(mr.section_engine_precision(r))
+    assert says in text
+    assert ("avx512_bf16 instructions but" in text) == (isa is not None and "avx512_bf16" in isa and "amx_bf16" not in isa)
+    assert ("is not measured here" in text) == open_question
+    assert "mixed bfloat16 / float32 engine, rounds without contention: 0.500, 0.500 — slower in every round" in text
+    table = mr.machine_table({"engine_xla_bf16": r})
+    assert ("not recorded" in table) == (isa is None)
+
+
 def _bench_recipes_module():
     sys.path.insert(0, str(BENCH))
     try:
