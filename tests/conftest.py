@@ -54,6 +54,69 @@ def once_per_run(run_dir: Path, name: str, produce: Callable[[Path], None]) -> P
     return folder
 
 
+#: processes this worker started with :func:`start_in_background` (reaped by :func:`reap_background`)
+_BACKGROUND: list = []
+
+
+def start_in_background(folder: Path, name: str, cmd: list[str], env: dict[str, str] | None = None) -> None:
+    """Start ``cmd`` (from the repository root) without waiting: its stdout goes to
+    ``folder/<name>.log``, its stderr to ``folder/<name>.err`` and, when it ends, its exit status to
+    ``folder/<name>.rc`` (written whole, then renamed), which any worker can wait for with
+    :func:`wait_in_background`. A worker blocked on a serial job (the book build, the benchmark
+    runs) leaves a core idle; started early in the background, the job fills idle time instead."""
+    import subprocess
+
+    script = '"$@" > "$BG_LOG" 2> "$BG_ERR"; echo $? > "$BG_RC.part" && mv "$BG_RC.part" "$BG_RC"'
+    env = dict(os.environ if env is None else env, BG_LOG=str(folder / f"{name}.log"),
+               BG_ERR=str(folder / f"{name}.err"), BG_RC=str(folder / f"{name}.rc"))  # fmt: skip
+    _BACKGROUND.append(subprocess.Popen(["sh", "-c", script, "sh", *cmd], env=env, cwd=REPO, start_new_session=True))
+
+
+def wait_in_background(folder: Path, name: str, timeout: float) -> tuple[int, str, str]:
+    """Wait for a :func:`start_in_background` job: ``(exit status, stdout, stderr)``."""
+    import time
+
+    rc_file = folder / f"{name}.rc"
+    deadline = time.monotonic() + timeout
+    while not rc_file.exists():
+        if time.monotonic() > deadline:
+            pytest.fail(f"background job {name} ({folder}) did not finish in {timeout:.0f} s")
+        time.sleep(0.5)
+    return int(rc_file.read_text()), (folder / f"{name}.log").read_text(), (folder / f"{name}.err").read_text()
+
+
+def reap_background(timeout: float) -> None:
+    """Wait for this worker's background jobs (another worker may be waiting on them), killing
+    any still running after ``timeout`` seconds."""
+    import signal
+    import subprocess
+    import time
+
+    deadline = time.monotonic() + timeout
+    while _BACKGROUND:
+        proc = _BACKGROUND.pop()
+        try:
+            proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _book_job_in_background(run_dir, request):
+    """Build and render the book in the background from the start of the test run when any
+    test_book / test_chapter_outputs test is selected (tests/test_book.py, ``--job``). Before,
+    the first test to need it built it (~26 s) and rendered it while a second worker waiting
+    for the same book sat idle."""
+    if any(item.path.name in ("test_book.py", "test_chapter_outputs.py") for item in request.session.items):
+        import sys
+
+        once_per_run(run_dir, "book_job", lambda out: start_in_background(
+            out, "job", [sys.executable, str(REPO / "tests" / "test_book.py"), "--job", str(out)]))  # fmt: skip
+    yield
+    reap_background(900)
+
+
 @pytest.fixture(scope="session")
 def smoke_runs(run_dir) -> Path:
     """One runs folder for every smoke notebook of this test run, laid out like ``book/runs/<profile>``
@@ -131,7 +194,10 @@ def pytest_collection_modifyitems(config, items):
     long (the benchmark group, the smoke notebooks, ``slow``). A stable sort, so every xdist
     worker collects the same order."""
     def rank(item) -> int:
-        if item.get_closest_marker("xdist_group") or item.get_closest_marker("notebooks"):
+        group = item.get_closest_marker("xdist_group")
+        if group and group.args[:1] == ("book",):
+            return 3  # last: the book is built in the background meanwhile (_book_job_in_background)
+        if group or item.get_closest_marker("notebooks"):
             return 0
         return 1 if item.get_closest_marker("slow") else 2
 

@@ -1,7 +1,7 @@
 """benchmarks/: every script runs with ``--quick``, writes its JSON, and make_report renders them.
 
-The four ``--quick`` runs are started together, once per test run (``conftest.once_per_run``),
-and each test waits for its own: they are mostly interpreter start-up, imports and graph
+The ``--quick`` runs are started together in the background, once per test run
+(``conftest.once_per_run`` and ``conftest.start_in_background``), and each test waits for its own: they are mostly interpreter start-up, imports and graph
 tracing, so running them side by side keeps this file near a minute on 2 cores. Figures from
 ``--quick`` are meaningless; only the plumbing (and the absence of TensorFlow from the JAX
 script) is checked.
@@ -13,7 +13,6 @@ import importlib.util
 import json
 import math
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, once_per_run
+from conftest import REPO, once_per_run, start_in_background, wait_in_background
 
 # Kept on one worker where pytest-xdist's loadgroup works; once_per_run makes it a nicety.
 pytestmark = pytest.mark.xdist_group("benchmarks")
@@ -39,8 +38,6 @@ RUNS = {
     "gpu_jax": (["--cpu-reference", "measure"], {"KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}),
 }
 TIMEOUT = 600
-#: the runs this worker started (it waits for them before it exits: another worker may be waiting on them)
-_STARTED: list[subprocess.Popen] = []
 
 
 def _start(out: Path) -> None:
@@ -48,40 +45,25 @@ def _start(out: Path) -> None:
         env = dict(os.environ, EUROSAT_PROGRESS="0", TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="", **extra_env)
         env["EUROSAT_DATA_DIR"] = str(out / f"cache_{name}")
         cmd = [sys.executable, str(BENCH / f"bench_{name}.py"), "--quick", "--results-dir", str(out), *extra]
-        # The exit status goes to a file (written whole, then renamed) that any worker can wait for.
-        script = '"$@" > "$BENCH_LOG" 2>&1; echo $? > "$BENCH_RC.part" && mv "$BENCH_RC.part" "$BENCH_RC"'
-        env.update(BENCH_LOG=str(out / f"{name}.log"), BENCH_RC=str(out / f"{name}.rc"))
-        _STARTED.append(subprocess.Popen(["sh", "-c", script, "sh", *cmd], env=env, cwd=REPO, start_new_session=True))
+        start_in_background(out, name, cmd, env)
 
 
 @pytest.fixture(scope="session")
 def quick_runs(run_dir):
-    yield once_per_run(run_dir, "bench_results", _start)
-    deadline = time.monotonic() + TIMEOUT
-    for proc in _STARTED:
-        try:
-            proc.wait(timeout=max(1.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    # conftest's session fixture reaps these before the worker exits (another may wait on them)
+    return once_per_run(run_dir, "bench_results", _start)
 
 
 def finish(out: Path, name: str) -> tuple[dict, str]:
-    rc_file = out / f"{name}.rc"
-    deadline = time.monotonic() + TIMEOUT
-    while not rc_file.exists():
-        if time.monotonic() > deadline:
-            pytest.fail(f"bench_{name}.py --quick did not finish in {TIMEOUT} s")
-        time.sleep(0.5)
-    rc = int(rc_file.read_text())
-    text = (out / f"{name}.log").read_text()
+    rc, stdout, stderr = wait_in_background(out, name, timeout=TIMEOUT)
+    text = stdout + stderr
     assert rc == 0, f"bench_{name}.py --quick exited {rc}:\n{text[-4000:]}"
     result = json.loads((out / f"{name}.json").read_text())
     assert result["benchmark"] == name and result["quick"] is True and result["schema"] == 1
     assert result["environment"]["cpu_count"] >= 1 and result["environment"]["python"]
     assert result["wall_seconds"] > 0
     assert isinstance(result["ratios"], dict) and result["ratios"]
-    assert "-----" in text  # the printed table
+    assert "-----" in stdout  # the printed table
     return result, text
 
 

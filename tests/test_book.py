@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO, once_per_run
+from conftest import REPO, wait_in_background
 
-# The book is built once per test run (conftest.once_per_run), whichever worker asks first.
+# The book is built and rendered once per test run, in the background from the start of the run
+# (conftest._book_job_in_background, which runs this file with --job).
 pytestmark = pytest.mark.xdist_group("book")
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -51,19 +52,46 @@ def _toc_files() -> list[str]:
     return files
 
 
-def _build(out: Path) -> None:
+def _job(out: Path) -> int:
+    """The background job conftest starts once per test run (``python tests/test_book.py --job OUT``):
+    build the book into ``OUT/book`` (its exit status and stderr in ``OUT/build.json``), then, where
+    Chromium is installed, visit every page (``OUT/pages/pages.json``; a failure in
+    ``OUT/pages/error.txt``). Exits non-zero if either failed."""
     jb = Path(sys.executable).parent / "jupyter-book"
     r = subprocess.run(
-        [str(jb), "build", "book/", "--path-output", str(out), "--warningiserror", "--keep-going"],
+        [str(jb), "build", "book/", "--path-output", str(out / "book"), "--warningiserror", "--keep-going"],
         cwd=REPO, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
-    assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
-    assert "warning" not in r.stderr.lower(), r.stderr[-3000:]
+    (out / "build.json").write_text(json.dumps({"rc": r.returncode, "tail": (r.stdout + r.stderr)[-4000:], "stderr": r.stderr}))
+    if r.returncode != 0 or CHROMIUM is None:
+        return r.returncode
+    pages = out / "pages"
+    pages.mkdir()
+    try:
+        _render_pages(out / "book" / "_build" / "html", pages)
+    except BaseException as e:
+        (pages / "error.txt").write_text(f"{type(e).__name__}: {e}")
+        raise
+    return 0
+
+
+def _job_folder(run_dir: Path) -> Path:
+    """The background job's folder, once it has finished (conftest ``_book_job_in_background``)."""
+    folder = run_dir / "book_job"
+    if not (folder / ".done").exists():
+        pytest.fail("the book job was not started: tests/conftest.py starts it when a test of "
+                    "test_book.py or test_chapter_outputs.py is selected")  # fmt: skip
+    wait_in_background(folder, "job", timeout=1200)
+    return folder
 
 
 @pytest.fixture(scope="session")
 def built_book(run_dir) -> Path:
-    return once_per_run(run_dir, "book", _build) / "_build" / "html"
+    folder = _job_folder(run_dir)
+    build = json.loads((folder / "build.json").read_text())
+    assert build["rc"] == 0, build["tail"]
+    assert "warning" not in build["stderr"].lower(), build["stderr"][-3000:]
+    return folder / "book" / "_build" / "html"
 
 
 def test_book_builds_every_toc_page(built_book):
@@ -191,7 +219,9 @@ def rendered(run_dir, built_book) -> dict[str, dict]:
     run: tests/test_chapter_outputs.py reads the same). Screenshots: $EUROSAT_SCREENSHOTS."""
     if CHROMIUM is None:
         pytest.skip("Chromium is not installed (Debian package 'chromium'; .ci/run installs it)")
-    folder = once_per_run(run_dir, "book_pages", lambda out: _render_pages(built_book, out))
+    folder = _job_folder(run_dir) / "pages"
+    if not (folder / "pages.json").is_file():
+        pytest.fail(f"the browser visit failed: {(folder / 'error.txt').read_text() if (folder / 'error.txt').is_file() else 'no pages.json'}")
     pages = json.loads((folder / "pages.json").read_text())
     for info in pages.values():
         info["screenshot"] = folder / info["screenshot"]
@@ -412,3 +442,9 @@ def test_pages_show_no_prose_building_code(rendered):
     builder = re.compile(r"display\(Markdown\(\s*\n|display\(Markdown\(f\'\'\'")
     shown = {f: len(builder.findall(i["text"])) for f, i in rendered.items() if builder.search(i["text"])}
     assert not shown, f"pages show the f-string code that builds their text: {shown}"
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] != ["--job"] or len(sys.argv) != 3:
+        sys.exit("usage: python tests/test_book.py --job OUT  (started by tests/conftest.py)")
+    sys.exit(_job(Path(sys.argv[2])))

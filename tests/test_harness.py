@@ -52,3 +52,22 @@ def test_once_per_run_retries_after_a_failed_attempt(tmp_path):
         pass
     folder = once_per_run(tmp_path, "thing", lambda f: (f / "ok.txt").write_text("ok"))
     assert sorted(p.name for p in folder.iterdir()) == [".done", "ok.txt"]  # no leftovers of the failed attempt
+
+
+def test_a_background_job_reports_its_exit_status_and_output_to_any_waiter(tmp_path):
+    """start_in_background / wait_in_background (the book job): the waiter gets the job's exit
+    status, stdout and stderr, a failed job is not mistaken for a finished one, and a job still
+    running past the timeout fails the waiting test instead of hanging it."""
+    import pytest
+
+    from conftest import reap_background, start_in_background, wait_in_background
+
+    start_in_background(tmp_path, "ok", [sys.executable, "-c", "print('built')"])
+    start_in_background(tmp_path, "bad", [sys.executable, "-c", "import sys; sys.stderr.write('broke'); sys.exit(3)"])
+    start_in_background(tmp_path, "slow", [sys.executable, "-c", "import time; time.sleep(30)"])
+    assert wait_in_background(tmp_path, "ok", timeout=60) == (0, "built\n", "")
+    assert wait_in_background(tmp_path, "bad", timeout=60) == (3, "", "broke")
+    with pytest.raises(pytest.fail.Exception, match="did not finish in 1 s"):
+        wait_in_background(tmp_path, "slow", timeout=1)
+    reap_background(timeout=1)  # kills the sleeper
+    assert not (tmp_path / "slow.rc").exists()
