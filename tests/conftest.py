@@ -20,7 +20,7 @@ WEIGHTS_DIR = SHARED / "weights"
 # (and inherited by papermill kernels and subprocesses started by tests).
 os.environ.setdefault("EUROSAT_PROGRESS", "0")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# One compute thread per process: the suite runs 2 xdist workers on 2 cores, plus papermill
+# One compute thread per process: the suite runs 3 xdist workers on 2 cores, plus papermill
 # kernels and benchmark subprocesses beside them. With TensorFlow's default pools (one thread
 # per core each) the processes' idle threads spin while others hold the cores: three smoke
 # notebooks side by side used 6% more CPU and took 9% longer that way.
@@ -104,11 +104,11 @@ def reap_background(timeout: float) -> None:
 
 @pytest.fixture(scope="session", autouse=True)
 def _book_job_in_background(run_dir, request):
-    """Build and render the book in the background from the start of the test run when any
-    test_book / test_chapter_outputs test is selected (tests/test_book.py, ``--job``). Before,
-    the first test to need it built it (~26 s) and rendered it while a second worker waiting
-    for the same book sat idle."""
-    if any(item.path.name in ("test_book.py", "test_chapter_outputs.py") for item in request.session.items):
+    """Build and render the book in the background from the start of the test run when a selected
+    test uses it (the ``built_book`` fixture of tests/test_book.py, which runs that file with
+    ``--job``). Before, the first test to need it built it (~26 s) and rendered it while a second
+    worker waiting for the same book sat idle."""
+    if any("built_book" in getattr(item, "fixturenames", ()) for item in request.session.items):
         import sys
 
         once_per_run(run_dir, "book_job", lambda out: start_in_background(
@@ -189,7 +189,7 @@ def _isolated_cache(run_dir):
 
 
 def pytest_collection_modifyitems(config, items):
-    """Start the long tests first: on 2 workers a 2-minute test drawn last leaves one core idle
+    """Start the long tests first: a 2-minute test drawn last leaves a core idle
     while the other finishes it. Longest-first is the classic fix; the markers say which are
     long (the benchmark group, the smoke notebooks, ``slow``). A stable sort, so every xdist
     worker collects the same order."""

@@ -79,8 +79,8 @@ def _job_folder(run_dir: Path) -> Path:
     """The background job's folder, once it has finished (conftest ``_book_job_in_background``)."""
     folder = run_dir / "book_job"
     if not (folder / ".done").exists():
-        pytest.fail("the book job was not started: tests/conftest.py starts it when a test of "
-                    "test_book.py or test_chapter_outputs.py is selected")  # fmt: skip
+        pytest.fail("the book job was not started: tests/conftest.py starts it when a selected test "
+                    "uses the built_book fixture")  # fmt: skip
     wait_in_background(folder, "job", timeout=1200)
     return folder
 
