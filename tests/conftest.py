@@ -58,7 +58,7 @@ def once_per_run(run_dir: Path, name: str, produce: Callable[[Path], None]) -> P
 _BACKGROUND: list = []
 
 
-def start_in_background(folder: Path, name: str, cmd: list[str], env: dict[str, str] | None = None) -> None:
+def start_in_background(folder: Path, name: str, cmd: list[str], env: dict[str, str] | None = None):
     """Start ``cmd`` (from the repository root) without waiting: its stdout goes to
     ``folder/<name>.log``, its stderr to ``folder/<name>.err`` and, when it ends, its exit status to
     ``folder/<name>.rc`` (written whole, then renamed), which any worker can wait for with
@@ -69,7 +69,9 @@ def start_in_background(folder: Path, name: str, cmd: list[str], env: dict[str, 
     script = '"$@" > "$BG_LOG" 2> "$BG_ERR"; echo $? > "$BG_RC.part" && mv "$BG_RC.part" "$BG_RC"'
     env = dict(os.environ if env is None else env, BG_LOG=str(folder / f"{name}.log"),
                BG_ERR=str(folder / f"{name}.err"), BG_RC=str(folder / f"{name}.rc"))  # fmt: skip
-    _BACKGROUND.append(subprocess.Popen(["sh", "-c", script, "sh", *cmd], env=env, cwd=REPO, start_new_session=True))
+    proc = subprocess.Popen(["sh", "-c", script, "sh", *cmd], env=env, cwd=REPO, start_new_session=True)
+    _BACKGROUND.append(proc)
+    return proc
 
 
 def wait_in_background(folder: Path, name: str, timeout: float) -> tuple[int, str, str]:
@@ -85,16 +87,17 @@ def wait_in_background(folder: Path, name: str, timeout: float) -> tuple[int, st
     return int(rc_file.read_text()), (folder / f"{name}.log").read_text(), (folder / f"{name}.err").read_text()
 
 
-def reap_background(timeout: float) -> None:
-    """Wait for this worker's background jobs (another worker may be waiting on them), killing
-    any still running after ``timeout`` seconds."""
+def reap_background(timeout: float, procs: list | None = None) -> None:
+    """Wait for this worker's background jobs (another worker may be waiting on them), or only
+    ``procs`` (what :func:`start_in_background` returned), killing any still running after
+    ``timeout`` seconds."""
     import signal
     import subprocess
     import time
 
     deadline = time.monotonic() + timeout
-    while _BACKGROUND:
-        proc = _BACKGROUND.pop()
+    for proc in list(_BACKGROUND if procs is None else procs):
+        _BACKGROUND.remove(proc)
         try:
             proc.wait(timeout=max(1.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:

@@ -62,12 +62,16 @@ def test_a_background_job_reports_its_exit_status_and_output_to_any_waiter(tmp_p
 
     from conftest import reap_background, start_in_background, wait_in_background
 
-    start_in_background(tmp_path, "ok", [sys.executable, "-c", "print('built')"])
-    start_in_background(tmp_path, "bad", [sys.executable, "-c", "import sys; sys.stderr.write('broke'); sys.exit(3)"])
-    start_in_background(tmp_path, "slow", [sys.executable, "-c", "import time; time.sleep(30)"])
+    procs = [start_in_background(tmp_path, "ok", [sys.executable, "-c", "print('built')"]),
+             start_in_background(tmp_path, "bad", [sys.executable, "-c", "import sys; sys.stderr.write('broke'); sys.exit(3)"]),
+             start_in_background(tmp_path, "slow", [sys.executable, "-c", "import time; time.sleep(30)"])]  # fmt: skip
     assert wait_in_background(tmp_path, "ok", timeout=60) == (0, "built\n", "")
     assert wait_in_background(tmp_path, "bad", timeout=60) == (3, "", "broke")
     with pytest.raises(pytest.fail.Exception, match="did not finish in 1 s"):
         wait_in_background(tmp_path, "slow", timeout=1)
-    reap_background(timeout=1)  # kills the sleeper
-    assert not (tmp_path / "slow.rc").exists()
+    import conftest
+
+    others = [p for p in conftest._BACKGROUND if p not in procs]  # e.g. the book job of this worker
+    reap_background(timeout=1, procs=procs)  # kills the sleeper, and nothing else
+    assert not (tmp_path / "slow.rc").exists() and procs[2].returncode == -9
+    assert conftest._BACKGROUND == others and all(p.poll() is None or p.returncode >= 0 for p in others)
