@@ -263,13 +263,7 @@ def test_results_are_written_atomically_with_the_common_layout(tmp_path):
 def test_engine_sections_never_show_a_contended_timing():
     """Issue 15: a measurement flagged contended appears as "contended", never as a figure, and
     the quoted ratios use only the rounds where neither side was contended."""
-    sys.path.insert(0, str(BENCH))
-    try:
-        spec = importlib.util.spec_from_file_location("make_report_t", BENCH / "make_report.py")
-        mr = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mr)
-    finally:
-        sys.path.remove(str(BENCH))
+    mr = _make_report_module()
     m = lambda v: {"images_per_s": v}  # noqa: E731
     r = {"figures": {"images": 100, "data": "synthetic", "contended": ["round 2 plain"],
                      "rounds": [{"engine": m(90.0), "plain": m(100.0)}, {"plain": m(12.345), "engine": m(80.0)},
