@@ -81,7 +81,9 @@ def _job_folder(run_dir: Path) -> Path:
     if not (folder / ".done").exists():
         pytest.fail("the book job was not started: tests/conftest.py starts it when a selected test "
                     "uses the built_book fixture")  # fmt: skip
-    wait_in_background(folder, "job", timeout=1200)
+    rc, _, stderr = wait_in_background(folder, "job", timeout=1200)
+    if not (folder / "build.json").is_file():  # the job died before it could say how the build went
+        pytest.fail(f"the book job exited {rc} before building: {stderr[-3000:]}")
     return folder
 
 
