@@ -97,7 +97,8 @@ def paired_diff(a: Sequence[float], b: Sequence[float], confidence: float = 0.95
     ``n_eval`` (the images each accuracy was measured on), the evaluation set's own sampling
     noise is added to the variance of the mean, ``(p_a (1 - p_a) + p_b (1 - p_b)) / n_eval`` (its
     unpaired upper bound), with Welch-Satterthwaite degrees of freedom; this also keeps two
-    seeds that happen to agree from giving a zero-width interval.
+    seeds that happen to agree from giving a zero-width interval. The result is never narrower
+    than the seed spread's own Student-t interval (:func:`diff_from_moments`).
 
     Args:
         a: one value per seed for arm A (e.g. test accuracy).
@@ -160,6 +161,12 @@ def diff_from_moments(mean: float, sd: float, n: int, confidence: float = 0.95, 
     df = (v_seed + eval_var) ** 2 / (v_seed**2 / (n - 1)) if v_seed > 0 else math.inf
     q = float(stats.t.ppf(0.5 + confidence / 2, df)) if math.isfinite(df) else float(stats.norm.ppf(0.5 + confidence / 2))
     half = q * math.sqrt(v_seed + eval_var)
+    # The evaluation noise is added to widen the interval. Welch-Satterthwaite raises the df with
+    # it, and with few seeds the smaller t quantile can outweigh the added variance (3 seeds,
+    # eval_var = v_seed: 2.31 * sqrt(2) < 4.30), which would make the "widened" interval narrower
+    # than the seed spread's own t interval. Never report less than that.
+    if v_seed > 0:
+        half = max(half, float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * math.sqrt(v_seed))
     q1 = float(stats.t.ppf(0.5 + confidence / 2, 1))
     note = f"only 2 seeds: the seed spread carries a t quantile of up to {q1:.1f}, so the interval is wide" if n == 2 else ""
     return Diff(mean, mean - half, mean + half, n, "t over seeds", confidence, note)

@@ -142,3 +142,21 @@ def test_evaluation_noise_widens_the_seed_interval():
     # Seed spread dominating: the quantile approaches t with n - 1 df (12.7 for two seeds).
     wide = S.paired_diff([0.90, 0.80], [0.85, 0.85], n_eval=10**9)
     assert wide.high - wide.mean == pytest.approx(12.7062 * 0.05, rel=1e-3)
+
+
+def test_evaluation_noise_never_narrows_the_seed_interval():
+    # 3 seeds whose differences spread by sd 0.02, evaluation noise of the same size as the seed
+    # part: Welch-Satterthwaite gives df = 8 and 2.31 * sqrt(2) * se < t(2) * se = 4.30 * se, so the
+    # "widened" interval would be narrower than the seed-only one; it must not be.
+    from scipy import stats
+
+    sd, n = 0.02, 3
+    v_seed = sd * sd / n
+    seed_only = S.diff_from_moments(0.01, sd, n)
+    assert seed_only.high - seed_only.mean == pytest.approx(float(stats.t.ppf(0.975, 2)) * math.sqrt(v_seed))
+    widened = S.diff_from_moments(0.01, sd, n, eval_var=v_seed)
+    assert widened.high - widened.mean >= seed_only.high - seed_only.mean - 1e-12
+    # Far more evaluation noise than seed spread: the evaluation term decides (normal-like quantile).
+    big = S.diff_from_moments(0.01, sd, n, eval_var=100 * v_seed)
+    assert big.high - big.mean > seed_only.high - seed_only.mean
+    assert big.high - big.mean < 1.99 * math.sqrt(101 * v_seed)

@@ -200,3 +200,19 @@ def test_results_page_and_chapter_2_state_the_same_interval():
     chapter = NT.summarise_gaps(runs, "n_per_class")
     page = gap_rows(chapter, runs, "n_per_class", RecordContext())[0]["ci"]
     assert page == f"{100 * chapter['gap_low'][0]:+.1f} to {100 * chapter['gap_high'][0]:+.1f}"
+
+
+def test_compare_text_marks_every_verdict_that_a_still_improving_arm_enters():
+    from eurosat_lib.stats import paired_diff
+    from eurosat_lib.summaries.render import compare_text
+
+    tie = paired_diff([0.85, 0.86, 0.84], [0.84, 0.87, 0.85], n_eval=1000)
+    assert tie.verdict == "no measurable difference"
+    assert compare_text(tie).endswith("**no measurable difference**")
+    for a, b in ((), [["not converged"], [], []]), ([["not converged"], [], []], ()):
+        assert "more training could change this" in compare_text(tie, a, b)
+    worse = paired_diff([0.60, 0.61, 0.62], [0.85, 0.86, 0.84], n_eval=1000)
+    assert "partly its budget" in compare_text(worse, [["not converged"]] * 3)
+    # The higher arm still improving: the gap could only grow, the verdict stands unannotated.
+    assert "still improving" not in compare_text(worse, (), [["not converged"]] * 3)
+    assert compare_text(worse, [["chance-level"]]).startswith("not compared")

@@ -621,7 +621,21 @@ def params_from(namespace: Mapping[str, Any], notebook: str) -> ChapterParams:
     unknown = sorted(given_names(namespace) - set(cls.names()))
     if unknown:
         raise cls.unknown_error(unknown)
-    return cls.resolve(**{k: namespace[k] for k in cls.names() if k in namespace})
+    resolved = cls.resolve(**{k: namespace[k] for k in cls.names() if k in namespace})
+    _book_table_display()
+    return resolved
+
+
+def _book_table_display() -> None:
+    """Show every table cell of a chapter whole (pandas cuts a cell at 50 characters by default).
+
+    The chapters' tables carry comparison sentences whose verdict word and ⚠ flag come last; cut
+    at pandas' default width a reader saw "…3 seeds): b..." instead of "**better**". Set here, the
+    one library call every chapter makes first, so no notebook cell has to remember it.
+    """
+    import pandas as pd
+
+    pd.set_option("display.max_colwidth", None)
 
 
 #: Names IPython puts in every user namespace.

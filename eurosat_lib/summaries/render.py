@@ -211,7 +211,8 @@ def compare_text(d: Any, a_flags: Sequence[Sequence[str]] = (), b_flags: Sequenc
 
     A comparison with a chance-level or diverged arm is not stated; a ``worse`` verdict for an arm
     that was still improving (or ``better`` against one) is marked as a lower bound of the gap
-    that more training could change.
+    that more training could change, and a tie with an arm still improving says that more
+    training could change it.
 
     Args:
         d: A :class:`eurosat_lib.stats` difference (``verdict`` and interval).
@@ -232,6 +233,10 @@ def compare_text(d: Any, a_flags: Sequence[Sequence[str]] = (), b_flags: Sequenc
     still = lambda fl: any("not converged" in w for w in fl)  # noqa: E731
     if (word == "worse" and still(a_flags)) or (word == "better" and still(b_flags)):
         text += " (the lower arm was still improving: the gap is partly its budget)"
+    elif word == "no measurable difference" and (still(a_flags) or still(b_flags)):
+        # A tie between a finished arm and one still climbing is a statement about the budget,
+        # not about the two setups: more training could open a gap either way.
+        text += " (⚠ an arm was still improving when its training stopped: more training could change this)"
     return text
 
 
