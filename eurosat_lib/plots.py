@@ -651,7 +651,9 @@ def plot_leaderboard(
     """Runs ranked by ``metric`` (best on top), annotated with parameter count and run time.
 
     Rows sharing a ``label`` (e.g. seeds of one configuration) are averaged and get a
-    standard-deviation error bar. Missing ``params``/``speed`` columns are simply not shown.
+    standard-deviation error bar. Missing ``params``/``speed`` columns are simply not shown. Bars
+    start at zero (an accuracy axis ends at 1); the notes stand in a column right of the axes, so
+    they need no room on the accuracy axis.
 
     Args:
         df: One row per run.
@@ -667,6 +669,8 @@ def plot_leaderboard(
     Raises:
         ValueError: ``label`` or ``metric`` is missing.
     """
+    from matplotlib.transforms import blended_transform_factory
+
     if metric not in df.columns or label not in df.columns:
         raise ValueError(f"need columns {label!r} and {metric!r}; available: {list(df.columns)}")
     agg: dict[str, tuple[str, str]] = {"mean": (metric, "mean"), "sd": (metric, "std"), "n": (metric, "count")}
@@ -675,27 +679,30 @@ def plot_leaderboard(
     if speed in df.columns:
         agg["speed"] = (speed, "mean")
     table = df.groupby(label, sort=False).agg(**agg).sort_values("mean", ascending=True)
-    fig, ax = _new_ax(ax, (8, 0.45 * len(table) + 1.5))
+    fig, ax = _new_ax(ax, (9, 0.45 * len(table) + 1.5))
     ypos = np.arange(len(table))
-    xerr = table["sd"].fillna(0).to_numpy() if (table["n"] > 1).any() else None
+    several = bool((table["n"] > 1).any())
+    xerr = table["sd"].fillna(0).to_numpy() if several else None
     ax.barh(ypos, table["mean"], xerr=xerr, capsize=3, color=sns.color_palette("deep")[0])
     ax.set_yticks(ypos, table.index.astype(str))
+    # the notes in a column just right of the axes (x in axes fraction, y at each bar)
+    beside = blended_transform_factory(ax.transAxes, ax.transData)
     for y, (_, row) in zip(ypos, table.iterrows()):
         notes = [f"{row['mean']:.3f}"]
         if "params" in row and pd.notna(row["params"]):
             notes.append(f"{_human(row['params'])} params")
         if "speed" in row and pd.notna(row["speed"]):
-            notes.append(_duration(row["speed"]))
+            notes.append(f"{_duration(row['speed'])} to train")
         if row["n"] > 1:
             notes.append(f"n={int(row['n'])}")
-        end = row["mean"] + (row["sd"] if xerr is not None and pd.notna(row["sd"]) else 0.0)  # clear the error bar
-        ax.text(end, y, "  " + " · ".join(notes), va="center", fontsize=8)
+        ax.text(1.02, y, " · ".join(notes), va="center", fontsize=8, transform=beside, clip_on=False)
     lo, hi = float(table["mean"].min()), float(table["mean"].max())
-    # Accuracies all above 0.5: zoom in so differences are visible; leave room for the notes.
-    left = max(0.0, lo - 0.1) if 0.5 < lo <= hi <= 1.0 else min(0.0, lo)
-    ax.set_xlim(left, hi + 0.6 * max(hi - left, 1e-9))
+    top = hi + (float(np.nanmax(xerr)) if xerr is not None and len(xerr) else 0.0)
+    # A bar's length is its value: bars start at zero, and an accuracy axis stops at 1.
+    right = 1.0 if 0.0 <= lo <= hi <= 1.0 and top <= 1.0 else top * 1.05 if top > 0 else 1.0
+    ax.set_xlim(min(0.0, lo), right)
     ax.set_xlabel(axis_label(metric))
-    ax.set_title(f"Leaderboard: {axis_label(metric)}")
+    ax.set_title(f"Leaderboard: {axis_label(metric)}" + (" (bar: mean; whiskers: ± 1 sd over seeds)" if several else ""))
     sns.despine(ax=ax)
     return fig
 
@@ -813,8 +820,13 @@ def plot_cut_tradeoff(
 
     ``table`` is :func:`eurosat_lib.experiments.truncation.cut_table` (index: block names, in
     backbone order; ``val_mean``, ``val_sd`` and the cost columns). Points are joined in block
-    order, labelled with the block, with ± sd error bars across seeds. A band marks
-    ``tolerance`` below the full backbone (the last row); ``chosen`` is ringed.
+    order and labelled with the block (placed clear of the other points and labels, as
+    :func:`plot_accuracy_vs_cost` places them). With the table's ``loss_high`` and ``drop`` the bars
+    are the 95 % interval of each cut's loss against the full backbone — the interval the chapter's
+    rule reads — drawn around the cut's mean: a cut is shown within the tolerance when its bar's
+    lower end lies in the band. Without them, ± sd across seeds (the axis label says which). A band
+    marks ``tolerance`` below the full backbone (the last row); ``chosen`` is ringed; the legend sits
+    below the panels, clear of the points.
 
     Args:
         table: The table described above.
@@ -831,13 +843,22 @@ def plot_cut_tradeoff(
     costs = [(c, label) for c, label in costs if c in table.columns and table[c].notna().any()]
     if not costs:
         raise ValueError(f"no cost columns to plot; table has {list(table.columns)}")
-    fig, axes = plt.subplots(1, len(costs), figsize=(5.6 * len(costs), 4.2), dpi=DPI, layout="constrained", squeeze=False)
+    fig, axes = plt.subplots(1, len(costs), figsize=(5.6 * len(costs), 4.6), dpi=DPI, layout="constrained", squeeze=False)
     full = table.iloc[-1]
+    y = table["val_mean"].to_numpy(dtype=float)
+    intervals = {"loss_high", "drop"} <= set(table.columns) and bool(np.isfinite(table["loss_high"].astype(float)).all())
+    if intervals:
+        # the loss's interval [drop - h, drop + h] is the cut's accuracy interval [mean - h, mean + h] below the full backbone
+        err = (table["loss_high"] - table["drop"]).astype(float).clip(lower=0).to_numpy()
+        ylabel = "validation accuracy (mean; bars: 95 % interval\nof the loss against the full backbone)"
+    else:
+        err = table["val_sd"].fillna(0).to_numpy(dtype=float) if "val_sd" in table else None
+        ylabel = "validation accuracy (mean ± sd over seeds)"
+    color = sns.color_palette("deep")[0]
     for ax, (col, label) in zip(axes[0], costs):
         x = table[col].to_numpy(dtype=float)
-        y = table["val_mean"].to_numpy(dtype=float)
-        sd = table["val_sd"].fillna(0).to_numpy(dtype=float) if "val_sd" in table else None
-        ax.errorbar(x, y, yerr=sd, fmt="-o", color=sns.color_palette("deep")[0], capsize=3, markersize=5)
+        ax.plot(x, y, "-", color=color, lw=1.2, zorder=1)
+        ax.errorbar(x, y, yerr=err, fmt="none", ecolor=color, capsize=3, zorder=2)
         if tolerance is not None:
             ax.axhspan(full["val_mean"] - tolerance, full["val_mean"], color="green", alpha=0.12,
                        label=f"within {100 * tolerance:g} point(s) of the full backbone")
@@ -845,14 +866,16 @@ def plot_cut_tradeoff(
         if chosen is not None and chosen in table.index:
             ax.plot(table.loc[chosen, col], table.loc[chosen, "val_mean"], "o", ms=13, mfc="none", mec="red",
                     label=f"chosen cut: {chosen}")
-        if np.all(x > 0):
-            ax.set_xscale("log")
-        _label_points(ax, x, y, table.index, fontsize=7)
-        ax.set_xlabel(label)
-        ax.set_ylabel("validation accuracy (mean ± sd over seeds)")
-        ax.legend(fontsize=7, loc="lower right", frameon=False)
-        sns.despine(ax=ax)
-    fig.suptitle("Where to cut: accuracy against size and speed")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="outside lower center", ncol=len(handles), fontsize=8, frameon=False)
+    what = {"backbone_params": "size", "images_per_s": "speed"}
+    fig.suptitle("Where to cut: accuracy against " + " and ".join(what.get(c, label.split(" (")[0]) for c, label in costs))
+    for ax, (col, label) in zip(axes[0], costs):
+        # the points and their labels last: the layout (legend, titles) is then what the page shows
+        points = pd.DataFrame({"block": table.index.astype(str), col: table[col].to_numpy(dtype=float), "val_mean": y})
+        plot_accuracy_vs_cost(points, x=col, y="val_mean", label="block", logx=bool(np.all(points[col] > 0)), ax=ax,
+                              xlabel=label, ylabel=ylabel, title="", fontsize=7)  # fmt: skip
     return fig
 
 
@@ -909,11 +932,18 @@ def plot_accuracy_vs_cost(
     hue: str | None = None,
     logx: bool = True,
     ax: Axes | None = None,
+    xlabel: str | None = None,
+    ylabel: str | None = None,
+    title: str | None = None,
+    fontsize: float = 8,
 ) -> Figure:
     """Accuracy against a cost (speed, parameters, time): one point per ``label``, mean ± sd of runs.
 
     Rows with a missing ``x`` (e.g. speeds not measured in eager smoke runs) are left out; an
-    empty plot says so instead of failing.
+    empty plot says so instead of failing. A log axis is labelled with plain numbers at 1-2-3-5
+    steps (``300``, ``2M``), no minor-tick labels. Each point's label is placed from the drawn
+    figure's geometry: beside its point, inside the axes and clear of every point, every other
+    label and the legend, moved further out (with a leader line) where the nearest places are taken.
 
     Args:
         df: One row per run.
@@ -923,6 +953,10 @@ def plot_accuracy_vs_cost(
         hue: A column colouring the points, or None.
         logx: A log-scale x axis.
         ax: Draw into this axes instead of a new figure.
+        xlabel: The x axis's label (default: the column's words).
+        ylabel: The y axis's label (default: the column's words).
+        title: The title (default: accuracy against cost, in words).
+        fontsize: The points' labels' size.
 
     Returns:
         The figure.
@@ -930,6 +964,8 @@ def plot_accuracy_vs_cost(
     Raises:
         ValueError: A named column is missing.
     """
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
     missing = [c for c in (x, y, label) + ((hue,) if hue else ()) if c not in df.columns]
     if missing:
         raise ValueError(f"columns {missing} not in the table; available: {list(df.columns)}")
@@ -937,22 +973,65 @@ def plot_accuracy_vs_cost(
     agg = df.groupby(keys, sort=False).agg(x=(x, "mean"), y=(y, "mean"), sd=(y, "std"), n=(y, "count")).reset_index()
     agg = agg[np.isfinite(agg["x"].astype(float)) & np.isfinite(agg["y"].astype(float))]
     fig, ax = _new_ax(ax, (7, 4.5))
+    ax.set_xlabel(xlabel if xlabel is not None else axis_label(x))
+    ax.set_ylabel(ylabel if ylabel is not None else axis_label(y))
+    ax.set_title(title if title is not None else f"{axis_label(y)} against {axis_label(x).split(' (')[0]}")
+    sns.despine(ax=ax)
     if agg.empty:
         ax.text(0.5, 0.5, f"no runs with a measured {x}", ha="center", va="center", transform=ax.transAxes)
-    else:
-        groups = agg.groupby(hue, sort=False) if hue else [(None, agg)]
-        for (name, part), color in zip(groups, sns.color_palette("deep")):
-            ax.errorbar(part["x"], part["y"], yerr=part["sd"].fillna(0), fmt="o", capsize=3, color=color,
-                        label=name if hue else None)  # fmt: skip
-        if logx and (agg["x"] > 0).all():
-            ax.set_xscale("log")  # before labelling: the label placement works in the final scale
-        _label_points(ax, agg["x"], agg["y"], agg[label])
-        if hue:
-            ax.legend(fontsize=8, title=axis_label(hue))
-    ax.set_xlabel(axis_label(x))
-    ax.set_ylabel(axis_label(y))
-    ax.set_title(f"{axis_label(y)} against {axis_label(x).split(' (')[0]}")
-    sns.despine(ax=ax)
+        return fig
+    groups = agg.groupby(hue, sort=False) if hue else [(None, agg)]
+    for (name, part), color in zip(groups, sns.color_palette("deep")):
+        ax.errorbar(part["x"], part["y"], yerr=part["sd"].fillna(0) if part["sd"].notna().any() else None, fmt="o",
+                    capsize=3, color=color, label=name if hue else None)  # fmt: skip
+    if logx and (agg["x"] > 0).all():
+        ax.set_xscale("log")
+        span = float(np.log10(agg["x"].max() / agg["x"].min()))
+        subs = (1.0,) if span > 2.5 else (1.0, 2.0, 5.0) if span > 1.2 else (1.0, 2.0, 3.0, 5.0)
+        # matplotlib labels minor ticks of a short log axis (3×10⁵ 4×10⁵ ...), and they collide
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=subs))
+        ax.xaxis.set_major_formatter(FuncFormatter(
+            lambda v, _: f"{v / 1e6:g}M" if v >= 1e6 else f"{v / 1e3:g}k" if v >= 1e3 else f"{v:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    legend = ax.legend(fontsize=8, title=axis_label(hue)) if hue else None
+
+    # Labels go where the figure as shown has room: draw it first (layout, legend place), then try
+    # offsets around each point, nearest first, keeping the first place clear of everything placed.
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    if legend is not None:
+        box = legend.get_window_extent(renderer).transformed(ax.transAxes.inverted())
+        legend.set_bbox_to_anchor((box.x0, box.y0, box.width, box.height), transform=ax.transAxes)
+        legend.set_loc("center")  # frozen: "best" would move it onto the labels at the next draw
+    pts = ax.transData.transform(np.column_stack([agg["x"].astype(float), agg["y"].astype(float)]))
+    frame = ax.get_window_extent(renderer)
+    taken = [legend.get_window_extent(renderer)] if legend is not None else []
+    clear = 7 * fig.dpi / 72  # a marker's radius (or a ring drawn around it), in pixels
+    around = [(1, 0, "left", "center"), (-1, 0, "right", "center"), (0, 1, "center", "bottom"), (0, -1, "center", "top"),
+              (1, 1, "left", "bottom"), (-1, 1, "right", "bottom"), (1, -1, "left", "top"), (-1, -1, "right", "top")]
+    for (px, py), xv, yv, text in zip(pts, agg["x"], agg["y"], agg[label].astype(str)):
+        placed = None
+        for step in (9, 18, 30, 44):
+            for dx, dy, ha, va in around:
+                t = ax.annotate(text, (xv, yv), xytext=(dx * step, dy * step), textcoords="offset points", ha=ha, va=va,
+                                fontsize=fontsize)  # fmt: skip
+                bb = t.get_window_extent(renderer)
+                hits_point = any(bb.x0 - clear < qx < bb.x1 + clear and bb.y0 - clear < qy < bb.y1 + clear for qx, qy in pts)
+                inside = frame.x0 <= bb.x0 and bb.x1 <= frame.x1 and frame.y0 <= bb.y0 and bb.y1 <= frame.y1
+                if inside and not hits_point and not any(bb.overlaps(o) for o in taken):
+                    placed = (dx * step, dy * step, ha, va, bb)
+                t.remove()
+                if placed:
+                    break
+            if placed:
+                break
+        ox, oy, ha, va, bb = placed or (9, 0, "left", "center", None)
+        t = ax.annotate(text, (xv, yv), xytext=(ox, oy), textcoords="offset points", ha=ha, va=va, fontsize=fontsize)
+        taken.append(bb if bb is not None else t.get_window_extent(renderer))
+        if max(abs(ox), abs(oy)) > 9:
+            # a leader line from a label moved further out, drawn apart so the label's own box stays the text's
+            ax.annotate("", (xv, yv), xytext=(ox, oy), textcoords="offset points",
+                        arrowprops=dict(arrowstyle="-", color="grey", lw=0.5, shrinkA=0, shrinkB=4))
     return fig
 
 # --- chapter 02/04: negative transfer, overfitting ---
@@ -1064,23 +1143,28 @@ def plot_case_gaps(df: pd.DataFrame, case: str = "case", ax: Axes | None = None,
     return fig
 
 
-def plot_learning_curves(histories: Mapping[str, Any], metrics: Sequence[str] = ("loss", "accuracy")) -> Figure:
+def plot_learning_curves(histories: Mapping[str, Any], metrics: Sequence[str] = ("loss", "accuracy"), title: str | None = None,
+                         sharey: bool = True) -> Figure:  # fmt: skip
     """Train (solid) and validation (dashed) curves of several runs side by side, one row per run.
 
     ``histories`` maps a label to anything :func:`eurosat_lib.runs.combine_history` accepts.
-    The shaded area between the two curves is the generalisation gap.
+    The shaded area between the two curves is the generalisation gap. Where a run starts a new
+    phase (fine-tuning after the head) a dotted vertical line marks it, as in :func:`plot_history`.
+    The rows share each metric's y axis, so one run's curve can be read against another's.
 
     Args:
         histories: Label -> history.
         metrics: The metrics drawn, one column each.
+        title: A title over the whole figure (e.g. which seed the runs are), or None.
+        sharey: One y axis per metric across the rows; False gives each panel its own.
 
     Returns:
         The figure.
     """
     fig, axes = plt.subplots(len(histories), len(metrics), figsize=(4.6 * len(metrics) + 0.5, 3.2 * len(histories)),
-                             dpi=DPI, squeeze=False, layout="constrained")  # fmt: skip
+                             dpi=DPI, squeeze=False, layout="constrained", sharey="col" if sharey else False)  # fmt: skip
     for row, (label, hist) in zip(axes, histories.items()):
-        merged, _, _ = combine_history(hist)
+        merged, boundaries, names = combine_history(hist)
         for ax, metric in zip(row, metrics):
             tr = np.asarray(merged.get(metric, []), dtype=float)
             va = np.asarray(merged.get(f"val_{metric}", []), dtype=float)
@@ -1091,11 +1175,20 @@ def plot_learning_curves(histories: Mapping[str, Any], metrics: Sequence[str] = 
                 ax.plot(ep[: len(va)], va, "--", marker="o", markersize=2.5, label="validation")
             if len(tr) and len(tr) == len(va):
                 ax.fill_between(ep, tr, va, color="tab:red", alpha=0.1, label="gap")
+            for i, b in enumerate(boundaries):
+                # Epoch b is the last of the previous phase; the line sits between it and b + 1.
+                name = {"finetune": "fine-tuning", "phase 2": "fine-tuning"}.get(names[i + 1], names[i + 1])
+                ax.axvline(b + 0.5, color="grey", linestyle=":", linewidth=1.2)
+                ax.annotate(f"{name} starts", xy=(b + 0.5, 1.0), xycoords=("data", "axes fraction"), xytext=(3, -3),
+                            textcoords="offset points", fontsize=8, va="top", color="grey")  # fmt: skip
             ax.set_title(f"{label}: {axis_label(metric)}", fontsize=10)
             ax.set_xlabel("epoch")
             ax.set_ylabel(axis_label(metric))
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.tick_params(labelleft=True)  # a shared axis keeps its numbers on every row
             ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=11)
     sns.despine(fig=fig)
     return fig
 
@@ -1194,7 +1287,8 @@ def plot_crossover(
             ``mean``, ``low`` and ``high`` (the 95 % interval over seeds; NaN: no band), as
             :func:`eurosat_lib.experiments.crossover.curves` returns.
         runs: optional per-run rows (``arm``, ``n_per_class``, ``test_acc``) drawn as dots, so a
-            mean of three seeds is not mistaken for one run.
+            mean of three seeds is not mistaken for one run; a run with a sanity flag (a non-empty
+            ``warnings``) is circled and the legend says so, as the tables mark it with ⚠.
         ax: draw into this axes instead of a new figure.
 
     Returns:
@@ -1219,6 +1313,12 @@ def plot_crossover(
         if runs is not None and key in runs.columns:
             mine = runs[runs[key].astype(str) == str(part[key].iloc[0])]
             ax.scatter(mine["n_per_class"], mine["test_acc"], s=9, color=color, alpha=0.5)
+    if runs is not None and "warnings" in runs.columns:
+        flagged = runs[runs["warnings"].fillna("").astype(str) != ""]
+        if len(flagged):
+            kinds = sorted({f for w in flagged["warnings"].astype(str) for f in w.split("; ") if f})
+            ax.scatter(flagged["n_per_class"], flagged["test_acc"], s=60, facecolors="none", edgecolors="black",
+                       linewidths=0.8, label=f"⚠ run flagged {', '.join(kinds)} ({len(flagged)})")  # fmt: skip
     sizes = sorted(curves["n_per_class"].unique())
     ax.set_xscale("log")
     ax.set_xticks(sizes, [f"{v:,.0f}" for v in sizes])

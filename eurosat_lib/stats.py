@@ -275,4 +275,12 @@ def format_diff(d: Diff, scale: float = 100.0, unit: str = " points", digits: in
             "unpaired binomial": f"{d.n:,} images, unpaired"}.get(d.method, "1 seed")  # fmt: skip
     if not (math.isfinite(d.low) and math.isfinite(d.high)):
         return f"{head} ({what}, no interval)"
-    return f"{head} ({round(100 * d.confidence)} % CI {scale * d.low:+.{digits}f} to {scale * d.high:+.{digits}f}, {what})"
+    # An end that excludes zero must not print as zero ("-5.8 to -0.0: worse" reads as touching
+    # it): add decimals until it shows its sign (at most 4).
+    ends = []
+    for v in (d.low, d.high):
+        k = digits
+        while v != 0 and round(scale * v, k) == 0 and k < digits + 3:
+            k += 1
+        ends.append(f"{scale * v:+.{k}f}")
+    return f"{head} ({round(100 * d.confidence)} % CI {ends[0]} to {ends[1]}, {what})"

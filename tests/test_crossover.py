@@ -6,6 +6,7 @@ statistics run on constructed tables whose answer is known, so each check can fa
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -174,10 +175,13 @@ def test_crossover_size_is_the_smallest_size_from_which_fine_tuning_wins():
     assert (diffs["seeds"] == 3).all()  # paired on the seeds both arms ran, not the frozen arm's five
     assert diffs.loc[0, "flags"] == "not converged" and diffs.loc[3, "flags"] == ""
     cx = CX.crossover_size(diffs, "finetune_all")
-    assert cx.found and cx.n_per_class == 50 and cx.size == 50
-    assert cx.describe() == "from 50 labelled images per class on"
+    assert cx.found and cx.n_per_class == 50 and cx.size == 50 and not cx.from_smallest
+    # every size's verdict is said, and the flagged runs at 5 keep their ⚠
+    assert cx.describe(with_flags=False) == "from 50 labelled images per class on (below it: worse at 5; no measurable difference at 20)"
+    assert cx.describe().endswith("(flagged runs enter the comparison at 5: ⚠ not converged (3/6 runs))")
     table = CX.difference_table(diffs)
     assert list(table.index) == ["5", "20", "50", "150"] and table.iloc[2, 0].endswith(": better")
+    assert table.iloc[0, 0].endswith(": worse ⚠ not converged (3/6 runs)") and "[flags" not in table.iloc[0, 0]
 
 
 def test_no_crossover_when_no_interval_excludes_zero():
@@ -185,7 +189,8 @@ def test_no_crossover_when_no_interval_excludes_zero():
     assert set(diffs["verdict"]) == {"no measurable difference"}
     cx = CX.crossover_size(diffs, "finetune_all")
     assert not cx.found and cx.size is None
-    assert cx.describe() == "none in the range studied (5-150 labelled images per class)"
+    assert cx.describe(with_flags=False) == ("at none of the sizes measured (no measurable difference at 5, 20, 50 and 150): "
+                                             "no crossover in the range studied (5-150 labelled images per class)")
 
 
 def test_a_tie_at_the_largest_size_is_not_a_win():
@@ -196,7 +201,49 @@ def test_a_tie_at_the_largest_size_is_not_a_win():
     assert not CX.crossover_size(diffs, "finetune_all").found
     # the prose reads its verdict words from the same table
     text = CX.narrative(made_table({5: -0.02, 20: 0.0, 50: 0.04, 150: 0.006}, noise=0.01), diffs)
-    assert "crossover none in the range studied" in text and ": no measurable difference." in text
+    assert "no size above which it always wins, so no crossover in the range studied" in text
+    assert ": no measurable difference." in text
+
+
+def test_wins_on_both_sides_of_a_tie_place_no_crossover_and_every_size_is_said():
+    """The reviewed chapter said "crossover from 150 on" for an arm that also won at 5 and 20 and tied only
+    at 50: a crossover needs no win below it. Each size's verdict is stated instead."""
+    gain = {5: 0.05, 20: 0.05, 50: 0.0, 150: 0.05}
+    diffs = CX.differences(made_table(gain, noise=0.005), arms=["finetune_all"])
+    assert list(diffs["verdict"]) == ["better", "better", "no measurable difference", "better"]
+    cx = CX.crossover_size(diffs, "finetune_all")
+    assert not cx.found and cx.n_per_class is None and cx.size is None
+    assert cx.describe(with_flags=False) == (
+        "at 5, 20 and 150 labelled images per class but not at every size (no measurable difference at 50): no size "
+        "above which it always wins, so no crossover in the range studied (5-150 labelled images per class)")
+    text = CX.narrative(made_table(gain, noise=0.005), diffs)
+    assert "from 150" not in text and "At 50 images per class: " in text  # the tie is quoted with its interval
+
+
+def test_a_win_at_every_size_is_said_as_from_the_smallest_size_measured():
+    diffs = CX.differences(made_table({5: 0.05, 20: 0.05, 50: 0.05, 150: 0.05}), arms=["finetune_all"])
+    cx = CX.crossover_size(diffs, "finetune_all")
+    assert cx.found and cx.from_smallest and cx.n_per_class == 5
+    assert cx.describe(with_flags=False) == ("at every size measured (5-150 labelled images per class), from the smallest "
+                                             "on: no crossover in that range, any lies below 5")
+    assert "from 5 labelled images per class on" not in cx.describe()
+
+
+def test_every_number_a_flagged_run_enters_carries_its_flag():
+    """The reviewed chapter quoted the whole split's differences, made of runs flagged not converged, bare."""
+    table = made_table({5: 0.05, 20: 0.05, 50: 0.05, 150: 0.05})
+    table["warnings"] = np.where((table["size"] == 150) & (table["arm"] == "finetune_all") & (table["seed"] != 1),
+                                 "not converged", "")  # fmt: skip
+    table["run"] = [f"runs/{a}_n{s}_seed{k}" for a, s, k in zip(table["arm"], table["size"], table["seed"])]
+    diffs = CX.differences(table, arms=["finetune_all"])
+    assert diffs.set_index("size").loc[150, "note"] == " ⚠ not converged (2/6 runs)"
+    assert diffs.set_index("size").loc[5, "note"] == ""
+    text = CX.narrative(table, diffs)
+    assert "At 150 images per class: " in text and text.split("At 150 images per class: ")[1].split(".\n")[0].endswith(
+        "better ⚠ not converged (2/6 runs)")
+    assert "(not converged: `finetune_all_n150_seed0`, `finetune_all_n150_seed2`)" in text
+    recon = CX.reconciliation(params(n_per_class=150), diffs)
+    assert re.search(r"at 150 images per class, the same comparison gives [^:]+ on test: better ⚠ not converged \(2/6 runs\)\.", recon)
 
 
 # ------------------------------------------------------------------------------------------
@@ -280,7 +327,10 @@ def test_plot_crossover_draws_one_line_and_band_per_arm_on_a_log_axis():
     assert (cur["low"] < cur["mean"]).all() and (cur["mean"] < cur["high"]).all() and set(cur["seeds"]) == {3, 5}
     ax = plots.plot_crossover(cur, table).axes[0]
     assert ax.get_xscale() == "log" and len(ax.get_lines()) == 2
-    assert len(ax.collections) == 4  # a band and the seeds' dots per arm
+    assert len(ax.collections) == 5  # a band and the seeds' dots per arm, and a ring around each flagged run
+    ring = ax.collections[-1]
+    assert len(ring.get_offsets()) == 3 and ring.get_label() == "⚠ run flagged not converged (3)"
+    assert "⚠ run flagged not converged (3)" in [t.get_text() for t in ax.get_legend().get_texts()]
     assert ax.get_xlabel() == "labelled training images per class (log scale)" and ax.get_ylabel() == "test accuracy"
     with pytest.raises(ValueError, match=r"columns \['low'\] not in the curves table"):
         plots.plot_crossover(cur.drop(columns="low"))
@@ -294,6 +344,7 @@ def test_reconciliation_chooses_its_explanation_by_where_the_sweep_lies():
     assert "lies below the crossover (50 images per class)" in below and "0.0001 (chosen on validation)" in below
     assert "In the depth sweep, all layers against the frozen base gave +0.0 points" in below
     above = CX.reconciliation(params(n_per_class=150), diffs, 1e-4, depth)
-    assert "at or below the sweep's size" in above and "did not show it" in above
+    assert "wins from 50 images per class on, at or below the sweep's size" in above
+    assert "data size alone does not explain the sweep's result" in above
     none = CX.reconciliation(params(n_per_class=20), CX.differences(made_table({5: 0.0, 20: 0.0, 50: 0.0, 150: 0.0}), arms=["finetune_all"]))
     assert "never beats the frozen base by more than the noise" in none

@@ -440,3 +440,46 @@ def test_recipe_headline_says_when_the_study_has_since_chosen_another_configurat
     assert "is now" not in para("ls10") and "is now" not in para(None)
     # read from a study folder: none there, no choice to compare with
     assert R.current_recipe_choice(tmp_path / "nowhere") is None
+
+
+def test_gpu_page_states_what_the_profiles_and_records_hold():
+    """book/gpu.md is written by hand: its profile table must state the seeds, MobileNet widths and input
+    sizes the chapters' parameters (and the cpu records) use, and its "Expected times" must not type
+    timings (the results page and the performance appendix print them from the records)."""
+    from eurosat_lib.experiments import backbones as BB
+    from eurosat_lib.experiments import resolve_params
+
+    page = (BOOK / "gpu.md").read_text()
+
+    def row(name):
+        line = next(ln for ln in page.splitlines() if ln.startswith(f"| {name} |"))
+        return line.split("|")[2:4]  # the cpu cell, the gpu cell
+
+    chapters = ["01_transfer_learning", "02_negative_transfer", "03_finetune", "04_overfitting", "05_backbones", "06_truncation"]
+    for profile, seeds_cell, width_cell, size_cell in zip(("cpu", "gpu"), row("seeds"), row("MobileNet width"), row("input size")):
+        counts, alphas, sizes = set(), set(), set()
+        for nb in chapters:
+            P = resolve_params(nb, profile=profile)
+            for k, v in vars(P).items():
+                if k.endswith("seeds"):
+                    counts.add(len(v) if isinstance(v, (list, tuple)) else int(v))
+            if getattr(P, "backbone", None) in ("MobileNet", "MobileNetV2"):
+                alphas.add(P.alpha if P.alpha is not None else 1.0)
+            for text in getattr(P, "candidates", None) or []:
+                name, alpha = BB.parse_candidate(text)
+                if name in ("MobileNet", "MobileNetV2"):
+                    alphas.add(alpha if alpha is not None else 1.0)
+            sizes.add(P.image_size)
+        assert f"{min(counts)}–{max(counts)}" in seeds_cell, (profile, counts, seeds_cell)
+        assert all(f"{a:g}" in width_cell for a in alphas), (profile, alphas, width_cell)
+        assert all(f"{s} px" in size_cell for s in sizes), (profile, sizes, size_cell)
+    # the cpu edition's records: the range the cell states is the range the chapters' runs used
+    recorded = set()
+    for p in (BOOK / "runs" / "cpu").glob("0[1-6]_*/**/record.json"):
+        size = (json.loads(p.read_text()).get("params") or {}).get("image_size")
+        if size:
+            recorded.add(int(size))
+    assert row("input size")[0].strip().startswith(f"{min(recorded)}–{max(recorded)} px"), (recorded, row("input size")[0])
+    times = page[page.index("## Expected times"):page.index("## What the `cpu` edition cost")]
+    assert not re.search(r"\d", times), "gpu.md's Expected times types a number: point to the page that prints it from a record"
+    assert "results.md" in times and "performance.md" in times

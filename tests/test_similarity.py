@@ -215,11 +215,15 @@ def test_each_verdict_chooses_its_own_sentence(verdict, word):
 def test_narrative_explains_each_source_by_its_measured_verdict():
     helps = study_table(in_domain=0.85, shuffled=0.75)
     hurts = study_table(in_domain=0.60, shuffled=0.60)
-    text_h = SIM.narrative(helps, SIM.differences(helps))
+    text_h = SIM.narrative(helps, SIM.differences(helps))  # the frozen arm: its own sentences where WHY's would not hold
     text_w = SIM.narrative(hurts, SIM.differences(hurts))
-    assert SIM.WHY["in_domain"]["random"]["helps"] in text_h and SIM.WHY["in_domain"]["random"]["hurts"] not in text_h
-    assert SIM.WHY["in_domain"]["random"]["hurts"] in text_w and SIM.WHY["in_domain"]["random"]["helps"] not in text_w
-    assert SIM.WHY["shuffled"]["random"]["helps"] in text_h and SIM.WHY["shuffled"]["random"]["hurts"] in text_w
+
+    def frozen(source, effect):
+        return SIM.why(source, "random", {"helps": "better", "hurts": "worse"}[effect], "frozen")
+
+    assert frozen("in_domain", "helps") in text_h and frozen("in_domain", "hurts") not in text_h
+    assert frozen("in_domain", "hurts") in text_w and frozen("in_domain", "helps") not in text_w
+    assert frozen("shuffled", "helps") in text_h and frozen("shuffled", "hurts") in text_w
     assert "+15.0 points (95 % CI" in text_h and "**helps**" in text_h and "**hurts**" in text_w
     # one seed: a number, but no verdict and no explanation
     one = study_table(0.85, 0.60)

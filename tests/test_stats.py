@@ -160,3 +160,10 @@ def test_evaluation_noise_never_narrows_the_seed_interval():
     big = S.diff_from_moments(0.01, sd, n, eval_var=100 * v_seed)
     assert big.high - big.mean > seed_only.high - seed_only.mean
     assert big.high - big.mean < 1.99 * math.sqrt(101 * v_seed)
+
+
+def test_an_interval_end_that_excludes_zero_never_prints_as_zero():
+    d = S.Diff(-0.029, -0.058, -0.0004, 5, "t over seeds")
+    assert d.verdict == "worse"
+    assert S.format_diff(d) == "-2.9 points (95 % CI -5.8 to -0.04, 5 seeds)"
+    assert S.format_diff(S.Diff(0.02, 0.0, 0.04, 3, "t over seeds")) == "+2.0 points (95 % CI +0.0 to +4.0, 3 seeds)"

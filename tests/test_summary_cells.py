@@ -212,7 +212,7 @@ def test_finetune_text_names_the_chosen_rate_and_the_crossover_only_when_measure
     s = S.load_summary(RUNS / nb, nb)
     text = s.notebook_markdown()
     lrs = _frame(nb, "learning_rate")
-    assert text.startswith(f"*Numbers from this run (cpu profile, MobileNetV2, 128 px; sections 2-4: {lrs['seed'].nunique()} "
+    assert text.startswith(f"*Numbers from this run (cpu profile, MobileNetV2 α = 0.35, 128 px; sections 2-4: {lrs['seed'].nunique()} "
                            "seed(s) per setting, paired by seed, 95 % intervals).*")
     from eurosat_lib.summaries.render import mean_sd
 

@@ -203,16 +203,30 @@ def test_cpu_profile_has_the_statistical_power_of_issue_12():
 
 
 def _records(tmp_path, rows, n_val=5400, n_test=5400, flags=()):
-    """Fake run folders with records holding the rows' numbers (their ``run`` column set)."""
+    """Fake run folders with records holding the rows' numbers (their ``run`` column set); a row's
+    ``history`` (a Keras history dict) becomes the record's one phase."""
     for r in rows:
         folder = tmp_path / f"{r['key']}_{r['seed']}"
         folder.mkdir()
+        hist = r.pop("history", None)
         rec = {"params": {"image_size": 64}, "metrics": {"val": {"accuracy": r["val_accuracy"], "n": n_val},
                                                          "test": {"accuracy": r.get("test_accuracy", 0.5), "n": n_test}},
                "warnings": list(flags) if r["key"] in r.get("flagged", ()) else [], "timings": {}}
+        if hist is not None:
+            rec["history"] = [{"name": "head", "history": hist}]
         (folder / "record.json").write_text(json.dumps(rec))
         r["run"] = str(folder)
     return pd.DataFrame(rows)
+
+
+def _heads(tmp_path, lin_val, deep_val, lin_train, deep_train):
+    """A linear and a ``512-256`` head per seed, their training accuracy logged over two epochs."""
+    rows = [{"key": h, "head": h, "seed": s, "val_accuracy": v,
+             "history": {"accuracy": [0.5, t], "val_loss": [1.0, 0.8]}}
+            for h, vals, trains in (("linear", lin_val, lin_train), ("512-256", deep_val, deep_train))
+            for s, (v, t) in enumerate(zip(vals, trains))]  # fmt: skip
+    tmp_path.mkdir(exist_ok=True)
+    return _records(tmp_path, rows)
 
 
 def test_sweep_and_head_paragraphs_say_what_the_interval_says(tmp_path):
@@ -222,16 +236,13 @@ def test_sweep_and_head_paragraphs_say_what_the_interval_says(tmp_path):
     ctx = RecordContext(root=tmp_path)
     lin = [0.80, 0.81, 0.79, 0.80, 0.82]
     deep_lower = [v - 0.05 for v in lin]  # 5 points worse on every seed
-    rows = [{"key": h, "head": h, "seed": s, "val_accuracy": v, "train_accuracy": t}
-            for h, vals, trains in (("linear", lin, [0.9] * 5), ("512-256", deep_lower, [0.8, 0.81, 0.79, 0.8, 0.8]))
-            for s, (v, t) in enumerate(zip(vals, trains))]  # fmt: skip
-    hd = _records(tmp_path, rows)
+    hd = _heads(tmp_path / "under", lin, deep_lower, [0.9] * 5, [0.8, 0.81, 0.79, 0.8, 0.8])
     text = ST.sweep_paragraph(hd, "head", "linear", ctx=ctx)
     assert "**worse**" in text and "5 seeds" in text and "5,400 validation images" in text
     diag = ST.head_diagnosis(hd, "512-256", ctx=ctx)
     assert "underfits" in diag and "overfit" not in diag.replace("not overfitting", "")
     # the same validation gap with training accuracy as high as the linear head's: overfitting
-    hd2 = hd.assign(train_accuracy=[0.9] * 5 + [0.95, 0.96, 0.94, 0.95, 0.97])
+    hd2 = _heads(tmp_path / "over", lin, deep_lower, [0.9] * 5, [0.95, 0.96, 0.94, 0.95, 0.97])
     assert "*overfits*" in ST.head_diagnosis(hd2, "512-256", ctx=ctx)
     # noise only: no verdict word but "no measurable difference"
     noisy = hd.assign(val_accuracy=lin + [0.83, 0.78, 0.80, 0.77, 0.84])

@@ -64,6 +64,8 @@ from .. import models as M
 from .. import runs as R
 from .. import stats
 from .. import training as T
+from ..summaries.finetune import finetune_budget, listed, network_label, setup_table
+from ..summaries.render import compare_text, flag_note, read_json, record_warnings
 from .core import ExperimentSpec, RunResult, run, train_subset
 from .params import backbone_kwargs
 from .recipes import BN_MOMENTUM_TAG, scratch_model_fn, unfreeze_policy
@@ -513,8 +515,9 @@ def differences(table: pd.DataFrame, arms: Sequence[str] = FINETUNED, baseline: 
 
     Returns:
         One row per (arm, size): ``arm``, ``size``, ``n_per_class``, ``diff``, ``low``, ``high``,
-        ``seeds``, ``verdict``, ``text`` (:func:`eurosat_lib.stats.format_diff`) and
-        ``flags`` (the sanity flags of the runs involved, joined).
+        ``seeds``, ``verdict``, ``text`` (:func:`eurosat_lib.stats.format_diff`), ``flags`` (the sanity
+        flags of the runs involved, joined) and ``note`` (the same as the page shows them beside a number,
+        :func:`eurosat_lib.summaries.render.flag_note`: " ⚠ not converged (2/6 runs)"; ``""`` when none).
     """
     rows = []
     base = table[table["arm"] == baseline]
@@ -529,74 +532,117 @@ def differences(table: pd.DataFrame, arms: Sequence[str] = FINETUNED, baseline: 
             n_test = pd.concat([g, base[base["size"] == size]])["test_images"].dropna()
             d = stats.paired_diff(a[seeds].to_numpy(), b[seeds].to_numpy(), n_eval=int(n_test.min()) if len(n_test) else None)
             involved = pd.concat([g[g["seed"].isin(seeds)], base[(base["size"] == size) & base["seed"].isin(seeds)]])
-            flags = sorted({f for w in involved["warnings"].fillna("") for f in w.split("; ") if f})
+            per_run = [[f for f in w.split("; ") if f] for w in involved["warnings"].fillna("")]
+            flags = sorted({f for w in per_run for f in w})
             rows.append({"arm": arm, "size": size, "n_per_class": float(g["n_per_class"].iloc[0]), "diff": d.mean,
                          "low": d.low, "high": d.high, "seeds": d.n, "verdict": d.verdict, "text": stats.format_diff(d),
-                         "flags": ", ".join(flags)})  # fmt: skip
-    out = pd.DataFrame(rows, columns=["arm", "size", "n_per_class", "diff", "low", "high", "seeds", "verdict", "text", "flags"])
+                         "flags": ", ".join(flags), "note": flag_note(per_run)})  # fmt: skip
+    out = pd.DataFrame(rows, columns=["arm", "size", "n_per_class", "diff", "low", "high", "seeds", "verdict", "text", "flags",
+                                      "note"])  # fmt: skip
     return out.sort_values(["arm", "n_per_class"], kind="stable").reset_index(drop=True)
+
+
+def _sizes_text(sizes: Sequence[float]) -> str:
+    items = [f"{v:,.0f}" for v in sizes]
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
 @dataclass(frozen=True)
 class Crossover:
-    """Where one fine-tuned arm starts to beat the frozen base.
+    """Where one fine-tuned arm beats the frozen base, size by size, and whether that makes a crossover.
 
     Attributes:
         arm: the fine-tuned arm.
-        n_per_class: the smallest size from which on every larger size's interval lies above zero
-            (images per class), or None: no such size in the range studied.
+        n_per_class: the crossover (images per class): the size from which on every size's interval lies
+            above zero while no smaller size's does; the smallest size measured when every size's does.
+            None when there is none: no size wins, the largest does not, or wins lie on both sides of a
+            size that does not win (a tie between two wins is no crossover).
         size: the same size as the study names it (an int or ``"all"``), or None.
         sizes: the sizes compared, ascending.
+        verdicts: each size's verdict (:func:`eurosat_lib.stats.verdict`), in the order of ``sizes``.
+        notes: each size's flag note (``differences``' ``note``), in the same order.
     """
 
     arm: str
     n_per_class: float | None
     size: int | str | None
     sizes: tuple[float, ...]
+    verdicts: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
 
     @property
     def found(self) -> bool:
-        """Whether a crossover lies in the range studied."""
+        """Whether the verdicts place a crossover (or a win from the smallest size measured on)."""
         return self.n_per_class is not None
 
-    def describe(self) -> str:
-        """The answer in words.
+    @property
+    def from_smallest(self) -> bool:
+        """Whether fine-tuning wins at every size measured: the crossover, if any, lies below the range."""
+        return self.found and bool(self.sizes) and self.n_per_class == self.sizes[0]
+
+    def describe(self, with_flags: bool = True) -> str:
+        """The answer in words, as it follows "fine-tuning beats the frozen base": every size's verdict counts.
+
+        Args:
+            with_flags: Name the sizes whose comparison a flagged run enters, with its ⚠ (off where the
+                text quotes those sizes' numbers with their own ⚠).
 
         Returns:
-            E.g. "from 150 labelled images per class on", or "none in the range studied (5-1,620 ...)".
+            E.g. "at every size measured (5-1,620 labelled images per class; ...)", "from 150 labelled
+            images per class on (...)", or "at 5, 20 and 150 labelled images per class but not at 50 (...)".
         """
         if not self.sizes:
             return "not measured (no paired runs)"
+        span = f"{self.sizes[0]:,.0f}-{self.sizes[-1]:,.0f} labelled images per class"
+        flagged = [f"at {s:,.0f}:{n}" for s, n in zip(self.sizes, self.notes) if n]
+        flags = f" (flagged runs enter the comparison {'; '.join(flagged)})" if flagged and with_flags else ""
+        # a Crossover built without verdicts (older callers) knows only where its wins start
+        verdicts = self.verdicts or (("better",) * len(self.sizes) if self.from_smallest else ())
+        wins = [s for s, v in zip(self.sizes, verdicts) if v == "better"]
+        rest = {}
+        for s, v in zip(self.sizes, verdicts):
+            if v != "better":
+                rest.setdefault(v, []).append(s)
+        not_won = "; ".join(f"{v} at {_sizes_text(ss)}" for v, ss in rest.items())
+        if self.from_smallest:
+            return (f"at every size measured ({span}), from the smallest on: no crossover in that range, any lies below "
+                    f"{self.sizes[0]:,.0f}{flags}")
         if self.found:
-            return f"from {self.n_per_class:,.0f} labelled images per class on"
-        return f"none in the range studied ({self.sizes[0]:,.0f}-{self.sizes[-1]:,.0f} labelled images per class)"
+            return f"from {self.n_per_class:,.0f} labelled images per class on" + (f" (below it: {not_won})" if not_won else "") + flags
+        if not wins:
+            return f"at none of the sizes measured ({not_won}): no crossover in the range studied ({span}){flags}"
+        return (f"at {_sizes_text(wins)} labelled images per class but not at every size ({not_won}): no size above which "
+                f"it always wins, so no crossover in the range studied ({span}){flags}")
 
 
 def crossover_size(diffs: pd.DataFrame, arm: str) -> Crossover:
-    """The smallest size above which fine-tuning ``arm`` beats the frozen base, measured.
+    """Where fine-tuning ``arm`` beats the frozen base, measured: the crossover if the verdicts place one.
 
     A size counts only when its 95 % interval excludes zero in fine-tuning's favour (verdict
-    "better"); the crossover is the smallest size from which on *every* larger size counts too.
-    If the largest size does not count there is none in the range: a win at some middle size
-    followed by a tie is not a crossover, and a tie is never a win.
+    "better"). A crossover is claimed only when every size from it on counts and no smaller size
+    does: fine-tuning does not win below it and wins from it on. When every size counts, the answer
+    is "from the smallest size measured" (any crossover lies below the range). A win at a middle
+    size followed by a tie is not a crossover, nor is a tie between two wins (fine-tuning winning
+    below and above a size where it does not), and a tie is never a win.
 
     Args:
         diffs: :func:`differences` rows.
         arm: the fine-tuned arm.
 
     Returns:
-        A :class:`Crossover` (``n_per_class`` None when none is in the range).
+        A :class:`Crossover` (``n_per_class`` None when the verdicts place none).
     """
-    rows = diffs[diffs["arm"] == arm].sort_values("n_per_class")
+    rows = diffs[diffs["arm"] == arm].sort_values("n_per_class").reset_index(drop=True)
     sizes = tuple(float(x) for x in rows["n_per_class"])
-    found = None
-    for _, r in rows[::-1].iterrows():
-        if r["verdict"] != "better":
-            break
-        found = r
-    if found is None:
-        return Crossover(arm, None, None, sizes)
-    return Crossover(arm, float(found["n_per_class"]), found["size"], sizes)
+    verdicts = tuple(str(v) for v in rows["verdict"])
+    notes = tuple(str(n) for n in rows["note"].fillna("")) if "note" in rows else ("",) * len(rows)
+    wins = [v == "better" for v in verdicts]
+    k = len(wins)
+    while k > 0 and wins[k - 1]:
+        k -= 1  # the wins' unbroken run up to the largest size starts at k
+    if k == len(wins) or any(wins[:k]):
+        return Crossover(arm, None, None, sizes, verdicts, notes)
+    return Crossover(arm, sizes[k], rows.loc[k, "size"], sizes, verdicts, notes)
 
 
 def difference_table(diffs: pd.DataFrame) -> pd.DataFrame:
@@ -607,12 +653,13 @@ def difference_table(diffs: pd.DataFrame) -> pd.DataFrame:
 
     Returns:
         One row per size (labelled images per class), one column per fine-tuned arm, each cell the
-        difference with its interval and verdict ("+2.1 points (95 % CI ...): better"), plus the
-        runs' sanity flags; empty when there are no rows.
+        difference with its interval and verdict ("+2.1 points (95 % CI ...): better"), then the ⚠ of
+        any flagged run that enters it ("⚠ not converged (2/6 runs)"); empty when there are no rows.
     """
     if diffs.empty:
         return pd.DataFrame()
-    cell = diffs.assign(cell=diffs["text"] + ": " + diffs["verdict"] + diffs["flags"].map(lambda f: f" [flags: {f}]" if f else ""))
+    note = diffs["note"].fillna("") if "note" in diffs else diffs["flags"].map(lambda f: f" ⚠ {f}" if f else "")
+    cell = diffs.assign(cell=diffs["text"] + ": " + diffs["verdict"] + note)
     wide = cell.pivot(index="n_per_class", columns="arm", values="cell")
     wide = wide[[a for a in FINETUNED if a in wide.columns]]
     wide.columns = [f"{ARM_LABELS[a]} − frozen" for a in wide.columns]
@@ -621,83 +668,216 @@ def difference_table(diffs: pd.DataFrame) -> pd.DataFrame:
     return wide
 
 
-def narrative(table: pd.DataFrame, diffs: pd.DataFrame) -> str:
-    """The crossover section's prose, every number and verdict word read from the tables.
+#: The headline runs (``scripts/reference_runs.py``, :data:`eurosat_lib.report.REFERENCE_RUNS`) the
+#: study's text sets its numbers beside: key -> folder under ``<runs>/<profile>/reference``.
+HEADLINE_RUNS = {"frozen": "mobilenetv2_035_frozen", "finetune": "mobilenetv2_035_finetune",
+                 "scratch_plateau": "mobilenetv2_035_scratch_plateau"}  # fmt: skip
+
+
+def headline_runs(P: SimpleNamespace) -> dict[str, Path]:
+    """The finished headline runs of the chapter's profile, for the study's text to read.
+
+    Args:
+        P: the chapter's parameters (``out_dir``: ``<runs>/<profile>/03_finetune``).
+
+    Returns:
+        Key of :data:`HEADLINE_RUNS` -> run folder, for those with a record (none at a profile
+        without headline runs, e.g. smoke).
+    """
+    ref = Path(P.out_dir).parent / "reference"
+    return {k: ref / name for k, name in HEADLINE_RUNS.items() if (ref / name / "record.json").is_file()}
+
+
+def _note(rows: pd.DataFrame) -> str:
+    """The ⚠ of the runs in ``rows`` (their ``warnings`` column), as beside a number they make."""
+    return flag_note([[f for f in str(w).split("; ") if f] for w in rows["warnings"].fillna("")])
+
+
+def _record(run: Any) -> dict[str, Any] | None:
+    return read_json(Path(str(run)) / "record.json") if run is not None else None
+
+
+def _best_epochs(rec: dict[str, Any] | None) -> tuple[int, int] | None:
+    """(best epoch, epochs run) of the last phase that watched validation accuracy."""
+    hist = [h for h in (rec or {}).get("history") or [] if (h.get("history") or {}).get("val_accuracy")]
+    if not hist:
+        return None
+    val = hist[-1]["history"]["val_accuracy"]
+    return int(np.argmax(val)) + 1, len(val)
+
+
+def scratch_note(table: pd.DataFrame, plateau: Any = None) -> str:
+    """What bounds the scratch arm at the study's largest size, read from its runs' curves, and the plateau run beside it.
+
+    Args:
+        table: :func:`run_study` / :func:`read_table` rows (``run`` names each record's folder).
+        plateau: the folder of a from-scratch run of the same network trained to its plateau (the
+            headline's ``scratch_plateau``), or None.
+
+    Returns:
+        Sentences (Markdown), empty without scratch runs.
+    """
+    from ..sanity import monitored_images
+    from ..stats import independent_diff
+
+    sc = table[table["arm"] == "scratch"]
+    if sc.empty:
+        return ""
+    n_max = sc["n_per_class"].max()
+    big = sc[sc["n_per_class"] == n_max]
+    recs = [_record(r) for r in big["run"]] if "run" in big else []
+    bests = [b for b in (_best_epochs(r) for r in recs) if b]
+    text = ""
+    if bests:
+        at_end = sum(b == n for b, n in bests)
+        epochs = ", ".join(str(b) for b, _ in bests)
+        text = (f" Scratch trains for its whole budget; at {n_max:,.0f} images per class its best validation epoch was "
+                f"{epochs} of {bests[0][1]} in its {len(bests)} runs")
+        if at_end:
+            text += (f" (the last in {at_end} of them): it was still climbing when the budget ended, so that number is "
+                     "bound by the budget, a lower bound for this network from random weights, not its reach")
+            if not _note(big):
+                # the images the sanity rule judged the curve on (sanity.flags_from_record)
+                watched = (monitored_images(recs[0]) or ((recs[0].get("metrics") or {}).get("val") or {}).get("n")) if recs[0] else None
+                text += (" (no run is flagged: the last epochs' gain is within the noise of the "
+                         + (f"{watched:,} " if watched else "") + "validation images it watched)")
+        text += "."
+    rec = _record(plateau)
+    if rec and (rec.get("metrics") or {}).get("test"):
+        test = rec["metrics"]["test"]
+        ph = (rec["params"].get("phases") or [{}])[-1]
+        fz = table[(table["arm"] == "frozen") & (table["n_per_class"] == n_max)]
+        run_epochs = (((rec.get("timings") or {}).get("phases") or {}).get(ph.get("name")) or {}).get("epochs_run") or ph.get("epochs")
+        text += (f" Trained with its own longer recipe ({run_epochs} epochs at {rec['params'].get('image_size')} px, "
+                 f"{ph.get('optimizer', '').replace('adamw', 'AdamW').replace('adam', 'Adam')}, peak learning rate "
+                 f"{ph.get('learning_rate'):g}, {ph.get('schedule')} schedule; `{Path(str(plateau)).as_posix()}`), the same "
+                 f"network ({network_label(rec['params'].get('backbone'), (rec['params'].get('backbone_kwargs') or {}).get('alpha'))}) "
+                 f"from random weights reaches {test['accuracy']:.2%}{flag_note([record_warnings(rec)])} on "
+                 f"{(rec.get('extra') or {}).get('train_size', 0):,} training images")  # fmt: skip
+        if len(fz) and fz["test_images"].notna().any():
+            p_fz, n = float(fz["test_acc"].mean()), int(fz["test_images"].min())
+            d = independent_diff(float(test["accuracy"]), int(test["n"]), p_fz, n)
+            text += (f"; against this study's frozen arm at {n_max:,.0f} images per class ({p_fz:.1%}{_note(fz)}): "
+                     f"{compare_text(d, [record_warnings(rec)], [[f for f in str(w).split('; ') if f] for w in fz['warnings'].fillna('')])}")
+        text += "."
+    return text
+
+
+def narrative(table: pd.DataFrame, diffs: pd.DataFrame, plateau: Any = None) -> str:
+    """The crossover section's prose, every number and verdict word read from the tables and records.
 
     Args:
         table: :func:`run_study` rows.
         diffs: :func:`differences` of that table.
+        plateau: the folder of the from-scratch run trained to its plateau (:func:`headline_runs`'
+            ``scratch_plateau``), or None.
 
     Returns:
-        Markdown: the crossover of each fine-tuned arm, the difference at the smallest and the
-        largest size, where scratch stands, and which runs carry sanity flags.
+        Markdown: each fine-tuned arm's verdict size by size (a crossover only where the verdicts place
+        one) with the differences at the smallest size, at every size it does not win and at the largest;
+        where scratch stands and what bounds it; which runs carry sanity flags. Every number a flagged
+        run enters carries its ⚠.
     """
     if table.empty or diffs.empty:
         return "*No finished crossover runs yet: run `python -m eurosat_lib study crossover` first.*"
     cur = curves(table)
     lines = []
     for arm in FINETUNED:
-        d = diffs[diffs["arm"] == arm].sort_values("n_per_class")
+        d = diffs[diffs["arm"] == arm].sort_values("n_per_class").reset_index(drop=True)
         if d.empty:
             continue
         cx = crossover_size(diffs, arm)
-        lo, hi = d.iloc[0], d.iloc[-1]
-        line = (f"- **{ARM_LABELS[arm]}** against the frozen base: crossover {cx.describe()}. "
-                f"At {lo['n_per_class']:,.0f} images per class the difference is {lo['text']}: {lo['verdict']}.")
-        if len(d) > 1:
-            line += f" At {hi['n_per_class']:,.0f} images per class it is {hi['text']}: {hi['verdict']}."
+        line = f"- **{ARM_LABELS[arm]}** beats the frozen base {cx.describe(with_flags=False)}."
+        quoted = sorted({0, len(d) - 1} | {i for i in range(len(d)) if d.loc[i, "verdict"] != "better"})
+        for i in quoted:
+            r = d.loc[i]
+            note = r["note"] if "note" in d and isinstance(r["note"], str) else ""
+            line += f" At {r['n_per_class']:,.0f} images per class: {r['text']}: {r['verdict']}{note}."
         lines.append(line)
     sc = cur[cur["arm"] == "scratch"].sort_values("n_per_class")
     if not sc.empty:
         ends = [sc.iloc[0]] + ([sc.iloc[-1]] if len(sc) > 1 else [])
-        said = " and ".join(f"{r['mean']:.1%} at {r['n_per_class']:,.0f} images per class" for r in ends)
+        said = " and ".join(f"{r['mean']:.1%}{_note(table[(table['arm'] == 'scratch') & (table['n_per_class'] == r['n_per_class'])])} "
+                            f"at {r['n_per_class']:,.0f} images per class" for r in ends)  # fmt: skip
         vs = differences(table, arms=("scratch",), baseline="frozen")
         vs = vs[vs["n_per_class"].isin([r["n_per_class"] for r in ends])].sort_values("n_per_class")
-        against = "; ".join(f"{r['text']}: {r['verdict']} at {r['n_per_class']:,.0f}" for _, r in vs.iterrows())
-        lines.append(f"- **From scratch** reaches {said} on test" + (f"; against the frozen base, paired by seed: {against}." if against else "."))
+        against = "; ".join(f"{r['text']}: {r['verdict']}{r['note']} at {r['n_per_class']:,.0f}" for _, r in vs.iterrows())
+        lines.append(f"- **From scratch** reaches {said} on test" + (f"; against the frozen base, paired by seed: {against}." if against else ".")
+                     + scratch_note(table, plateau))  # fmt: skip
     flagged = table[table["warnings"].fillna("") != ""]
     if len(flagged):
         kinds = sorted({f for w in flagged["warnings"] for f in w.split("; ") if f})
-        lines.append(f"- {len(flagged)} of {len(table)} runs carry a sanity flag ({', '.join(kinds)}); the table marks "
-                     "the comparisons they enter, and a flagged number is a property of its budget, not a finding.")
+        names = (": " + ", ".join(f"`{Path(str(r)).name}`" for r in flagged["run"])) if "run" in flagged else ""
+        lines.append(f"- {len(flagged)} of {len(table)} runs carry a sanity flag ({', '.join(kinds)}{names}); every "
+                     "difference they enter carries its ⚠, and a flagged number is a property of its budget, not a finding.")
     return "\n".join(lines)
 
 
-def reconciliation(P: SimpleNamespace, diffs: pd.DataFrame, lr_chosen: float | None = None,
-                   depth: pd.DataFrame | None = None) -> str:  # fmt: skip
-    """Why the chapter's small-data sweep and the headline run disagree, in the crossover's numbers.
+def _first_run(table: pd.DataFrame | None, arm: str, largest: bool = True) -> Any:
+    if table is None or table.empty or "run" not in table:
+        return None
+    rows = table[table["arm"] == arm]
+    if rows.empty:
+        return None
+    n = rows["n_per_class"].max() if largest else rows["n_per_class"].min()
+    return rows[rows["n_per_class"] == n].sort_values("seed")["run"].iloc[0]
 
-    The explaining sentence is chosen by what was measured: the sweep's own all-layers-vs-frozen
-    difference (when ``depth`` is given), and where the crossover lies relative to the sweep's
-    data size.
+
+def reconciliation(P: SimpleNamespace, diffs: pd.DataFrame, lr_chosen: float | None = None,
+                   depth: pd.DataFrame | None = None, table: pd.DataFrame | None = None,
+                   headline: dict[str, Any] | None = None) -> str:  # fmt: skip
+    """Why the chapter's small-data sweep, the crossover and the headline run disagree, in their own numbers.
+
+    The three setups are set side by side from their records (every row that differs is named), and
+    the explaining sentences are chosen by what was measured: the sweep's own all-layers-vs-frozen
+    difference (when ``depth`` is given), the budget it had, where the crossover lies relative to the
+    sweep's data size, and (with the headline runs) how the two input sizes move the frozen base and
+    the fine-tuned network.
 
     Args:
         P: the chapter's parameters (``n_per_class``, ``epochs_finetune``, ``lr_finetune``,
             ``val_n_per_class``, ``crossover_image_size``, ``crossover_min_steps``, ``crossover_lr``).
         diffs: :func:`differences` rows.
         lr_chosen: the learning rate the chapter's grid chose on validation (the depth sweep's).
-        depth: the chapter's depth sweep (``unfreeze_fraction``, ``seed``, ``val_accuracy``), if run.
+        depth: the chapter's depth sweep (``unfreeze_fraction``, ``seed``, ``val_accuracy``, ``run``), if run.
+        table: the study's :func:`run_study` rows (its records), if at hand.
+        headline: :func:`headline_runs` (``frozen`` and ``finetune`` are read), if any.
 
     Returns:
-        Markdown (a paragraph), or a note that the study has no results yet.
+        Markdown (paragraphs and the setups' table), or a note that the study has no results yet.
     """
     d = diffs[diffs["arm"] == "finetune_all"].sort_values("n_per_class")
     if d.empty:
         return "*The crossover study has no paired results yet.*"
+    headline = headline or {}
     cx = crossover_size(diffs, "finetune_all")
     sweep_n = P.n_per_class
     at = float(sweep_n) if sweep_n else float(d["n_per_class"].max())
     near = d.iloc[int(np.argmin(np.abs(np.log(d["n_per_class"].to_numpy(dtype=float)) - np.log(at))))]
     full = d.iloc[-1]
     rate = f"{lr_chosen:g} (chosen on validation)" if lr_chosen is not None else f"{P.lr_finetune:g}"
-    parts = [
-        f"The depth sweep of this chapter fine-tunes on {sweep_n or 'all the'} images per class for {P.epochs_finetune} "
-        f"epochs at a constant learning rate of {rate}; the headline run unfreezes every layer on the whole training "
-        f"split with a cosine schedule. The crossover study varies the data alone: at every size fine-tuning "
-        f"runs until validation accuracy stops rising or its cap is reached (at least {P.crossover_min_steps} steps), "
-        f"with cosine decay from "
-        f"{P.crossover_lr:g}."
-    ]
+    sweep_run = None
+    if depth is not None and "run" in depth and (depth["unfreeze_fraction"] == 1.0).any():
+        sweep_run = depth[depth["unfreeze_fraction"] == 1.0].sort_values("seed")["run"].iloc[0]
+    cx_run = _first_run(table, "finetune_all")
+    records = {"depth sweep, all layers (first seed)": _record(sweep_run),
+               f"crossover, all layers, {full['n_per_class']:,.0f} per class (first seed)": _record(cx_run),
+               "headline fine-tuning": _record(headline.get("finetune"))}  # fmt: skip
+    grid, differ = setup_table(records)
+    budgets = {k: finetune_budget(r) for k, r in records.items()}
+    sb, xb = (budgets[k] for k in list(records)[:2])
+    if grid:
+        parts = [f"The depth sweep of this chapter, the crossover study and the headline run fine-tune under different "
+                 f"setups (one run of each, read from its record; the sweep at the rate {rate}):", "", grid, "",
+                 f"They differ in {listed(differ) or 'nothing the records state'}. The crossover varies the data "
+                 "alone, each run fine-tuned until validation accuracy stops rising or its cap is reached."]  # fmt: skip
+        parts = ["\n".join(parts)]
+    else:
+        parts = [f"The depth sweep of this chapter fine-tunes on {sweep_n or 'all the'} images per class for {P.epochs_finetune} "
+                 f"epochs at a constant learning rate of {rate}; the headline run unfreezes every layer on the whole training "
+                 f"split with a cosine schedule. The crossover study varies the data alone: at every size fine-tuning runs "
+                 f"until validation accuracy stops rising or its cap is reached (at least {P.crossover_min_steps} steps), "
+                 f"with cosine decay from {P.crossover_lr:g} at {P.crossover_image_size} px."]  # fmt: skip
     sweep = None
     if depth is not None and len(depth) and {0.0, 1.0} <= set(depth["unfreeze_fraction"]):
         a = depth[depth["unfreeze_fraction"] == 1.0].set_index("seed")["val_accuracy"]
@@ -711,37 +891,79 @@ def reconciliation(P: SimpleNamespace, diffs: pd.DataFrame, lr_chosen: float | N
             sweep = stats.paired_diff(a[seeds].to_numpy(), b[seeds].to_numpy(), n_eval=n_val)
             parts.append(f"In the depth sweep, all layers against the frozen base gave {stats.format_diff(sweep)} on "
                          f"validation: {sweep.verdict}.")
+    note = lambda r: r["note"] if isinstance(r.get("note"), str) else ""  # noqa: E731
     parts.append(f"In the crossover, at {near['n_per_class']:,.0f} images per class, the same comparison gives "
-                 f"{near['text']} on test: {near['verdict']}.")
+                 f"{near['text']} on test: {near['verdict']}{note(near)}.")
     if len(d) > 1:
         where = "On the whole training split" if full["size"] == WHOLE_SPLIT else "At the largest size"
-        parts.append(f"{where} ({full['n_per_class']:,.0f} images per class) it gives {full['text']}: {full['verdict']}.")
+        parts.append(f"{where} ({full['n_per_class']:,.0f} images per class) it gives {full['text']}: {full['verdict']}{note(full)}.")
+    if sweep is not None and sweep.verdict != "better" and sb and xb and sb["updates"] and xb["updates"]:
+        ratio = xb["lr"] / sb["lr"] if sb["lr"] else float("nan")
+        parts.append(f"The sweep's fine-tuning is {sb['updates']:,} updates at a constant {sb['lr']:g}; the crossover's run "
+                     f"above took {xb['updates']:,} at a peak rate {ratio:.0f} times higher ({xb['lr']:g}), so the sweep's "
+                     f'"{sweep.verdict}" says what so small a budget does, not whether unfreezing pays.')
     if not np.isfinite(d[["low", "high"]].to_numpy(dtype=float)).all():
         parts.append("Points with a single seed carry no interval, so where those are the study cannot yet place the "
                      "crossover: more seeds, not a verdict, are needed there.")
     elif sweep is not None and sweep.verdict == "better":
         parts.append("The sweep already shows fine-tuning paying at its size, so the two results agree.")
-    elif cx.found and at < cx.n_per_class:
+    elif cx.found and not cx.from_smallest and at < cx.n_per_class:
         parts.append(f"The sweep's size lies below the crossover ({cx.n_per_class:,.0f} images per class)"
                      + (" and the headline's whole split above it" if full["size"] == WHOLE_SPLIT else "")
                      + ": the amount of labelled data, not a contradiction, separates the two results.")
     elif cx.found:
-        parts.append(f"The crossover ({cx.n_per_class:,.0f} images per class) lies at or below the sweep's size, so data "
-                     "size alone does not explain the sweep's result: with the crossover's budget (more steps, a "
-                     "decaying rate) fine-tuning pays at that size"
-                     + ("; the sweep's short constant-rate schedule did not show it." if sweep is not None else "."))
+        where = (f"at every size measured, from {cx.n_per_class:,.0f} images per class" if cx.from_smallest
+                 else f"from {cx.n_per_class:,.0f} images per class on")
+        parts.append(f"In the crossover fine-tuning all layers wins {where}, at or below the sweep's size, so data size "
+                     "alone does not explain the sweep's result" + (f": the setups also differ in {listed(differ)}." if differ else "."))
     else:
         wins = d[d["verdict"] == "better"]
         if len(wins):
             parts.append(f"Fine-tuning all layers beats the frozen base at {', '.join(f'{n:,.0f}' for n in wins['n_per_class'])} "
-                         f"images per class but not at {full['n_per_class']:,.0f} (there: {full['verdict']}), so in this "
-                         "range there is no size above which it always wins, and the study places no crossover.")
+                         f"images per class but not at every size, so in this range there is no size above which it always "
+                         "wins, and the study places no crossover.")
         else:
             parts.append(f"In this range fine-tuning never beats the frozen base by more than the noise at "
                          f"{P.crossover_image_size} pixels per side. The headline run differs from this study in input size "
                          "and schedule as well as data, and this study varies only the data, so it cannot say which of "
                          "those differences gives the headline its gain.")
-    return " ".join(parts)
+    text = " ".join(parts[1:])
+    out = parts[0] + "\n\n" + text
+    gap = _input_size_sentence(table, headline)
+    return out + (" " + gap if gap else "")
+
+
+def _input_size_sentence(table: pd.DataFrame | None, headline: dict[str, Any]) -> str:
+    """The whole split at the study's input size against the headline's: each arm's change, unpaired."""
+    from ..stats import independent_diff
+
+    fz_rec, ft_rec = _record(headline.get("frozen")), _record(headline.get("finetune"))
+    if table is None or table.empty or "run" not in table or not fz_rec or not ft_rec:
+        return ""
+    whole = table[table["size"].astype(str) == WHOLE_SPLIT]
+    ft = whole[whole["arm"] == "finetune_all"]
+    # the frozen seeds the fine-tuned arm ran too: the gain is then the paired difference of the table
+    fz = whole[(whole["arm"] == "frozen") & whole["seed"].isin(set(ft["seed"]))]
+    if fz.empty or ft.empty or not ft["test_images"].notna().any():
+        return ""
+    size = sorted({r["params"]["image_size"] for r in (_record(x) for x in whole["run"]) if r and r.get("params")})
+    px, hpx = " / ".join(f"{v} px" for v in size), f"{ft_rec['params'].get('image_size')} px"
+    n = int(whole["test_images"].min())
+    fz_acc, ft_acc = float(fz["test_acc"].mean()), float(ft["test_acc"].mean())
+    h_fz, h_ft = fz_rec["metrics"]["test"], ft_rec["metrics"]["test"]
+    fl = lambda rows: [[f for f in str(w).split("; ") if f] for w in rows["warnings"].fillna("")]  # noqa: E731
+    d_fz = independent_diff(float(h_fz["accuracy"]), int(h_fz["n"]), fz_acc, n)
+    d_ft = independent_diff(float(h_ft["accuracy"]), int(h_ft["n"]), ft_acc, n)
+    gain, h_gain = 100 * (ft_acc - fz_acc), 100 * (h_ft["accuracy"] - h_fz["accuracy"])
+    return (f"On the whole training split the crossover ({px}; the {len(fz)} seeds both arms ran) has the frozen base at "
+            f"{fz_acc:.1%}{_note(fz)} and all layers "
+            f"fine-tuned at {ft_acc:.1%}{_note(ft)} ({gain:+.1f} points), the headline ({hpx}) {h_fz['accuracy']:.2%}"
+            f"{flag_note([record_warnings(fz_rec)])} and {h_ft['accuracy']:.2%}{flag_note([record_warnings(ft_rec)])} "
+            f"({h_gain:+.1f} points): from the crossover to the headline the frozen base moves "
+            f"{compare_text(d_fz, [record_warnings(fz_rec)], fl(fz))} and the fine-tuned network "
+            f"{compare_text(d_ft, [record_warnings(ft_rec)], fl(ft))}, which is the whole difference between the two gains "
+            f"(different runs: unpaired intervals; the input size is one of the differences in the table above, not "
+            f"the only one).")  # fmt: skip
 
 
 def cli(P: SimpleNamespace, data: D.EuroSAT, plan_only: bool = False, log: Callable[[str], None] = print) -> None:

@@ -30,8 +30,13 @@ import pandas as pd
 from .. import data as D
 from .. import models as M
 from .. import runs as R
+from .. import sanity
 from .. import training as T
 from ..summaries.negative_transfer import WHY, why  # noqa: F401  (re-exported: chapter text the summary needs too)
+from ..summaries.negative_transfer import (  # noqa: F401  (re-exported: section 1's words, shared with the Summary)
+    arm_flags, budget_paragraph, reference_scratch, size_text, still_improving_note, whole_split_images,
+)
+from ..summaries.render import flag_note
 from . import crossover as CX
 from .core import ExperimentSpec, RunResult, run
 from .params import (
@@ -287,7 +292,8 @@ def paired_gaps(transfer: pd.DataFrame, scratch: pd.DataFrame, on: Sequence[str]
     out["gap"] = out["err_transfer"] - out["err_scratch"]
     if "flags_scratch" in out:  # both runs' flags: a broken run on either side makes the gap no finding
         own = list(out["flags"]) if "flags" in out else [""] * len(out)
-        out["flags"] = ["; ".join(x for x in (a, b) if x) for a, b in zip(own, out.pop("flags_scratch"))]
+        out["flags_transfer"] = own  # each arm's own, so the page can put a flag beside the arm it belongs to
+        out["flags"] = ["; ".join(x for x in (a, b) if x) for a, b in zip(own, out["flags_scratch"])]
     return out
 
 
@@ -595,10 +601,13 @@ def gap_vs_n_crossover(P: SimpleNamespace, data: D.EuroSAT | None = None) -> pd.
 
     Returns:
         One row per data size and seed with both arms: ``n_per_class``, ``size``, ``seed``,
-        ``err_transfer``, ``err_scratch``, ``gap``, ``test_images``, ``flags`` (both runs') and
-        ``run`` / ``run_scratch``. Empty when the study has not run.
+        ``err_transfer``, ``err_scratch``, ``gap``, ``test_images``, ``flags`` (both runs'),
+        ``flags_transfer`` / ``flags_scratch`` (each arm's), ``train_images`` (the subset's size)
+        and the scratch arm's budget as its record has it (:func:`scratch_trace`), then ``run`` /
+        ``run_scratch``. Empty when the study has not run.
     """
-    cols = ["n_per_class", "size", "seed", "err_transfer", "err_scratch", "gap", "test_images", "flags", "run", "run_scratch"]
+    cols = ["n_per_class", "size", "seed", "err_transfer", "err_scratch", "gap", "test_images", "flags", "flags_transfer",
+            "flags_scratch", "train_images", *SCRATCH_TRACE, "run", "run_scratch"]  # fmt: skip
     if data is not None:
         CX.run_study(crossover_params(P), data, arms=("frozen", "scratch"))
     t = CX.read_table(CX.records_dir(P.out_dir))
@@ -613,52 +622,152 @@ def gap_vs_n_crossover(P: SimpleNamespace, data: D.EuroSAT | None = None) -> pd.
     out["gap"] = out["err_transfer"] - out["err_scratch"]
     out["test_images"] = out[["test_images_t", "test_images_s"]].min(axis=1)
     out["flags"] = ["; ".join(x for x in (a, b) if x) for a, b in zip(out["warnings_t"], out["warnings_s"])]
+    out["flags_transfer"], out["flags_scratch"] = out["warnings_t"], out["warnings_s"]
+    trace = pd.DataFrame([scratch_trace(r) for r in out["run_scratch"]], index=out.index)
+    out = pd.concat([out, trace], axis=1)
     return out[cols].sort_values(["n_per_class", "seed"]).reset_index(drop=True)
 
 
-def gap_paragraph(by_n: pd.DataFrame) -> str:
+#: What :func:`scratch_trace` reads from a scratch run's record (columns of section 1's table).
+SCRATCH_TRACE = ("scratch_epochs", "scratch_steps", "scratch_best_last", "scratch_val_before", "scratch_val_last")
+
+
+def scratch_trace(run: str | Path) -> dict[str, Any]:
+    """A scratch run's budget and the end of its validation curve, from its record.
+
+    The scratch arm spends a fixed budget without early stopping, so whether it was still rising
+    when the budget ran out says how far its test error is from what the network can reach.
+
+    Args:
+        run: The run folder.
+
+    Returns:
+        ``train_images`` (its training subset), ``scratch_epochs`` (epochs run), ``scratch_steps``
+        (optimiser steps of its budget), ``scratch_best_last`` (its best validation accuracy came
+        in its last epoch), ``scratch_val_before`` / ``scratch_val_last`` (validation accuracy of its
+        last two epochs).
+    """
+    rec = R.read(run)
+    budget = (rec["params"].get("tags") or {}).get("budget") or {}
+    val = [v for v in sanity.history_series(rec["history"], "val_accuracy") if np.isfinite(v)]
+    phases = (rec.get("timings") or {}).get("phases") or {}
+    return {"train_images": budget.get("train_images", (rec.get("extra") or {}).get("train_size")),
+            "scratch_epochs": sum(int(p.get("epochs_run") or 0) for p in phases.values()),
+            "scratch_steps": budget.get("steps"),
+            "scratch_best_last": bool(len(val) >= 2 and val[-1] >= max(val)),
+            "scratch_val_before": val[-2] if len(val) >= 2 else math.nan,
+            "scratch_val_last": val[-1] if val else math.nan}  # fmt: skip
+
+
+def gap_paragraph(by_n: pd.DataFrame, runs: pd.DataFrame | None = None, reference: dict[str, Any] | None = None) -> str:
     """Section 1's paragraph from :func:`summarise_gaps` per data size: every gap with its interval.
+
+    The verdicts are stated for the budgets the arms had: with ``runs`` the paragraph names the
+    scratch arm's budget at the largest size and whether it was still rising, and with
+    ``reference`` it sets a longer-trained scratch run beside the whole-split gap.
 
     Args:
         by_n: One row per data size (``n_per_class``, both errors, ``gap_mean``, ``gap_low``,
             ``gap_high``, ``seeds``, ``verdict``).
+        runs: :func:`gap_vs_n_crossover`'s per-seed rows (the whole split's image count, each
+            arm's flags, the scratch budget), or None.
+        reference: :func:`reference_scratch`, or None.
 
     Returns:
         Markdown.
     """
     if by_n.empty:
         return "*Chapter 3's crossover study has no finished runs yet: run `python -m eurosat_lib study crossover`.*"
+    whole = whole_split_images(runs)
 
     def one(r: pd.Series) -> str:
         ci = (f"95 % CI {100 * r.gap_low:+.1f} to {100 * r.gap_high:+.1f}" if np.isfinite(r.gap_low) and np.isfinite(r.gap_high)
               else "no interval")  # fmt: skip
-        return (f"at **{int(r.n_per_class):,}** images per class, test error {r.err_transfer:.1%} with the frozen ImageNet "
-                f"base against {r.err_scratch:.1%} from scratch: gap {100 * r.gap_mean:+.1f} points ({ci}, "
-                f"{int(r.seeds)} seed{'s' if int(r.seeds) != 1 else ''}) "
-                f"→ **{r.verdict}**")
+        ft, fs = arm_flags(runs, "n_per_class", r.n_per_class)
+        size = (size_text(r.n_per_class, whole).replace("the whole split", "**the whole split**", 1) if float(r.n_per_class) in whole
+                else f"**{r.n_per_class:,.0f}** images per class")  # fmt: skip
+        return (f"at {size}, test error "
+                f"{r.err_transfer:.1%}{flag_note(ft)} with the frozen ImageNet base against {r.err_scratch:.1%}{flag_note(fs)} "
+                f"from scratch: gap {100 * r.gap_mean:+.1f} points ({ci}, {int(r.seeds)} seed{'s' if int(r.seeds) != 1 else ''}) "
+                f"→ **{r.verdict}**{still_improving_note(str(r.verdict), ft, fs)}")
 
     lines = [one(r) for _, r in by_n.iterrows()]
     v = by_n["verdict"]
-    text = "Paired by seed (the same images for both arms): " + "; ".join(lines) + ". "
+    n_test = sorted({int(n) for n in runs["test_images"] if np.isfinite(n)}) if runs is not None and "test_images" in runs else []
+    scored = f", {n_test[0]:,} test images" if len(n_test) == 1 else ""
+    text = f"Paired by seed (the same images for both arms{scored}): " + "; ".join(lines) + ". "
     if (v == NOT_A_FINDING).all():
         text += "Every size holds a flagged run (chance-level or diverged): no gap here is a finding. "
     elif (v == "negative").any():
         text += f"Transfer was negative at {', '.join(str(int(n)) for n in by_n.loc[v == 'negative', 'n_per_class'])} images per class. "
     elif (v == "positive").all():
-        text += "At every size the ImageNet start lowered the test error (every interval lies below zero). "
+        text += ("At every size, within these budgets, the frozen ImageNet base had the lower test error (every interval "
+                 "lies below zero). ")
     else:
         text += "No size shows negative transfer; where the interval includes zero, the two arms cannot be told apart. "
     sound = by_n[by_n["verdict"] != NOT_A_FINDING]
     if len(sound) > 1:
         lo, hi = sound.iloc[0], sound.iloc[-1]
-        text += (f"From {int(lo.n_per_class):,} to {int(hi.n_per_class):,} images per class the scratch arm's error fell by "
+        text += (f"From {size_text(lo.n_per_class, whole)} to {size_text(hi.n_per_class, whole)} the scratch arm's error fell by "
                  f"{100 * (lo.err_scratch - hi.err_scratch):.1f} points and the transfer arm's by "
                  f"{100 * (lo.err_transfer - hi.err_transfer):.1f}, so the gap went from {100 * lo.gap_mean:+.1f} to "
                  f"{100 * hi.gap_mean:+.1f} points.")  # fmt: skip
-    return text
+    budget = budget_paragraph(runs, reference, by_n)
+    return text.rstrip() + ("\n\n" + budget if budget else "")
 
 
-def pretrain_shuffled_source(P: SimpleNamespace, data: D.EuroSAT) -> tuple[RunResult, Path]:
+def label_whole_split(fig: Any, runs: pd.DataFrame) -> Any:
+    """Name the whole training split on a data-size axis of ``fig`` (its images per class are a mean).
+
+    :func:`eurosat_lib.plots.plot_gap_vs_n` puts each size's images per class on the x axis; the
+    whole split is unbalanced (its classes hold 1,200-1,800 images), so its tick says so.
+
+    Args:
+        fig: The figure.
+        runs: :func:`gap_vs_n_crossover`'s rows (``size``, ``n_per_class``, ``train_images``).
+
+    Returns:
+        The same figure.
+    """
+    whole = whole_split_images(runs)
+    if not whole:
+        return fig
+    for ax in fig.axes:
+        ticks = list(ax.get_xticks())
+        labels = [t.get_text() for t in ax.get_xticklabels()]
+        if len(ticks) != len(labels):
+            continue
+        new = [f"all\n({whole[float(t)]:,} images)" if float(t) in whole and whole[float(t)] else "all" if float(t) in whole
+               else lab for t, lab in zip(ticks, labels)]  # fmt: skip
+        if new != labels:
+            ax.set_xticks(ticks, new)
+    return fig
+
+
+def gap_table(by: pd.DataFrame) -> Any:
+    """:func:`summarise_gaps` as the chapter shows it: errors in %, gaps and their interval in points.
+
+    Args:
+        by: One row per group.
+
+    Returns:
+        A pandas ``Styler`` (the gap columns are differences of error rates: points, signed).
+    """
+    points = lambda x: "–" if not np.isfinite(x) else f"{100 * x:+.1f}"  # noqa: E731
+    gaps = [c for c in ("gap_mean", "gap_sd", "gap_min", "gap_max", "gap_low", "gap_high") if c in by]
+    fmt = {c: "{:.1%}" for c in ("err_transfer", "err_scratch") if c in by} | {c: points for c in gaps}
+    if "gap_sd" in by:
+        fmt["gap_sd"] = lambda x: "–" if not np.isfinite(x) else f"{100 * x:.1f}"
+    return by.style.format(fmt).set_caption(
+        "err_*: test error; gap_* (transfer − scratch error, in points): mean, sd, min and max over seeds, and the "
+        "95 % interval (gap_low to gap_high); below zero, the pretrained start had the lower error")
+
+
+#: File, in the shuffled-label source's run folder, holding its backbone's weights (what the cases load).
+SOURCE_WEIGHTS_FILE = "source_backbone.weights.h5"
+
+
+def pretrain_shuffled_source(P: SimpleNamespace, data: D.EuroSAT, write_weights: bool = True) -> tuple[RunResult, Path]:
     """Pretrain the base on the shuffled-label source; returns the run and its backbone weights file.
 
     The backbone's weights are saved once as ``source_backbone.weights.h5`` in the run folder,
@@ -667,19 +776,50 @@ def pretrain_shuffled_source(P: SimpleNamespace, data: D.EuroSAT) -> tuple[RunRe
     Args:
         P: The chapter's parameters.
         data: The dataset.
+        write_weights: Write the weights file if it is missing. Model files are never committed,
+            so on a fresh checkout writing it means training the source again; False (every case
+            that loads it is finished) reuses the source's record alone.
 
     Returns:
-        The source run and the path of its backbone's weights.
+        The source run and the path of its backbone's weights (which may not exist when
+        ``write_weights`` is False).
     """
     res = _run(P, source_spec(P), data, train_data=shuffled_source_data(P, data))
-    path = res.run_dir / "source_backbone.weights.h5"
-    if not path.is_file():
+    path = res.run_dir / SOURCE_WEIGHTS_FILE
+    if write_weights and not path.is_file():
         from .._io import atomic_path
 
         backbone = res.load_model().get_layer("backbone")
         with atomic_path(path, suffix=".weights.h5") as tmp:
             backbone.save_weights(str(tmp))
     return res, path
+
+
+def _case_spec(P: SimpleNamespace, case: str, n: int, seed: int, source_path: Path | None) -> ExperimentSpec:
+    """The spec of one case of section 2 (``source_path``: the shuffled-label base's weights file)."""
+    if case == "imagenet_frozen":
+        return frozen_spec(P, n, seed, weights=P.weights)
+    if case == "raw_pixels":
+        return frozen_spec(P, n, seed, case=case, weights=P.weights, preprocessing="none")
+    if case == "tiny_input":
+        return frozen_spec(P, n, seed, case=case, weights=P.weights, image_size=P.small_size)
+    if case == "tiny_raw_pixels":
+        return frozen_spec(P, n, seed, case=case, weights=P.weights, image_size=P.small_size, preprocessing="none")
+    if case == "shuffled_source_frozen":
+        return frozen_spec(P, n, seed, case=case, weights=str(source_path))
+    if case == "shuffled_source_finetuned":
+        return shuffled_finetune_spec(P, n, seed, str(source_path))
+    if case == "imagenet_gentle":
+        return gentle_spec(P, n, seed)
+    if case == "imagenet_aggressive":
+        return aggressive_spec(P, n, seed)
+    raise ValueError(f"unknown case {case!r}")  # pragma: no cover - validated by the parameter check
+
+
+def _source_weights_needed(P: SimpleNamespace, n: int, source_path: Path) -> bool:
+    """Whether some shuffled-source case still has to train (only then must the source's weights exist)."""
+    specs = [_case_spec(P, c, n, seed, source_path) for c in P.cases if c.startswith("shuffled_source") for seed in P.seeds]
+    return any(R.reusable(Path(P.out_dir) / s.name, {"spec_key": s.key()}) is None for s in specs)
 
 
 def transfer_cases(P: SimpleNamespace, data: D.EuroSAT) -> tuple[pd.DataFrame, dict[str, Any]]:
@@ -703,30 +843,15 @@ def transfer_cases(P: SimpleNamespace, data: D.EuroSAT) -> tuple[pd.DataFrame, d
     source_path = None
     for case in P.cases:
         if case.startswith("shuffled_source") and source_path is None:
-            src, source_path = pretrain_shuffled_source(P, data)
+            planned = Path(P.out_dir) / source_spec(P).name / SOURCE_WEIGHTS_FILE
+            src, source_path = pretrain_shuffled_source(P, data, write_weights=_source_weights_needed(P, n, planned))
             notes["source_val_accuracy"] = src.record["metrics"]["val"]["accuracy"]
             notes["source_train_size"] = src.record["extra"]["train_size"]
             notes["source_train_accuracy"] = src.record["history"][-1]["history"]["accuracy"][-1]
+            notes["source_flags"] = list(src.record.get("warnings") or [])
+            notes["source_init"] = P.source_init
         for seed in P.seeds:
-            if case == "imagenet_frozen":
-                spec = frozen_spec(P, n, seed, weights=P.weights)
-            elif case == "raw_pixels":
-                spec = frozen_spec(P, n, seed, case=case, weights=P.weights, preprocessing="none")
-            elif case == "tiny_input":
-                spec = frozen_spec(P, n, seed, case=case, weights=P.weights, image_size=P.small_size)
-            elif case == "tiny_raw_pixels":
-                spec = frozen_spec(P, n, seed, case=case, weights=P.weights, image_size=P.small_size, preprocessing="none")
-            elif case == "shuffled_source_frozen":
-                spec = frozen_spec(P, n, seed, case=case, weights=str(source_path))
-            elif case == "shuffled_source_finetuned":
-                spec = shuffled_finetune_spec(P, n, seed, str(source_path))
-            elif case == "imagenet_gentle":
-                spec = gentle_spec(P, n, seed)
-            elif case == "imagenet_aggressive":
-                spec = aggressive_spec(P, n, seed)
-            else:  # pragma: no cover - validated by the parameter check
-                raise ValueError(f"unknown case {case!r}")
-            rows.append(_row(_run(P, spec, data), case=case, n_per_class=n, seed=seed))
+            rows.append(_row(_run(P, _case_spec(P, case, n, seed, source_path), data), case=case, n_per_class=n, seed=seed))
     transfer = pd.DataFrame(rows)
     out = paired_gaps(transfer, scratch_runs(P, data, [n]))
     out.insert(1, "description", out["case"].map(CASES))
@@ -755,12 +880,17 @@ def histories(df: pd.DataFrame, cases: Sequence[str], seed: int) -> dict[str, An
     return out
 
 
-def explain(summary: pd.DataFrame) -> list[str]:
+def explain(summary: pd.DataFrame, runs: pd.DataFrame | None = None) -> list[str]:
     """One computed sentence per case: its gap with the 95 % interval, the verdict, and the reason
     matching that verdict (none when the interval includes zero).
 
+    A flagged run is shown with its ⚠ beside its arm's error (with ``runs``: how many of the
+    arm's runs; without, the group's flags), and a run still improving when it stopped says what
+    that does to the verdict.
+
     Args:
         summary: :func:`summarise_gaps` per case.
+        runs: :func:`transfer_cases`' per-seed rows (each arm's flags), or None.
 
     Returns:
         The sentences, one per case.
@@ -772,14 +902,52 @@ def explain(summary: pd.DataFrame) -> list[str]:
             lo, hi = gap_interval(r.gap_mean, r.gap_sd, int(r.seeds))
         ci = (f" (95 % CI {100 * lo:+.1f} to {100 * hi:+.1f}, {int(r.seeds)} seeds)" if np.isfinite(lo) and np.isfinite(hi)
               else f" ({int(r.seeds)} seed, no interval)")  # fmt: skip
+        ft, fs = arm_flags(runs, "case", r.case)
+        if runs is None and isinstance(r.get("flags"), str) and r.get("flags"):
+            ft = [[f for f in r["flags"].split("; ") if f]]  # the group's flags: which arm is not known here
         reason = why(r.case, r.verdict)
         if r.verdict == NOT_A_FINDING:
             tail = f"; a run is flagged ({r.get('flags', '')}), so the gap measures that failure, not transfer."
         else:
             tail = f"; why: {reason}." if reason else "; the interval includes zero, so there is no effect to explain."
+            tail = tail[:-1] + still_improving_note(str(r.verdict), ft, fs) + "."
         lines.append(
-            f"**{r.case}** ({CASES.get(r.case, r.case)}): test error {r.err_transfer:.1%} vs {r.err_scratch:.1%} "
-            f"from scratch, gap {100 * r.gap_mean:+.1f} points{ci} → **{r.verdict}** ({r.seeds_negative} of {r.seeds} seeds with gap > 0)"
-            + tail
+            f"**{r.case}** ({CASES.get(r.case, r.case)}): test error {r.err_transfer:.1%}{flag_note(ft)} vs "
+            f"{r.err_scratch:.1%}{flag_note(fs)} from scratch, gap {100 * r.gap_mean:+.1f} points{ci} → **{r.verdict}** "
+            f"({r.seeds_negative} of {r.seeds} seeds with gap > 0)" + tail
         )
     return lines
+
+
+def source_note(notes: dict[str, Any], num_classes: int = 10) -> str:
+    """Section 2's shuffled-label source in words: what it reached, its sanity flags and what they mean here.
+
+    Its accuracy on the true labels is meant to be at chance (the labels it trained on were
+    shuffled), so a "chance-level" flag there is the design working; whether it fitted its own
+    shuffled labels above chance says what its weights hold.
+
+    Args:
+        notes: :func:`transfer_cases`' notes (empty when no case used the source).
+        num_classes: The source task's classes (chance = 1 / num_classes).
+
+    Returns:
+        Markdown, ``""`` without notes.
+    """
+    if not notes:
+        return ""
+    n, acc = int(notes["source_train_size"]), float(notes["source_train_accuracy"])
+    flags = [f for f in notes.get("source_flags", []) if f]
+    text = (f"Shuffled-label source: {n:,} images, training accuracy on its shuffled labels {acc:.1%} at the end of "
+            f"pretraining, validation accuracy with the true labels {notes['source_val_accuracy']:.1%}"
+            f"{flag_note([flags])} (chance: {1 / num_classes:.0%}).")
+    if "chance-level" in flags:
+        text += " The flag is the design working: labels unrelated to the images leave nothing to predict the true ones with."
+    low, _ = sanity.wilson_interval(acc, n)
+    if low > 1 / num_classes:
+        text += (f" On its own shuffled labels it rose above chance (95 % interval from {low:.1%}): it fitted some of "
+                 "them, which with no link between image and label is memorising.")
+    else:
+        start = "ImageNet's weights" if notes.get("source_init") == "imagenet" else "a random initialisation"
+        text += (f" On its own shuffled labels it stayed within noise of chance: it learned nothing, so its weights are "
+                 f"{start} moved by gradients that carried no information, with BatchNorm statistics of its images.")
+    return text

@@ -136,7 +136,8 @@ def stratified_halves(labels: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np
 
 
 def selection_leak(
-    val_acc: Sequence[float], correct: np.ndarray, labels: np.ndarray, test_sizes: Sequence[int | None], seed: int = 0
+    val_acc: Sequence[float], correct: np.ndarray, labels: np.ndarray, test_sizes: Sequence[int | None], seed: int = 0,
+    n_draws: int = 1,
 ) -> pd.DataFrame:
     """What "pick the best of K configurations on the test set" reports, vs picking on validation.
 
@@ -148,44 +149,62 @@ def selection_leak(
     * ``leaky_fresh`` — the same configuration on fresh data (what it really delivers);
     * ``honest_reported`` / ``honest_fresh`` — the configuration chosen on validation.
 
+    One cut of the split gives one small test set, whose own sampling noise (a standard error of
+    about 5 points at 50 images) can move the optimism more than the selection does. So the cut
+    and the small test set are drawn ``n_draws`` times (from the saved per-image correctness: no
+    training) and each column is the mean over draws; ``optimism_low`` / ``optimism_high`` are the
+    2.5th and 97.5th percentiles of the single draws' optimism. Draw 0 is the single cut of
+    ``seed`` (what ``n_draws=1`` gives).
+
     Args:
         val_acc: Each configuration's validation accuracy.
         correct: ``(K, N)`` booleans, as above.
         labels: The test images' classes.
         test_sizes: Images per class of the reported half (None: the whole half).
-        seed: How the test split is halved.
+        seed: How the test split is halved (draw ``d`` uses ``seed + d``).
+        n_draws: Cuts of the test split drawn.
 
     Returns:
-        One row per size: ``test_images``, the four accuracies, ``optimism`` and ``configs``.
+        One row per size: ``test_images``, the four accuracies, ``optimism`` (means over draws),
+        ``optimism_low``, ``optimism_high``, ``draws`` and ``configs``.
 
     Raises:
-        ValueError: ``correct`` is not ``(len(val_acc), N)``.
+        ValueError: ``correct`` is not ``(len(val_acc), N)``, or ``n_draws`` < 1.
     """
     correct = np.asarray(correct, dtype=bool)
     val_acc = np.asarray(val_acc, dtype=float)
     if correct.ndim != 2 or correct.shape[0] != len(val_acc):
         raise ValueError(f"correct must be (K, N) with K = len(val_acc) = {len(val_acc)}; got shape {correct.shape}")
-    half_a, half_b = stratified_halves(labels, seed)
-    fresh = correct[:, half_b].mean(axis=1)
+    if int(n_draws) < 1:
+        raise ValueError(f"n_draws must be at least 1, got {n_draws}")
+    labels = np.asarray(labels)
     k_val = int(np.argmax(val_acc))
+    draws: dict[int, list[dict[str, float]]] = {i: [] for i in range(len(test_sizes))}
+    for d in range(int(n_draws)):
+        half_a, half_b = stratified_halves(labels, seed + d)
+        fresh = correct[:, half_b].mean(axis=1)
+        for i, size in enumerate(test_sizes):
+            if size is None:
+                pick = half_a
+            else:
+                pick = half_a[D.subset_indices(labels[half_a], n_per_class=int(size), seed=seed + d)]
+            reported = correct[:, pick].mean(axis=1)
+            k_test = int(np.argmax(reported))
+            draws[i].append({
+                "test_images": len(pick),
+                "leaky_reported": reported[k_test],
+                "leaky_fresh": fresh[k_test],
+                "honest_reported": reported[k_val],
+                "honest_fresh": fresh[k_val],
+                "optimism": reported[k_test] - fresh[k_test],
+            })  # fmt: skip
     rows = []
-    for size in test_sizes:
-        if size is None:
-            pick = half_a
-        else:
-            sub = D.subset_indices(np.asarray(labels)[half_a], n_per_class=int(size), seed=seed)
-            pick = half_a[sub]
-        reported = correct[:, pick].mean(axis=1)
-        k_test = int(np.argmax(reported))
-        rows.append({
-            "test_images": len(pick),
-            "leaky_reported": reported[k_test],
-            "leaky_fresh": fresh[k_test],
-            "honest_reported": reported[k_val],
-            "honest_fresh": fresh[k_val],
-            "optimism": reported[k_test] - fresh[k_test],
-            "configs": len(val_acc),
-        })  # fmt: skip
+    for i in range(len(test_sizes)):
+        t = pd.DataFrame(draws[i])
+        row = {c: float(t[c].mean()) for c in ("leaky_reported", "leaky_fresh", "honest_reported", "honest_fresh", "optimism")}
+        rows.append({"test_images": int(t["test_images"].iloc[0]), **row,
+                     "optimism_low": float(t["optimism"].quantile(0.025)), "optimism_high": float(t["optimism"].quantile(0.975)),
+                     "draws": len(t), "configs": len(val_acc)})  # fmt: skip
     return pd.DataFrame(rows)
 
 

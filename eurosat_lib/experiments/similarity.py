@@ -61,6 +61,7 @@ from .. import models as M
 from .. import runs as R
 from .. import stats
 from .. import training as T
+from ..summaries.render import flag_note, is_number
 from . import crossover as CX
 from .core import ExperimentSpec, RunResult, build_from_spec, run, train_subset
 from .params import backbone_kwargs
@@ -481,8 +482,9 @@ class Study:
 
     Attributes:
         table: one row per target run (:data:`COLUMNS`).
-        sources: one row per pretraining run: ``source``, ``train_images``, ``val_acc`` (A's
-            validation split, true labels), ``train_acc`` (last epoch, on the labels it saw),
+        sources: one row per pretraining run (:data:`SOURCE_COLUMNS`): ``source``, ``train_images``,
+            ``val_acc`` (A's validation split, true labels), ``train_acc`` / ``train_acc_prev`` (last
+            two epochs, on the labels it saw), ``epochs``, ``learned`` (:func:`source_learned`),
             ``minutes``, ``warnings``, ``budget``, ``run``.
     """
 
@@ -494,12 +496,63 @@ def _source_row(res: RunResult) -> dict[str, Any]:
     rec = res.record
     tags = rec["params"].get("tags") or {}
     hist = rec["history"][-1]["history"] if rec["history"] else {}
-    return {"source": tags.get("source"), "train_images": tags.get("train_images"),
+    acc = list(hist.get("accuracy") or [np.nan])
+    n = tags.get("train_images")
+    k = len(tags.get("classes") or SOURCE_CLASSES)
+    return {"source": tags.get("source"), "train_images": n,
             "val_acc": rec["metrics"].get("val", {}).get("accuracy"),
-            "train_acc": (hist.get("accuracy") or [np.nan])[-1],
+            "train_acc": acc[-1], "train_acc_prev": acc[-2] if len(acc) > 1 else np.nan,
+            "epochs": sum(len(ph["history"].get("loss") or []) for ph in rec["history"]),
+            "learned": source_learned(acc[-1], n, k),
             "minutes": R.trusted_minutes(rec),
             "warnings": "; ".join(rec["warnings"]), "budget": (tags.get("budget") or {}).get("rule"),
             "run": str(res.run_dir)}  # fmt: skip
+
+
+#: Columns of :attr:`Study.sources`, in order.
+SOURCE_COLUMNS = ["source", "train_images", "val_acc", "train_acc", "train_acc_prev", "epochs", "learned", "minutes", "warnings",
+                  "budget", "run"]  # fmt: skip
+
+
+def source_learned(train_acc: float, n: Any, num_classes: int) -> bool | None:
+    """Whether a pretraining fitted its own training labels: the chance-level flag's rule, on them.
+
+    A source trained on shuffled labels is meant to be at chance on the *true* labels (that is
+    what its record's validation flag sees); on its *own* labels it can still fit (memorise)
+    them, and if it did not, its weights hold nothing a source task put there.
+
+    Args:
+        train_acc: Training accuracy of its last epoch, on the labels it trained on.
+        n: Its training images.
+        num_classes: The source task's classes.
+
+    Returns:
+        False when the lower end of the accuracy's Wilson 95 % interval is within the
+        :mod:`eurosat_lib.sanity` margin of chance (``1 / num_classes + 0.02``), True above it,
+        None when unknown.
+    """
+    from ..sanity import wilson_interval
+
+    if not (isinstance(n, (int, np.integer)) and n > 0) or train_acc is None or not np.isfinite(train_acc):
+        return None
+    return bool(wilson_interval(min(max(float(train_acc), 0.0), 1.0), int(n))[0] > 1 / num_classes + 0.02)
+
+
+def still_rising(last: float, before: float, n: Any) -> bool:
+    """Whether a training accuracy gained more than the noise of two accuracies on ``n`` images in its last epoch.
+
+    Args:
+        last: The last epoch's accuracy.
+        before: The epoch before's.
+        n: Images behind each.
+
+    Returns:
+        True when ``last - before > sqrt(2 p (1 - p) / n)`` (the :mod:`eurosat_lib.sanity` rule).
+    """
+    if not (isinstance(n, (int, np.integer)) and n > 0) or not (np.isfinite(last) and np.isfinite(before)):
+        return False
+    p = min(max(float(last), 0.0), 1.0)
+    return bool(last - before > math.sqrt(2 * p * (1 - p) / int(n)))
 
 
 def pretrain_source(P: SimpleNamespace, data: D.EuroSAT, spec: ExperimentSpec) -> RunResult:
@@ -603,12 +656,16 @@ def run_study(P: SimpleNamespace, data: D.EuroSAT, *, progress: Callable[[str], 
         if progress is not None:
             how = f"trained in {(time.perf_counter() - t0) / 60:.1f} min" if trained else "reused"
             progress(f"[{i}/{len(todo)}] {spec.name}: {how}, {label}" + (f" [{flags}]" if flags else ""))
-    return Study(_tidy(rows), pd.DataFrame(src_rows, columns=["source", "train_images", "val_acc", "train_acc", "minutes",
-                                                               "warnings", "budget", "run"]))  # fmt: skip
+    return Study(_tidy(rows), pd.DataFrame(src_rows, columns=SOURCE_COLUMNS))
 
 
 def sources_note(sources: pd.DataFrame, num_classes: int = len(SOURCE_CLASSES)) -> str:
     """What each pretraining on task A reached, in words (numbers from its record).
+
+    A flagged source says what its flag means here: the shuffled source is *meant* to be at
+    chance on A's true labels, so its flag matters only when it did not fit its own labels either
+    (:func:`source_learned`): then it learned nothing, and the text says what its weights are.
+    A training accuracy still rising in the last epoch (:func:`still_rising`) is named.
 
     Args:
         sources: :attr:`Study.sources`.
@@ -621,11 +678,27 @@ def sources_note(sources: pd.DataFrame, num_classes: int = len(SOURCE_CLASSES)) 
         return "*No source has been pretrained yet.*"
     lines = []
     for _, r in sources.iterrows():
-        flags = f" Sanity flags: {r['warnings']}." if r["warnings"] else ""
-        seen = "its shuffled labels" if r["source"] == "shuffled" else "its labels"
-        lines.append(f"- **{SOURCE_LABELS.get(r['source'], r['source'])}**: {int(r['train_images']):,} images of task A, "
-                     f"{r['budget']}; training accuracy on {seen} {r['train_acc']:.1%} in the last epoch, accuracy on "
-                     f"A's validation images with their true labels {r['val_acc']:.1%} (chance: {1 / num_classes:.0%}).{flags}")
+        flags = f" ⚠ Sanity flags: {r['warnings']}." if r["warnings"] else ""
+        shuffled = r["source"] == "shuffled"
+        seen = "its shuffled labels" if shuffled else "its labels"
+        prev = r.get("train_acc_prev", np.nan)
+        rising = (f" (still rising: {r['train_acc_prev']:.1%} in the epoch before)"
+                  if still_rising(r["train_acc"], prev if prev is not None else np.nan, r["train_images"]) else "")  # fmt: skip
+        line = (f"- **{SOURCE_LABELS.get(r['source'], r['source'])}**: {int(r['train_images']):,} images of task A, "
+                f"{r['budget']}; training accuracy on {seen} {r['train_acc']:.1%} in the last epoch{rising}, accuracy on "
+                f"A's validation images with their true labels {r['val_acc']:.1%} (chance: {1 / num_classes:.0%}).{flags}")
+        learned = r.get("learned")
+        if shuffled and "chance-level" in str(r["warnings"]):
+            line += " On the true labels chance is the design: its labels were shuffled."
+        if learned is not None and not pd.isna(learned) and not bool(learned):
+            start = "ImageNet's weights" if r["source"] == "in_domain_imagenet" else "a random initialisation"
+            line += (f" On its *own* labels it stayed within noise of chance too: it learned nothing from its task, so its "
+                     f"weights are {start} moved by gradients that carried no information, with BatchNorm statistics of "
+                     "A's images. Its comparisons below measure that untrained base, not what an unrelated source "
+                     "task would transfer.")
+        elif shuffled and learned:
+            line += " On its own labels it rose above chance: it fitted (memorised) some of them."
+        lines.append(line)
     return "\n".join(lines)
 
 
@@ -686,23 +759,35 @@ def _pair(a: pd.DataFrame, b: pd.DataFrame) -> tuple[stats.Diff, int, str] | Non
     return d, len(seeds), ", ".join(flags)
 
 
-def differences(table: pd.DataFrame) -> pd.DataFrame:
+def differences(table: pd.DataFrame, sources: pd.DataFrame | None = None) -> pd.DataFrame:
     """Every transferred source against ``imagenet`` (same arm) and against ``random`` (scratch), per size.
 
     Paired by seed over the seeds both ran (same training images, :func:`.core.train_subset`);
     the interval is :func:`eurosat_lib.stats.paired_diff` with the test set's size, the verdict
     :func:`eurosat_lib.stats.verdict`'s and the effect word :func:`effect`'s.
 
+    With ``sources`` (:attr:`Study.sources`) each row also carries its source's pretraining
+    flags and whether that pretraining learned its own labels (:func:`source_learned`): a
+    source that learned nothing is an untrained base, and the sentences say so.
+
     Args:
         table: :func:`run_study` / :func:`read_table` rows.
+        sources: the pretraining runs' rows, or None.
 
     Returns:
         One row per (arm, source, baseline, size): ``arm``, ``source``, ``baseline``, ``size``,
         ``n_per_class``, ``diff``, ``low``, ``high``, ``seeds``, ``verdict``, ``effect``
-        (helps / hurts / no detectable difference), ``text`` and ``flags``.
+        (helps / hurts / no detectable difference), ``text``, ``flags`` (the target runs'),
+        ``source_flags`` and ``source_learned`` (None where the source was not pretrained here
+        or ``sources`` is not given).
     """
     cols = ["arm", "source", "baseline", "size", "n_per_class", "diff", "low", "high", "seeds", "verdict", "effect", "text",
-            "flags"]  # fmt: skip
+            "flags", "source_flags", "source_learned"]  # fmt: skip
+    pre: dict[str, tuple[str, Any]] = {}
+    if sources is not None and len(sources):
+        for _, r in sources.iterrows():
+            learned = r.get("learned")
+            pre[str(r["source"])] = (str(r.get("warnings") or ""), None if learned is None or pd.isna(learned) else bool(learned))
     rows = []
     t = table.assign(source=table["source"].astype(str), arm=table["arm"].astype(str))
     for arm in ("frozen", "finetune"):
@@ -721,7 +806,8 @@ def differences(table: pd.DataFrame) -> pd.DataFrame:
                     rows.append({"arm": arm, "source": source, "baseline": baseline, "size": int(size),
                                  "n_per_class": float(size), "diff": d.mean, "low": d.low, "high": d.high, "seeds": n,
                                  "verdict": d.verdict, "effect": effect(d.verdict), "text": stats.format_diff(d),
-                                 "flags": flags})  # fmt: skip
+                                 "flags": flags, "source_flags": pre.get(source, ("", None))[0],
+                                 "source_learned": pre.get(source, ("", None))[1]})  # fmt: skip
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -748,23 +834,28 @@ def effect(verdict: str) -> str:
 
 #: Why a source came out as measured: source -> baseline -> effect -> mechanism. :func:`why`
 #: picks the sentence of the *measured* effect; there is one for each outcome, so no sentence is
-#: attached to a result it does not describe.
+#: attached to a result it does not describe. These read for a base the target retrains (the
+#: fine-tuned arm); :data:`WHY_FROZEN` replaces those that would not hold for a frozen base.
 WHY: dict[str, dict[str, dict[str, str]]] = {
     "in_domain": {
         "random": {
             "helps": "filters learned on other land-cover classes of the same sensor already separate textures and colours "
-                     "the target needs, so the few labels only have to be mapped onto them",
+                     "the target needs, so the target's labels only have to be mapped onto them",
             "hurts": "features fitted to five other classes were specific enough to mislead: starting from them cost more than "
                      "the target's own labels could repair within the budget",
             "no detectable difference": "whatever the source's features carry, the target's labels taught a randomly "
-                                        "initialised network as much in the same budget (or the seeds disagree too much to tell)",
+                                        "initialised network as much in its budget (or the seeds disagree too much to tell)",
         },
         "imagenet": {
-            "helps": "a source closer to the target than ImageNet gave more useful features: similarity of the source data paid off",
-            "hurts": "ImageNet's million varied photos gave more general features than a network trained on five EuroSAT "
-                     "classes, despite being further from the target: breadth of the source beat its closeness",
-            "no detectable difference": "the closer source and ImageNet ended within the noise of each other: closeness "
-                                        "alone did not buy a measurable gain",
+            "helps": "a source closer to the target than ImageNet gave more useful features, although it was pretrained on "
+                     "far fewer images",
+            "hurts": "ImageNet's weights come from over a million images and a full training schedule, this source from "
+                     "the few thousand images of five classes and the budget listed above: closeness to the target changed "
+                     "together with the size and training of the source, so the loss shows that this small in-domain "
+                     "source gave poorer features than ImageNet's, not that breadth beats closeness",
+            "no detectable difference": "the closer source and ImageNet ended within the noise of each other, although the "
+                                        "closer one was pretrained on far fewer images: closeness alone did not buy a "
+                                        "measurable gain here",
         },
     },
     "in_domain_imagenet": {
@@ -772,13 +863,14 @@ WHY: dict[str, dict[str, dict[str, str]]] = {
             "helps": "ImageNet's generic filters, adapted to satellite patches on the source classes, gave the target a "
                      "start that random weights could not catch up with in the budget",
             "hurts": "adapting ImageNet's features to five other classes narrowed them so much that they misled the target",
-            "no detectable difference": "the target's labels taught a network trained from scratch as much in the same "
+            "no detectable difference": "the target's labels taught a network trained from scratch as much in its "
                                         "budget (or the seeds disagree too much to tell)",
         },
         "imagenet": {
             "helps": "adapting ImageNet's features to EuroSAT imagery first (a closer intermediate source) improved on "
                      "ImageNet alone",
-            "hurts": "the detour through five other EuroSAT classes discarded ImageNet features the target needed",
+            "hurts": "the detour through five other EuroSAT classes, on a small source in a short budget, discarded "
+                     "ImageNet features the target needed",
             "no detectable difference": "the detour through the other EuroSAT classes neither added to nor removed "
                                         "anything measurable from ImageNet's features",
         },
@@ -786,7 +878,7 @@ WHY: dict[str, dict[str, dict[str, str]]] = {
     "imagenet": {
         "random": {
             "helps": "ImageNet's generic features (edges, textures, colours) transfer to satellite patches well enough to "
-                     "beat a network that must learn them from the target's few labels",
+                     "beat a network that must learn them from the target's labels alone within its budget",
             "hurts": "at this size the target's own labels teach a network from scratch more than ImageNet's photo "
                      "features give: the domain gap costs more than the pretraining brings",
             "no detectable difference": "ImageNet features and training from scratch ended within the noise of each "
@@ -797,8 +889,8 @@ WHY: dict[str, dict[str, dict[str, str]]] = {
         "random": {
             "helps": "even with its labels destroyed, pretraining on the same kind of images left useful low-level filters "
                      "and image statistics (BatchNorm) behind: what helped is the images, not the task",
-            "hurts": "the source learned noise (labels unrelated to the images): its features are a poorer start than a random "
-                     "start, which is negative transfer from an unrelated source",
+            "hurts": "the source fitted labels unrelated to its images (memorised noise), and fine-tuning from those "
+                     "weights ended below a random start: negative transfer from an unrelated source",
             "no detectable difference": "a source whose labels carry nothing gave features neither more nor less useful than "
                                         "a random start, within the noise",
         },
@@ -812,14 +904,90 @@ WHY: dict[str, dict[str, dict[str, str]]] = {
     },
 }
 
+#: The frozen arm's sentences where :data:`WHY`'s would not hold: a frozen base is never
+#: retrained (only a new head learns the target), while the scratch arm it is compared with trains
+#: every layer on the target's labels within its own budget.
+WHY_FROZEN: dict[str, dict[str, dict[str, str]]] = {
+    "in_domain": {
+        "random": {
+            "hurts": "with the base frozen nothing repairs it: features fitted to five other classes, read by a new head "
+                     "alone, separated the target's classes less well than a network whose every layer trained on the "
+                     "target's labels",
+            "no detectable difference": "a head on the frozen source features ended within the noise of a network whose "
+                                        "every layer trained on the target's labels (or the seeds disagree too much to tell)",
+        },
+    },
+    "in_domain_imagenet": {
+        "random": {
+            "helps": "ImageNet's filters, adapted to satellite patches on the source classes and kept frozen, gave a head "
+                     "features that a network trained from scratch on the target's labels did not match within its budget",
+            "hurts": "adapting ImageNet's features to five other classes narrowed them, and with the base frozen nothing "
+                     "repairs that: a network whose every layer trained on the target's labels ended above a head on them",
+            "no detectable difference": "a head on the frozen source features ended within the noise of a network whose "
+                                        "every layer trained on the target's labels (or the seeds disagree too much to tell)",
+        },
+    },
+    "imagenet": {
+        "random": {
+            "helps": "ImageNet's frozen generic features (edges, textures, colours) gave a head more to work with than a "
+                     "network trained from scratch on the target's labels reached within its budget",
+        },
+    },
+    "shuffled": {
+        "random": {
+            "helps": "even features fitted to shuffled labels, kept frozen, gave a head more than a network trained from "
+                     "scratch reached in its budget: what helped is the images (filters, BatchNorm statistics), not the task",
+            "hurts": "features fitted to labels unrelated to the images (memorised noise), kept frozen, gave a head less to "
+                     "work with than a network whose every layer trained on the target's labels: nothing repairs a frozen base",
+            "no detectable difference": "a head on features fitted to shuffled labels ended within the noise of a network "
+                                        "trained from scratch on every layer",
+        },
+    },
+}
 
-def why(source: str, baseline: str, verdict: str) -> str:
+#: Sentences for a source whose pretraining learned nothing (its training accuracy on its own
+#: labels within noise of chance, :func:`source_learned`): its comparisons measure an untrained
+#: base, not the source task it was meant to stand for. ``"<baseline>/<arm>"`` -> effect -> sentence.
+WHY_UNTRAINED: dict[str, dict[str, str]] = {
+    "random/frozen": {
+        "helps": "its pretraining learned nothing, yet a head on its frozen base beat a network trained from scratch: what "
+                 "helped can only be what the run left regardless of labels (BatchNorm statistics of the source images, "
+                 "weight scales), not a source task",
+        "hurts": "its pretraining learned nothing, so the frozen base is an untrained network with BatchNorm statistics of "
+                 "the source images, and a head on it fell below a network whose every layer trained on the target's "
+                 "labels: this measures an untrained frozen base against full training, not transfer from an unrelated source",
+        "no detectable difference": "its pretraining learned nothing, and a head on that untrained frozen base ended within "
+                                    "the noise of training from scratch",
+    },
+    "random/finetune": {
+        "helps": "its pretraining learned nothing, yet fine-tuning from its weights beat a fresh start: what helped can only "
+                 "be what the run left regardless of labels (BatchNorm statistics, weight scales), not a source task",
+        "hurts": "its pretraining learned nothing, yet fine-tuning from its weights ended below a fresh start: what that "
+                 "failed run left behind (weights moved by uninformative gradients) is the cause, not an unrelated source task",
+        "no detectable difference": "its pretraining learned nothing, so fine-tuning started from weights no more "
+                                    "informed than a fresh initialisation, and ended within the noise of training from "
+                                    "scratch, as such a start would",
+    },
+    "imagenet": {
+        "helps": "a base whose pretraining learned nothing beat ImageNet's features: what counted was not the source task",
+        "hurts": "ImageNet's trained features beat a base whose pretraining learned nothing: a trained base against an "
+                 "untrained one, which says nothing about what an unrelated source task does",
+        "no detectable difference": "a base whose pretraining learned nothing ended within the noise of ImageNet's features",
+    },
+}
+
+
+def why(source: str, baseline: str, verdict: str, arm: str | None = None, learned: bool = True) -> str:
     """The explanation of ``source`` against ``baseline`` that matches the measured ``verdict``.
 
     Args:
         source: one of :data:`TRANSFERRED`.
         baseline: one of :data:`BASELINES` (other than ``source``).
         verdict: the comparison's verdict (:data:`eurosat_lib.stats.VERDICTS`).
+        arm: the arm compared (``"frozen"`` picks :data:`WHY_FROZEN` where it has a sentence); None:
+            :data:`WHY`'s.
+        learned: whether the source's pretraining learned its own labels (:func:`source_learned`);
+            False picks :data:`WHY_UNTRAINED`.
 
     Returns:
         The sentence for that outcome.
@@ -827,10 +995,49 @@ def why(source: str, baseline: str, verdict: str) -> str:
     Raises:
         ValueError: an unknown source, baseline or verdict.
     """
-    try:
-        return WHY[source][baseline][effect(verdict)]
-    except KeyError:
-        raise ValueError(f"no explanation for source {source!r} against {baseline!r}") from None
+    word = effect(verdict)
+    if source not in WHY or baseline not in WHY[source]:
+        raise ValueError(f"no explanation for source {source!r} against {baseline!r}")
+    if not learned:
+        key = f"random/{'frozen' if arm == 'frozen' else 'finetune'}" if baseline == "random" else baseline
+        return WHY_UNTRAINED[key][word]
+    if arm == "frozen" and word in WHY_FROZEN.get(source, {}).get(baseline, {}):
+        return WHY_FROZEN[source][baseline][word]
+    return WHY[source][baseline][word]
+
+
+def why_across_sizes(source: str, baseline: str, rows: pd.DataFrame, arm: str | None = None, learned: bool = True) -> str:
+    """One explanation for a source against a baseline over every size it was measured at.
+
+    The same effect at every size gets that effect's sentence (:func:`why`); effects that differ
+    between sizes get a sentence that says so and explains each measured effect where it held.
+
+    Args:
+        source: one of :data:`TRANSFERRED`.
+        baseline: one of :data:`BASELINES`.
+        rows: that comparison's :func:`differences` rows (``n_per_class``, ``verdict``, ``effect``,
+            ``low``, ``high``), one per size.
+        arm: the arm (:func:`why`).
+        learned: whether the source learned its own labels (:func:`why`).
+
+    Returns:
+        The sentence, or ``""`` when no size has an interval.
+    """
+    ok = rows[np.isfinite(rows["low"].astype(float)) & np.isfinite(rows["high"].astype(float))]
+    if ok.empty:
+        return ""
+    order = [e for e in ("hurts", "helps", "no detectable difference") if (ok["effect"] == e).any()]
+    if len(order) == 1:
+        return why(source, baseline, ok["verdict"].iloc[0], arm, learned)
+    parts = []
+    for e in order:
+        mine = ok[ok["effect"] == e]
+        sizes = ", ".join(f"{n:,.0f}" for n in mine["n_per_class"])
+        if e == "no detectable difference":
+            parts.append(f"at {sizes} images per class the difference is within the noise")
+        else:
+            parts.append(f"where it {e} ({sizes} images per class), {why(source, baseline, mine['verdict'].iloc[0], arm, learned)}")
+    return "the verdict changes with the target's size, so no single reason covers every size: " + "; ".join(parts)
 
 
 def difference_table(diffs: pd.DataFrame, arm: str) -> pd.DataFrame:
@@ -841,13 +1048,15 @@ def difference_table(diffs: pd.DataFrame, arm: str) -> pd.DataFrame:
         arm: ``"frozen"`` or ``"finetune"``.
 
     Returns:
-        Cells like ``"+2.1 points (95 % CI ...): helps"`` (plus the runs' sanity flags); empty
-        when the arm has no rows.
+        Cells like ``"+2.1 points (95 % CI ...): helps"`` (plus the runs' sanity flags, and the
+        source pretraining's ⚠ flags); empty when the arm has no rows.
     """
     d = diffs[diffs["arm"] == arm]
     if d.empty:
         return pd.DataFrame()
-    cell = d.assign(cell=d["text"] + ": " + d["effect"] + d["flags"].map(lambda f: f" [flags: {f}]" if f else ""),
+    src = d["source_flags"] if "source_flags" in d else pd.Series("", index=d.index)
+    cell = d.assign(cell=d["text"] + ": " + d["effect"] + d["flags"].map(lambda f: f" [flags: {f}]" if f else "")
+                    + src.map(lambda f: f" [source{_flag_note(f)}]" if isinstance(f, str) and f else ""),
                     label=d["source"].map(SOURCE_LABELS))  # fmt: skip
     wide = cell.pivot_table(index=["label", "n_per_class"], columns="baseline", values="cell", aggfunc="first", sort=False)
     # ImageNet is not compared with itself: its row has a dash there, not NaN
@@ -858,24 +1067,51 @@ def difference_table(diffs: pd.DataFrame, arm: str) -> pd.DataFrame:
     return wide
 
 
-def _explained(source: str, baseline: str, r: pd.Series) -> str:
-    """A difference, its effect word and the sentence its verdict chooses (none without an interval)."""
+def _flag_note(flags: str) -> str:
+    return flag_note([[f for f in str(flags).split("; ") if f]])
+
+
+def _learned(rows: pd.DataFrame) -> bool:
+    """False only when the rows say the source's pretraining learned nothing (unknown counts as learned)."""
+    if "source_learned" not in rows:
+        return True
+    known = [v for v in rows["source_learned"] if v is not None and not pd.isna(v)]
+    return not known or bool(known[0])
+
+
+def _sized(r: pd.Series) -> str:
+    """One size's difference and verdict word (no explanation: that comes once, for every size)."""
+    flags = f" ⚠ {r['flags']}" if isinstance(r.get("flags"), str) and r["flags"] else ""
     if not (np.isfinite(r["low"]) and np.isfinite(r["high"])):
-        return f"{r['text']}: one seed gives no interval, so no verdict and nothing to explain"
-    return f"{r['text']}, **{r['effect']}** ({why(source, baseline, r['verdict'])})"
+        return f"at {r['n_per_class']:,.0f} images per class {r['text']}{flags}: one seed gives no interval, so no verdict and nothing to explain"
+    return f"at {r['n_per_class']:,.0f} images per class {r['text']}{flags}, **{r['effect']}**"
 
 
-def narrative(table: pd.DataFrame, diffs: pd.DataFrame, arm: str = "frozen") -> str:
-    """One bullet per transferred source: its difference from ``random`` at the smallest and largest
-    size, each with its verdict-chosen explanation, and against ImageNet at the smallest size.
+def _source_facts(sources: pd.DataFrame | None, source: str) -> str:
+    """A pretrained source's size and budget in words, from its row (``""`` when unknown)."""
+    if sources is None or not len(sources) or source not in set(sources["source"]):
+        return ""
+    r = sources[sources["source"] == source].iloc[0]
+    epochs = r.get("epochs")
+    text = f"{int(r['train_images']):,} images of task A" + (f", {int(epochs)} epochs" if is_number(epochs) else "")
+    prev = r.get("train_acc_prev")
+    if is_number(prev) and still_rising(r["train_acc"], prev, r["train_images"]):
+        text += f", training accuracy still rising in its last epoch: {prev:.1%} → {r['train_acc']:.1%}"
+    return text
+
+
+def narrative(table: pd.DataFrame, diffs: pd.DataFrame, arm: str = "frozen", sources: pd.DataFrame | None = None) -> str:
+    """One bullet per transferred source: its difference from each baseline at every size, each with
+    its verdict, and one explanation per baseline chosen from all of those verdicts.
 
     Args:
         table: :func:`run_study` rows.
         diffs: :func:`differences` of that table.
-        arm: the arm narrated.
+        arm: the arm narrated (the frozen arm's explanations say that its base is never retrained).
+        sources: :attr:`Study.sources`, for the size and budget of the sources pretrained here.
 
     Returns:
-        Markdown; every number and verdict word read from ``diffs``.
+        Markdown; every number and verdict word read from ``diffs`` (and ``sources``).
     """
     d = diffs[diffs["arm"] == arm]
     if table.empty or d.empty:
@@ -885,16 +1121,27 @@ def narrative(table: pd.DataFrame, diffs: pd.DataFrame, arm: str = "frozen") -> 
         mine = d[d["source"] == source].sort_values("n_per_class")
         if mine.empty:
             continue
-        parts = []
-        vs_random = mine[mine["baseline"] == "random"]
-        ends = [vs_random.iloc[0]] + ([vs_random.iloc[-1]] if len(vs_random) > 1 else []) if len(vs_random) else []
-        for r in ends:
-            parts.append(f"against training from scratch at {r['n_per_class']:,.0f} images per class: {_explained(source, 'random', r)}")
-        vs_imagenet = mine[mine["baseline"] == "imagenet"]
-        if len(vs_imagenet):
-            r = vs_imagenet.iloc[0]
-            parts.append(f"against ImageNet at {r['n_per_class']:,.0f} images per class: {_explained(source, 'imagenet', r)}")
-        lines.append(f"- **{SOURCE_LABELS[source]}** — " + "; ".join(parts) + ".")
+        learned = _learned(mine)
+        head = f"- **{SOURCE_LABELS[source]}**"
+        src_flags = mine["source_flags"].iloc[0] if "source_flags" in mine else ""
+        if isinstance(src_flags, str) and src_flags:
+            head += (f" (source pretraining{_flag_note(src_flags)}"
+                     + ("; it learned nothing from its own labels, see the sources above)" if not learned else ")"))
+        lines.append(head + ":")
+        for baseline, words in (("random", "training from scratch"), ("imagenet", "ImageNet")):
+            rows = mine[mine["baseline"] == baseline]
+            if rows.empty:
+                continue
+            sentence = f"  - against {words}: " + "; ".join(_sized(r) for _, r in rows.iterrows()) + "."
+            reason = why_across_sizes(source, baseline, rows, arm, learned)
+            if reason:
+                sentence += f" Why: {reason}."
+            if source == "in_domain" and baseline == "imagenet" and (rows["effect"] == "hurts").any():
+                facts = _source_facts(sources, source)
+                sentence += ((f" This source: {facts}." if facts else "")
+                             + " Neumann et al.'s in-domain sources, which did beat ImageNet, were large remote-sensing "
+                             "datasets with full training schedules: a different kind of in-domain source.")
+            lines.append(sentence)
     flagged = table[(table["arm"].astype(str).isin([arm, "scratch"])) & (table["warnings"].fillna("") != "")]
     if len(flagged):
         kinds = sorted({f for w in flagged["warnings"] for f in str(w).split("; ") if f})
@@ -903,16 +1150,20 @@ def narrative(table: pd.DataFrame, diffs: pd.DataFrame, arm: str = "frozen") -> 
     return "\n".join(lines)
 
 
-def answer(diffs: pd.DataFrame, arm: str = "frozen") -> str:
+def answer(diffs: pd.DataFrame, arm: str = "frozen", sources: pd.DataFrame | None = None) -> str:
     """The study's answer to "does similarity decide whether transfer helps?", chosen by the verdicts.
 
     Reads, in ``arm``, whether the closer sources (``in_domain``, ``in_domain_imagenet``) beat
     ImageNet at some size and never lose to it, and whether the unrelated source (``shuffled``)
-    loses to training from scratch at some size.
+    loses to training from scratch at some size. An unrelated source whose pretraining learned
+    nothing (``source_learned`` False in ``diffs``) is no test of dissimilarity: its verdicts are
+    left out and the answer says so. A loss of the closer sources to ImageNet is stated with the
+    confound it carries (the sources' size and training budget, from ``sources`` when given).
 
     Args:
         diffs: :func:`differences` rows.
         arm: the arm judged.
+        sources: :attr:`Study.sources`, for the in-domain source's images and epochs.
 
     Returns:
         One or two sentences (markdown), or a note that there are no comparisons yet.
@@ -925,13 +1176,18 @@ def answer(diffs: pd.DataFrame, arm: str = "frozen") -> str:
         return set(d[(d["source"] == source) & (d["baseline"] == baseline)]["verdict"])
 
     close = verdicts("in_domain", "imagenet") | verdicts("in_domain_imagenet", "imagenet")
-    far = verdicts("shuffled", "random")
+    untrained = not _learned(d[d["source"] == "shuffled"])
+    far = set() if untrained else verdicts("shuffled", "random")
     closer_wins, closer_loses = "better" in close, "worse" in close
     unrelated_hurts, unrelated_helps = "worse" in far, "better" in far
     where = ARM_LABELS[arm]
-    far_text = (" The unrelated source fell below no pretraining." if unrelated_hurts else
-                " The unrelated source even beat no pretraining: pretraining on these images helped whatever their labels."
-                if unrelated_helps else " The unrelated source could not be told apart from no pretraining.")  # fmt: skip
+    if untrained:
+        far_text = (" The unrelated source is no test of dissimilarity here: its pretraining learned nothing from its own "
+                    "(shuffled) labels (⚠ chance-level), so it is an untrained base and its comparisons are left out.")
+    else:
+        far_text = (" The unrelated source fell below no pretraining." if unrelated_hurts else
+                    " The unrelated source even beat no pretraining: pretraining on these images helped whatever their labels."
+                    if unrelated_helps else " The unrelated source could not be told apart from no pretraining.")  # fmt: skip
     if closer_wins and closer_loses:
         return (f"**Mixed ({where}):** a closer source beat ImageNet at some sizes and fell below it at others, so closeness "
                 "to the target did not decide on its own; the sizes in the table above say where each won." + far_text)
@@ -940,13 +1196,17 @@ def answer(diffs: pd.DataFrame, arm: str = "frozen") -> str:
                 "unrelated source fell below no pretraining at all: how similar the source is decided whether "
                 "transfer helped.")
     if closer_wins and not closer_loses:
-        return (f"**Partly ({where}):** a closer source beat ImageNet, so similarity raised the gain; but the unrelated "
-                "source did not measurably hurt compared with training from scratch, so dissimilarity alone did not make "
-                "transfer negative here.")
+        return (f"**Partly ({where}):** a closer source beat ImageNet, so similarity raised the gain"
+                + ("." + far_text if untrained else "; but the unrelated source did not measurably hurt compared with "
+                   "training from scratch, so dissimilarity alone did not make transfer negative here."))
     if closer_loses and not closer_wins:
-        return (f"**No, not similarity alone ({where}):** the closer source fell below ImageNet, so the breadth of the "
-                "source mattered more than its closeness to the target"
-                + (", while the unrelated source did hurt." if unrelated_hurts else "."))
+        facts = _source_facts(sources, "in_domain")
+        return (f"**No, not similarity alone ({where}):** no closer source beat ImageNet at any size, and at some sizes they "
+                "fell below it. But the in-domain sources were pretrained on far fewer images than ImageNet's weights"
+                + (f" (the one from random init: {facts})" if facts else "")
+                + ": closeness changed together with the size and training of the source, so this shows that a small "
+                "in-domain source did not match ImageNet, not that breadth beats closeness."
+                + (far_text if untrained else " The unrelated source did hurt." if unrelated_hurts else ""))
     if unrelated_hurts:
         return (f"**Only at the far end ({where}):** the unrelated source fell below training from scratch, but the "
                 "closer sources and ImageNet could not be told apart (or traded places across sizes): beyond "
@@ -957,7 +1217,7 @@ def answer(diffs: pd.DataFrame, arm: str = "frozen") -> str:
                 "labels, and similarity of the source *task* did not decide.")
     return (f"**Not measurably ({where}):** no source's difference from ImageNet or from training from scratch that "
             "would show an effect of similarity excludes zero: with these seeds and sizes the study cannot say that "
-            "similarity decides.")
+            "similarity decides." + (far_text if untrained else ""))
 
 
 def cli(P: SimpleNamespace, data: D.EuroSAT, plan_only: bool = False, log: Callable[[str], None] = print) -> None:
@@ -973,10 +1233,10 @@ def cli(P: SimpleNamespace, data: D.EuroSAT, plan_only: bool = False, log: Calla
         log(plan_text(plan(P, data)))
         return
     study = run_study(P, data, progress=log)
-    diffs = differences(study.table)
+    diffs = differences(study.table, study.sources)
     with pd.option_context("display.width", 220, "display.max_colwidth", 90):
         for arm in ("frozen", "finetune"):
             table = difference_table(diffs, arm)
             if len(table):
                 log(f"\n{ARM_LABELS[arm]}:\n{table.to_string()}")
-    log("\n" + answer(diffs))
+    log("\n" + answer(diffs, "frozen", study.sources))

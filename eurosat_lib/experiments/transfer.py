@@ -14,7 +14,9 @@ sweeps share the runs they have in common and re-running the notebook reuses fin
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Sequence
 
@@ -302,6 +304,26 @@ def epoch_curves(results: Sequence[tuple[dict[str, Any], RunResult]]) -> pd.Data
             for i in range(n):
                 rows.append({**labels, "phase": phase["name"], "epoch": i + 1, **{k: v[i] for k, v in hist.items()}})
     return pd.DataFrame(rows)
+
+
+def record_curves(table: pd.DataFrame, labels: Sequence[str] = ("head", "seed")) -> pd.DataFrame:
+    """Tidy per-epoch history of the runs a table names (its ``run`` column), read from their records.
+
+    The sweeps return one row per run; their figures of training per epoch read the histories
+    back from the records, so nothing is trained again.
+
+    Args:
+        table: One row per run, with ``run`` and the ``labels`` columns.
+        labels: Columns copied onto every epoch of the run.
+
+    Returns:
+        One row per run and epoch (``epoch``, the labels, and every logged metric).
+    """
+    pairs = []
+    for _, row in table.iterrows():
+        record = json.loads((Path(row["run"]) / "record.json").read_text())
+        pairs.append(({k: row[k] for k in labels}, SimpleNamespace(record=record)))
+    return epoch_curves(pairs)
 
 
 def mean_sd(df: pd.DataFrame, by: str | list[str], cols: Sequence[str] = ("val_accuracy",)) -> pd.DataFrame:

@@ -29,7 +29,7 @@ from .. import data as D
 from .. import models as M
 from .. import runs as R
 from .. import training as T
-from ..stats import paired_diff
+from ..stats import binomial_se, paired_diff
 from .core import ExperimentSpec, RunResult, run
 from .params import (
     ChapterParams, any_of, backbone_kwargs, backbone_name, choice, fraction, interval, is_num, list_of, nonneg_int,
@@ -43,6 +43,8 @@ NOTEBOOK = "06_truncation"
 PROBE_HEAD = M.HeadConfig(pooling="avg", dropout=0.0)
 #: Batch size of the head phase (on cached features, so small batches cost little).
 HEAD_BATCH = 32
+#: The normal 95 % quantile: the least the evaluation images' term of an interval can be widened by.
+_Z95 = 1.959963984540054
 
 #: ``cuts="stages"``: every block after which the feature map changes shape (a new stage starts).
 STAGES = "stages"
@@ -356,6 +358,11 @@ def cut_table(sweep: pd.DataFrame, speed: pd.DataFrame | None = None) -> pd.Data
 
     ``drop`` is the full backbone's mean accuracy minus the cut's (positive = worse);
     ``params_share`` and ``speedup`` compare with the full backbone (the deepest cut).
+    ``loss_high`` is the upper end of the 95 % interval of the loss, paired by seed, with the
+    validation images' noise (:func:`eurosat_lib.stats.paired_diff`); ``loss_high_seeds`` the same
+    from the seeds' spread alone; ``eval_half`` the half-width the images' binomial term gives by
+    itself (1.96 standard errors of an unpaired difference: no seed count shrinks it);
+    ``val_images`` the validation images each run was scored on.
 
     Args:
         sweep: :func:`sweep_cuts`'s table.
@@ -379,13 +386,27 @@ def cut_table(sweep: pd.DataFrame, speed: pd.DataFrame | None = None) -> pd.Data
     # upper end of its 95 % interval: how much a cut may lose, given the seeds and the images scored.
     wide = sweep.pivot_table(index="seed", columns="block", values="val_accuracy", aggfunc="mean")
     n_val = sweep["val_images"].min() if "val_images" in sweep and sweep["val_images"].notna().any() else None
-    high = {}
+    high, seeds_high, eval_half = {}, {}, {}
     for block in table.index:
         pair = wide[[block, table.index[-1]]].dropna()
-        d = paired_diff(pair[table.index[-1]].to_numpy(), pair[block].to_numpy(),
-                        n_eval=int(n_val) if n_val else None) if len(pair) else None  # fmt: skip
-        high[block] = 0.0 if block == table.index[-1] else (d.high if d is not None else float("nan"))
+        if block == table.index[-1] or not len(pair):
+            reference = block == table.index[-1]
+            high[block] = seeds_high[block] = eval_half[block] = 0.0 if reference else float("nan")
+            continue
+        a, b = pair[table.index[-1]].to_numpy(), pair[block].to_numpy()
+        high[block] = paired_diff(a, b, n_eval=int(n_val) if n_val else None).high
+        # The two parts of that interval, apart, so the page can say which one keeps a cut from
+        # passing: the seeds' spread alone (the evaluation images held fixed), and the images'
+        # binomial term alone (unpaired: an upper bound, as the records keep no per-image
+        # predictions), which no number of seeds shrinks.
+        seeds_high[block] = paired_diff(a, b).high
+        eval_half[block] = (_Z95 * math.hypot(binomial_se(float(np.clip(a.mean(), 0, 1)), int(n_val)),
+                                              binomial_se(float(np.clip(b.mean(), 0, 1)), int(n_val)))
+                            if n_val else float("nan"))  # fmt: skip
     table["loss_high"] = pd.Series(high)
+    table["loss_high_seeds"] = pd.Series(seeds_high)
+    table["eval_half"] = pd.Series(eval_half)
+    table["val_images"] = float(n_val) if n_val else float("nan")
     table["params_share"] = table["backbone_params"] / full["backbone_params"]
     if speed is not None:
         table = table.join(speed.set_index("block")["images_per_s"])
@@ -409,7 +430,10 @@ def choose_cut(table: pd.DataFrame, tolerance: float) -> dict[str, Any]:
     * ``cliff``: the adjacent pair of cuts with the largest accuracy step (``cliff_from`` is the
       deeper block, ``cliff_to`` the shallower one, ``cliff_step`` the loss in accuracy);
     * ``chosen_gap_sd``: the chosen cut's gap to the full backbone in units of the larger of the
-      two seed standard deviations (NaN with one seed), to tell noise from a real loss.
+      two seed standard deviations (NaN with one seed), to tell noise from a real loss;
+    * ``eval_half``: the smallest half-width the validation images' term alone gives any cut's
+      interval (NaN when the table does not say): above ``tolerance``, no cut scoring below the
+      full backbone can pass, however many seeds; ``val_images``: the images behind it.
 
     Args:
         table: :func:`cut_table`'s table.
@@ -458,6 +482,8 @@ def choose_cut(table: pd.DataFrame, tolerance: float) -> dict[str, Any]:
         "cliff_to": cliff_to,
         "cliff_step": step,
         "tolerance": float(tolerance),
+        "eval_half": float(table.loc[cuts, "eval_half"].astype(float).min()) if "eval_half" in table and len(cuts) else float("nan"),
+        "val_images": float(table["val_images"].iloc[0]) if "val_images" in table else float("nan"),
     }
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from .._io import atomic_path
 from .base import ChapterSummary
@@ -12,14 +12,17 @@ from .render import (
     RecordContext,
     chapter_link,
     compare_text,
+    flag_note,
     md_table,
     mean_sd,
     num,
     pct,
+    record_warnings,
     setting_text,
     versus,
     working_context,
 )
+from .transfer import CROSSOVER_DIR, budget_shows_in_reference, run_steps, scratch_reference_text, scratch_references
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,7 @@ class OverfittingSummary(ChapterSummary):
             Markdown, as the template's Summary cell displays it.
         """
         P = self.parameters
+        ctx = working_context(ctx)
         opt = lambda x: "–" if x is None else f"{x:.1%}"  # noqa: E731
         gaps = self.numeric_frame("gaps").set_index("model")
         sc, fr = gaps.loc["from scratch"], gaps.loc["frozen ImageNet base"]
@@ -79,7 +83,7 @@ class OverfittingSummary(ChapterSummary):
         m = reg.groupby("config", sort=False)["test_accuracy"].agg(["mean", "std"])
         base = m.loc["none"]
         if "run" in reg:  # chosen on validation, paired by seed (the chapter that has each run's folder)
-            reg_text = regularisation_effects(reg, working_context(ctx))
+            reg_text = regularisation_effects(reg, ctx)
         else:
             reg_text = (f"best configuration by mean test accuracy: **{m['mean'].idxmax()}**\n"
                         f"  ({m['mean'].max():.1%}) vs {base['mean']:.1%} with none.")
@@ -88,25 +92,60 @@ class OverfittingSummary(ChapterSummary):
         spread = self.numeric_frame("test_spread").set_index("scenario")
         worst = spread["off_by_more_than_2_points"].idxmax()
         honest = self.good_model_test_accuracy
+        scratch_note, good_note = self._budget_notes(reg, ctx)
         curve_seeds = f", {len(P['curve_seeds'])} for the heads on cached features" if P.get("curve_seeds") else ""
         return f'''
 *Numbers from this run ({self.profile} profile, {P["backbone"]}, {P["image_size"]} px, {len(P["seeds"])} seed(s){curve_seeds}).*
 
 - **Overfitting:** from scratch, {P["n_small"]} images per class gave {sc.train:.1%} training but {sc.test:.1%} test accuracy
   (gap {100 * sc.train_minus_test:.1f} points); the frozen ImageNet base gave {fr.test:.1%} test accuracy with a gap of
-  {100 * fr.train_minus_test:.1f} points.
+  {100 * fr.train_minus_test:.1f} points.{scratch_note}
 - **More data:** validation accuracy of frozen features + head rose from {first['mean']:.1%} ({fro.index[0]:,} images) to
   {last['mean']:.1%} ({fro.index[-1]:,} images); seed-to-seed sd {sd_word} from {first['std']:.1%} to {last['std']:.1%}.
 - **Regularisation at {P["reg_n"]} images per class:** {reg_text}
-- **A good model:** {honest:.1%} on {self.test_n:,} test images, weakest class {self.weakest_class or "–"} ({opt(self.weakest_class_recall)} recall), ECE {self.good_model_ece:.3f}.
+- **A good model:** {honest:.1%} on {self.test_n:,} test images, weakest class {self.weakest_class or "–"} ({opt(self.weakest_class_recall)} recall), ECE {self.good_model_ece:.3f}.{good_note}
 - **Leaks:** scored on its own training images the good model would claim {opt(self.good_model_train_accuracy)} (honest: {honest:.1%});
-  the scratch model {self.scratch_train_accuracy:.1%} (honest: {self.scratch_test_accuracy:.1%}). Choosing the best of {P["n_configs"]} heads on a
-  {int(small.test_images)}-image test set reports {small.leaky_reported:.1%}, but that head delivers {small.leaky_fresh:.1%}
-  on fresh data ({100 * small.optimism:+.1f} points of optimism); choosing on validation reports {small.honest_reported:.1%}
-  and delivers {small.honest_fresh:.1%}.
+  the scratch model {self.scratch_train_accuracy:.1%} (honest: {self.scratch_test_accuracy:.1%}). {leak_text(dict(small), P["n_configs"])}
 - **Unrepresentative test sets:** {worst} test sets missed the honest {honest:.1%} by more than 2 points in
   {spread.loc[worst, 'off_by_more_than_2_points']:.0%} of draws (5th–95th percentile {spread.loc[worst, 'p5']:.1%}–{spread.loc[worst, 'p95']:.1%}).
 '''
+
+    def _budget_notes(self, reg: Any, ctx: RecordContext) -> tuple[str, str]:
+        """The Summary's budget clauses (section 1's scratch model, section 4's model), read from the records.
+
+        The chapter's folder is found from the regularisation table's runs; without it (an older
+        summary, or no records) both are empty.
+        """
+        folder = _folder(ctx, list(reg["run"])) if reg is not None and "run" in reg else None
+        if folder is None or not folder.is_dir():
+            return "", ""
+        from ..runs import complete_records
+
+        P = self.parameters
+        scratch = [r for _, r in complete_records(folder, chapter=self.NOTEBOOK, model="scratch")
+                   if r["params"].get("n_per_class") == P.get("n_small") and r["params"].get("seed") in (P.get("seeds") or [])]
+        scratch_note = ""
+        if scratch and self.scratch_test_accuracy is not None:
+            refs = scratch_references(folder, scratch[0], P.get("n_small"))
+            steps = run_steps(scratch[0])
+            if budget_shows_in_reference(refs, self.scratch_test_accuracy, P.get("n_small")):
+                cx = refs["crossover"]
+                trained = f"{steps:,} steps" if steps else "its budget"
+                scratch_note = (f" The scratch model trained for {trained} ({'; '.join(budget_words(scratch[0]))}); chapter 3's "
+                                f"crossover trains the same network on {cx['n_per_class']} images per class for "
+                                + (f"{cx['steps']:,} steps" if cx.get("steps") else "longer")
+                                + f" to {mean_sd(cx['test_accuracy'])}{flag_note(cx['flags'])} test accuracy, so the gap to the "
+                                "frozen base is partly this budget (section 1).")  # fmt: skip
+        good = [r for _, r in complete_records(folder, chapter=self.NOTEBOOK, model="good")]
+        good_note = ""
+        if good:
+            refs = finetune_references(folder, good[0])
+            cmp = _finetune_comparisons(good[0], refs)
+            last = budget_words(good[0])[-1] if budget_words(good[0]) else ""
+            if cmp:
+                good_note = (f" Its budget, last phase: {last}; against chapter 3's fine-tuning of the same network on "
+                             f"the whole training split: " + "; ".join(cmp) + " (section 4).")
+        return scratch_note, good_note
 
     def _sections(self, source: str, ctx: RecordContext) -> list[str]:
         """Chapter 4's section: the gaps, the data-efficiency curve (a figure), regularisation against none
@@ -276,11 +315,228 @@ def pair_paragraph(pair: Any, n_small: int, ctx: RecordContext | None = None) ->
                             words={"worse": "smaller", "better": "larger"})  # fmt: skip
     better = "**better**" in test_text
     overfits_less = gap_d.verdict == "worse"  # a lower gap: frozen minus scratch below zero
-    verdict = ("The pretrained model generalises better *and* overfits less: both intervals exclude zero."
+    verdict = ("The pretrained model generalises better *and* overfits less at this section's budgets: both intervals exclude zero."
                if better and overfits_less else
                "Measured here, the intervals do not show that the frozen base both generalises better and overfits less.")
+    budget = scratch_budget_text([ctx.record(r) for r in runs[sc_m]], n_small, float(sc["test"]), _folder(ctx, runs[sc_m]))
     return (f"From scratch, {int(trainable[sc_m]):,} trainable weights fitted {n_small * 10:,} images to **{sc['train']:.1%}** "
             f"training accuracy but reached **{sc['test']:.1%}** on test: a train–test gap of {100 * sc['gap']:.1f} points. "
             f"The frozen base trains only {int(trainable[fr_m]):,} head weights; it reached {fr['train']:.1%} on its training "
             f"images and **{fr['test']:.1%}** on test (gap {100 * fr['gap']:.1f} points). Frozen minus scratch, paired by "
-            f"seed: test accuracy {test_text}; train–test gap {gap_text}. {verdict}")
+            f"seed: test accuracy {test_text}; train–test gap {gap_text}. {verdict}" + (f" {budget}" if budget else ""))
+
+
+# --------------------------------------------------------------------------------------------
+# Budgets, read from the records: what a number here was trained with, and what longer runs reach
+# --------------------------------------------------------------------------------------------
+
+
+def _folder(ctx: RecordContext, runs: Sequence[Any]) -> Path | None:
+    """The chapter's run folder, from one of its runs (relative to ``ctx.root``)."""
+    run = next((r for r in runs if isinstance(r, str)), None)
+    if run is None or ctx.root is None:
+        return None
+    return (Path(run) if Path(run).is_absolute() else ctx.root / run).parent
+
+
+def phase_words(phase: Mapping[str, Any], epochs_run: int | None = None) -> str:
+    """One training phase in words: what trains, for how many epochs, at which learning rate.
+
+    Args:
+        phase: A phase of a record's ``params["phases"]``.
+        epochs_run: Epochs it ran (None: its cap).
+
+    Returns:
+        E.g. ``"the layers from `block_8` up: 1 epoch, learning rate 0.0001, constant schedule"``.
+    """
+    cap = int(phase.get("epochs") or 0)
+    ran = cap if epochs_run is None else int(epochs_run)
+    unfreeze = phase.get("unfreeze")
+    what = ("a head on the frozen base's cached features" if phase.get("use_feature_cache") else
+            "every layer" if unfreeze == "all" else f"the layers from `{unfreeze}` up" if unfreeze else "the head")
+    how = [f"learning rate {phase.get('learning_rate'):g}", f"{phase.get('schedule') or 'constant'} schedule"]
+    if phase.get("early_stopping"):
+        how.append(f"early stopping after {phase['early_stopping']} epochs without improvement")
+    return f"{what}: {ran} epoch{'' if ran == 1 else 's'}" + (f" of up to {cap}" if ran != cap else "") + ", " + ", ".join(how)
+
+
+def budget_words(record: Mapping[str, Any]) -> list[str]:
+    """Each phase of a run in words (:func:`phase_words`), with the epochs it actually ran.
+
+    Args:
+        record: A run record.
+
+    Returns:
+        One entry per phase.
+    """
+    ran = ((record.get("timings") or {}).get("phases") or {})
+    return [phase_words(ph, (ran.get(ph.get("name")) or {}).get("epochs_run")) for ph in (record.get("params") or {}).get("phases") or []]
+
+
+def scratch_budget_text(records: Sequence[Mapping[str, Any] | None], n_small: int, accuracy: float,
+                        chapter_dir: str | Path | None) -> str:  # fmt: skip
+    """Section 1's from-scratch budget, what longer runs of the same network reach, and what follows.
+
+    Args:
+        records: The from-scratch runs' records.
+        n_small: Training images per class.
+        accuracy: Their mean test accuracy.
+        chapter_dir: The chapter's run folder (its parent holds chapter 3's crossover study).
+
+    Returns:
+        Sentences (``""`` without records).
+    """
+    recs = [r for r in records if r]
+    if not recs:
+        return ""
+    rec = recs[0]
+    steps = run_steps(rec)
+    aug = (rec.get("params") or {}).get("augment")
+    text = [f"The from-scratch model's budget: {'; '.join(budget_words(rec))}, {'no augmentation' if not aug else f'{aug} augmentation'}"
+            + (f", {steps:,} steps" if steps else "") + "."]  # fmt: skip
+    if chapter_dir is not None:
+        refs = scratch_references(chapter_dir, rec, n_small)
+        text.append(scratch_reference_text(refs))
+        if budget_shows_in_reference(refs, accuracy, n_small):
+            text.append("With no more images per class, every seed of that longer run scores above this model's mean, so part of "
+                        "the gap to the frozen base is this section's short budget, not only the pretrained features.")
+    return " ".join(t for t in text if t)
+
+
+def _same_pretrained(a: Mapping[str, Any] | None, b: Mapping[str, Any] | None) -> bool:
+    pa, pb = (a or {}).get("params") or {}, (b or {}).get("params") or {}
+    return bool(pa and pb) and all(pa.get(k) == pb.get(k) for k in ("backbone", "backbone_kwargs", "image_size", "weights"))
+
+
+#: Chapter 3's fine-tuned arms, as the crossover study tags them, and their words.
+FINETUNED_ARMS = {"finetune_all": "all layers", "finetune_top": "top blocks"}
+
+
+def finetune_references(chapter_dir: str | Path, record: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Chapter 3's fine-tuning of ``record``'s pretrained network on the whole training split, per arm.
+
+    Args:
+        chapter_dir: This chapter's run folder (its parent holds chapter 3's crossover study).
+        record: The record of the model compared (its backbone, width, weights and input size).
+
+    Returns:
+        Arm -> ``test_accuracy`` (per seed), ``test_images``, ``flags`` and ``last_phase``
+        (the fine-tuning phase's parameters); only arms with runs.
+    """
+    from ..runs import complete_records
+
+    out: dict[str, dict[str, Any]] = {}
+    for _, rec in complete_records(Path(chapter_dir).parent / CROSSOVER_DIR, study="crossover", size="all"):
+        arm = (rec["params"].get("tags") or {}).get("arm")
+        if arm in FINETUNED_ARMS and _same_pretrained(rec, record) and (rec.get("metrics") or {}).get("test"):
+            o = out.setdefault(arm, {"test_accuracy": [], "test_images": [], "flags": [], "last_phase": rec["params"]["phases"][-1]})
+            o["test_accuracy"].append(float(rec["metrics"]["test"]["accuracy"]))
+            o["test_images"].append(int(rec["metrics"]["test"].get("n") or 0))
+            o["flags"].append(record_warnings(rec))
+    return {a: out[a] for a in FINETUNED_ARMS if a in out}
+
+
+def _finetune_comparisons(record: Mapping[str, Any], refs: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    from ..stats import independent_diff
+
+    test = (record.get("metrics") or {}).get("test") or {}
+    out = []
+    for arm, r in refs.items():
+        n_ref = min(n for n in r["test_images"] if n) if any(r["test_images"]) else None
+        if not test.get("n") or not n_ref:
+            continue
+        mean = sum(r["test_accuracy"]) / len(r["test_accuracy"])
+        d = independent_diff(float(test["accuracy"]), int(test["n"]), mean, n_ref)
+        out.append(f"{FINETUNED_ARMS[arm]}{flag_note(r['flags'])}: {compare_text(d, [record_warnings(record)], r['flags'])}")
+    return out
+
+
+def good_model_paragraph(record: Mapping[str, Any], chapter_dir: str | Path | None = None) -> str:
+    """Section 4's model: its budget, read from its record, against chapter 3's fine-tuning of the same network.
+
+    Args:
+        record: The good model's record.
+        chapter_dir: This chapter's run folder (None: chapter 3 is not read).
+
+    Returns:
+        Markdown.
+    """
+    p = record.get("params") or {}
+    test = (record.get("metrics") or {}).get("test") or {}
+    n = (record.get("extra") or {}).get("train_size")
+    words = budget_words(record)
+    text = [f"This model's budget, read from its record: {'; then '.join(words)}; at {p.get('image_size')} px"
+            + (f" on {n:,} training images" if n else "") + f", scored {pct(test.get('accuracy'), 1)} on the test split."]
+    refs = finetune_references(chapter_dir, record) if chapter_dir is not None else {}
+    if refs:
+        last = next(iter(refs.values()))["last_phase"]
+        arms = "; ".join(f"{FINETUNED_ARMS[a]} {mean_sd(r['test_accuracy'])} ({len(r['test_accuracy'])} seeds){flag_note(r['flags'])}"
+                         for a, r in refs.items())  # fmt: skip
+        text.append(f"Chapter 3's crossover study fine-tunes the same network on the whole training split "
+                    f"at {p.get('image_size')} px for longer (up to {last.get('epochs')} fine-tuning epochs at learning rate "
+                    f"{last.get('learning_rate'):g}): {arms} test accuracy.")  # fmt: skip
+        cmp = _finetune_comparisons(record, refs)
+        if cmp:
+            text.append("This model against each: " + "; ".join(cmp) + ".")
+    phases = p.get("phases") or []
+    ran = ((record.get("timings") or {}).get("phases") or {})
+    last_ran = (ran.get(phases[-1].get("name")) or {}).get("epochs_run", phases[-1].get("epochs")) if len(phases) > 1 else None
+    if last_ran is not None and int(last_ran) <= 2:
+        text.append(f"With {last_ran} fine-tuning epoch{'' if int(last_ran) == 1 else 's'} it cannot show whether fine-tuning had "
+                    "converged: it is a model to check the evaluation tools below on, not the book's best model.")
+    return " ".join(text)
+
+
+def _draws(row: Mapping[str, Any]) -> int:
+    d = row.get("draws")
+    return int(d) if isinstance(d, (int, float)) and d == d else 1  # absent or NaN: a table of one cut
+
+
+def leak_text(row: Mapping[str, Any], n_configs: Any) -> str:
+    """The selection-on-test leak of one test-set size: reported, delivered and the optimism.
+
+    A table with ``draws`` gives the means over that many cuts of the test split and the spread of
+    single draws; an older one (one cut) is stated as one draw with the binomial standard error of
+    its reported accuracy, so its optimism is not read as a measurement.
+
+    Args:
+        row: A row of :func:`eurosat_lib.experiments.overfitting.selection_leak`'s table.
+        n_configs: Configurations chosen from.
+
+    Returns:
+        Markdown.
+    """
+    from ..stats import binomial_se
+
+    n = int(row["test_images"])
+    draws = _draws(row)
+    if draws > 1:
+        return (f"Choosing the best of {n_configs} heads on a {n}-image test set reports {row['leaky_reported']:.1%} on average over "
+                f"{draws:,} random cuts of the test split, but that head delivers {row['leaky_fresh']:.1%} on fresh data: "
+                f"{100 * row['optimism']:+.1f} points of optimism on average (95 % of single draws between "
+                f"{100 * row['optimism_low']:+.1f} and {100 * row['optimism_high']:+.1f}); choosing on validation reports "
+                f"{row['honest_reported']:.1%} and delivers {row['honest_fresh']:.1%}.")  # fmt: skip
+    se = 100 * binomial_se(float(row["leaky_reported"]), n)
+    return (f"Choosing the best of {n_configs} heads on a {n}-image test set reported {row['leaky_reported']:.1%}, and that head "
+            f"delivers {row['leaky_fresh']:.1%} on fresh data ({100 * row['optimism']:+.1f} points); this is one draw of the test "
+            f"set, and one accuracy on {n} images has a standard error of about {se:.1f} points, so the size of the optimism "
+            f"is not measured by it. Choosing on validation reports {row['honest_reported']:.1%} and delivers "
+            f"{row['honest_fresh']:.1%}.")  # fmt: skip
+
+
+def leak_paragraph(leak: Any, n_configs: Any) -> str:
+    """Section 5's leak table in words: the smallest test set's numbers, then the mean optimism per size.
+
+    Args:
+        leak: :func:`eurosat_lib.experiments.overfitting.selection_leak`'s table.
+        n_configs: Configurations chosen from.
+
+    Returns:
+        Markdown.
+    """
+    rows = [dict(r) for _, r in leak.iterrows()]
+    text = leak_text(rows[0], n_configs)
+    if len(rows) > 1 and _draws(rows[0]) > 1:
+        text += (" Mean optimism per test-set size: "
+                 + "; ".join(f"{int(r['test_images']):,} images {100 * r['optimism']:+.1f} points" for r in rows) + ".")
+    return text

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Sequence
+from pathlib import Path
+from typing import Any, Mapping, Sequence
 
 from .base import ChapterSummary
 from .render import (
@@ -19,6 +20,8 @@ from .render import (
     mean_sd,
     num,
     paired_values,
+    pct,
+    record_warnings,
     sizes_text,
     versus,
     working_context,
@@ -114,10 +117,18 @@ class TransferSummary(ChapterSummary):
         lines = [f"*Numbers from this run ({self.profile} profile, {who}, {int(cmp['train_size'].iloc[0]):,} training images; "
                  f"section 1: {_seeds(len(set(cmp['seed'])))}, sections 2-4: {_seeds(len(set(res['seed'])))}).*", ""]  # fmt: skip
         models = list(dict.fromkeys(cmp["model"]))
-        lines.append(f"- **Reuse vs scratch** (test, {p.get('epochs')} epochs each): {models[0]} "
-                     f"{mean_sd(cmp.loc[cmp['model'] == models[0], 'test_accuracy'])}; "
-                     + "; ".join(f"{m} {mean_sd(cmp.loc[cmp['model'] == m, 'test_accuracy'])} "
-                                 f"({versus(cmp, 'model', m, models[0], 'test_accuracy', ctx)})" for m in models[1:]) + ".")  # fmt: skip
+        acc = lambda m: mean_sd(cmp.loc[cmp["model"] == m, "test_accuracy"]) + flag_note(group_flags(cmp[cmp["model"] == m], ctx))  # noqa: E731
+        budget = []
+        for m in models[1:]:
+            g = cmp[cmp["model"] == m]
+            runs = list(g["run"]) if "run" in g else []
+            _, why = _budget_sentences(ctx, runs, float(g["test_accuracy"].mean()), p.get("epochs"))
+            if why:
+                budget.append(f"{m[0].upper() + m[1:]}: {_reference_brief(*_references_of(ctx, runs))}, so its gap is partly "
+                              f"the equal budget (section 1).")  # fmt: skip
+        lines.append(f"- **Reuse vs scratch** (test, {p.get('epochs')} epochs each): {models[0]} {acc(models[0])}; "
+                     + "; ".join(f"{m} {acc(m)} ({versus(cmp, 'model', m, models[0], 'test_accuracy', ctx)})" for m in models[1:])
+                     + "." + "".join(" " + b for b in budget))  # fmt: skip
         lo = int(res["image_size"].min())
         by_size = res.groupby("image_size")["val_accuracy"].mean().sort_values(ascending=False)
         best = int(by_size.index[0])
@@ -134,8 +145,8 @@ class TransferSummary(ChapterSummary):
             lines.append(f"- **Preprocessing:** the correct `{correct}` gives {mean_sd(pre.loc[pre['mode'] == correct, 'val_accuracy'])}; "
                          f"the worst wrong one, `{worst}`, {versus(pre, 'mode', worst, correct, 'val_accuracy', ctx)}.")  # fmt: skip
         deep = list(dict.fromkeys(hd["head"]))[-1]
-        lines.append(f"- **Head depth:** `{deep}` against the linear head {versus(hd, 'head', deep, 'linear', 'val_accuracy', ctx)}. "
-                     + head_diagnosis(hd, deep, ctx=ctx))  # fmt: skip
+        lines.append(f"- **Head depth:** `{deep}`{flag_note(group_flags(hd[hd['head'] == deep], ctx))} against the linear head "
+                     f"{versus(hd, 'head', deep, 'linear', 'val_accuracy', ctx)}. " + head_diagnosis(hd, deep, ctx=ctx))  # fmt: skip
         return "\n".join(lines) + "\n"
 
 
@@ -201,6 +212,210 @@ def _not_converged(ctx: RecordContext, runs: Sequence[Any]) -> int:
     return sum("not converged" in w for w in ctx.warnings(list(runs)))
 
 
+# --------------------------------------------------------------------------------------------
+# The book's other from-scratch runs of the same network: chapter 3's crossover, reference/
+# --------------------------------------------------------------------------------------------
+
+#: Chapter 3's crossover study, relative to a profile's runs folder (where
+#: ``experiments.crossover.records_dir`` finds it; not imported: that module loads TensorFlow).
+CROSSOVER_DIR = Path("03_finetune") / "crossover"
+#: The results page's headline runs, relative to a profile's runs folder.
+REFERENCE_DIR = Path("reference")
+
+
+def same_network(a: Mapping[str, Any] | None, b: Mapping[str, Any] | None) -> bool:
+    """Whether two run records trained the same network, from random weights, at the same input size.
+
+    Args:
+        a: A run record (or None).
+        b: Another.
+
+    Returns:
+        True if both start from random weights with the same backbone, width and input size.
+    """
+    pa, pb = (a or {}).get("params") or {}, (b or {}).get("params") or {}
+    keys = ("backbone", "backbone_kwargs", "image_size")
+    return bool(pa and pb) and all(pa.get(k) == pb.get(k) for k in keys) and pa.get("weights") is None and pb.get("weights") is None
+
+
+def run_steps(record: Mapping[str, Any] | None) -> int | None:
+    """Optimiser steps a run took: its tagged budget's, else epochs run × batches per epoch, per phase.
+
+    Args:
+        record: A run record.
+
+    Returns:
+        The steps, None when the record does not say.
+    """
+    params = (record or {}).get("params") or {}
+    budget = (params.get("tags") or {}).get("budget")
+    if isinstance(budget, Mapping) and isinstance(budget.get("steps"), int):
+        return int(budget["steps"])
+    n = ((record or {}).get("extra") or {}).get("train_size")
+    ran = ((record or {}).get("timings") or {}).get("phases") or {}
+    total = 0
+    for ph in params.get("phases") or []:
+        epochs = (ran.get(ph.get("name")) or {}).get("epochs_run", ph.get("epochs"))
+        if not n or epochs is None or not ph.get("batch_size"):
+            return None
+        total += int(epochs) * math.ceil(int(n) / int(ph["batch_size"]))
+    return total or None
+
+
+def _epochs_run(record: Mapping[str, Any]) -> int:
+    phases = ((record.get("timings") or {}).get("phases") or {}).values()
+    return sum(int(ph.get("epochs_run") or 0) for ph in phases)
+
+
+def _span(values: Sequence[int]) -> str:
+    lo, hi = min(values), max(values)
+    return f"{lo}" if lo == hi else f"{lo}–{hi}"
+
+
+def scratch_references(chapter_dir: str | Path, like: Mapping[str, Any] | None, n_per_class: int | None) -> dict[str, Any]:
+    """The book's other runs of ``like``'s network from random weights, with their budgets.
+
+    Read from the records of the same profile (``chapter_dir``'s parent): chapter 3's crossover
+    scratch arm at the largest size up to ``n_per_class`` (else its smallest), and the unflagged
+    whole-split run under ``reference/`` that trained longest. Nothing is trained.
+
+    Args:
+        chapter_dir: The chapter's run folder (e.g. ``book/runs/cpu/01_transfer_learning``).
+        like: The record of one of the chapter's from-scratch runs (its network and input size).
+        n_per_class: The chapter's training images per class (None: the whole split).
+
+    Returns:
+        ``{"crossover": {...}, "whole_split": {...}}``, each only where such runs exist.
+    """
+    from ..runs import complete_records
+
+    root = Path(chapter_dir).parent
+    out: dict[str, Any] = {}
+    by_size: dict[int, list[Mapping[str, Any]]] = {}
+    for _, rec in complete_records(root / CROSSOVER_DIR, study="crossover", arm="scratch"):
+        size = (rec["params"].get("tags") or {}).get("size")
+        if isinstance(size, int) and same_network(rec, like) and ((rec.get("metrics") or {}).get("test") or {}).get("accuracy") is not None:
+            by_size.setdefault(size, []).append(rec)
+    if by_size:
+        fits = [k for k in by_size if n_per_class is None or k <= n_per_class]
+        size = max(fits) if fits else min(by_size)
+        recs = by_size[size]
+        ph = (recs[0]["params"].get("phases") or [{}])[0]
+        steps = [run_steps(r) for r in recs]
+        out["crossover"] = {
+            "n_per_class": size, "test_accuracy": [float(r["metrics"]["test"]["accuracy"]) for r in recs],
+            "epochs": [_epochs_run(r) for r in recs], "steps": max(s for s in steps if s) if any(steps) else None,
+            "schedule": ph.get("schedule"), "learning_rate": ph.get("learning_rate"), "augment": recs[0]["params"].get("augment"),
+            "flags": [record_warnings(r) for r in recs],
+        }  # fmt: skip
+    whole = [(d, r) for d, r in complete_records(root / REFERENCE_DIR)
+             if same_network(r, like) and r["params"].get("n_per_class") is None and r["params"].get("train_fraction") is None
+             and not record_warnings(r) and (r.get("metrics") or {}).get("test")]  # fmt: skip
+    if whole:
+        d, r = max(whole, key=lambda dr: _epochs_run(dr[1]))
+        try:
+            where = d.resolve().relative_to(Path.cwd().resolve()).as_posix()
+        except ValueError:
+            where = f"{REFERENCE_DIR.as_posix()}/{d.name}"
+        out["whole_split"] = {"test_accuracy": float(r["metrics"]["test"]["accuracy"]), "epochs": _epochs_run(r),
+                              "train_images": (r.get("extra") or {}).get("train_size"), "run": where}  # fmt: skip
+    return out
+
+
+def scratch_reference_text(refs: Mapping[str, Any]) -> str:
+    """What :func:`scratch_references` found, as a sentence with links (``""`` when nothing was found).
+
+    Args:
+        refs: :func:`scratch_references`'s result.
+
+    Returns:
+        Markdown for a chapter page (links relative to ``book/chapters``).
+    """
+    parts = []
+    cx = refs.get("crossover")
+    if cx:
+        how = [f"{cx['steps']:,} steps" if cx.get("steps") else "",
+               f"{cx['schedule']} learning rate from {cx['learning_rate']:g}" if cx.get("schedule") else "",
+               "random flips and 90° turns" if cx.get("augment") == "flip" else ""]  # fmt: skip
+        parts.append(f"chapter 3's crossover study (chapter 3, section 5; the gaps it gives per data size are in "
+                     f"chapter 2, section 1) trains it on {cx['n_per_class']:,} images per class for "
+                     f"{_span(cx['epochs'])} epochs ({', '.join(b for b in how if b)}): {mean_sd(cx['test_accuracy'])} test accuracy "
+                     f"({_seeds(len(cx['test_accuracy']))}){flag_note(cx['flags'])}")  # fmt: skip
+    ws = refs.get("whole_split")
+    if ws:
+        images = f" ({ws['train_images']:,} images)" if ws.get("train_images") else ""
+        parts.append(f"on the whole training split{images} for {ws['epochs']} epochs it reaches {pct(ws['test_accuracy'])} "
+                     f"(`{ws['run']}`, on the results page)")  # fmt: skip
+    if not parts:
+        return ""
+    return "The book trains the same network from scratch with larger budgets: " + "; ".join(parts) + "."
+
+
+def budget_shows_in_reference(refs: Mapping[str, Any], accuracy: float, n_per_class: int | None) -> bool:
+    """Whether chapter 3's longer scratch run, on no more images per class, scored above ``accuracy``.
+
+    Then a gap measured at this chapter's budget is partly that budget (the crossover run had no
+    more data, only more steps and its own schedule).
+
+    Args:
+        refs: :func:`scratch_references`'s result.
+        accuracy: The chapter's from-scratch test accuracy (mean over seeds).
+        n_per_class: The chapter's training images per class.
+
+    Returns:
+        True if the crossover arm is there, used at most ``n_per_class`` images and every seed scored higher.
+    """
+    cx = refs.get("crossover")
+    if not cx or (n_per_class is not None and cx["n_per_class"] > n_per_class) or is_broken(cx["flags"]):
+        return False
+    return min(cx["test_accuracy"]) > accuracy
+
+
+def _chapter_dir(ctx: RecordContext, run: Any) -> Path | None:
+    if not isinstance(run, str) or ctx.root is None:
+        return None
+    path = Path(run) if Path(run).is_absolute() else ctx.root / run
+    return path.parent
+
+
+def _references_of(ctx: RecordContext, runs: Sequence[Any]) -> tuple[Mapping[str, Any], dict[str, Any]] | None:
+    """(the first run's record, :func:`scratch_references` of its network) for a group of from-scratch runs."""
+    rec = ctx.record(runs[0]) if runs else None
+    where = _chapter_dir(ctx, runs[0]) if runs else None
+    if not rec or where is None:
+        return None
+    return rec, scratch_references(where, rec, (rec.get("params") or {}).get("n_per_class"))
+
+
+def _reference_brief(rec: Mapping[str, Any], refs: Mapping[str, Any]) -> str:
+    """The other scratch runs' results in a clause, for the Summary (the section has the details)."""
+    bits = []
+    if refs.get("crossover"):
+        cx = refs["crossover"]
+        steps = f" in {cx['steps']:,} steps" if cx.get("steps") else ""
+        bits.append(f"{mean_sd(cx['test_accuracy'])}{flag_note(cx['flags'])} with {cx['n_per_class']:,} images per class{steps} "
+                    "(chapter 3's crossover)")  # fmt: skip
+    if refs.get("whole_split"):
+        bits.append(f"{pct(refs['whole_split']['test_accuracy'])} on the whole training split")
+    steps = run_steps(rec)
+    return (f"{steps:,} steps here" if steps else "this budget") + "; with longer budgets it reaches " + " and ".join(bits) if bits else ""
+
+
+def _budget_sentences(ctx: RecordContext, runs: Sequence[Any], accuracy: float, epochs: int | None) -> tuple[str, str]:
+    """(what the other scratch runs of the book reached, the conclusion about this budget) for ``runs``."""
+    found = _references_of(ctx, runs)
+    if found is None:
+        return "", ""
+    rec, refs = found
+    text = scratch_reference_text(refs)
+    if not text or not budget_shows_in_reference(refs, accuracy, (rec.get("params") or {}).get("n_per_class")):
+        return text, ""
+    steps = run_steps(rec)
+    budget = (f"the equal {epochs}-epoch budget" if epochs else "its budget") + (f" ({steps:,} steps here)" if steps else "")
+    return text, (f"With no more images per class, every seed of that longer run scores above this model's mean, so part of "
+                  f"the gap to the frozen features is {budget}, not only the missing ImageNet features.")  # fmt: skip
+
+
 def compare_paragraph(compare: Any, epochs: int, ctx: RecordContext | None = None) -> str:
     """Section 1's paragraph: each from-scratch model against frozen features, paired over seeds.
 
@@ -224,16 +439,20 @@ def compare_paragraph(compare: Any, epochs: int, ctx: RecordContext | None = Non
         text.append(f"{m[0].upper() + m[1:]}: **{mean_sd(g['test_accuracy'])}**{flag_note(group_flags(g, ctx))}; "
                     f"against the frozen features {versus(compare, 'model', m, ref, 'test_accuracy', ctx)}.")  # fmt: skip
     for m in models[1:]:
-        runs = list(compare.loc[compare["model"] == m, "run"])
+        g = compare[compare["model"] == m]
+        runs = list(g["run"]) if "run" in g else []
         k = _not_converged(ctx, runs)
         name = m[0].upper() + m[1:]
+        # The other from-scratch runs of the same network in the book (longer budgets) say what
+        # this chapter's equal budget alone cannot: whether the gap is partly that budget.
+        refs = [t for t in _budget_sentences(ctx, runs, float(g["test_accuracy"].mean()), epochs) if t]
         if k:
-            text.append(f"{name} was still improving when the budget ended in {k} of {len(runs)} run(s) "
-                        "(flag “not converged”): with more epochs it would score higher, so its gap is partly the budget.")
+            text += [f"{name} was still improving when the budget ended in {k} of {len(runs)} run(s) "
+                     "(flag “not converged”): with more epochs it would score higher, so its gap is partly the budget.", *refs]
             continue
         best = _best_epochs(ctx, runs)
         if not best:
-            text.append(f"{name}: no run is flagged as still improving when the budget ended ({len(runs)} run(s)).")
+            text += [f"{name}: no run is flagged as still improving when the budget ended ({len(runs)} run(s)).", *refs]
             continue
         at_last = sum(b == n for b, n in best)
         epochs_text = (", ".join(str(b) for b, _ in best[:-1]) + " and " if len(best) > 1 else "") + str(best[-1][0])
@@ -242,8 +461,9 @@ def compare_paragraph(compare: Any, epochs: int, ctx: RecordContext | None = Non
         # noise is not a flag, but it is not a plateau either
         text.append(f"{name}'s best validation accuracy came at epoch {epochs_text}{of}"
                     + (f": {at_last} of {len(runs)} run(s) at the last epoch, by less than the noise of the validation "
-                       "images (none is flagged “not converged”), so whether more epochs would help is not shown here."
+                       "images (none is flagged “not converged”), so these runs alone do not show whether more epochs would help."
                        if at_last else ", none at the last: within this budget it had stopped improving."))
+        text += refs
     mins = {m: _minutes(ctx, list(compare.loc[compare["model"] == m, "run"])) for m in models}
     if all(not math.isnan(v) for v in mins.values()):
         text.append("Training and scoring took " + ", ".join(f"{duration(60 * v)} ({m})" for m, v in mins.items())
@@ -278,32 +498,86 @@ def sweep_paragraph(table: Any, key: str, ref: Any, label: Any = str, ctx: Recor
     return " ".join(out)
 
 
+def matched_training_accuracy(ctx: RecordContext, runs_a: Sequence[Any], runs_b: Sequence[Any]) -> dict[str, list[Any]] | None:
+    """Training accuracy of paired runs after the same number of epochs, and the epoch each run kept.
+
+    Heads that stop early run for different numbers of epochs, so their last-epoch training
+    accuracies differ by training length as much as by fit. Per pair, the epoch compared is the
+    last one both runs reached; the kept epoch is the one of lowest validation loss (early
+    stopping restores its weights).
+
+    Args:
+        ctx: Where the runs' records are.
+        runs_a: Run folders of arm a.
+        runs_b: The runs of arm b, paired with ``runs_a`` by position (same seed).
+
+    Returns:
+        ``{"a", "b"}`` (training accuracy per pair at the compared epoch), ``"epoch"`` (that epoch
+        per pair), ``"kept_a"``, ``"kept_b"`` (each run's kept epoch; empty without validation
+        loss); None when a record lacks its per-epoch training accuracy.
+    """
+    from ..sanity import history_series
+
+    out: dict[str, list[Any]] = {"a": [], "b": [], "epoch": [], "kept_a": [], "kept_b": []}
+    for ra, rb in zip(runs_a, runs_b):
+        ha, hb = ((ctx.record(r) or {}).get("history") for r in (ra, rb))
+        ta, tb = history_series(ha, "accuracy"), history_series(hb, "accuracy")
+        if not ta or not tb:
+            return None
+        m = min(len(ta), len(tb))
+        out["a"].append(ta[m - 1])
+        out["b"].append(tb[m - 1])
+        out["epoch"].append(m)
+        for key, h in (("kept_a", ha), ("kept_b", hb)):
+            vl = [v if math.isfinite(v) else math.inf for v in history_series(h, "val_loss")]
+            if vl:
+                out[key].append(vl.index(min(vl)) + 1)
+    if len(out["kept_a"]) != len(out["a"]) or len(out["kept_b"]) != len(out["b"]):
+        out["kept_a"], out["kept_b"] = [], []
+    return out
+
+
 def head_diagnosis(heads: Any, head: str, ref: str = "linear", ctx: RecordContext | None = None) -> str:
     """Whether a head that differs from the linear one on validation over- or underfits.
 
-    A head worse on validation *and* on its own training images underfits (it has not fitted the
-    training set in its budget); one worse on validation but not on training overfits.
+    Training accuracy is compared after the same number of epochs (:func:`matched_training_accuracy`,
+    read from the runs' histories), not at each run's last epoch: heads that stop early at
+    different epochs would otherwise differ by training length. A head worse on validation *and*
+    on its own training images after as many epochs underfits (it has not fitted the training set
+    in its budget); one worse on validation but not on training overfits.
 
     Args:
-        heads: ``sweep_heads``'s table (``train_accuracy``: last epoch, dropout active).
+        heads: ``sweep_heads``'s table (``seed``, ``head``, ``val_accuracy``, ``run``).
         head: The head judged.
         ref: The reference head.
         ctx: Where the runs' records are.
 
     Returns:
-        A sentence.
+        Sentences: the training-accuracy comparison, the epochs early stopping kept, the diagnosis.
     """
     from ..stats import paired_diff
 
     ctx = working_context(ctx)
     va, vb, ra, rb = paired_values(heads, "head", head, ref, "val_accuracy")
-    ta, tb, _, _ = paired_values(heads, "head", head, ref, "train_accuracy")
-    if not va or not ta:
+    if not va:
         return ""
-    if is_broken(ctx.warnings(ra)) or is_broken(ctx.warnings(rb)):
+    fa, fb = ctx.warnings(ra), ctx.warnings(rb)
+    if is_broken(fa) or is_broken(fb):
         return ""  # a chance-level or diverged head is not diagnosed
-    val, train = paired_diff(va, vb, n_eval=ctx.n_eval(ra + rb, "val")), paired_diff(ta, tb)
-    said = f"Training accuracy (last epoch, dropout active) of the `{head}` head against `{ref}`: {compare_text(train)}."
+    val = paired_diff(va, vb, n_eval=ctx.n_eval(ra + rb, "val"))
+    fit = matched_training_accuracy(ctx, ra, rb)
+    if fit is None:  # the last-epoch column would compare training lengths, so nothing is said
+        if val.verdict == "worse":
+            return f"Whether the `{head}` head under- or overfits needs the runs' per-epoch training accuracy, which their records lack."
+        if val.verdict == "better":
+            return "The extra capacity helps on these features."
+        return "On validation the extra layers make no measurable difference."
+    train = paired_diff(fit["a"], fit["b"])
+    said = (f"Training accuracy after the same number of epochs (epoch {_span(fit['epoch'])}, the last epoch both heads of a seed "
+            f"ran; dropout active) of the `{head}` head{flag_note(fa)} against `{ref}`: {compare_text(train, fa, fb)}.")
+    if fit["kept_a"]:
+        said += (f" Early stopping kept each head's epoch of lowest validation loss: epoch {_span(fit['kept_a'])} for `{head}`, "
+                 f"{_span(fit['kept_b'])} for `{ref}`.")  # fmt: skip
     if val.verdict == "worse" and train.verdict == "worse":
         return said + (f" It fits its own training images less well too: in this budget the `{head}` head *underfits*; "
                        "this is not overfitting.")
