@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from conftest import REPO
+from test_similarity import made_table  # the same constructed study tables
 from eurosat_lib import summaries as S
 from eurosat_lib.experiments import negative_transfer as NT
 from eurosat_lib.experiments import similarity as SIM
@@ -172,17 +173,6 @@ def test_template_slips_are_fixed():
 # ------------------------------------------------------------------------------------------
 # Section 3: the similarity study (defects 2, 3, 4 and 5)
 # ------------------------------------------------------------------------------------------
-
-
-def made_table(acc: dict[tuple[str, str], dict[int, float]], noise: float = 0.002) -> pd.DataFrame:
-    """Per (source, arm): size -> mean accuracy; 5 seeds for frozen, 3 otherwise; 2,700 test images."""
-    rows = []
-    for (source, arm), by_size in acc.items():
-        for size, a in by_size.items():
-            for seed in range(5 if arm == "frozen" else 3):
-                rows.append({"source": source, "arm": arm, "size": size, "n_per_class": float(size), "seed": seed,
-                             "test_acc": a + noise * (seed % 3 - 1), "test_images": 2700, "warnings": ""})  # fmt: skip
-    return pd.DataFrame(rows)
 
 
 SOURCES = pd.DataFrame([
