@@ -22,8 +22,8 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["Diff", "VERDICTS", "binomial_se", "bootstrap_diff", "diff_from_moments", "format_diff", "independent_diff",
-           "paired_diff", "verdict"]  # fmt: skip
+__all__ = ["Diff", "VERDICTS", "binomial_se", "bootstrap_diff", "diff_from_moments", "eval_half_width", "format_diff",
+           "independent_diff", "paired_diff", "verdict"]  # fmt: skip
 
 #: The only words a comparison may end in.
 VERDICTS = ("better", "worse", "no measurable difference")
@@ -88,6 +88,28 @@ def binomial_se(p: float, n: int) -> float:
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"binomial_se needs a proportion in [0, 1], got {p}")
     return math.sqrt(p * (1.0 - p) / n)
+
+
+def eval_half_width(p_a: float, p_b: float, n_eval: int, confidence: float = 0.95) -> float:
+    """Half-width of the evaluation images' own term in :func:`paired_diff`'s interval, alone.
+
+    ``q * sqrt(p_a (1 - p_a) / n + p_b (1 - p_b) / n)`` with the normal quantile ``q``: the unpaired
+    upper bound of two accuracies' sampling noise on ``n_eval`` shared images, which no number of
+    seeds shrinks (a page can say when it alone is wider than a tolerance).
+
+    Args:
+        p_a: Arm A's accuracy (clipped to [0, 1]).
+        p_b: Arm B's accuracy (clipped to [0, 1]).
+        n_eval: Images each accuracy was measured on.
+        confidence: The interval's level.
+
+    Returns:
+        The half-width, in proportion units.
+    """
+    from scipy import stats
+
+    q = float(stats.norm.ppf(0.5 + confidence / 2))
+    return q * math.hypot(binomial_se(min(max(p_a, 0.0), 1.0), int(n_eval)), binomial_se(min(max(p_b, 0.0), 1.0), int(n_eval)))
 
 
 def paired_diff(a: Sequence[float], b: Sequence[float], confidence: float = 0.95, n_eval: int | None = None) -> Diff:

@@ -167,3 +167,12 @@ def test_an_interval_end_that_excludes_zero_never_prints_as_zero():
     assert d.verdict == "worse"
     assert S.format_diff(d) == "-2.9 points (95 % CI -5.8 to -0.04, 5 seeds)"
     assert S.format_diff(S.Diff(0.02, 0.0, 0.04, 3, "t over seeds")) == "+2.0 points (95 % CI +0.0 to +4.0, 3 seeds)"
+
+
+def test_eval_half_width_is_the_unpaired_binomial_term_alone():
+    # 87.5 % on 5,400 images in both arms: 1.96 * sqrt(2 * .875 * .125 / 5400) = 1.25 points, whatever the seeds
+    assert S.eval_half_width(0.875, 0.875, 5400) == pytest.approx(1.959964 * math.sqrt(2 * 0.875 * 0.125 / 5400), rel=1e-6)
+    assert S.eval_half_width(1.2, 0.875, 5400) == pytest.approx(S.eval_half_width(1.0, 0.875, 5400))  # clipped
+    # the term paired_diff adds: two seeds that agree exactly get exactly it (normal quantile, infinite df)
+    d = S.paired_diff([0.888, 0.886], [0.839, 0.837], n_eval=1000)
+    assert d.high - d.mean == pytest.approx(S.eval_half_width(0.887, 0.838, 1000), rel=1e-4)

@@ -542,11 +542,6 @@ def differences(table: pd.DataFrame, arms: Sequence[str] = FINETUNED, baseline: 
     return out.sort_values(["arm", "n_per_class"], kind="stable").reset_index(drop=True)
 
 
-def _sizes_text(sizes: Sequence[float]) -> str:
-    items = [f"{v:,.0f}" for v in sizes]
-    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
-
-
 @dataclass(frozen=True)
 class Crossover:
     """Where one fine-tuned arm beats the frozen base, size by size, and whether that makes a crossover.
@@ -603,7 +598,7 @@ class Crossover:
         for s, v in zip(self.sizes, verdicts):
             if v != "better":
                 rest.setdefault(v, []).append(s)
-        not_won = "; ".join(f"{v} at {_sizes_text(ss)}" for v, ss in rest.items())
+        not_won = "; ".join(f"{v} at {listed([f'{x:,.0f}' for x in ss])}" for v, ss in rest.items())
         if self.from_smallest:
             return (f"at every size measured ({span}), from the smallest on: no crossover in that range, any lies below "
                     f"{self.sizes[0]:,.0f}{flags}")
@@ -611,7 +606,7 @@ class Crossover:
             return f"from {self.n_per_class:,.0f} labelled images per class on" + (f" (below it: {not_won})" if not_won else "") + flags
         if not wins:
             return f"at none of the sizes measured ({not_won}): no crossover in the range studied ({span}){flags}"
-        return (f"at {_sizes_text(wins)} labelled images per class but not at every size ({not_won}): no size above which "
+        return (f"at {listed([f'{x:,.0f}' for x in wins])} labelled images per class but not at every size ({not_won}): no size above which "
                 f"it always wins, so no crossover in the range studied ({span}){flags}")
 
 

@@ -29,7 +29,7 @@ from .. import data as D
 from .. import models as M
 from .. import runs as R
 from .. import training as T
-from ..stats import binomial_se, paired_diff
+from ..stats import eval_half_width, paired_diff
 from .core import ExperimentSpec, RunResult, run
 from .params import (
     ChapterParams, any_of, backbone_kwargs, backbone_name, choice, fraction, interval, is_num, list_of, nonneg_int,
@@ -43,8 +43,6 @@ NOTEBOOK = "06_truncation"
 PROBE_HEAD = M.HeadConfig(pooling="avg", dropout=0.0)
 #: Batch size of the head phase (on cached features, so small batches cost little).
 HEAD_BATCH = 32
-#: The normal 95 % quantile: the least the evaluation images' term of an interval can be widened by.
-_Z95 = 1.959963984540054
 
 #: ``cuts="stages"``: every block after which the feature map changes shape (a new stage starts).
 STAGES = "stages"
@@ -400,9 +398,7 @@ def cut_table(sweep: pd.DataFrame, speed: pd.DataFrame | None = None) -> pd.Data
         # binomial term alone (unpaired: an upper bound, as the records keep no per-image
         # predictions), which no number of seeds shrinks.
         seeds_high[block] = paired_diff(a, b).high
-        eval_half[block] = (_Z95 * math.hypot(binomial_se(float(np.clip(a.mean(), 0, 1)), int(n_val)),
-                                              binomial_se(float(np.clip(b.mean(), 0, 1)), int(n_val)))
-                            if n_val else float("nan"))  # fmt: skip
+        eval_half[block] = eval_half_width(float(a.mean()), float(b.mean()), int(n_val)) if n_val else float("nan")
     table["loss_high"] = pd.Series(high)
     table["loss_high_seeds"] = pd.Series(seeds_high)
     table["eval_half"] = pd.Series(eval_half)

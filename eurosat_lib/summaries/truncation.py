@@ -260,9 +260,8 @@ def finetune_section(ft: Any, full: str, parameters: Mapping[str, Any], ctx: Rec
 def _limits_from_records(table: Any, per_seed: Mapping[str, Mapping[int, tuple]], full: str) -> tuple[Any, float | None, float | None]:
     """``cut_table``'s ``loss_high_seeds`` and ``eval_half`` (and ``choose_cut``'s ``eval_half``, ``val_images``)
     computed from the runs' records (:func:`cut_seeds`), for a cut table that does not have them."""
-    from ..stats import binomial_se, paired_diff
+    from ..stats import eval_half_width, paired_diff
 
-    z95 = 1.959963984540054  # as experiments.truncation's cut_table (this package imports no TensorFlow)
     table = table.copy()
     halves, n_all = {}, []
     for block in table.index:
@@ -273,7 +272,7 @@ def _limits_from_records(table: Any, per_seed: Mapping[str, Mapping[int, tuple]]
             continue
         x, y = [b[k][0] for k in seeds], [a[k][0] for k in seeds]
         table.loc[block, "loss_high_seeds"] = paired_diff(x, y).high if len(seeds) > 1 else float("nan")
-        halves[block] = z95 * math.hypot(binomial_se(sum(x) / len(x), n), binomial_se(sum(y) / len(y), n))
+        halves[block] = eval_half_width(sum(x) / len(x), sum(y) / len(y), n)
         n_all.append(n)
     return table, (min(halves.values()) if halves else None), (float(min(n_all)) if n_all else None)
 
