@@ -519,10 +519,13 @@ def plot_comparison(
     """Mean of ``y`` per ``x`` (and ``hue``) across runs, e.g. seeds, with error bars.
 
     ``err`` is seaborn's ``errorbar``: ``"sd"``, ``"se"``, ``("ci", 95)`` or ``None``. Bar
-    charts also show every run as a dot, so a mean of three seeds is not mistaken for one.
+    charts also show every run as a dot, so a mean of three seeds is not mistaken for one. A run
+    with a sanity flag (a non-empty ``warnings`` column, ``"; "``-joined) is circled where it is
+    drawn and the legend names the flags, as the tables mark it with ⚠: a mean that includes a
+    collapsed or still-improving run must not look like a finding.
 
     Args:
-        df: One row per run.
+        df: One row per run (optionally a ``warnings`` column: each run's sanity flags).
         x: The column on the x axis (the groups).
         y: The measured column.
         hue: A second grouping column (colours), or None.
@@ -542,17 +545,24 @@ def plot_comparison(
     if missing:
         raise ValueError(f"columns {missing} not in the table; available: {list(df.columns)}")
     fig, ax = _new_ax(ax, (7, 4))
-    common = dict(data=df, x=x, y=y, hue=hue, errorbar=err, ax=ax)
-    if _is_learning_rate(x) and pd.api.types.is_numeric_dtype(df[x]):
+    # Explicit orders, so the positions of flagged runs below are the ones seaborn draws at.
+    order = _categories(df[x])
+    hue_order = _categories(df[hue]) if hue is not None else None
+    common = dict(data=df, x=x, y=y, hue=hue, order=order, hue_order=hue_order, errorbar=err, ax=ax)
+    numeric = _is_learning_rate(x) and pd.api.types.is_numeric_dtype(df[x])
+    if numeric:
         # Learning rates span decades: a numeric log axis, not evenly spaced categories.
         _numeric_points(df, x, y, hue, err, ax)
         ax.set_xscale("log")
     elif kind == "bar":
         sns.barplot(**common, capsize=0.15, alpha=0.85)
-        sns.stripplot(data=df, x=x, y=y, hue=hue, dodge=hue is not None, color="black", size=3.5,
-                      legend=False, ax=ax, palette=None if hue is None else ["black"] * df[hue].nunique())
+        # No jitter: each run's dot sits on its bar's centre line, where a flagged run's circle goes.
+        sns.stripplot(data=df, x=x, y=y, hue=hue, order=order, hue_order=hue_order, dodge=hue is not None, jitter=False,
+                      color="black", size=3.5, legend=False, ax=ax,
+                      palette=None if hue is None else ["black"] * df[hue].nunique())  # fmt: skip
     else:
-        sns.pointplot(**common, dodge=0.3 if hue is not None else False, capsize=0.1, linestyle="none", markers="o")
+        sns.pointplot(**common, dodge=POINT_DODGE if hue is not None else False, capsize=0.1, linestyle="none", markers="o")
+    _circle_flagged(df, x, y, hue, order, hue_order, None if numeric else kind, ax)
     ax.set_xlabel(axis_label(x))
     ax.set_ylabel(axis_label(y))
     if hue is not None and ax.get_legend() is not None:
@@ -561,6 +571,70 @@ def plot_comparison(
                  + (f" (error bars: {_err_words(err)})" if err else ""))  # fmt: skip
     sns.despine(ax=ax)
     return fig
+
+
+#: How far apart ``plot_comparison``'s point plots draw the ``hue`` levels of one group.
+POINT_DODGE = 0.3
+
+
+def _categories(values: pd.Series) -> list[Any]:
+    """The order seaborn gives categories by default: a categorical's own, sorted numbers, else first appearance."""
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        return [c for c in values.cat.categories if c in set(values)]
+    unique = list(pd.unique(values.dropna()))
+    return sorted(unique) if pd.api.types.is_numeric_dtype(values) else unique
+
+
+def flagged_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """The runs of a table that carry a sanity flag.
+
+    Args:
+        df: One row per run; its ``warnings`` column holds each run's flags (``"; "``-joined, or a list).
+
+    Returns:
+        The rows with a flag, ``warnings`` as ``"; "``-joined text (no rows without the column).
+    """
+    if "warnings" not in df.columns:
+        return df.iloc[0:0]
+    w = df["warnings"].apply(lambda v: "; ".join(v) if isinstance(v, (list, tuple)) else ("" if v is None or v != v else str(v)))
+    return df[w != ""].assign(warnings=w[w != ""])
+
+
+def _circle_flagged(df: pd.DataFrame, x: str, y: str, hue: str | None, order: list[Any], hue_order: list[Any] | None,
+                    kind: str | None, ax: Axes) -> None:  # fmt: skip
+    """Circle each flagged run where :func:`plot_comparison` draws it, and say so in the legend.
+
+    ``kind`` None: ``x`` is a numeric axis; ``"bar"``/``"point"``: categorical, at seaborn's
+    positions (groups at 0, 1, ...; ``hue`` levels dodged as seaborn 0.13 dodges them: bars and
+    their dots split a width of 0.8, points spread over :data:`POINT_DODGE`).
+    """
+    flagged = flagged_rows(df)
+    if flagged.empty:
+        return
+    if kind is None:
+        xs = flagged[x].astype(float).to_numpy()
+    else:
+        pos = {v: i for i, v in enumerate(order)}
+        xs = flagged[x].map(pos).astype(float).to_numpy()
+        if hue is not None and hue_order:
+            n = len(hue_order)
+            idx = flagged[hue].map({v: i for i, v in enumerate(hue_order)}).astype(float).to_numpy()
+            if kind == "bar":
+                w = 0.8 / n
+                xs = xs + w * idx + w / 2 - 0.4
+            elif n > 1:
+                xs = xs - POINT_DODGE / 2 + POINT_DODGE / (n - 1) * idx
+    kinds = sorted({f for w in flagged["warnings"] for f in w.split("; ") if f})
+    ax.scatter(xs, flagged[y].astype(float), s=70, facecolors="none", edgecolors="black", linewidths=0.9, zorder=5,
+               label=f"⚠ run flagged {', '.join(kinds)} ({len(flagged)})")  # fmt: skip
+    old = ax.get_legend()
+    handles, labels = ax.get_legend_handles_labels()
+    if old is not None:
+        # seaborn's hue legend may hold handles that are not labelled artists of the axes: keep them
+        kept = [(h, t.get_text()) for h, t in zip(old.legend_handles, old.get_texts())]
+        extra = [(h, lab) for h, lab in zip(handles, labels) if lab.startswith("⚠")]
+        handles, labels = [h for h, _ in kept + extra], [lab for _, lab in kept + extra]
+    ax.legend(handles, labels, fontsize=8, title=old.get_title().get_text() if old is not None else None)
 
 
 def _err_words(err: Any) -> str:
@@ -1313,10 +1387,10 @@ def plot_crossover(
         if runs is not None and key in runs.columns:
             mine = runs[runs[key].astype(str) == str(part[key].iloc[0])]
             ax.scatter(mine["n_per_class"], mine["test_acc"], s=9, color=color, alpha=0.5)
-    if runs is not None and "warnings" in runs.columns:
-        flagged = runs[runs["warnings"].fillna("").astype(str) != ""]
+    if runs is not None:
+        flagged = flagged_rows(runs)
         if len(flagged):
-            kinds = sorted({f for w in flagged["warnings"].astype(str) for f in w.split("; ") if f})
+            kinds = sorted({f for w in flagged["warnings"] for f in w.split("; ") if f})
             ax.scatter(flagged["n_per_class"], flagged["test_acc"], s=60, facecolors="none", edgecolors="black",
                        linewidths=0.8, label=f"⚠ run flagged {', '.join(kinds)} ({len(flagged)})")  # fmt: skip
     sizes = sorted(curves["n_per_class"].unique())

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ._io import atomic_path
+from .runs import HEADLINE_RUNS, epochs_run, headline_run_dir
 from .summaries import SUMMARIES, RecordContext, load_summary, summary_file
 from .summaries.render import (  # noqa: F401  (re-exported: the page's formatting, public since the first version)
     BROKEN_FLAGS,
@@ -50,13 +51,16 @@ PUBLISHED = (
      "setting": "RGB, 80/20 split, 64 px input"},
 )  # fmt: skip
 
-REFERENCE_RUNS = (
-    ("mobilenetv2_035_frozen", "Frozen ImageNet base + new head"),
-    ("mobilenetv2_035_finetune", "Two-phase fine-tuning (head, then all layers, BatchNorm frozen)"),
-    ("mobilenetv2_035_scratch", "Same network trained from scratch"),
-    ("mobilenetv2_035_scratch_plateau", "Same network from scratch, native 64 px, 60-epoch schedule"),
-    ("mobilenetv2_035_recipe", "The [recipe study](recipes.md)'s choice within 20 minutes (fine-tuned)"),
-)
+#: The headline table's rows, in order: key of :data:`eurosat_lib.runs.HEADLINE_RUNS` -> the method in words.
+REFERENCE_LABELS: dict[str, str] = {
+    "frozen": "Frozen ImageNet base + new head",
+    "finetune": "Two-phase fine-tuning (head, then all layers, BatchNorm frozen)",
+    "scratch": "Same network trained from scratch",
+    "scratch_plateau": "Same network from scratch, native 64 px, 60-epoch schedule",
+    "recipe": "The [recipe study](recipes.md)'s choice within 20 minutes (fine-tuned)",
+}
+#: ``(run folder name, method)`` of each headline row (public since the first version).
+REFERENCE_RUNS = tuple((HEADLINE_RUNS[key], label) for key, label in REFERENCE_LABELS.items())
 
 
 def shown_time(rec: Mapping[str, Any]) -> str:
@@ -102,13 +106,13 @@ def reference_section(runs_dir: Path, book_dir: Path) -> tuple[str, dict[str, An
     from .summaries.recipes import machine_name
 
     rows, found = [], {}
-    for name, label in REFERENCE_RUNS:
-        rec_path = runs_dir / "reference" / name / "record.json"
+    for key, label in REFERENCE_LABELS.items():
+        rec_path = headline_run_dir(runs_dir, key) / "record.json"
         rec = read_json(rec_path)
         if not rec or rec.get("status") != "complete":
             continue
         test = rec["metrics"]["test"]
-        found[name] = rec
+        found[HEADLINE_RUNS[key]] = rec
         rows.append({
             "method": label,
             "acc": pct(test["accuracy"]) + flag_note([record_warnings(rec)]),
@@ -148,7 +152,7 @@ def reference_section(runs_dir: Path, book_dir: Path) -> tuple[str, dict[str, An
                         ("time", "training time"), ("src", "record")]),  # fmt: skip
         "",
     ]
-    fz, ft, sc, sp, rc = (found.get(n) for n, _ in REFERENCE_RUNS)
+    fz, ft, sc, sp, rc = (found.get(HEADLINE_RUNS[k]) for k in ("frozen", "finetune", "scratch", "scratch_plateau", "recipe"))
     from .stats import independent_diff
 
     def acc_n(rec: Mapping[str, Any]) -> tuple[float, int]:
@@ -168,8 +172,7 @@ def reference_section(runs_dir: Path, book_dir: Path) -> tuple[str, dict[str, An
                         "(⚠ not converged): its number is a lower bound of what this recipe reaches.")  # fmt: skip
     if ft and sc:
         (b, nb), (c, nc) = acc_n(ft), acc_n(sc)
-        ep_ft = sum(ph["epochs_run"] for ph in ft["timings"]["phases"].values())
-        ep_sc = sum(ph["epochs_run"] for ph in sc["timings"]["phases"].values())
+        ep_ft, ep_sc = epochs_run(ft), epochs_run(sc)
         d = independent_diff(c, nc, b, nb)
         sentence = (
             f"The same architecture trained from random weights reached **{pct(c)}** after {ep_sc} epochs "
@@ -199,7 +202,7 @@ def reference_section(runs_dir: Path, book_dir: Path) -> tuple[str, dict[str, An
         from .summaries.recipes import read_rows
 
         rows = read_rows(study) if study.is_dir() else []
-        text.append(recipe_sentence(rc, read_json(runs_dir / "reference" / "mobilenetv2_035_recipe" / "tta.json"), ft,
+        text.append(recipe_sentence(rc, read_json(headline_run_dir(runs_dir, "recipe") / "tta.json"), ft,
                                     current=current_recipe_choice(study, here, rows),
                                     study_time=study_minutes(study, (rc["params"].get("tags") or {}).get("recipe"), here, rows)))  # fmt: skip
     if found:
@@ -228,7 +231,7 @@ def plateau_sentence(sp: Mapping[str, Any], ft: Mapping[str, Any] | None) -> str
     c, nc = sp["metrics"]["test"]["accuracy"], sp["metrics"]["test"]["n"]
     flags = [record_warnings(sp)]
     phase = sp["params"]["phases"][-1]
-    epochs = sum(ph["epochs_run"] for ph in sp["timings"]["phases"].values())
+    epochs = epochs_run(sp)
     val = [v for ph in sp.get("history", []) for v in ph.get("history", {}).get("val_accuracy", [])]
     if epochs < phase["epochs"]:
         stop = f"early stopping ended it after {epochs} of at most {phase['epochs']} epochs (a plateau on validation)"

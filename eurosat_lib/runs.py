@@ -60,9 +60,13 @@ __all__ = [
     "cached_json",
     "combine_history",
     "environment",
+    "epochs_run",
     "gather",
+    "HEADLINE_RUNS",
+    "headline_run_dir",
     "jsonable",
     "machine_load",
+    "phase_epochs_run",
     "read",
     "reuse_or_run",
     "run_lock",
@@ -86,6 +90,17 @@ _SUMMARY_METRICS = ("accuracy", "macro_f1", "weighted_f1", "ece", "nll", "n")
 CONTENDED_SHARE = 0.5
 #: Seconds between the samples of the machine's load a run takes while it trains.
 LOAD_SAMPLE_S = 60.0
+#: The headline runs (``scripts/reference_runs.py``, whose ``--only`` takes these keys; the results
+#: page's first table): key -> run folder name under ``<runs>/<profile>/reference``
+#: (:func:`headline_run_dir`). The one list of their names: the report, the studies and the
+#: chapters that set a number beside a headline run read it from here.
+HEADLINE_RUNS: dict[str, str] = {
+    "frozen": "mobilenetv2_035_frozen",
+    "finetune": "mobilenetv2_035_finetune",
+    "scratch": "mobilenetv2_035_scratch",
+    "scratch_plateau": "mobilenetv2_035_scratch_plateau",
+    "recipe": "mobilenetv2_035_recipe",
+}
 
 
 # --------------------------------------------------------------------------------------------
@@ -393,6 +408,11 @@ def wait_until_quiet(max_wait_s: float = 600.0, poll_s: float = 10.0, log: Calla
     return True
 
 
+def _timed_phases(record: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    """``record["timings"]["phases"]``: phase name -> its timing (epochs run, seconds, ...); {} if absent."""
+    return ((record or {}).get("timings") or {}).get("phases") or {}
+
+
 def used_cached_features(record: Mapping[str, Any] | None) -> bool:
     """Whether a phase of the run read the frozen base's features from an earlier run's cache.
 
@@ -402,8 +422,7 @@ def used_cached_features(record: Mapping[str, Any] | None) -> bool:
     Returns:
         True when a phase in ``record["timings"]["phases"]`` says ``features_from_cache``.
     """
-    phases = ((record or {}).get("timings") or {}).get("phases") or {}
-    return any(bool(ph.get("features_from_cache")) for ph in phases.values() if isinstance(ph, Mapping))
+    return any(bool(ph.get("features_from_cache")) for ph in _timed_phases(record).values() if isinstance(ph, Mapping))
 
 
 def timing_trusted(record: Mapping[str, Any] | None) -> bool:
@@ -444,6 +463,37 @@ def recorded_minutes(record: Mapping[str, Any] | None) -> float | None:
     if timings.get("fit_seconds") is None:
         return None
     return ((timings.get("fit_seconds") or 0.0) + (timings.get("eval_seconds") or 0.0)) / 60
+
+
+def epochs_run(record: Mapping[str, Any] | None) -> int | None:
+    """Epochs a run trained, over all its phases (early stopping may end a phase before its cap).
+
+    Args:
+        record: a run record (``record.json`` as a mapping), or None.
+
+    Returns:
+        The sum of ``epochs_run`` over ``record["timings"]["phases"]`` (a phase without a count
+        adds 0), or None when the record times no phase (written before phases were timed).
+    """
+    phases = _timed_phases(record)
+    if not phases:
+        return None
+    return sum(int(ph.get("epochs_run") or 0) for ph in phases.values())
+
+
+def phase_epochs_run(record: Mapping[str, Any] | None, phase: str | None) -> int | None:
+    """Epochs one phase of a run trained.
+
+    Args:
+        record: a run record (``record.json`` as a mapping), or None.
+        phase: the phase's name (``params["phases"][i]["name"]``).
+
+    Returns:
+        ``record["timings"]["phases"][phase]["epochs_run"]``, or None when the record does not say
+        (the caller then usually falls back on the phase's cap, ``epochs``).
+    """
+    ran = (_timed_phases(record).get(phase) or {}).get("epochs_run")
+    return None if ran is None else int(ran)
 
 
 def trusted_minutes(record: Mapping[str, Any] | None) -> float:
@@ -769,6 +819,25 @@ def complete_records(folder: str | os.PathLike, **tags: Any) -> Iterator[tuple[P
             yield path.parent, rec
 
 
+def headline_run_dir(profile_dir: str | os.PathLike, key: str) -> Path:
+    """The folder of one headline run of a profile.
+
+    Args:
+        profile_dir: the profile's runs folder (``book/runs/<profile>``).
+        key: a key of :data:`HEADLINE_RUNS` (``"frozen"``, ``"finetune"``, ``"scratch"``,
+            ``"scratch_plateau"``, ``"recipe"``).
+
+    Returns:
+        ``<profile_dir>/reference/<its folder name>``.
+
+    Raises:
+        KeyError: ``key`` names no headline run.
+    """
+    if key not in HEADLINE_RUNS:
+        raise KeyError(f"no headline run {key!r}; known: {list(HEADLINE_RUNS)}")
+    return Path(profile_dir) / "reference" / HEADLINE_RUNS[key]
+
+
 def run_model_path(run_dir: str | os.PathLike) -> Path:
     """``run_dir/model.keras``; without Keras, pandas or scikit-learn imports.
 
@@ -793,7 +862,8 @@ def run_model_path(run_dir: str | os.PathLike) -> Path:
 
 def _remake_hint(run_dir: Path) -> str:
     """The command that (re)creates a run's model: the reference runs have their own script."""
-    only = {"mobilenetv2_035_frozen": "frozen", "mobilenetv2_035_finetune": "finetune", "mobilenetv2_035_scratch": "scratch"}
+    # the three runs this hint has always named; scripts/reference_runs.py also takes scratch_plateau and recipe
+    only = {HEADLINE_RUNS[k]: k for k in ("frozen", "finetune", "scratch")}
     parts = run_dir.resolve().parts
     if run_dir.name in only and len(parts) >= 5 and parts[-2] == "reference":
         cmd = f"python scripts/reference_runs.py --only {only[run_dir.name]}"

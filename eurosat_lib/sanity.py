@@ -28,11 +28,12 @@ The module does no I/O and imports only numpy, so run writers, reports and tests
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from typing import Any, Literal, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["FLAGS", "FLAG_TEXT", "flags", "flags_from_record", "history_series", "monitored_images", "wilson_interval"]
+__all__ = ["FLAGS", "FLAG_TEXT", "best_epoch", "flags", "flags_from_record", "history_series", "monitored_images",
+           "wilson_interval"]
 
 #: Every flag :func:`flags` can return, in the order it returns them.
 FLAGS = ("chance-level", "diverged", "not converged")
@@ -94,6 +95,46 @@ def history_series(history: Any, key: str) -> list[float]:
         if values is not None:  # lists from JSON, or arrays straight from a Keras History
             out.extend(np.asarray(values, dtype=float).ravel().tolist())
     return out
+
+
+def best_epoch(
+    history: Any,
+    key: str = "val_accuracy",
+    *,
+    last_phase: bool = False,
+    finite: bool = False,
+    ties: Literal["first", "last"] = "first",
+) -> tuple[int, int] | None:
+    """The epoch at which one metric peaked, and how many epochs recorded it.
+
+    Args:
+        history: as for :func:`history_series` (a record's list of phases, or one mapping).
+        key: the metric, e.g. ``"val_accuracy"``.
+        last_phase: read only the last phase that recorded ``key`` (the phase whose weights are
+            the run's) instead of every phase one after the other.
+        finite: drop NaN and infinite values first (the epoch and the count are then over the
+            finite values). Otherwise they stay, and a NaN counts as the highest value
+            (``numpy.argmax``'s rule).
+        ties: which epoch a maximum reached more than once gives: ``"first"`` (the earliest), or
+            ``"last"`` (the latest: the result is ``(n, n)`` exactly when the last value is a maximum).
+
+    Returns:
+        ``(best, n)``: the 1-based epoch of the maximum and the number of values, or None when
+        there is no value. A caller that needs a curve (two epochs or more) checks ``n``.
+
+    Raises:
+        ValueError: if ``ties`` is neither ``"first"`` nor ``"last"``.
+    """
+    if ties not in ("first", "last"):
+        raise ValueError(f"best_epoch ties must be 'first' or 'last', got {ties!r}")
+    values = np.asarray(history_series(_last_watched_phase(history, key) if last_phase else history, key), dtype=float)
+    if finite:
+        values = values[np.isfinite(values)]
+    n = len(values)
+    if n == 0:
+        return None
+    best = int(np.argmax(values)) if ties == "first" else n - 1 - int(np.argmax(values[::-1]))
+    return best + 1, n
 
 
 def _accuracies(metrics: Mapping[str, Any] | None) -> list[tuple[str, float, int | None]]:
@@ -169,11 +210,11 @@ def flags(
     return out
 
 
-def _last_watched_phase(history: Any) -> Any:
-    """The last phase of a list of phases that recorded ``val_accuracy`` (a single mapping as is)."""
+def _last_watched_phase(history: Any, key: str = "val_accuracy") -> Any:
+    """The last phase of a list of phases that recorded ``key`` (a single mapping as is)."""
     if history is None or isinstance(history, Mapping):
         return history
-    watched = [ph for ph in history if isinstance(ph, Mapping) and history_series([ph], "val_accuracy")]
+    watched = [ph for ph in history if isinstance(ph, Mapping) and history_series([ph], key)]
     return watched[-1:] if watched else []
 
 

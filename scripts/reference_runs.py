@@ -35,21 +35,22 @@ from eurosat_lib import experiments as X
 from eurosat_lib import models as M
 from eurosat_lib import training as T
 from eurosat_lib.experiments.recipes import scratch_model_fn
+from eurosat_lib.runs import HEADLINE_RUNS
 
 COMMON = dict(backbone="MobileNetV2", backbone_kwargs={"alpha": 0.35}, image_size=128, augment="flip",
               head=M.HeadConfig(dropout=0.2))  # fmt: skip
 HEAD = T.PhaseConfig("head", epochs=40, learning_rate=1e-3, batch_size=128, early_stopping=5, use_feature_cache=True)
 
 SPECS = {
-    "frozen": X.ExperimentSpec("mobilenetv2_035_frozen", weights="imagenet", phases=(HEAD,), **COMMON),
+    "frozen": X.ExperimentSpec(HEADLINE_RUNS["frozen"], weights="imagenet", phases=(HEAD,), **COMMON),
     "finetune": X.ExperimentSpec(
-        "mobilenetv2_035_finetune", weights="imagenet", **COMMON,
+        HEADLINE_RUNS["finetune"], weights="imagenet", **COMMON,
         phases=(HEAD, T.PhaseConfig("finetune", epochs=6, learning_rate=3e-4, batch_size=64, schedule="cosine",
                                     unfreeze="all", freeze_bn=True)),
     ),
     # BatchNorm momentum 0.9 instead of Keras' 0.999 (see models.SCRATCH_BN_MOMENTUM); recorded in tags.
     "scratch": X.ExperimentSpec(
-        "mobilenetv2_035_scratch", weights=None, **COMMON,
+        HEADLINE_RUNS["scratch"], weights=None, **COMMON,
         tags={"bn_momentum": M.SCRATCH_BN_MOMENTUM},
         phases=(T.PhaseConfig("scratch", epochs=5, learning_rate=1e-3, batch_size=64, schedule="cosine",
                               unfreeze="all", freeze_bn=False),),
@@ -61,7 +62,7 @@ SPECS = {
     # five-epoch "scratch" run above stopped with validation still rising; this one is the number
     # to hold against Helber et al.'s from-scratch CNN (87.96 %).
     "scratch_plateau": X.ExperimentSpec(
-        "mobilenetv2_035_scratch_plateau", weights=None, **{**COMMON, "image_size": 64},
+        HEADLINE_RUNS["scratch_plateau"], weights=None, **{**COMMON, "image_size": 64},
         tags={"bn_momentum": M.SCRATCH_BN_MOMENTUM, "budget": "plateau: early stopping on val_loss, patience 8, cap 60 epochs"},
         phases=(T.PhaseConfig("scratch", epochs=60, learning_rate=2e-3, batch_size=64, optimizer="adamw", weight_decay=1e-4,
                               schedule="cosine", early_stopping=8, unfreeze="all", freeze_bn=False),),
@@ -92,7 +93,7 @@ def recipe_spec(study_dir: str = "book/runs/cpu/recipe_study") -> X.ExperimentSp
         return None
     recipe = {r.name: r for r in RS.RECIPES}[chosen]
     spec = RS.spec_for(recipe, RS.PROFILES["cpu"], 0)
-    return dataclasses.replace(spec, name="mobilenetv2_035_recipe", tags={**spec.tags, "chosen_within_minutes": RP.GOAL[1]})
+    return dataclasses.replace(spec, name=HEADLINE_RUNS["recipe"], tags={**spec.tags, "chosen_within_minutes": RP.GOAL[1]})
 
 
 def smoke_spec(spec: X.ExperimentSpec) -> X.ExperimentSpec:
@@ -106,7 +107,7 @@ def smoke_spec(spec: X.ExperimentSpec) -> X.ExperimentSpec:
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=None, help="parent of the run folders (default book/runs/<profile>/reference)")
-    ap.add_argument("--only", nargs="*", choices=[*SPECS, "recipe"], default=[*SPECS, "recipe"])
+    ap.add_argument("--only", nargs="*", choices=list(HEADLINE_RUNS), default=list(HEADLINE_RUNS))
     ap.add_argument("--profile", choices=("cpu", "smoke"), default="cpu", help="cpu: the headline runs; smoke: toy size, seconds")
     args = ap.parse_args(argv)
     out = args.out or f"book/runs/{args.profile}/reference"

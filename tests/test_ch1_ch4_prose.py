@@ -188,6 +188,30 @@ def test_committed_chapter_1_names_chapter_3_crossover_and_the_reference_run():
     assert "its gap is partly the equal budget" in reuse and mean_sd(n50) in reuse
 
 
+def test_results_page_sets_the_equal_budget_note_beside_chapter_1s_table(tmp_path):
+    from eurosat_lib.experiments.transfer import COMPARE_MODELS
+
+    nb = "01_transfer_learning"
+    section = S.load_summary(RUNS / nb, nb).render_markdown("src", RecordContext(root=REPO))
+    note = next(ln for ln in section.splitlines() if "partly the equal budget" in ln)
+    assert note.startswith("Same network, from scratch:") and "chapter 1, section 1" in note and "95.37 %" in note
+    assert section.index("| same network, from scratch |") < section.index(note)  # beside the table, after it
+    page = (REPO / "book" / "results.md").read_text()
+    assert note in page  # the committed page was regenerated with it
+    # a longer run that scores no more: no note
+    scratch = _scratch_tree(tmp_path, nb, 100, [0.55, 0.56, 0.57], {50: [0.50, 0.51, 0.52]})
+    root = tmp_path / "runs" / "cpu" / nb
+    frozen = [_write(root / f"frozen_{s}", params={**NET, "weights": "imagenet"}, metrics={"test": {"accuracy": 0.84, "n": 5400}})
+              for s in range(3)]  # fmt: skip
+    cmp = pd.DataFrame([{"model": m, "seed": s, "test_accuracy": a, "train_size": 1000, "run": r}
+                        for m, runs, accs in ((COMPARE_MODELS[0], frozen, [0.84] * 3), (COMPARE_MODELS[1], scratch, [0.55, 0.56, 0.57]))
+                        for s, (r, a) in enumerate(zip(runs, accs))])  # fmt: skip
+    assert ST.budget_notes(cmp, 15, RecordContext(root=tmp_path), "section 1") == []
+    higher = _scratch_tree(tmp_path / "b", nb, 100, [0.55, 0.56, 0.57], {50: [0.62, 0.63, 0.64]})
+    notes = ST.budget_notes(cmp.assign(run=list(cmp.run[:3]) + higher), 15, RecordContext(root=tmp_path), "section 1")
+    assert len(notes) == 1 and notes[0].endswith("so its gap is partly the equal budget (section 1).")
+
+
 # --------------------------------------------------------------------------------------------
 # Chapter 1, defects 3 and 4: the figures and the citation (template)
 # --------------------------------------------------------------------------------------------

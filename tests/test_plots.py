@@ -179,6 +179,47 @@ def test_comparison(tmp_path):
         plots.plot_comparison(df, x="model", y="test_accuracy")
 
 
+def _circles(ax):
+    """The flag circles plot_comparison draws: hollow markers, the ⚠ legend entry's collection."""
+    return [c for c in ax.collections if c.get_label().startswith("⚠")]
+
+
+def test_comparison_circles_flagged_runs_where_they_are_drawn(tmp_path):
+    df = pd.DataFrame(
+        {
+            "mode": ["b", "b", "a", "a", "b", "a"],  # "b" first: categories keep their order of appearance
+            "init": ["x", "y", "x", "y", "y", "x"],
+            "lr_finetune": [1e-4, 1e-4, 1e-3, 1e-3, 1e-2, 1e-2],
+            "val_accuracy": [0.80, 0.82, 0.70, 0.71, 0.10, 0.72],
+            "warnings": ["", "", "not converged", "", "chance-level; diverged", None],
+        }
+    )
+    # bar, no hue: the circle sits on the flagged run's own dot (no jitter), the legend names the flags
+    ax = saved(plots.plot_comparison(df, x="mode", y="val_accuracy"), tmp_path).axes[0]
+    (c,) = _circles(ax)
+    np.testing.assert_allclose(c.get_offsets(), [[1, 0.70], [0, 0.10]])  # "a" is the second group
+    dots = np.concatenate([d.get_offsets() for d in ax.collections if d is not c])
+    for xy in c.get_offsets():
+        assert np.isclose(dots, xy).all(axis=1).any(), "every circle encloses a drawn run"
+    assert "⚠ run flagged chance-level, diverged, not converged (2)" in [t.get_text() for t in ax.get_legend().get_texts()]
+    # bar with hue: dodged like the bars (hue "y" is the right half of group "b")
+    ax = plots.plot_comparison(df, x="mode", y="val_accuracy", hue="init").axes[0]
+    (c,) = _circles(ax)
+    np.testing.assert_allclose(c.get_offsets(), [[1 - 0.2, 0.70], [0 + 0.2, 0.10]])
+    texts = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert texts[:2] == ["x", "y"] and texts[-1].startswith("⚠") and ax.get_legend().get_title().get_text() == plots.axis_label("init")
+    # points with hue: spread over POINT_DODGE
+    ax = plots.plot_comparison(df, x="mode", y="val_accuracy", hue="init", kind="point").axes[0]
+    np.testing.assert_allclose(_circles(ax)[0].get_offsets()[:, 0], [1 - plots.POINT_DODGE / 2, 0 + plots.POINT_DODGE / 2])
+    # learning rates: a numeric log axis, circles at the rate itself
+    ax = plots.plot_comparison(df, x="lr_finetune", y="val_accuracy", kind="point").axes[0]
+    np.testing.assert_allclose(_circles(ax)[0].get_offsets(), [[1e-3, 0.70], [1e-2, 0.10]])
+    # no flag, or no column: nothing circled, no ⚠ entry
+    for clean in (df.assign(warnings=""), df.drop(columns="warnings")):
+        ax = plots.plot_comparison(clean, x="mode", y="val_accuracy").axes[0]
+        assert not _circles(ax) and ax.get_legend() is None
+
+
 def test_leaderboard(tmp_path):
     df = pd.DataFrame(
         {

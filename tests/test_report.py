@@ -414,9 +414,40 @@ def test_edition_cost_sums_the_records_per_chapter_and_study(tmp_path):
     text = C.render_cost(rows, {"01_transfer_learning": 3.0, "03_finetune": 4.5}, "cpu", "book/runs/cpu")
     assert "**4 runs, 1.3 hours of recorded training and scoring.**" in text and "**1.4 hours**" in text
     assert "within the 5-hour budget" in text and "1 runs were timed while" in text and "1 runs read head features" in text
-    assert "| 03_finetune | its crossover study | 1 | 60 | 0 | 1 |" in text
+    assert "| 03_finetune | its crossover study | 1 | 60 | 0.0 | 0 | 1 |" in text
     over = C.render_cost(rows, {"01_transfer_learning": 300.0}, "cpu", "x", pending=["03_finetune"])
     assert "over the 5-hour budget" in over and "`03_finetune` waits in `notebooks/pending/`" in over
+    assert "from random weights" not in text.split("|\n\n")[-1] and "more than one CPU" not in text  # records say neither
+
+
+def test_edition_cost_says_where_the_hours_go_and_on_which_cpus(tmp_path):
+    """The from-scratch runs' share of the edition, and the CPUs it was timed on: the 5-hour budget's
+    decision rests on both (issue 12)."""
+    from eurosat_lib.summaries import cost as C
+
+    def record(folder, fit, weights="imagenet", cpu="Intel(R) Xeon(R) Processor", **params):
+        folder.mkdir(parents=True)
+        (folder / "record.json").write_text(json.dumps({
+            "status": "complete", "params": {"weights": weights, **params}, "timings": {"fit_seconds": fit, "eval_seconds": 0.0},
+            "environment": {"cpu_model": cpu, "cpu_count": 2}}))  # fmt: skip
+
+    runs = tmp_path / "runs" / "cpu"
+    record(runs / "01_transfer_learning" / "frozen", 600.0)
+    record(runs / "01_transfer_learning" / "scratch", 1800.0, weights=None)
+    record(runs / "03_finetune" / "crossover" / "scratch", 3600.0, weights=None, cpu="AMD EPYC")
+    (runs / "03_finetune" / "nameless").mkdir(parents=True)  # a record that names no weights is not scratch
+    (runs / "03_finetune" / "nameless" / "record.json").write_text(json.dumps(
+        {"status": "complete", "params": {}, "timings": {"fit_seconds": 1200.0, "eval_seconds": 0.0}}))  # fmt: skip
+    rows = C.edition_cost(runs)
+    assert [(r["part"], r["minutes"], r["scratch_minutes"]) for r in rows] == [
+        ("chapter", 40.0, 30.0), ("chapter", 20.0, 0.0), ("crossover", 60.0, 60.0)]
+    text = C.render_cost(rows, {}, "cpu", "runs/cpu")
+    assert "| 01_transfer_learning | the chapter | 2 | 40 | 30 | 0 | 0 |" in text
+    assert "account for 1.5 of those hours (75 %); the rest, 0.5 hours" in text
+    assert ("timed on more than one CPU (Intel(R) Xeon(R) Processor, 2 cores: 2 runs; AMD EPYC, 2 cores: 1 run), so the "
+            "total mixes their speeds") in text  # fmt: skip
+    one_cpu = C.render_cost([r for r in rows if r["part"] != "crossover"], {}, "cpu", "runs/cpu")
+    assert "more than one CPU" not in one_cpu and "account for 0.5 of those hours (50 %)" in one_cpu
 
 
 def test_recipe_headline_says_when_the_study_has_since_chosen_another_configuration(tmp_path):

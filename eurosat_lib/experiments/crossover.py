@@ -373,8 +373,6 @@ def record_row(record: R.RunRecord, run_dir: Path, trained: bool) -> dict[str, A
     p = record["params"]
     tags = p.get("tags") or {}
     m = record["metrics"]
-    timings = record["timings"] or {}
-    epochs = {name: ph.get("epochs_run") for name, ph in (timings.get("phases") or {}).items()}
     size = tags.get("size")
     k = (record["model_info"] or {}).get("num_classes") or 10
     # the x axis: images per class; the whole split's is its mean per class (1,620 on EuroSAT)
@@ -388,7 +386,7 @@ def record_row(record: R.RunRecord, run_dir: Path, trained: bool) -> dict[str, A
         "val_acc": m.get("val", {}).get("accuracy"),
         "test_images": m.get("test", {}).get("n"),
         "minutes": R.trusted_minutes(record),  # NaN unless a quiet measurement
-        "epochs_run": sum(v or 0 for v in epochs.values()),
+        "epochs_run": R.epochs_run(record) or 0,
         "budget": (tags.get("budget") or {}).get("rule"),
         "warnings": "; ".join(record["warnings"]),
         "trained": trained,
@@ -663,10 +661,9 @@ def difference_table(diffs: pd.DataFrame) -> pd.DataFrame:
     return wide
 
 
-#: The headline runs (``scripts/reference_runs.py``, :data:`eurosat_lib.report.REFERENCE_RUNS`) the
-#: study's text sets its numbers beside: key -> folder under ``<runs>/<profile>/reference``.
-HEADLINE_RUNS = {"frozen": "mobilenetv2_035_frozen", "finetune": "mobilenetv2_035_finetune",
-                 "scratch_plateau": "mobilenetv2_035_scratch_plateau"}  # fmt: skip
+#: The headline runs (keys of :data:`eurosat_lib.runs.HEADLINE_RUNS`) the study's text sets its
+#: numbers beside.
+HEADLINE_KEYS = ("frozen", "finetune", "scratch_plateau")
 
 
 def headline_runs(P: SimpleNamespace) -> dict[str, Path]:
@@ -676,11 +673,11 @@ def headline_runs(P: SimpleNamespace) -> dict[str, Path]:
         P: the chapter's parameters (``out_dir``: ``<runs>/<profile>/03_finetune``).
 
     Returns:
-        Key of :data:`HEADLINE_RUNS` -> run folder, for those with a record (none at a profile
-        without headline runs, e.g. smoke).
+        Key of :data:`HEADLINE_KEYS` -> run folder (:func:`eurosat_lib.runs.headline_run_dir`), for
+        those with a record (none at a profile without headline runs, e.g. smoke).
     """
-    ref = Path(P.out_dir).parent / "reference"
-    return {k: ref / name for k, name in HEADLINE_RUNS.items() if (ref / name / "record.json").is_file()}
+    dirs = {k: R.headline_run_dir(Path(P.out_dir).parent, k) for k in HEADLINE_KEYS}
+    return {k: d for k, d in dirs.items() if (d / "record.json").is_file()}
 
 
 def _note(rows: pd.DataFrame) -> str:
@@ -690,15 +687,6 @@ def _note(rows: pd.DataFrame) -> str:
 
 def _record(run: Any) -> dict[str, Any] | None:
     return read_json(Path(str(run)) / "record.json") if run is not None else None
-
-
-def _best_epochs(rec: dict[str, Any] | None) -> tuple[int, int] | None:
-    """(best epoch, epochs run) of the last phase that watched validation accuracy."""
-    hist = [h for h in (rec or {}).get("history") or [] if (h.get("history") or {}).get("val_accuracy")]
-    if not hist:
-        return None
-    val = hist[-1]["history"]["val_accuracy"]
-    return int(np.argmax(val)) + 1, len(val)
 
 
 def scratch_note(table: pd.DataFrame, plateau: Any = None) -> str:
@@ -712,7 +700,7 @@ def scratch_note(table: pd.DataFrame, plateau: Any = None) -> str:
     Returns:
         Sentences (Markdown), empty without scratch runs.
     """
-    from ..sanity import monitored_images
+    from ..sanity import best_epoch, monitored_images
     from ..stats import independent_diff
 
     sc = table[table["arm"] == "scratch"]
@@ -721,7 +709,8 @@ def scratch_note(table: pd.DataFrame, plateau: Any = None) -> str:
     n_max = sc["n_per_class"].max()
     big = sc[sc["n_per_class"] == n_max]
     recs = [_record(r) for r in big["run"]] if "run" in big else []
-    bests = [b for b in (_best_epochs(r) for r in recs) if b]
+    # (best epoch, epochs) of the last phase that watched validation: the phase whose weights are scored
+    bests = [b for b in (best_epoch((r or {}).get("history"), last_phase=True) for r in recs) if b]
     text = ""
     if bests:
         at_end = sum(b == n for b, n in bests)
@@ -742,7 +731,7 @@ def scratch_note(table: pd.DataFrame, plateau: Any = None) -> str:
         test = rec["metrics"]["test"]
         ph = (rec["params"].get("phases") or [{}])[-1]
         fz = table[(table["arm"] == "frozen") & (table["n_per_class"] == n_max)]
-        run_epochs = (((rec.get("timings") or {}).get("phases") or {}).get(ph.get("name")) or {}).get("epochs_run") or ph.get("epochs")
+        run_epochs = R.phase_epochs_run(rec, ph.get("name")) or ph.get("epochs")
         text += (f" Trained with its own longer recipe ({run_epochs} epochs at {rec['params'].get('image_size')} px, "
                  f"{ph.get('optimizer', '').replace('adamw', 'AdamW').replace('adam', 'Adam')}, peak learning rate "
                  f"{ph.get('learning_rate'):g}, {ph.get('schedule')} schedule; `{Path(str(plateau)).as_posix()}`), the same "

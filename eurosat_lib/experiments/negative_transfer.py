@@ -546,7 +546,7 @@ def _row(res: RunResult, **extra: Any) -> dict[str, Any]:
         "test_images": test["n"],
         "val_accuracy": rec["metrics"]["val"]["accuracy"],
         "train_size": rec["extra"]["train_size"],
-        "epochs": sum(p["epochs_run"] for p in rec["timings"]["phases"].values()),
+        "epochs": R.epochs_run(rec),
         "fit_seconds": rec["timings"]["fit_seconds"],
         "flags": "; ".join(rec.get("warnings") or []),
         "run": str(res.run_dir),
@@ -650,11 +650,12 @@ def scratch_trace(run: str | Path) -> dict[str, Any]:
     rec = R.read(run)
     budget = (rec["params"].get("tags") or {}).get("budget") or {}
     val = [v for v in sanity.history_series(rec["history"], "val_accuracy") if np.isfinite(v)]
-    phases = (rec.get("timings") or {}).get("phases") or {}
+    # over the finite values of every phase; ties="last": a last epoch that equals an earlier best is its best
+    best = sanity.best_epoch(rec["history"], finite=True, ties="last")
     return {"train_images": budget.get("train_images", (rec.get("extra") or {}).get("train_size")),
-            "scratch_epochs": sum(int(p.get("epochs_run") or 0) for p in phases.values()),
+            "scratch_epochs": R.epochs_run(rec) or 0,
             "scratch_steps": budget.get("steps"),
-            "scratch_best_last": bool(len(val) >= 2 and val[-1] >= max(val)),
+            "scratch_best_last": best is not None and best[1] >= 2 and best[0] == best[1],
             "scratch_val_before": val[-2] if len(val) >= 2 else math.nan,
             "scratch_val_last": val[-1] if val else math.nan}  # fmt: skip
 

@@ -282,6 +282,7 @@ def run_row(res: RunResult, **extra: Any) -> dict[str, Any]:
         "feature_seconds": phase.get("feature_seconds"),
         "train_size": (rec.get("extra") or {}).get("train_size"),
         "run": str(res.run_dir),
+        "warnings": "; ".join(rec.get("warnings") or []),  # the run's sanity flags: figures circle them
     }
 
 

@@ -284,6 +284,7 @@ def _row(res: RunResult, names: Sequence[str], **extra: Any) -> dict[str, Any]:
         "test_images": rec["metrics"].get("test", {}).get("n"),
         "val_after_head": head_val[-1],
         "run": str(res.run_dir),
+        "warnings": "; ".join(rec.get("warnings") or []),  # the run's sanity flags: figures circle them
     }
 
 
@@ -547,5 +548,7 @@ def finetune_cuts(P: SimpleNamespace, data: D.EuroSAT, blocks: Sequence[str]) ->
             r = _row(res, names, seed=seed)
             ft = res.record["timings"]["phases"].get("finetune", {})
             for stage, acc in (("frozen + head", r["val_after_head"]), ("fine-tuned", r["val_accuracy"])):
-                rows.append({**r, "stage": stage, "val_accuracy": acc, "finetune_s_per_epoch": ft.get("seconds_per_epoch")})
+                # the flags judge the run's end (the fine-tuned model), not the head stage before it
+                rows.append({**r, "stage": stage, "val_accuracy": acc, "finetune_s_per_epoch": ft.get("seconds_per_epoch"),
+                             "warnings": r["warnings"] if stage == "fine-tuned" else ""})  # fmt: skip
     return pd.DataFrame(rows)

@@ -41,9 +41,12 @@ def edition_cost(runs_dir: str | Path) -> list[dict[str, Any]]:
         One row per chapter part, in chapter order: ``chapter``, ``part`` (``"chapter"`` or a
         study name), ``runs`` (finished records), ``minutes`` (their training and scoring time),
         ``contended`` and ``cached`` (runs timed beside other jobs / on cached head features),
-        ``untimed`` (records without timings).
+        ``untimed`` (records without timings), ``scratch_minutes`` (the minutes of runs trained
+        from random weights: the from-scratch baselines) and ``machines`` (each CPU the runs were
+        timed on, as :func:`eurosat_lib.summaries.recipes.machine_name` names it -> runs).
     """
     from ..runs import recorded_minutes, used_cached_features  # keras-free, as this module
+    from .recipes import machine_name
 
     rows = []
     for chapter in sorted(p for p in Path(runs_dir).iterdir() if p.is_dir() and p.name[:2].isdigit()):
@@ -54,13 +57,20 @@ def edition_cost(runs_dir: str | Path) -> list[dict[str, Any]]:
                 continue
             rel = path.relative_to(chapter).parts
             part = rel[0] if len(rel) > 2 and rel[0] in STUDIES else "chapter"
-            g = parts.setdefault(part, {"runs": 0, "minutes": 0.0, "contended": 0, "cached": 0, "untimed": 0})
+            g = parts.setdefault(part, {"runs": 0, "minutes": 0.0, "contended": 0, "cached": 0, "untimed": 0,
+                                        "scratch_minutes": 0.0, "machines": {}})  # fmt: skip
             g["runs"] += 1
             minutes = recorded_minutes(rec)
             if minutes is None:
                 g["untimed"] += 1
                 continue
             g["minutes"] += minutes
+            params = rec.get("params") or {}
+            if "weights" in params and params["weights"] is None:  # a record that names no weights is not counted as scratch
+                g["scratch_minutes"] += minutes
+            if rec.get("environment"):
+                name = machine_name(rec["environment"])
+                g["machines"][name] = g["machines"].get(name, 0) + 1
             g["contended"] += bool((rec.get("timings") or {}).get("contended", False))
             g["cached"] += used_cached_features(rec)
         order = ["chapter"] + [s for s in STUDIES if s in parts]
@@ -105,27 +115,43 @@ def render_cost(rows: Sequence[Mapping[str, Any]], executed: Mapping[str, float]
         return f"No run records of the `{profile}` profile yet: `make experiments PROFILE={profile}` writes them.\n"
     fmt = lambda m: f"{m:,.0f}" if m >= 10 else f"{m:.1f}"  # noqa: E731
     table = [{"chapter": r["chapter"], "part": "the chapter" if r["part"] == "chapter" else f"its {r['part']} study",
-              "runs": str(r["runs"]), "minutes": fmt(r["minutes"]), "contended": str(r["contended"]),
-              "cached": str(r["cached"])} for r in rows]  # fmt: skip
+              "runs": str(r["runs"]), "minutes": fmt(r["minutes"]), "scratch": fmt(r.get("scratch_minutes", 0.0)),
+              "contended": str(r["contended"]), "cached": str(r["cached"])} for r in rows]  # fmt: skip
     columns = [("chapter", "chapter"), ("part", "runs of"), ("runs", "runs"), ("minutes", "minutes recorded"),
-               ("contended", "timed beside other jobs"), ("cached", "on cached features")]  # fmt: skip
+               ("scratch", "of which from random weights"), ("contended", "timed beside other jobs"),
+               ("cached", "on cached features")]  # fmt: skip
     runs = sum(r["runs"] for r in rows)
     minutes = sum(r["minutes"] for r in rows)
     contended, cached = sum(r["contended"] for r in rows), sum(r["cached"] for r in rows)
     untimed = sum(r["untimed"] for r in rows)
+    scratch = sum(r.get("scratch_minutes", 0.0) for r in rows)
+    machines: dict[str, int] = {}
+    for r in rows:
+        for name, n in (r.get("machines") or {}).items():
+            machines[name] = machines.get(name, 0) + n
     overhead = sum(executed.values())
     total_h = total_hours(rows, executed)
-    lines = [md_table(table, columns, right=("runs", "minutes", "contended", "cached")), "",
+    lines = [md_table(table, columns, right=("runs", "minutes", "scratch", "contended", "cached")), "",
              f"*Source: the `record.json` of every finished run under `{source}`; chapter executions from the "
              "executed notebooks' metadata.*", ""]  # fmt: skip
     text = (f"**{runs:,} runs, {minutes / 60:.1f} hours of recorded training and scoring.** The chapters' last "
             f"executions took {fmt(overhead)} minutes (figures, summaries, and any run that trained then, which is "
             f"so counted twice). So `make experiments PROFILE={profile}` from scratch costs at most about "
-            f"**{total_h:.1f} hours** on this 2-core machine")
+            f"**{total_h:.1f} hours** on 2 cores")
     if profile == "cpu":
         verdict = "within" if total_h <= GOAL_HOURS else "over"
         text += f": {verdict} the {GOAL_HOURS:g}-hour budget the cpu edition is meant to fit"
     text += "."
+    if scratch and minutes:
+        # where the hours go decides what a shorter edition would give up: the fair from-scratch
+        # baselines (trained to a plateau or to at least the transfer arm's budget) are most of it
+        text += (f" Runs trained from random weights (mostly the from-scratch baselines the transfer arms are "
+                 f"measured against) account for {scratch / 60:.1f} of those hours ({100 * scratch / minutes:.0f} %); the rest, "
+                 f"{(minutes - scratch) / 60:.1f} hours, trains or scores from ImageNet or a chapter's own source network.")  # fmt: skip
+    if len(machines) > 1:
+        # this project's sessions get different CPUs, and the same epoch can run several times faster on one
+        text += (" The runs were timed on more than one CPU (" + "; ".join(f"{name}: {n} run{'' if n == 1 else 's'}" for name, n in
+                 sorted(machines.items(), key=lambda kv: -kv[1])) + "), so the total mixes their speeds.")  # fmt: skip
     caveats = []
     if contended:
         caveats.append(f"{contended} runs were timed while other jobs shared the CPU, so their minutes are longer than "

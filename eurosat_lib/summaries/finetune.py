@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from ..runs import phase_epochs_run
 from .base import ChapterSummary
 from .render import (
     RecordContext,
@@ -89,7 +90,7 @@ def finetune_budget(record: Mapping[str, Any] | None) -> dict[str, Any] | None:
     fed = (record.get("extra") or {}).get("train_size")
     batch = ph.get("batch_size")
     per_epoch = b.get("steps_per_epoch") or (math.ceil(fed / batch) if is_number(fed) and is_number(batch) else None)
-    run_epochs = (((record.get("timings") or {}).get("phases") or {}).get("finetune") or {}).get("epochs_run")
+    run_epochs = phase_epochs_run(record, "finetune")
     epochs_run = run_epochs if is_number(run_epochs) else ph.get("epochs")
     return {"backbone": p.get("backbone"), "alpha": (p.get("backbone_kwargs") or {}).get("alpha"),
             "image_size": p.get("image_size"), "train_images": b.get("train_images") or fed, "batch_size": batch,

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from ..runs import HEADLINE_RUNS, epochs_run, headline_run_dir
 from .base import ChapterSummary
 from .render import RecordContext, chapter_link, flag_note, is_broken, is_number, md_table, pct, read_json, setting_text
 
@@ -14,7 +15,7 @@ from .render import RecordContext, chapter_link, flag_note, is_broken, is_number
 WHOLE_SPLIT = "all"
 #: The headline run of the same network trained from scratch on a longer schedule
 #: (``scripts/reference_runs.py``): what section 1's whole-split scratch arm is read against.
-SCRATCH_REFERENCE = "mobilenetv2_035_scratch_plateau"
+SCRATCH_REFERENCE = HEADLINE_RUNS["scratch_plateau"]
 _REPO = Path(__file__).resolve().parents[2]
 
 
@@ -101,15 +102,14 @@ def reference_scratch(out_dir: str | Path) -> dict[str, Any] | None:
         ``train_images``, ``image_size``, ``epochs_run``, ``seed`` and ``warnings`` (``"; "``
         joined); None when the run is missing or unfinished.
     """
-    folder = Path(out_dir).parent / "reference" / SCRATCH_REFERENCE
+    folder = headline_run_dir(Path(out_dir).parent, "scratch_plateau")
     rec = read_json(folder / "record.json")
     if not rec or rec.get("status") != "complete" or "test" not in (rec.get("metrics") or {}):
         return None
     test = rec["metrics"]["test"]
-    phases = (rec.get("timings") or {}).get("phases") or {}
     return {"run": shown_path(folder), "test_accuracy": float(test["accuracy"]), "test_images": int(test["n"]),
             "train_images": (rec.get("extra") or {}).get("train_size"), "image_size": rec["params"].get("image_size"),
-            "epochs_run": sum(int(p.get("epochs_run") or 0) for p in phases.values()), "seed": rec["params"].get("seed"),
+            "epochs_run": epochs_run(rec) or 0, "seed": rec["params"].get("seed"),
             "warnings": "; ".join(rec.get("warnings") or [])}  # fmt: skip
 
 

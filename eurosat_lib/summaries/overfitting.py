@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from .._io import atomic_path
+from ..runs import phase_epochs_run
 from .base import ChapterSummary
 from .render import (
     RecordContext,
@@ -131,7 +132,7 @@ class OverfittingSummary(ChapterSummary):
             if budget_shows_in_reference(refs, self.scratch_test_accuracy, P.get("n_small")):
                 cx = refs["crossover"]
                 trained = f"{steps:,} steps" if steps else "its budget"
-                scratch_note = (f" The scratch model trained for {trained} ({'; '.join(budget_words(scratch[0]))}); chapter 3's "
+                scratch_note = (f" The scratch model trained for {trained} ({'; '.join(phases_in_words(scratch[0]))}); chapter 3's "
                                 f"crossover trains the same network on {cx['n_per_class']} images per class for "
                                 + (f"{cx['steps']:,} steps" if cx.get("steps") else "longer")
                                 + f" to {mean_sd(cx['test_accuracy'])}{flag_note(cx['flags'])} test accuracy, so the gap to the "
@@ -141,7 +142,7 @@ class OverfittingSummary(ChapterSummary):
         if good:
             refs = finetune_references(folder, good[0])
             cmp = _finetune_comparisons(good[0], refs)
-            last = budget_words(good[0])[-1] if budget_words(good[0]) else ""
+            last = (phases_in_words(good[0]) or [""])[-1]
             if cmp:
                 good_note = (f" Its budget, last phase: {last}; against chapter 3's fine-tuning of the same network on "
                              f"the whole training split: " + "; ".join(cmp) + " (section 4).")
@@ -360,7 +361,7 @@ def phase_words(phase: Mapping[str, Any], epochs_run: int | None = None) -> str:
     return f"{what}: {ran} epoch{'' if ran == 1 else 's'}" + (f" of up to {cap}" if ran != cap else "") + ", " + ", ".join(how)
 
 
-def budget_words(record: Mapping[str, Any]) -> list[str]:
+def phases_in_words(record: Mapping[str, Any]) -> list[str]:
     """Each phase of a run in words (:func:`phase_words`), with the epochs it actually ran.
 
     Args:
@@ -369,8 +370,7 @@ def budget_words(record: Mapping[str, Any]) -> list[str]:
     Returns:
         One entry per phase.
     """
-    ran = ((record.get("timings") or {}).get("phases") or {})
-    return [phase_words(ph, (ran.get(ph.get("name")) or {}).get("epochs_run")) for ph in (record.get("params") or {}).get("phases") or []]
+    return [phase_words(ph, phase_epochs_run(record, ph.get("name"))) for ph in (record.get("params") or {}).get("phases") or []]
 
 
 def scratch_budget_text(records: Sequence[Mapping[str, Any] | None], n_small: int, accuracy: float,
@@ -392,7 +392,7 @@ def scratch_budget_text(records: Sequence[Mapping[str, Any] | None], n_small: in
     rec = recs[0]
     steps = run_steps(rec)
     aug = (rec.get("params") or {}).get("augment")
-    text = [f"The from-scratch model's budget: {'; '.join(budget_words(rec))}, {'no augmentation' if not aug else f'{aug} augmentation'}"
+    text = [f"The from-scratch model's budget: {'; '.join(phases_in_words(rec))}, {'no augmentation' if not aug else f'{aug} augmentation'}"
             + (f", {steps:,} steps" if steps else "") + "."]  # fmt: skip
     if chapter_dir is not None:
         refs = scratch_references(chapter_dir, rec, n_small)
@@ -464,7 +464,7 @@ def good_model_paragraph(record: Mapping[str, Any], chapter_dir: str | Path | No
     p = record.get("params") or {}
     test = (record.get("metrics") or {}).get("test") or {}
     n = (record.get("extra") or {}).get("train_size")
-    words = budget_words(record)
+    words = phases_in_words(record)
     text = [f"This model's budget, read from its record: {'; then '.join(words)}; at {p.get('image_size')} px"
             + (f" on {n:,} training images" if n else "") + f", scored {pct(test.get('accuracy'), 1)} on the test split."]
     refs = finetune_references(chapter_dir, record) if chapter_dir is not None else {}
@@ -479,8 +479,10 @@ def good_model_paragraph(record: Mapping[str, Any], chapter_dir: str | Path | No
         if cmp:
             text.append("This model against each: " + "; ".join(cmp) + ".")
     phases = p.get("phases") or []
-    ran = ((record.get("timings") or {}).get("phases") or {})
-    last_ran = (ran.get(phases[-1].get("name")) or {}).get("epochs_run", phases[-1].get("epochs")) if len(phases) > 1 else None
+    last_ran = None
+    if len(phases) > 1:
+        last_ran = phase_epochs_run(record, phases[-1].get("name"))
+        last_ran = phases[-1].get("epochs") if last_ran is None else last_ran
     if last_ran is not None and int(last_ran) <= 2:
         text.append(f"With {last_ran} fine-tuning epoch{'' if int(last_ran) == 1 else 's'} it cannot show whether fine-tuning had "
                     "converged: it is a model to check the evaluation tools below on, not the book's best model.")

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from ..runs import epochs_run, phase_epochs_run
 from .base import ChapterSummary
 from .render import (
     RecordContext,
@@ -72,6 +73,11 @@ class TransferSummary(ChapterSummary):
             out += [md_table(rows, [("model", "model (same images, same epochs)"), ("px", "input"), ("test", "test accuracy"),
                                     ("f1", "macro-F1"), ("vs", f"vs {ref} (test accuracy)"), ("params", "trainable parameters"),
                                     ("time", "training time"), ("n", "seeds")]), ""]  # fmt: skip
+            # A gap measured at an equal epoch budget is partly that budget where the book's longer
+            # scratch runs score higher: the results page says so beside the table, as the chapter does.
+            notes = budget_notes(cmp, self.parameters.get("epochs"), ctx, "chapter 1, section 1")
+            if notes:
+                out += [" ".join(notes), ""]
         rows = []
         res_sizes: list[Any] = []
         for name, key, label, is_ref in (
@@ -118,14 +124,7 @@ class TransferSummary(ChapterSummary):
                  f"section 1: {_seeds(len(set(cmp['seed'])))}, sections 2-4: {_seeds(len(set(res['seed'])))}).*", ""]  # fmt: skip
         models = list(dict.fromkeys(cmp["model"]))
         acc = lambda m: mean_sd(cmp.loc[cmp["model"] == m, "test_accuracy"]) + flag_note(group_flags(cmp[cmp["model"] == m], ctx))  # noqa: E731
-        budget = []
-        for m in models[1:]:
-            g = cmp[cmp["model"] == m]
-            runs = list(g["run"]) if "run" in g else []
-            _, why = _budget_sentences(ctx, runs, float(g["test_accuracy"].mean()), p.get("epochs"))
-            if why:
-                budget.append(f"{m[0].upper() + m[1:]}: {_reference_brief(*_references_of(ctx, runs))}, so its gap is partly "
-                              f"the equal budget (section 1).")  # fmt: skip
+        budget = budget_notes(cmp, p.get("epochs"), ctx, "section 1")
         lines.append(f"- **Reuse vs scratch** (test, {p.get('epochs')} epochs each): {models[0]} {acc(models[0])}; "
                      + "; ".join(f"{m} {acc(m)} ({versus(cmp, 'model', m, models[0], 'test_accuracy', ctx)})" for m in models[1:])
                      + "." + "".join(" " + b for b in budget))  # fmt: skip
@@ -196,15 +195,15 @@ def _minutes(ctx: RecordContext, runs: Sequence[Any]) -> float:
 
 
 def _best_epochs(ctx: RecordContext, runs: Sequence[Any]) -> list[tuple[int, int]]:
-    """(best epoch, epochs run) of each run's validation accuracy (over all phases); empty if any record lacks it."""
-    from ..sanity import history_series
+    """(best epoch, epochs run) of each run's validation accuracy (over all phases); empty if any has fewer than 2 epochs."""
+    from ..sanity import best_epoch
 
     out = []
     for r in runs:
-        val = history_series((ctx.record(r) or {}).get("history"), "val_accuracy")
-        if len(val) < 2:
+        best = best_epoch((ctx.record(r) or {}).get("history"))
+        if best is None or best[1] < 2:
             return []
-        out.append((val.index(max(val)) + 1, len(val)))
+        out.append(best)
     return out
 
 
@@ -252,10 +251,10 @@ def run_steps(record: Mapping[str, Any] | None) -> int | None:
     if isinstance(budget, Mapping) and isinstance(budget.get("steps"), int):
         return int(budget["steps"])
     n = ((record or {}).get("extra") or {}).get("train_size")
-    ran = ((record or {}).get("timings") or {}).get("phases") or {}
     total = 0
     for ph in params.get("phases") or []:
-        epochs = (ran.get(ph.get("name")) or {}).get("epochs_run", ph.get("epochs"))
+        epochs = phase_epochs_run(record, ph.get("name"))
+        epochs = ph.get("epochs") if epochs is None else epochs
         if not n or epochs is None or not ph.get("batch_size"):
             return None
         total += int(epochs) * math.ceil(int(n) / int(ph["batch_size"]))
@@ -263,8 +262,7 @@ def run_steps(record: Mapping[str, Any] | None) -> int | None:
 
 
 def _epochs_run(record: Mapping[str, Any]) -> int:
-    phases = ((record.get("timings") or {}).get("phases") or {}).values()
-    return sum(int(ph.get("epochs_run") or 0) for ph in phases)
+    return epochs_run(record) or 0  # a record that times no phase counts 0, as it always did
 
 
 def _span(values: Sequence[int]) -> str:
@@ -414,6 +412,30 @@ def _budget_sentences(ctx: RecordContext, runs: Sequence[Any], accuracy: float, 
     budget = (f"the equal {epochs}-epoch budget" if epochs else "its budget") + (f" ({steps:,} steps here)" if steps else "")
     return text, (f"With no more images per class, every seed of that longer run scores above this model's mean, so part of "
                   f"the gap to the frozen features is {budget}, not only the missing ImageNet features.")  # fmt: skip
+
+
+def budget_notes(compare: Any, epochs: int | None, ctx: RecordContext, where: str) -> list[str]:
+    """One sentence per from-scratch model of ``compare`` whose gap is partly its equal epoch budget.
+
+    Args:
+        compare: ``compare_from_scratch``'s table (the frozen model first; ``model``, ``run``,
+            ``test_accuracy``).
+        epochs: The epoch budget every model had.
+        ctx: Where the runs' records are.
+        where: Where the details are, e.g. ``"section 1"``.
+
+    Returns:
+        Sentences (empty where the book's longer scratch runs do not score above the model).
+    """
+    out = []
+    for m in list(dict.fromkeys(compare["model"]))[1:]:
+        g = compare[compare["model"] == m]
+        runs = list(g["run"]) if "run" in g else []
+        _, why = _budget_sentences(ctx, runs, float(g["test_accuracy"].mean()), epochs)
+        if why:
+            out.append(f"{m[0].upper() + m[1:]}: {_reference_brief(*_references_of(ctx, runs))}, so its gap is partly "
+                       f"the equal budget ({where}).")  # fmt: skip
+    return out
 
 
 def compare_paragraph(compare: Any, epochs: int, ctx: RecordContext | None = None) -> str:
