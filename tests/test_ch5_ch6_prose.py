@@ -371,6 +371,29 @@ def test_cut_tradeoff_draws_the_rules_interval_and_keeps_the_legend_off_the_poin
     assert "sd over seeds" in plain.axes[0].get_ylabel()
 
 
+def test_speedups_carry_their_range_within_one_timing_round():
+    from eurosat_lib.summaries.truncation import speedup_text
+
+    row = {"speedup": 1.2, "speedup_low": 1.05, "speedup_high": 1.31}
+    assert speedup_text(row) == "1.20× (1.05–1.31)" and speedup_text(row, ranged=False) == "1.20×"
+    assert speedup_text({"speedup": 1.2}) == "1.20×" and speedup_text({"speedup": float("nan")}) == "–"
+    # the committed chapter: every cut's cell has its range, the reference none, the header says what the range is
+    d = json.loads((REPO / "book" / "runs" / "cpu" / "06_truncation" / "summary.json").read_text())
+    from eurosat_lib.summaries import load_summary
+
+    section = load_summary(REPO / "book" / "runs" / "cpu" / "06_truncation", "06_truncation").render_markdown("src")
+    rounds = {r.get("speed_rounds") for r in d["tables"]["cuts"]}
+    assert rounds == {5.0}, "chapter 6 was executed with the per-round timing"
+    assert "inference speed-up (lowest–highest within one of 5 timing rounds)" in section
+    for r in d["tables"]["cuts"]:
+        line = next(ln for ln in section.splitlines() if ln.startswith(f"| `{r['block']}` |"))
+        if r["block"] == "top":
+            assert line.endswith("| 1.00× |")
+        else:
+            assert line.endswith(f"| {r['speedup']:.2f}× ({r['speedup_low']:.2f}–{r['speedup_high']:.2f}) |")
+            assert r["speedup_low"] <= r["speedup_high"]
+
+
 def test_templates_show_the_budgets_the_expectation_and_points_not_cut_bars():
     def code(nb):
         cells = json.loads((REPO / "notebooks" / f"{nb}.ipynb").read_text())["cells"]

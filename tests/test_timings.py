@@ -6,6 +6,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from eurosat_lib import runs as R
@@ -114,6 +115,22 @@ def test_truncation_speeds_are_withheld_when_the_machine_is_busy(monkeypatch, ot
     busy = other > 1.0
     assert list(speed["contended"]) == [busy, busy]
     assert speed["images_per_s"].isna().all() == busy and (speed["images_per_s"] > 0).all() == (not busy)
+    assert all(len(r) == 1 and r[0] > 0 for r in speed["round_seconds"])  # every round kept, busy or not
+    rng = TR.speedup_range(speed, "b2")
+    assert rng["speedup_low"].isna().all() == busy  # a withheld speed has no range either
+
+
+def test_the_speedup_range_is_the_ratio_within_each_round():
+    speed = pd.DataFrame({"block": ["b1", "b2", "top"], "images_per_s": [4.0, 2.0, 2.0],
+                          "round_seconds": [[1.0, 2.0, 1.0], [2.0, 2.0, 3.0], [2.0, 4.0, 2.0]]})  # fmt: skip
+    rng = TR.speedup_range(speed, "top")
+    assert rng.loc["b1", "speedup_low"] == 2.0 and rng.loc["b1", "speedup_high"] == 2.0  # 2/1, 4/2, 2/1
+    assert rng.loc["b2", "speedup_low"] == pytest.approx(2 / 3) and rng.loc["b2", "speedup_high"] == 2.0
+    assert rng.loc["top", "speedup_low"] == rng.loc["top", "speedup_high"] == 1.0 and rng["speed_rounds"].eq(3).all()
+    with pytest.raises(KeyError, match="reference block 'nope' was not timed"):
+        TR.speedup_range(speed, "nope")
+    old = speed.drop(columns="round_seconds")  # a table from before rounds were kept: no range, no error
+    assert TR.speedup_range(old, "top")["speedup_low"].isna().all()
 
 
 def _load(other: float) -> dict:

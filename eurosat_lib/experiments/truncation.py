@@ -321,7 +321,10 @@ def measure_speed(P: SimpleNamespace, data: D.EuroSAT, blocks: Sequence[str], re
     book may show (issue 15), so ``images_per_s`` is NaN and ``contended`` is True.
 
     Returns:
-        One row per block: ``block``, ``images_per_s``, ``contended``.
+        One row per block: ``block``, ``images_per_s`` (from its best round), ``round_seconds``
+        (each round's time, in order: a round times every cut within seconds, so the ratio of two
+        cuts' times in one round is a paired measurement, and its spread over rounds is how far
+        the machine's drift moves a speed-up; :func:`cut_table`), ``contended``.
 
     Args:
         P: The chapter's parameters (``speed_images``).
@@ -339,17 +342,49 @@ def measure_speed(P: SimpleNamespace, data: D.EuroSAT, blocks: Sequence[str], re
                          backbone_kwargs=backbone_kwargs(P.backbone, P.alpha))
         for b in blocks
     }  # fmt: skip
-    best = {b: float("inf") for b in blocks}
+    rounds: dict[str, list[float]] = {b: [] for b in blocks}
     for model in models.values():  # warm-up: the first call builds the eager kernels
         keras.ops.convert_to_numpy(model(images[:8], training=False))
     for _ in range(repeats):
         for b, model in models.items():
             t = time.perf_counter()
             keras.ops.convert_to_numpy(model(images, training=False))
-            best[b] = min(best[b], time.perf_counter() - t)
+            rounds[b].append(time.perf_counter() - t)
     contended = R.is_contended(load_before, R.machine_load())
-    speeds = [np.nan if contended else len(images) / best[b] for b in blocks]
-    return pd.DataFrame({"block": list(blocks), "images_per_s": speeds, "contended": contended})
+    speeds = [np.nan if contended else len(images) / min(rounds[b]) for b in blocks]
+    return pd.DataFrame({"block": list(blocks), "images_per_s": speeds, "round_seconds": [rounds[b] for b in blocks],
+                         "contended": contended})  # fmt: skip
+
+
+def speedup_range(speed: pd.DataFrame, reference: str) -> pd.DataFrame:
+    """Each cut's speed-up over ``reference`` within each timing round: the lowest and highest.
+
+    Args:
+        speed: :func:`measure_speed`'s table (``round_seconds``; ``images_per_s`` NaN when the
+            machine was busy, which makes the range NaN too).
+        reference: The block the speed-ups are relative to (the full backbone).
+
+    Returns:
+        Indexed by block: ``speedup_low``, ``speedup_high``, ``speed_rounds`` (NaN where the table
+        has no rounds, e.g. one written before they were kept).
+
+    Raises:
+        KeyError: ``reference`` is not a block of ``speed``.
+    """
+    by = speed.set_index("block")
+    if reference not in by.index:
+        raise KeyError(f"reference block {reference!r} was not timed; timed: {list(by.index)}")
+    ref = by.loc[reference, "round_seconds"] if "round_seconds" in by else None
+    out = {}
+    for block, row in by.iterrows():
+        mine = row.get("round_seconds") if "round_seconds" in by else None
+        ok = isinstance(ref, (list, tuple, np.ndarray)) and isinstance(mine, (list, tuple, np.ndarray)) and len(mine) == len(ref)
+        if not ok or not np.isfinite(row["images_per_s"]):
+            out[block] = {"speedup_low": np.nan, "speedup_high": np.nan, "speed_rounds": np.nan}
+            continue
+        ratios = np.asarray(ref, dtype=float) / np.asarray(mine, dtype=float)  # > 1: the cut ran faster in that round
+        out[block] = {"speedup_low": float(ratios.min()), "speedup_high": float(ratios.max()), "speed_rounds": float(len(ratios))}
+    return pd.DataFrame.from_dict(out, orient="index")
 
 
 def cut_table(sweep: pd.DataFrame, speed: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -408,6 +443,8 @@ def cut_table(sweep: pd.DataFrame, speed: pd.DataFrame | None = None) -> pd.Data
     if speed is not None:
         table = table.join(speed.set_index("block")["images_per_s"])
         table["speedup"] = table["images_per_s"] / table.loc[table.index[-1], "images_per_s"]
+        if "round_seconds" in speed:
+            table = table.join(speedup_range(speed, table.index[-1]))
     return table
 
 

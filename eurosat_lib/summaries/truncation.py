@@ -23,6 +23,24 @@ from .render import (
 )
 
 
+
+def speedup_text(row: Any, ranged: bool = True) -> str:
+    """A cut's inference speed-up over the full backbone, with its range within single timing rounds.
+
+    Args:
+        row: A ``cut_table`` row (``speedup``; ``speedup_low`` / ``speedup_high`` where the timing
+            kept its rounds).
+        ranged: Add the range (False for the reference row, whose ratio is 1 by definition).
+
+    Returns:
+        E.g. ``"1.20× (1.05–1.31)"``, ``"1.20×"`` without rounds, ``"–"`` when not measured.
+    """
+    s = row.get("speedup") if hasattr(row, "get") else None
+    if not is_number(s):
+        return "–"
+    lo, hi = row.get("speedup_low"), row.get("speedup_high")
+    return f"{s:.2f}×" + (f" ({lo:.2f}–{hi:.2f})" if ranged and is_number(lo) and is_number(hi) else "")
+
 @dataclass(frozen=True)
 class TruncationSummary(ChapterSummary):
     """Chapter 6: the shallowest cut within the tolerance, and the biggest step down in accuracy.
@@ -91,8 +109,9 @@ class TruncationSummary(ChapterSummary):
         steps_up = int((table["val_mean"].diff().iloc[1:] > 0).sum())
         fastest = table["speedup"].astype(float).max() if "speedup" in table else float("nan")
         # a speed measured while other jobs kept the CPU busy is withheld (NaN): say so, never "nan×"
-        speed = (f"the fastest cut runs {fastest:.2f}× as fast as the\n  full backbone on this machine" if is_number(fastest)
-                 else "speeds not shown: they were measured while other jobs kept this machine's CPU busy")
+        speed = (f"the fastest cut runs {speedup_text(table.loc[table['speedup'].astype(float).idxmax()])} as fast as the\n  "
+                 "full backbone on this machine" if is_number(fastest)
+                 else "speeds not shown: they were measured while other jobs kept this machine's CPU busy")  # fmt: skip
         tol = f"{100 * tolerance:g} point(s)"
         interval = self.rule == "95 % upper bound"
         test_runs, ft_runs = self.numeric_frame("test_runs"), self.numeric_frame("finetune_runs")
@@ -176,9 +195,12 @@ class TruncationSummary(ChapterSummary):
                 elif is_number(r.get("drop")):
                     vs = f"{-100 * r['drop']:+.1f} points (per-seed values not found: no interval)"
                 rows.append({"b": f"`{r['block']}`", "p": pct(r.get("params_share"), 1), "va": pct(r.get("val_mean"), 1),
-                             "d": vs, "s": f"{r['speedup']:.2f}×" if is_number(r.get("speedup")) else "–"})  # fmt: skip
+                             "d": vs, "s": speedup_text(r) if str(r["block"]) != full else speedup_text(r, ranged=False)})  # fmt: skip
+            rounds = cuts["speed_rounds"].dropna() if "speed_rounds" in cuts else []
+            speed_head = (f"inference speed-up (lowest–highest within one of {rounds.max():.0f} timing rounds)" if len(rounds)
+                          else "inference speed-up")  # fmt: skip
             out += [md_table(rows, [("b", "cut after"), ("p", "share of parameters"), ("va", "validation accuracy (frozen, mean)"),
-                                    ("d", "difference vs full backbone (paired by seed)"), ("s", "inference speed-up")]), ""]  # fmt: skip
+                                    ("d", "difference vs full backbone (paired by seed)"), ("s", speed_head)]), ""]  # fmt: skip
         if self.chosen_cut is not None:
             tol = self.tolerance if self.tolerance is not None else float("nan")
             if self.rule == "95 % upper bound":
