@@ -9,6 +9,11 @@ the same batch size and optimiser, trained two ways:
   same work);
 * **engine, bare** — ``fit_phase`` without a run folder (no history file, no weights saved), to
   separate the record keeping from the training loop;
+* **engine, as a run** (``engine_run``) — ``fit_phase`` as the recipe study and the headline runs
+  call it: resumable checkpoints (``BackupAndRestore``) and the best weights saved every epoch,
+  TensorBoard logs, and a validation pass on ``--val-per-class`` images per class (500, as the
+  recipe study's long configurations) at the end of each epoch. Its images/s counts the training
+  images over the whole epoch, so ``engine_run / engine`` is what that bookkeeping costs;
 * **plain Keras** — ``model.compile(...)`` + ``model.fit(x_uint8, y, batch_size, shuffle=True)``.
 
 Each measurement builds a fresh model, trains ``--epochs`` (default 2) epochs and times the
@@ -23,6 +28,7 @@ Goal: engine >= 0.95x plain Keras images/s (median of the per-round ratios).
     python benchmarks/bench_engine.py                 # 4,000 real images, 128 px, 3 rounds (~10 min on 2 cores)
     python benchmarks/bench_engine.py --variants engine plain engine_xla
     python benchmarks/bench_engine.py --variants engine engine_xla engine_bf16   # XLA and mixed_bfloat16 on this CPU
+    python benchmarks/bench_engine.py --variants engine engine_run               # what validation + checkpoints cost
     python benchmarks/bench_engine.py --quick         # synthetic, 32 px, seconds; meaningless figures
 """
 
@@ -37,7 +43,7 @@ import time
 from _common import epoch_clock, finish, goal, make_parser, median, print_table, ratio
 
 NAME = "engine"
-VARIANTS = ("engine", "engine_bare", "plain", "engine_xla", "plain_xla", "engine_bf16")
+VARIANTS = ("engine", "engine_bare", "engine_run", "plain", "engine_xla", "plain_xla", "engine_bf16")
 
 
 def parse_args(argv=None):
@@ -50,6 +56,7 @@ def parse_args(argv=None):
     p.add_argument("--variants", nargs="+", choices=VARIANTS, default=None,
                    help="what to compare (default engine engine_bare plain; engine plain with --quick)")
     p.add_argument("--learning-rate", type=float, default=1e-4)
+    p.add_argument("--val-per-class", type=int, default=50, help="validation images per class of engine_run (2 with --quick)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     defaults = dict(n_per_class=(4, 400), image_size=(32, 128), pairs=(1, 3),
@@ -67,6 +74,15 @@ def load_train(args):
         return D.make_synthetic(n_per_class=args.n_per_class, seed=args.seed), "synthetic"
     ds = D.load_eurosat(download=False)
     return ds.get_split("train", n_per_class=args.n_per_class, seed=args.seed), "real EuroSAT training split"
+
+
+def load_val(args):
+    """The validation images ``engine_run`` scores each epoch (the recipe study's 500 by default)."""
+    from eurosat_lib import data as D
+
+    if args.quick:
+        return D.make_synthetic(n_per_class=min(args.val_per_class, 2), seed=args.seed + 1)
+    return D.load_eurosat(download=False).get_split("val", n_per_class=args.val_per_class, seed=args.seed)
 
 
 def build(args):
@@ -89,7 +105,7 @@ def machine_load() -> dict:
     return runs.machine_load()
 
 
-def measure(variant: str, args, train) -> dict:
+def measure(variant: str, args, train, val=None) -> dict:
     import keras
 
     from eurosat_lib import training as T
@@ -110,8 +126,11 @@ def measure(variant: str, args, train) -> dict:
         acc = T.Accelerator(jit_compile=xla)
         with tempfile.TemporaryDirectory() as tmp:
             run_dir = None if variant == "engine_bare" else tmp
-            T.fit_phase(model, train, None, phase, seed=args.seed, run_dir=run_dir, accelerator=acc,
-                        tensorboard=False, checkpoints=False, extra_callbacks=[clock])  # fmt: skip
+            as_run = variant == "engine_run"
+            # the clock is the last callback: an epoch's time includes the checkpoints and logs
+            # the callbacks before it write at the epoch's end, and the validation pass before them
+            T.fit_phase(model, train, val if as_run else None, phase, seed=args.seed, run_dir=run_dir, accelerator=acc,
+                        tensorboard=as_run, checkpoints=as_run, extra_callbacks=[clock])  # fmt: skip
     else:
         model.compile(optimizer=keras.optimizers.Adam(args.learning_rate), loss="sparse_categorical_crossentropy",
                       metrics=["accuracy"], jit_compile=xla)  # fmt: skip
@@ -138,10 +157,11 @@ def main(argv=None) -> int:
     cores = os.cpu_count() or 1
     print(f"{len(train)} images ({what}), {args.image_size} px, batch {args.batch_size}, "
           f"{args.pairs} interleaved rounds of {args.variants}, {cores} cores")  # fmt: skip
+    val = load_val(args) if "engine_run" in args.variants else None
     rounds = []
     for r in range(args.pairs):
         order = list(args.variants) if r % 2 == 0 else list(reversed(args.variants))
-        rounds.append({v["variant"]: v for v in (measure(name, args, train) for name in order)})
+        rounds.append({v["variant"]: v for v in (measure(name, args, train, val) for name in order)})
         print("  round", r + 1, ", ".join(f"{k}: {v['images_per_s']:.1f} img/s" for k, v in rounds[-1].items()))
 
     # A measurement is contended when other processes (this one's own share taken off) kept more
@@ -159,7 +179,7 @@ def main(argv=None) -> int:
 
     ratios = {}
     for num, den in (("engine", "plain"), ("engine_bare", "plain"), ("engine_xla", "plain_xla"), ("engine_xla", "engine"),
-                     ("engine_bf16", "engine")):
+                     ("engine_bf16", "engine"), ("engine_run", "engine")):
         if num in args.variants and den in args.variants:
             per_round = [ratio(rd[num]["images_per_s"], rd[den]["images_per_s"]) for rd in rounds]
             ratios[f"{num}_over_{den}"] = median(per_round)

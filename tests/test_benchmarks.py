@@ -31,7 +31,7 @@ RUNS = {
     "data": ([], {}),
     "transfer": ([], {}),
     "backbones": ([], {}),
-    "engine": ([], {}),
+    "engine": (["--variants", "engine", "engine_run", "plain"], {}),
     "recipes": ([], {}),
     # the CPU reference is measured in a subprocess (the path a GPU machine without
     # backbones.json takes), not read from the backbones.json written beside it
@@ -135,12 +135,14 @@ def test_bench_engine_quick(quick_runs):
     r, text = finish(quick_runs, "engine")
     f, q = r["figures"], r["ratios"]
     (rnd,) = f["rounds"]
-    assert set(rnd) == {"engine", "plain"}
+    assert set(rnd) == {"engine", "engine_run", "plain"}
     for m in rnd.values():
         assert positive(m["images_per_s"], m["timed_epoch_seconds"], m["first_epoch_seconds"])
         assert m["load_before"]["other_cores"] >= 0 and m["load_after"]["cpu_count"] >= 1
     assert q["engine_over_plain"] == pytest.approx(rnd["engine"]["images_per_s"] / rnd["plain"]["images_per_s"], rel=1e-3)
     assert r["goals"]["engine_vs_plain"]["target"] == 0.95
+    # engine_run: fit_phase as a run calls it (validation, checkpoints, TensorBoard), against the bare engine
+    assert q["engine_run_over_engine"] == pytest.approx(rnd["engine_run"]["images_per_s"] / rnd["engine"]["images_per_s"], rel=1e-3)
     assert isinstance(f["contended"], list) and "engine / plain" in text
 
 
@@ -309,6 +311,55 @@ def test_precision_section_states_the_measuring_cpus_own_bf16_support(isa, says,
     assert "mixed bfloat16 / float32 engine, rounds without contention: 0.500, 0.500 — slower in every round" in text
     table = mr.machine_table({"engine_xla_bf16": r})
     assert ("not recorded" in table) == (isa is None)
+
+
+def _precision_result(isa, rounds):
+    m = lambda v: {"images_per_s": v}  # noqa: E731
+    return {"environment": {"cpu_model": "AMD EPYC", "cpu_isa": isa, "cpu_count": 2},
+            "figures": {"images": 100, "data": "real", "contended": [],
+                        "rounds": [{k: m(v) for k, v in rd.items()} for rd in rounds]}}  # fmt: skip
+
+
+def test_a_bf16_cpu_answers_the_open_question_and_one_fast_round_is_no_win():
+    """Mixed bfloat16 measured on a CPU with avx512_bf16 (340, 339 and 190 images/s for the float32
+    engine as the machine drifted): one round where bfloat16 came out ahead is not a verdict, the
+    median is; and the AVX2 section then points to it instead of calling the question open."""
+    mr = _make_report_module()
+    bf16 = _precision_result(["avx2", "avx512f", "avx512_bf16"], [
+        {"engine": 340.0, "engine_xla": 14.1, "engine_bf16": 104.3},
+        {"engine_bf16": 207.2, "engine_xla": 14.2, "engine": 339.3},
+        {"engine": 189.9, "engine_xla": 22.5, "engine_bf16": 206.8}])  # fmt: skip
+    text = "\n".join(mr.section_engine_precision(bf16))
+    assert "mixed bfloat16 / float32 engine, rounds without contention: 0.307, 0.611, 1.09; median 0.611x" in text
+    assert "not faster than float32 in 2 of 3 rounds: kept off on this CPU." in text
+    assert "XLA / float32 engine, rounds without contention: 0.041, 0.042, 0.118 — slower in every round" in text
+    assert "ran at 189.9 to 340.0 images/s" in text and "is not measured here" not in text
+    steady = _precision_result(["avx2", "avx512f", "avx512_bf16"], [{"engine": 100.0, "engine_bf16": 110.0},
+                                                                     {"engine_bf16": 98.0, "engine": 100.0}])  # fmt: skip
+    assert "median 1.04x: not slower on this CPU." in "\n".join(mr.section_engine_precision(steady))
+    avx2 = _precision_result(["avx2"], [{"engine": 50.0, "engine_xla": 12.0, "engine_bf16": 25.0}])
+    both = mr.render({"engine_xla_bf16": avx2, "engine_xla_bf16_avx512": bf16}, "images/performance.png")
+    assert "## XLA and mixed bfloat16 on a CPU with bfloat16 instructions" in both
+    assert "is not measured here" not in both and "the section *XLA and mixed bfloat16 on a CPU with bfloat16" in both
+    alone = mr.render({"engine_xla_bf16": avx2}, "images/performance.png")
+    assert "is not measured here" in alone and "with bfloat16 instructions" not in alone  # optional: not "Not run yet"
+
+
+def test_engine_section_says_what_a_runs_bookkeeping_costs():
+    """engine_run (validation, checkpoints, TensorBoard) against the bare engine, per round and as a
+    median slowdown; a median within 3 % is called indistinguishable from the drift, not a cost."""
+    mr = _make_report_module()
+    r = _precision_result(["avx2"], [{"engine": 100.0, "engine_run": 80.0, "plain": 100.0},
+                                     {"plain": 90.0, "engine_run": 85.0, "engine": 100.0}])  # fmt: skip
+    text = "\n".join(mr.section_engine(r))
+    assert "engine_run / engine per round: 0.800, 0.850; median 0.825x: that bookkeeping slows an epoch of 100 images by about 21 %." in text
+    # a fixed cost per epoch (0.25 s and 0.176 s here): its share of a whole-split epoch is what a run pays
+    assert "about 0.213 s per epoch (median over rounds), so on an epoch of the whole training split (16,200 images, 162.0 s" in text
+    assert "about 0 %." in text
+    r["figures"]["rounds"][0]["engine_run"]["images_per_s"] = 101.0
+    r["figures"]["rounds"][1]["engine_run"]["images_per_s"] = 97.0
+    assert "median 0.990x: no cost this measurement can tell from the drift." in "\n".join(mr.section_engine(r))
+    assert "engine_run" not in "\n".join(mr.section_engine(_precision_result(["avx2"], [{"engine": 1.0, "plain": 1.0}])))
 
 
 def _bench_recipes_module():

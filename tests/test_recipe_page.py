@@ -657,3 +657,18 @@ def test_a_declared_ensemble_without_a_score_is_listed_as_not_scored(tmp_path):
     assert "Declared, not scored yet: `base_x2` (two base runs averaged, against one network of `e15_ls`). " in section
     assert "e20x2` (two e20" not in section and "| `e20x2`" in section
     assert "an ensemble declared against such a network is listed below, not scored yet" in section
+
+
+def test_a_configuration_timed_only_on_other_cpus_names_them_in_one_phrase(tmp_path):
+    """`e20` was timed on two other CPUs: the cell named both in one phrase, not as "timed on another
+    machine (A), timed on another machine (B)"."""
+    study, _ = _study(tmp_path, RUNS[:4], ["base", "e10", "px160"])
+    for seed, cpu in ((0, "Other CPU"), (1, "Third CPU")):
+        rec_path = study / f"recipe_px160_seed{seed}" / "record.json"
+        rec = json.loads(rec_path.read_text())
+        rec["environment"]["cpu_model"] = cpu
+        rec_path.write_text(json.dumps(rec))
+    page = R.build_recipes_page(tmp_path / "book", "cpu").read_text()
+    row = next(line for line in page.splitlines() if line.startswith("| `px160`"))
+    assert "not shown: timed on other machines (Other CPU, 2 cores: 15.0 min; Third CPU, 2 cores: 15.4 min)" in row
+    assert row.count("timed on") == 1

@@ -688,12 +688,13 @@ def _minutes_text(e: Mapping[str, Any]) -> str:
         reasons = {r for r in (untimed_reason(run, e.get("machine")) for run in here) if r}
     else:  # on another time axis only: say where and how long, never comparing it with this one
         other = e.get("other_minutes") or {}
-        reasons = set()
+        where = set()
         for run in e["runs"]:
             m = run.get("machine", "?")
             why = untimed_reason(run)
-            reasons.add(f"timed on another machine ({m}: {other[m]:.1f} min)" if m in other
-                        else f"timed on another machine ({m}), {why}")  # fmt: skip
+            where.add(f"{m}: {other[m]:.1f} min" if m in other else f"{m}, {why}")
+        # one phrase for all the other machines: "timed on another machine (A), timed on another machine (B)" read as a stutter
+        return f"not shown: timed on {'another machine' if len(where) == 1 else 'other machines'} ({'; '.join(sorted(where))})"
     return "not shown: " + ", ".join(sorted(reasons))
 
 
