@@ -672,3 +672,18 @@ def test_a_configuration_timed_only_on_other_cpus_names_them_in_one_phrase(tmp_p
     row = next(line for line in page.splitlines() if line.startswith("| `px160`"))
     assert "not shown: timed on other machines (Other CPU, 2 cores: 15.0 min; Third CPU, 2 cores: 15.4 min)" in row
     assert row.count("timed on") == 1
+
+
+def test_the_committed_studys_front_runners_have_two_seeds():
+    """Issue 15's acceptance: at least 12 configurations with minutes and test accuracy, and at
+    least 2 seeds for the front-runners: every configuration on the Pareto front of the study's
+    main time axis (the book's figure), and the one chosen within each budget on every CPU's axis."""
+    rows = RP.read_rows(BOOK / "runs" / "cpu" / "recipe_study")
+    entries = RP.by_recipe(rows)
+    assert sum(math.isfinite(e["minutes"]) and e["n_test"] == 5_400 for e in entries) >= 12
+    front = {e["recipe"] for e in RP.pareto_front([e for e in entries if math.isfinite(e["minutes"])])}
+    chosen = {c["recipe"] for machine in RP.timed_machines(rows) for b in (RP.GOAL[1], RP.MOONSHOT[1])
+              if (c := RP.choose(RP.by_recipe(rows, machine), b))}  # fmt: skip
+    assert len(chosen) >= 3  # e15_ls on the main axis; e15, px160, e20_a05 on the other CPUs
+    one_seed = sorted(name for name in front | chosen if len(next(e for e in entries if e["recipe"] == name)["seeds"]) < 2)
+    assert len(front) >= 5 and not one_seed, f"front-runners with one seed: {one_seed}"

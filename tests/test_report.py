@@ -146,6 +146,29 @@ def test_committed_benchmarks_meet_their_goals():
         assert not c.get("error") and c["train_images_per_s"] > 0 and c["inference_images_per_s"] > 0 and c["peak_rss_mib"] > 0, c
 
 
+def test_committed_engine_benchmark_meets_its_goal():
+    """Issue 15's acceptance: the committed side-by-side benchmark has `fit_phase` at >= 0.95x plain
+    `model.fit` images/s (median of per-round ratios, same model and data, one process), measured on a
+    quiet machine; and mixed bfloat16 / XLA, measured on a CPU with bfloat16 instructions, are kept
+    off only because they lost there (their median ratio to the float32 engine is below 0.95)."""
+    res = {n: json.loads((REPO / "benchmarks" / "results" / f"{n}.json").read_text())
+           for n in ("engine", "engine_xla_bf16_avx512")}  # fmt: skip
+    eng = res["engine"]
+    assert not eng["quick"] and eng["goals"]["engine_vs_plain"]["met"] and eng["ratios"]["engine_over_plain"] >= 0.95
+    assert len(eng["figures"]["rounds"]) >= 3 and not eng["figures"]["contended"]
+    prec = res["engine_xla_bf16_avx512"]
+    assert "avx512_bf16" in prec["environment"]["cpu_isa"] and not prec["figures"]["contended"]
+    assert prec["ratios"]["engine_bf16_over_engine"] < 0.95 and prec["ratios"]["engine_xla_over_engine"] < 0.95
+    import keras
+
+    from eurosat_lib import training as T
+    from eurosat_lib.experiments.core import accelerator_for
+
+    cpu = accelerator_for("cpu")  # what lost on the CPU is not what the CPU profile runs
+    assert cpu.mixed_precision is False and cpu.jit_compile is (keras.backend.backend() == "jax")
+    assert T.Accelerator().mixed_precision is False
+
+
 def _record(tmp_path, run: str, *, val: float, image_size: int = 64, warnings: list | None = None, n: int = 300) -> str:
     d = tmp_path / "book" / "runs" / "cpu" / run
     d.mkdir(parents=True, exist_ok=True)
