@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from _common import REPO, RESULTS_DIR, fmt, lib_io
+from _common import REPO, RESULTS_DIR, fmt, lib_io, median
 
 ORDER = ("data", "transfer", "backbones", "engine", "engine_xla_bf16", "engine_xla_bf16_avx512", "gpu_jax")
 #: Results a reader need not run (they need a particular CPU): never listed under "Not run yet".
@@ -258,21 +258,21 @@ def section_engine(r: dict) -> list[str]:
         "",
     ]
     if clean:
-        med = _median(clean)
+        med = median(clean)
         text.append(f"engine / plain per round: {', '.join(fmt(c) for c in clean)}; median **{fmt(med)}x** "
                     f"(goal ≥ 0.95x). The rounds differ by up to {fmt(max(clean) - min(clean))} — the machine's own "
                     "speed drifts that much within minutes, which is why only ratios taken side by side are quoted.")  # fmt: skip
     run = _clean_ratios(r, "engine_run", "engine")
     if run:
-        med = _median(run)
+        med = median(run)
         text.append(f"engine_run is `fit_phase` as the recipe study's runs call it: a validation pass at the end of each "
                     "epoch, resumable checkpoints and the best weights saved, TensorBoard logs; its images/s counts the "
                     f"training images over that whole epoch. engine_run / engine per round: {', '.join(fmt(c) for c in run)}; "
                     f"median {fmt(med)}x" + (f": that bookkeeping slows an epoch of {f['images']:,} images by about "
                                              f"{100 * (1 / med - 1):.0f} %." if med < 0.97 else
                                              ": no cost this measurement can tell from the drift."))  # fmt: skip
-        fixed = _median(_fixed_seconds(r, "engine_run", "engine"))
-        eng = _median([rd["engine"]["images_per_s"] for rd in f["rounds"]])
+        fixed = median(_fixed_seconds(r, "engine_run", "engine"))
+        eng = median([rd["engine"]["images_per_s"] for rd in f["rounds"]])
         if med < 0.97 and fixed > 0 and eng:
             # the bookkeeping is a fixed cost per epoch (the same 500 validation images, the same
             # checkpoint files), so its share shrinks as the epoch grows: say what it is on a real one
@@ -316,19 +316,13 @@ def has_bf16(environment: dict) -> bool:
     return bool({"avx512_bf16", "amx_bf16"} & set(environment.get("cpu_isa") or ()))
 
 
-def _median(values: Sequence[float]) -> float:
-    srt = sorted(values)
-    mid = len(srt) // 2
-    return srt[mid] if len(srt) % 2 else (srt[mid - 1] + srt[mid]) / 2
-
-
 def ratio_verdict(ratios: Sequence[float]) -> str:
     """What a variant's per-round speed ratios to the float32 engine say, in words.
 
     A variant is kept off unless its median over rounds is at least 0.95x: one round faster than the
     engine is not a win when the machine's own speed drifts between rounds.
     """
-    med = _median(ratios)
+    med = median(ratios)
     faster = sum(c >= 1.0 for c in ratios)
     if max(ratios) < 0.95:
         return " — slower in every round: kept off on this CPU."
