@@ -272,7 +272,7 @@ def section_engine(r: dict) -> list[str]:
                                              f"{100 * (1 / med - 1):.0f} %." if med < 0.97 else
                                              ": no cost this measurement can tell from the drift."))  # fmt: skip
         fixed = median(_fixed_seconds(r, "engine_run", "engine"))
-        eng = median([rd["engine"]["images_per_s"] for rd in f["rounds"]])
+        eng = median([rd["engine"]["images_per_s"] for rd in _clean_rounds(r, "engine")])
         if med < 0.97 and fixed > 0 and eng:
             # the bookkeeping is a fixed cost per epoch (the same 500 validation images, the same
             # checkpoint files), so its share shrinks as the epoch grows: say what it is on a real one
@@ -353,8 +353,7 @@ def section_engine_precision(r: dict, answered_in: str | None = None) -> list[st
         c = _clean_ratios(r, v, "engine")
         if c:
             text.append(f"{what} / float32 engine, rounds without contention: {', '.join(fmt(x) for x in c)}" + ratio_verdict(c))
-    own = [row[1 + variants.index("engine")] for row in rows if "engine" in variants]
-    own = [x for x in own if isinstance(x, (int, float))]
+    own = [rd["engine"]["images_per_s"] for rd in _clean_rounds(r, "engine")]
     if len(own) > 1 and max(own) > 1.2 * min(own):
         text.append(f"The float32 engine itself ran at {fmt(min(own))} to {fmt(max(own))} images/s in these rounds (the "
                     "machine's drift, same work): a single round's ratio is not a verdict, the median over rounds is.")  # fmt: skip
